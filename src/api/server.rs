@@ -1,0 +1,466 @@
+//! `MinecraftServer`: one game server (namespaced).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Quantity, StoreRef, conditions_schema};
+
+/// server.properties keys craftplane owns; a spec may not set them.
+pub const RESERVED_PROPERTIES: &[&str] = &[
+    "enable-rcon",
+    "rcon.password",
+    "rcon.port",
+    "server-port",
+    "query.port",
+    "motd",
+    "max-players",
+    "white-list",
+    "enforce-whitelist",
+];
+
+/// A Minecraft server. The operator runs it as a StatefulSet of the
+/// itzg/minecraft-server image with a world volume, Services, a config map and
+/// an RCON secret, and reports its phase, address and players.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "craftplane.io",
+    version = "v1alpha1",
+    kind = "MinecraftServer",
+    plural = "minecraftservers",
+    shortname = "mcs",
+    category = "craftplane",
+    label("app.kubernetes.io/part-of", "craftplane"),
+    namespaced,
+    status = "MinecraftServerStatus",
+    derive = "PartialEq",
+    doc = "A Minecraft server run by craftplane.",
+    printcolumn(name = "SKU", type_ = "string", json_path = ".spec.sku"),
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Players",
+        type_ = "integer",
+        json_path = ".status.players.online"
+    ),
+    printcolumn(name = "Address", type_ = "string", json_path = ".status.address"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(oldSelf.storage) || !has(oldSelf.storage.storageClassName) || (has(self.storage) && has(self.storage.storageClassName) && self.storage.storageClassName == oldSelf.storage.storageClassName)").message("storage.storageClassName is immutable once set").field_path(".storage.storageClassName"))]
+#[x_kube(validation = kube::core::Rule::new("!has(oldSelf.storage) || !has(oldSelf.storage.size) || (has(self.storage) && has(self.storage.size) && quantity(string(self.storage.size)).compareTo(quantity(string(oldSelf.storage.size))) >= 0)").message("storage.size cannot shrink (volumes can only be expanded)").field_path(".storage.size"))]
+pub struct MinecraftServerSpec {
+    /// Name of the Sku (resource tier) this server runs on.
+    #[schemars(length(min = 1, max = 253))]
+    pub sku: String,
+    /// You must accept the Minecraft EULA (https://aka.ms/MinecraftEULA) by
+    /// setting this to true.
+    #[x_kube(validation = kube::core::Rule::new("self == true").message("eula must be true: you must accept the Minecraft EULA (https://aka.ms/MinecraftEULA)"))]
+    pub eula: bool,
+    /// Server software, the image's TYPE: VANILLA, PAPER, PURPUR, FOLIA,
+    /// SPIGOT, BUKKIT, FABRIC, QUILT, FORGE or NEOFORGE.
+    #[serde(default, rename = "type")]
+    pub server_type: ServerType,
+    /// Minecraft version such as `1.21.4`, or `LATEST` / `SNAPSHOT`.
+    #[serde(default = "default_version")]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(
+            pattern = r"^(LATEST|SNAPSHOT|[0-9]+\.[0-9]+(\.[0-9]+)?(-(pre|rc)[0-9]+)?|[0-9]{2}w[0-9]{2}[a-z])$"
+        )
+    )]
+    pub version: String,
+    /// Running starts the server; Stopped scales it to zero and keeps the world.
+    #[serde(default)]
+    pub state: ServerState,
+    /// server.properties overrides on top of the SKU's defaults. Keys that
+    /// craftplane manages (rcon, ports, motd, max-players, whitelist) are
+    /// rejected: use the typed fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 200), inner(length(max = 1024)))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, k.size() <= 128 && k.matches('^[a-z0-9][a-z0-9.-]*$'))").message("property names must be lowercase server.properties keys such as view-distance"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, !(k in ['enable-rcon', 'rcon.password', 'rcon.port', 'server-port', 'query.port', 'motd', 'max-players', 'white-list', 'enforce-whitelist']))").message("this property is managed by craftplane; use spec.motd, spec.maxPlayers, spec.whitelist or spec.service instead"))]
+    pub properties: BTreeMap<String, String>,
+    /// Message of the day shown in the server list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub motd: Option<String>,
+    /// Maximum players; at most the SKU's maxPlayers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_players: Option<i32>,
+    /// Players allowed to join. Empty turns the whitelist off. Applied live
+    /// over RCON.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 1000),
+        inner(regex(
+            pattern = r"^([A-Za-z0-9_]{3,16}|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$"
+        ))
+    )]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub whitelist: Vec<String>,
+    /// Server operators (player names or UUIDs). Applied live over RCON.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 100),
+        inner(regex(
+            pattern = r"^([A-Za-z0-9_]{3,16}|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$"
+        ))
+    )]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub ops: Vec<String>,
+    /// Extra JVM options, e.g. `-XX:+UseG1GC`. Heap flags come from the SKU.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), regex(pattern = r"^-"))
+    )]
+    pub jvm_args: Vec<String>,
+    /// Container image override. Default: itzg/minecraft-server at a tag
+    /// chosen from the Minecraft version (the right Java for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// How players reach the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+    /// World volume; size and class within the SKU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// Scheduled backups and retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupPolicy>,
+    /// Restore the world from a BackupSnapshot (stops the server, verifies,
+    /// swaps the world in, starts it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+    /// How the server is stopped so the world is saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_stop: Option<GracefulStop>,
+    /// What happens to the world volume when the server is deleted: Retain
+    /// (default) keeps it, Delete removes it.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Hostname players connect with through mc-router (one load balancer for
+    /// many servers, wake on connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub hostname: Option<String>,
+}
+
+fn default_version() -> String {
+    "LATEST".into()
+}
+
+/// Server software, as the itzg image's `TYPE`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerType {
+    /// Mojang's server.
+    #[default]
+    Vanilla,
+    /// Paper (Bukkit/Spigot plugins).
+    Paper,
+    /// Purpur, a Paper fork.
+    Purpur,
+    /// Folia, Paper with regionised threading.
+    Folia,
+    /// Spigot.
+    Spigot,
+    /// CraftBukkit.
+    Bukkit,
+    /// Fabric mod loader.
+    Fabric,
+    /// Quilt mod loader.
+    Quilt,
+    /// Forge mod loader.
+    Forge,
+    /// NeoForge mod loader.
+    #[serde(rename = "NEOFORGE")]
+    NeoForge,
+}
+
+impl ServerType {
+    /// The image's `TYPE` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerType::Vanilla => "VANILLA",
+            ServerType::Paper => "PAPER",
+            ServerType::Purpur => "PURPUR",
+            ServerType::Folia => "FOLIA",
+            ServerType::Spigot => "SPIGOT",
+            ServerType::Bukkit => "BUKKIT",
+            ServerType::Fabric => "FABRIC",
+            ServerType::Quilt => "QUILT",
+            ServerType::Forge => "FORGE",
+            ServerType::NeoForge => "NEOFORGE",
+        }
+    }
+}
+
+/// Whether the server should run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ServerState {
+    /// One replica.
+    #[default]
+    Running,
+    /// Zero replicas; the world volume is kept.
+    Stopped,
+}
+
+/// What to do with the world volume on deletion.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the PVC (unowned, labelled with the server's name).
+    #[default]
+    Retain,
+    /// Delete the PVC and the world with it.
+    Delete,
+}
+
+/// The game Service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.nodePort) || self.type != 'ClusterIP'").message("nodePort needs type NodePort or LoadBalancer"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.loadBalancerClass) || self.type == 'LoadBalancer'").message("loadBalancerClass needs type LoadBalancer"))]
+pub struct ServiceSpec {
+    /// Service type: ClusterIP (default), NodePort or LoadBalancer.
+    #[serde(default, rename = "type")]
+    pub service_type: ServiceType,
+    /// Port players connect to.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Fixed node port (30000–32767) for NodePort/LoadBalancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+    /// Annotations for the Service (e.g. for a cloud load balancer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: BTreeMap<String, String>,
+    /// Load balancer implementation to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub load_balancer_class: Option<String>,
+}
+
+fn default_port() -> i32 {
+    25565
+}
+
+/// Kubernetes Service type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ServiceType {
+    /// Cluster-internal (default; use with mc-router or port-forward).
+    #[default]
+    ClusterIP,
+    /// A port on every node.
+    NodePort,
+    /// A cloud load balancer.
+    LoadBalancer,
+}
+
+/// The world volume.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Volume size; at most the SKU's storage. Can grow, never shrink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+    /// StorageClass; defaults to the SKU's, then the cluster default.
+    /// Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Scheduled backups.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicy {
+    /// Cron schedule in UTC (five fields, e.g. `0 4 * * *`, or `@daily`).
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(
+            pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+        )
+    )]
+    pub schedule: String,
+    /// Which scheduled snapshots to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// Store for scheduled snapshots; default: the tenant's store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreRef>,
+}
+
+/// Retention of scheduled, unpinned snapshots. A snapshot is kept if any rule
+/// keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Keep the newest N snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub keep_last: Option<i32>,
+    /// Keep the newest snapshot of each of the last N days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub keep_daily: Option<i32>,
+    /// Keep the newest snapshot of each of the last N weeks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub keep_weekly: Option<i32>,
+    /// Delete snapshots older than this (e.g. `720h`), whatever else applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    pub max_age: Option<String>,
+}
+
+/// A restore request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// Name of a Completed BackupSnapshot of this server, in this namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub snapshot: String,
+}
+
+/// Graceful stop settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GracefulStop {
+    /// Seconds the server gets to save and stop before it is killed
+    /// (pod terminationGracePeriodSeconds). Default 120.
+    #[serde(default = "default_stop_timeout")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub timeout_seconds: i32,
+    /// Message announced to players before stopping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub warning: Option<String>,
+}
+
+fn default_stop_timeout() -> i32 {
+    120
+}
+
+/// Lifecycle phase of a server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ServerPhase {
+    /// Accepted, nothing created yet.
+    #[default]
+    Pending,
+    /// Volume and workload being created.
+    Provisioning,
+    /// Pod running, server not answering yet.
+    Starting,
+    /// Serving players.
+    Running,
+    /// Shutting down.
+    Stopping,
+    /// Scaled to zero.
+    Stopped,
+    /// Restoring a snapshot.
+    Restoring,
+    /// Scaled to zero by mc-router until a player connects.
+    Hibernated,
+    /// Cannot run; see conditions.
+    Failed,
+}
+
+/// Observed state of a server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MinecraftServerStatus {
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ServerPhase>,
+    /// host:port players connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Players online and allowed, from Server List Ping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub players: Option<Players>,
+    /// Version the server reports over Server List Ping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Hash of the rendered configuration currently applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_revision: Option<String>,
+    /// Recently applied configuration revisions, newest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub config_history: Vec<ConfigRevision>,
+    /// The most recent completed backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
+    /// The generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current state (Ready, Reconciling, Stalled, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Player counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Players {
+    /// Players online.
+    pub online: i32,
+    /// Player limit.
+    pub max: i32,
+}
+
+/// One applied configuration revision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigRevision {
+    /// Hash of the rendered configuration.
+    pub revision: String,
+    /// Server generation that produced it.
+    pub generation: i64,
+    /// When it was first applied.
+    pub applied_at: Time,
+}
+
+/// A reference to the latest completed backup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBackup {
+    /// BackupSnapshot name.
+    pub name: String,
+    /// When it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}

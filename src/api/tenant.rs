@@ -1,0 +1,174 @@
+//! `Tenant`: owners, namespaces, quota and allowed SKUs (cluster-scoped).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Quantity, StoreRef, conditions_schema};
+
+/// A tenant: who owns it, which namespaces it gets, how much it may use and
+/// which SKUs it may choose. The operator turns it into namespaces, RBAC,
+/// NetworkPolicies and quotas.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "craftplane.io",
+    version = "v1alpha1",
+    kind = "Tenant",
+    plural = "tenants",
+    shortname = "tenant",
+    category = "craftplane",
+    label("app.kubernetes.io/part-of", "craftplane"),
+    status = "TenantStatus",
+    derive = "PartialEq",
+    doc = "A tenant of the platform: owners, namespaces, quota and allowed SKUs.",
+    printcolumn(
+        name = "Servers",
+        type_ = "integer",
+        json_path = ".status.usage.servers"
+    ),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.quota.maxServers"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// Who may manage this tenant's servers, plugins and backups.
+    #[schemars(length(min = 1, max = 64))]
+    pub owners: Vec<Subject>,
+    /// Extra namespaces for this tenant, besides the default `tenant-<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub namespaces: Vec<String>,
+    /// Limits on what this tenant may use. Absent means no craftplane quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<TenantQuota>,
+    /// SKU names this tenant may use. Empty allows every available SKU.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub allowed_skus: Vec<String>,
+    /// Network access to this tenant's servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<TenantNetwork>,
+    /// Where this tenant's backups go when a snapshot names no store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_store: Option<StoreRef>,
+}
+
+/// An RBAC subject that owns a tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)").message("namespace is required for a ServiceAccount and not allowed otherwise"))]
+pub struct Subject {
+    /// Kind of subject: User, Group or ServiceAccount.
+    pub kind: SubjectKind,
+    /// Name of the user, group or service account.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of a ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+}
+
+/// The kind of an RBAC subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SubjectKind {
+    /// A user name as authenticated by the API server.
+    User,
+    /// A group of users.
+    Group,
+    /// A Kubernetes ServiceAccount (needs `namespace`).
+    ServiceAccount,
+}
+
+/// Limits on a tenant's usage, enforced by ResourceQuota in its namespaces.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantQuota {
+    /// Maximum number of MinecraftServers across the tenant's namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_servers: Option<i32>,
+    /// Total CPU limit, e.g. `8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Total memory limit, e.g. `32Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// Total requested storage, e.g. `200Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+    /// Maximum number of BackupSnapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_backups: Option<i32>,
+}
+
+/// Network access to a tenant's servers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantNetwork {
+    /// CIDRs allowed to reach the game port. Empty allows no one; use
+    /// `0.0.0.0/0` (and `::/0`) for a public server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(c, isCIDR(c))").message("every entry must be a CIDR such as 203.0.113.0/24"))]
+    pub allowed_ingress_cidrs: Vec<String>,
+}
+
+/// Observed state of a tenant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// Namespaces that belong to this tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Current usage against the quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TenantUsage>,
+    /// The generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current state (Ready, Reconciling, Stalled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A tenant's usage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantUsage {
+    /// MinecraftServers in the tenant's namespaces.
+    #[serde(default)]
+    pub servers: i32,
+    /// CPU limits in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory limits in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// Storage requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+    /// BackupSnapshots stored.
+    #[serde(default)]
+    pub backups: i32,
+}

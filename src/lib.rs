@@ -1,0 +1,5 @@
+//! craftplane: a Kubernetes operator that hosts Minecraft servers for many tenants.
+
+pub mod api;
+pub mod controller;
+pub mod telemetry;

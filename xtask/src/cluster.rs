@@ -1,0 +1,527 @@
+//! A real local control plane on loopback: etcd, kube-apiserver (RBAC,
+//! ServiceAccount tokens, default admission plugins), kube-controller-manager,
+//! kube-scheduler and kwok with fake nodes. State lives in one directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::tools::{self, Tools};
+
+/// Number of fake kwok nodes.
+const NODES: usize = 3;
+/// Service IP range of the local cluster (objects only: no traffic is sent there).
+const SERVICE_CIDR: &str = "10.96.0.0/16";
+const SERVICE_IP: &str = "10.96.0.1";
+
+/// Start order; stopped in reverse.
+const COMPONENTS: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+];
+
+pub struct Cluster {
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// The developer cluster (`cargo xtask cluster up`).
+    pub fn dev() -> Cluster {
+        Cluster {
+            dir: tools::cache_dir().join("clusters").join("dev"),
+        }
+    }
+
+    /// A throw-away cluster for one test run.
+    pub fn ephemeral(name: &str) -> Cluster {
+        Cluster {
+            dir: tools::cache_dir().join("clusters").join(name),
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    fn pid_file(&self, c: &str) -> PathBuf {
+        self.dir.join("run").join(format!("{c}.pid"))
+    }
+
+    fn log_file(&self, c: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{c}.log"))
+    }
+
+    /// Component name → pid, for the processes that are alive.
+    pub fn running(&self) -> BTreeMap<&'static str, u32> {
+        let mut out = BTreeMap::new();
+        for c in COMPONENTS {
+            if let Some(pid) = read_pid(&self.pid_file(c))
+                && process_alive(pid, c)
+            {
+                out.insert(c, pid);
+            }
+        }
+        out
+    }
+
+    fn healthy(&self, sh: &Shell, tools: &Tools) -> bool {
+        self.running().len() == COMPONENTS.len() && self.kubectl_raw(sh, tools, "/readyz").is_ok()
+    }
+
+    fn kubectl_raw(&self, sh: &Shell, tools: &Tools, path: &str) -> Result<String> {
+        let kubectl = &tools.kubectl;
+        let kc = self.kubeconfig();
+        Ok(cmd!(
+            sh,
+            "{kubectl} --kubeconfig {kc} --request-timeout=5s get --raw {path}"
+        )
+        .quiet()
+        .ignore_stderr()
+        .read()?)
+    }
+
+    /// Starts the control plane; does nothing when it already runs.
+    pub fn up(&self, sh: &Shell) -> Result<()> {
+        let tools = tools::ensure(sh)?;
+        if self.healthy(sh, &tools) {
+            eprintln!(
+                "xtask: control plane already running in {}",
+                self.dir.display()
+            );
+            return Ok(());
+        }
+        // Anything half-started from before is stopped and wiped.
+        self.down()?;
+        let t0 = Instant::now();
+        for sub in ["pki", "logs", "run", "etcd"] {
+            fs::create_dir_all(self.dir.join(sub))?;
+        }
+        let ports = Ports::allocate()?;
+        let tokens = self.write_credentials(sh, &ports)?;
+        let d = &self.dir;
+        let pki = d.join("pki");
+        let p = |name: &str| pki.join(name).display().to_string();
+
+        self.spawn(
+            "etcd",
+            &tools.etcd,
+            &[
+                "--name=craftplane".into(),
+                format!("--data-dir={}", d.join("etcd").display()),
+                format!(
+                    "--listen-client-urls=http://127.0.0.1:{}",
+                    ports.etcd_client
+                ),
+                format!(
+                    "--advertise-client-urls=http://127.0.0.1:{}",
+                    ports.etcd_client
+                ),
+                format!("--listen-peer-urls=http://127.0.0.1:{}", ports.etcd_peer),
+                format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                    ports.etcd_peer
+                ),
+                format!(
+                    "--initial-cluster=craftplane=http://127.0.0.1:{}",
+                    ports.etcd_peer
+                ),
+                "--unsafe-no-fsync=true".into(),
+                "--quota-backend-bytes=8589934592".into(),
+                "--log-level=warn".into(),
+            ],
+        )?;
+        wait_for("etcd", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", ports.etcd_client)).is_ok()
+        })?;
+
+        self.spawn(
+            "kube-apiserver",
+            &tools.kube_apiserver,
+            &[
+                format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd_client),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={}", ports.apiserver),
+                format!("--tls-cert-file={}", p("apiserver.crt")),
+                format!("--tls-private-key-file={}", p("apiserver.key")),
+                format!("--client-ca-file={}", p("ca.crt")),
+                format!("--token-auth-file={}", d.join("tokens.csv").display()),
+                "--authorization-mode=Node,RBAC".into(),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!("--service-account-key-file={}", p("sa.pub")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                "--api-audiences=https://kubernetes.default.svc.cluster.local".into(),
+                "--allow-privileged=true".into(),
+                format!("--cert-dir={}", pki.display()),
+                "--v=0".into(),
+            ],
+        )?;
+        wait_for("kube-apiserver /readyz", Duration::from_secs(120), || {
+            self.kubectl_raw(sh, &tools, "/readyz").is_ok()
+        })
+        .with_context(|| format!("see {}", self.log_file("kube-apiserver").display()))?;
+
+        self.spawn(
+            "kube-controller-manager",
+            &tools.kube_controller_manager,
+            &[
+                format!(
+                    "--kubeconfig={}",
+                    d.join("kube-controller-manager.kubeconfig").display()
+                ),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", ports.controller_manager),
+                format!("--cert-dir={}", pki.join("kcm").display()),
+                "--leader-elect=false".into(),
+                "--use-service-account-credentials=true".into(),
+                format!("--service-account-private-key-file={}", p("sa.key")),
+                format!("--root-ca-file={}", p("ca.crt")),
+                format!("--cluster-signing-cert-file={}", p("ca.crt")),
+                format!("--cluster-signing-key-file={}", p("ca.key")),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--enable-hostpath-provisioner=true".into(),
+                "--controllers=*".into(),
+                "--concurrent-statefulset-syncs=20".into(),
+                "--concurrent-gc-syncs=50".into(),
+                "--kube-api-qps=200".into(),
+                "--kube-api-burst=400".into(),
+            ],
+        )?;
+        self.spawn(
+            "kube-scheduler",
+            &tools.kube_scheduler,
+            &[
+                format!(
+                    "--kubeconfig={}",
+                    d.join("kube-scheduler.kubeconfig").display()
+                ),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", ports.scheduler),
+                format!("--cert-dir={}", pki.join("scheduler").display()),
+                "--leader-elect=false".into(),
+                "--kube-api-qps=200".into(),
+                "--kube-api-burst=400".into(),
+            ],
+        )?;
+        self.spawn(
+            "kwok",
+            &tools.kwok,
+            &[
+                format!("--kubeconfig={}", d.join("kwok.kubeconfig").display()),
+                format!("--config={}", tools.kwok_stages.display()),
+                "--manage-all-nodes=false".into(),
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+                "--node-lease-duration-seconds=40".into(),
+                "--cidr=10.244.0.0/16".into(),
+                format!("--server-address=127.0.0.1:{}", ports.kwok),
+            ],
+        )?;
+        drop(tokens);
+
+        self.bootstrap_objects(sh, &tools)?;
+        for c in COMPONENTS {
+            if !self.running().contains_key(c) {
+                bail!(
+                    "{c} exited during start-up; see {}",
+                    self.log_file(c).display()
+                );
+            }
+        }
+        eprintln!(
+            "xtask: control plane up in {:.0?} ({} fake nodes)\n\n  export KUBECONFIG={}\n  kubectl get nodes\n\nStop it with `cargo xtask cluster down`; logs in {}",
+            t0.elapsed(),
+            NODES,
+            self.kubeconfig().display(),
+            self.dir.join("logs").display()
+        );
+        Ok(())
+    }
+
+    fn spawn(&self, name: &str, bin: &Path, args: &[String]) -> Result<()> {
+        use std::os::unix::process::CommandExt;
+        let log = fs::File::create(self.log_file(name))?;
+        let child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Own process group: a Ctrl-C of the caller does not take it down,
+            // `cluster down` does.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        fs::write(self.pid_file(name), child.id().to_string())?;
+        Ok(())
+    }
+
+    /// CA, serving certificate, ServiceAccount signing key, static tokens and
+    /// one kubeconfig per client.
+    fn write_credentials(
+        &self,
+        sh: &Shell,
+        ports: &Ports,
+    ) -> Result<BTreeMap<&'static str, String>> {
+        let pki = self.dir.join("pki");
+        let _d = sh.push_dir(&pki);
+        let quiet = |c: xshell::Cmd<'_>| c.quiet().ignore_stdout().ignore_stderr().run();
+        quiet(cmd!(
+            sh,
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj /CN=craftplane-local-ca"
+        ))?;
+        quiet(cmd!(
+            sh,
+            "openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj /CN=kube-apiserver"
+        ))?;
+        sh.write_file(
+            "apiserver.ext",
+            format!(
+                "subjectAltName=IP:127.0.0.1,IP:{SERVICE_IP},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+            ),
+        )?;
+        quiet(cmd!(
+            sh,
+            "openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 3650 -extfile apiserver.ext"
+        ))?;
+        quiet(cmd!(sh, "openssl genrsa -out sa.key 2048"))?;
+        quiet(cmd!(sh, "openssl rsa -in sa.key -pubout -out sa.pub"))?;
+
+        // user → groups. The admin is a cluster-admin through system:masters;
+        // the controller-manager and scheduler use their bootstrap RBAC roles.
+        let users: [(&'static str, &str, &str); 4] = [
+            ("kubeconfig", "craftplane-admin", "system:masters"),
+            (
+                "kube-controller-manager.kubeconfig",
+                "system:kube-controller-manager",
+                "",
+            ),
+            ("kube-scheduler.kubeconfig", "system:kube-scheduler", ""),
+            ("kwok.kubeconfig", "kwok", "system:masters"),
+        ];
+        let ca = pki.join("ca.crt");
+        let ca = ca.display();
+        let mut csv = String::new();
+        let mut tokens = BTreeMap::new();
+        for (file, user, groups) in users {
+            let token = random_hex(24)?;
+            csv.push_str(&format!("{token},{user},{user},\"{groups}\"\n"));
+            let kubeconfig = format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: craftplane-local\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: craftplane-local\n  context:\n    cluster: craftplane-local\n    user: {user}\ncurrent-context: craftplane-local\n",
+                port = ports.apiserver
+            );
+            write_private(&self.dir.join(file), &kubeconfig)?;
+            tokens.insert(file, token);
+        }
+        write_private(&self.dir.join("tokens.csv"), &csv)?;
+        Ok(tokens)
+    }
+
+    /// Fake nodes, a default StorageClass (hostPath provisioner of the
+    /// controller-manager), then waits for the nodes to be Ready.
+    fn bootstrap_objects(&self, sh: &Shell, tools: &Tools) -> Result<()> {
+        let mut yaml = String::from(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: standard\n  annotations:\n    storageclass.kubernetes.io/is-default-class: \"true\"\nprovisioner: kubernetes.io/host-path\nreclaimPolicy: Delete\nvolumeBindingMode: Immediate\n",
+        );
+        for i in 0..NODES {
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: kwok-node-{i}\n  annotations:\n    kwok.x-k8s.io/node: fake\n    node.alpha.kubernetes.io/ttl: \"0\"\n  labels:\n    kubernetes.io/arch: amd64\n    kubernetes.io/hostname: kwok-node-{i}\n    kubernetes.io/os: linux\n    kubernetes.io/role: agent\n    node-role.kubernetes.io/agent: \"\"\n    type: kwok\nstatus:\n  allocatable:\n    cpu: \"1000\"\n    memory: 4Ti\n    pods: \"5000\"\n    ephemeral-storage: 100Ti\n  capacity:\n    cpu: \"1000\"\n    memory: 4Ti\n    pods: \"5000\"\n    ephemeral-storage: 100Ti\n"
+            ));
+        }
+        let file = self.dir.join("bootstrap.yaml");
+        fs::write(&file, yaml)?;
+        let kubectl = &tools.kubectl;
+        let kc = self.kubeconfig();
+        // The apiserver may still be creating its bootstrap RBAC; retry a little.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match cmd!(sh, "{kubectl} --kubeconfig {kc} apply -f {file}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+            {
+                Ok(()) => break,
+                Err(e) if Instant::now() > deadline => return Err(e.into()),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+        cmd!(
+            sh,
+            "{kubectl} --kubeconfig {kc} wait --for=condition=Ready node --all --timeout=120s"
+        )
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("fake nodes did not become Ready (is kwok running? see its log)")?;
+        // The default ServiceAccount must exist before pods can be created.
+        wait_for("default ServiceAccount", Duration::from_secs(60), || {
+            cmd!(
+                sh,
+                "{kubectl} --kubeconfig {kc} get serviceaccount default -n default"
+            )
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+        })?;
+        Ok(())
+    }
+
+    /// Stops every component (SIGTERM, then SIGKILL) and removes the state.
+    pub fn down(&self) -> Result<()> {
+        for c in COMPONENTS.iter().rev() {
+            if let Some(pid) = read_pid(&self.pid_file(c)) {
+                stop_process(pid, c)?;
+            }
+        }
+        let left: Vec<_> = COMPONENTS
+            .iter()
+            .filter_map(|c| {
+                read_pid(&self.pid_file(c))
+                    .filter(|p| process_alive(*p, c))
+                    .map(|p| format!("{c} ({p})"))
+            })
+            .collect();
+        if !left.is_empty() {
+            bail!("could not stop: {}", left.join(", "));
+        }
+        // The hostPath provisioner writes volumes under /tmp/hostpath_pv.
+        if self.dir.exists() {
+            fs::remove_dir_all(&self.dir)
+                .with_context(|| format!("removing {}", self.dir.display()))?;
+        }
+        Ok(())
+    }
+
+    pub fn status(&self, sh: &Shell) -> Result<bool> {
+        let tools = Tools::locate();
+        let running = self.running();
+        for c in COMPONENTS {
+            match running.get(c) {
+                Some(pid) => println!("{c:<24} running (pid {pid})"),
+                None => println!("{c:<24} stopped"),
+            }
+        }
+        let ready =
+            running.len() == COMPONENTS.len() && self.kubectl_raw(sh, &tools, "/readyz").is_ok();
+        println!(
+            "{:<24} {}",
+            "api /readyz",
+            if ready { "ok" } else { "not ready" }
+        );
+        if ready {
+            println!("\nexport KUBECONFIG={}", self.kubeconfig().display());
+        }
+        Ok(ready)
+    }
+}
+
+struct Ports {
+    apiserver: u16,
+    etcd_client: u16,
+    etcd_peer: u16,
+    controller_manager: u16,
+    scheduler: u16,
+    kwok: u16,
+}
+
+impl Ports {
+    /// Free loopback ports, held until all are chosen so they differ.
+    fn allocate() -> Result<Ports> {
+        let listeners: Vec<TcpListener> = (0..6)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        let p: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()?;
+        Ok(Ports {
+            apiserver: p[0],
+            etcd_client: p[1],
+            etcd_peer: p[2],
+            controller_manager: p[3],
+            scheduler: p[4],
+            kwok: p[5],
+        })
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!("{what} not ready after {timeout:?}")
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Alive and really our component (not a recycled pid).
+fn process_alive(pid: u32, component: &str) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // A zombie (state Z) has exited already.
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().next());
+    if state == Some("Z") {
+        return false;
+    }
+    String::from_utf8_lossy(&cmdline).contains(component)
+}
+
+fn stop_process(pid: u32, component: &str) -> Result<()> {
+    if !process_alive(pid, component) {
+        return Ok(());
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if !process_alive(pid, component) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+fn write_private(path: &Path, content: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, content)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}

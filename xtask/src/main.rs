@@ -1,0 +1,200 @@
+//! `cargo xtask`: the project's developer commands.
+
+mod cluster;
+mod tools;
+mod versions;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use xshell::{Shell, cmd};
+
+use cluster::Cluster;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "craftplane developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Regenerate crds/ (and the chart's copy) from the Rust types.
+    Crds,
+    /// Run every test: unit tests, and integration tests against a fresh
+    /// control plane started for this run and stopped afterwards.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build the Go components into ~/.cache/craftplane without starting anything.
+    Tools,
+    /// The main job: control plane up, CRDs installed, examples applied, operator running.
+    Dev,
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Start it (idempotent). Builds the components on first use.
+    Up {
+        /// Create a kind cluster instead (needs kind and a running Docker engine).
+        #[arg(long)]
+        kind: bool,
+    },
+    /// Stop every component and delete the cluster's state.
+    Down {
+        /// Delete the kind cluster instead.
+        #[arg(long)]
+        kind: bool,
+    },
+    /// Show which components run and whether the API is ready.
+    Status,
+    /// Print the path of the admin kubeconfig.
+    Kubeconfig,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match cli.command {
+        Command::Cluster { action } => match action {
+            ClusterAction::Up { kind: false } => Cluster::dev().up(&sh)?,
+            ClusterAction::Up { kind: true } => kind_up(&sh)?,
+            ClusterAction::Down { kind: false } => {
+                Cluster::dev().down()?;
+                eprintln!("xtask: control plane stopped, state removed");
+            }
+            ClusterAction::Down { kind: true } => {
+                cmd!(sh, "kind delete cluster --name craftplane").run()?;
+            }
+            ClusterAction::Status => {
+                if !Cluster::dev().status(&sh)? {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            ClusterAction::Kubeconfig => println!("{}", Cluster::dev().kubeconfig().display()),
+        },
+        Command::Crds => write_crds(&sh)?,
+        Command::Tools => {
+            let t = tools::ensure(&sh)?;
+            eprintln!("xtask: components ready: {t:#?}");
+        }
+        Command::Test { args } => return test(&sh, &args),
+        Command::Dev => dev(&sh)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn write_crds(sh: &Shell) -> Result<()> {
+    let yaml = cmd!(sh, "cargo run --quiet --bin craftplane -- crds").read()?;
+    sh.write_file("crds/craftplane.yaml", format!("{yaml}\n"))?;
+    eprintln!("xtask: wrote crds/craftplane.yaml");
+    Ok(())
+}
+
+fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
+    let t0 = std::time::Instant::now();
+    // Build first, so compile errors show before a cluster starts.
+    cmd!(sh, "cargo test --workspace --no-run --locked").run()?;
+    let cluster = Cluster::ephemeral(&format!("test-{}", std::process::id()));
+    let started = cluster.up(sh);
+    let result = started.and_then(|()| {
+        let kc = cluster.kubeconfig();
+        let tools = tools::Tools::locate();
+        let _env = sh.push_env("CRAFTPLANE_TEST_KUBECONFIG", &kc);
+        let _kubectl = sh.push_env("CRAFTPLANE_KUBECTL", &tools.kubectl);
+        Ok(cmd!(sh, "cargo test --workspace --locked -- {args...}")
+            .run()
+            .is_ok())
+    });
+    let stopped = cluster.down();
+    let passed = result?;
+    stopped?;
+    eprintln!("xtask: test run took {:.0?}", t0.elapsed());
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn dev(sh: &Shell) -> Result<()> {
+    let cluster = Cluster::dev();
+    cluster.up(sh)?;
+    let tools = tools::Tools::locate();
+    let kubectl = &tools.kubectl;
+    let kc = cluster.kubeconfig();
+    cmd!(
+        sh,
+        "{kubectl} --kubeconfig {kc} apply --server-side -f crds/craftplane.yaml"
+    )
+    .run()?;
+    cmd!(sh, "{kubectl} --kubeconfig {kc} wait --for=condition=Established crd -l app.kubernetes.io/part-of=craftplane --timeout=60s").run()?;
+    cmd!(sh, "{kubectl} --kubeconfig {kc} apply -R -f examples/").run()?;
+    eprintln!("xtask: starting the operator (Ctrl-C stops it; the cluster keeps running)");
+    let _env = sh.push_env("KUBECONFIG", &kc);
+    cmd!(sh, "cargo run --quiet --bin craftplane -- controller").run()?;
+    Ok(())
+}
+
+fn kind_up(sh: &Shell) -> Result<()> {
+    let have_kind = cmd!(sh, "kind version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
+    let have_docker = cmd!(sh, "docker info")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
+    if !have_kind || !have_docker {
+        bail!(
+            "--kind needs `kind` on PATH and a running Docker engine (kind: {}, docker engine: {}); \
+             without them use `cargo xtask cluster up`",
+            if have_kind { "found" } else { "missing" },
+            if have_docker {
+                "running"
+            } else {
+                "not reachable"
+            }
+        );
+    }
+    let exists = cmd!(sh, "kind get clusters")
+        .read()?
+        .lines()
+        .any(|l| l.trim() == "craftplane");
+    if !exists {
+        cmd!(sh, "kind create cluster --name craftplane --wait 120s").run()?;
+    }
+    cmd!(sh, "kind export kubeconfig --name craftplane").run()?;
+    Ok(())
+}

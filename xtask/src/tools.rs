@@ -1,0 +1,257 @@
+//! Builds the control-plane components once from the Go module proxy and
+//! caches them under `~/.cache/craftplane/bin`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::versions;
+
+/// Root of everything craftplane caches (`$CRAFTPLANE_CACHE`, default
+/// `~/.cache/craftplane`).
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CRAFTPLANE_CACHE") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/tmp".into());
+    home.join(".cache").join("craftplane")
+}
+
+/// Paths of the built components.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    pub etcd: PathBuf,
+    pub kube_apiserver: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub kubectl: PathBuf,
+    pub kwok: PathBuf,
+    pub kwok_stages: PathBuf,
+}
+
+impl Tools {
+    pub fn locate() -> Tools {
+        let b = cache_dir().join("bin");
+        let k = versions::KUBERNETES;
+        Tools {
+            etcd: b.join(format!("etcd-{}", versions::ETCD)),
+            kube_apiserver: b.join(format!("kube-apiserver-{k}")),
+            kube_controller_manager: b.join(format!("kube-controller-manager-{k}")),
+            kube_scheduler: b.join(format!("kube-scheduler-{k}")),
+            kubectl: b.join(format!("kubectl-{k}")),
+            kwok: b.join(format!("kwok-{}", versions::KWOK)),
+            kwok_stages: b.join(format!("kwok-stages-{}.yaml", versions::KWOK)),
+        }
+    }
+
+    fn all(&self) -> [&Path; 7] {
+        [
+            &self.etcd,
+            &self.kube_apiserver,
+            &self.kube_controller_manager,
+            &self.kube_scheduler,
+            &self.kubectl,
+            &self.kwok,
+            &self.kwok_stages,
+        ]
+    }
+
+    pub fn missing(&self) -> Vec<&Path> {
+        self.all().into_iter().filter(|p| !p.exists()).collect()
+    }
+}
+
+/// Returns the tools, building whatever is missing (needs Go).
+pub fn ensure(sh: &Shell) -> Result<Tools> {
+    let tools = Tools::locate();
+    if tools.missing().is_empty() {
+        return Ok(tools);
+    }
+    check_go(sh)?;
+    let bin = cache_dir().join("bin");
+    sh.create_dir(&bin)?;
+    let k8s_cmds = [
+        ("kube-apiserver", &tools.kube_apiserver),
+        ("kube-controller-manager", &tools.kube_controller_manager),
+        ("kube-scheduler", &tools.kube_scheduler),
+        ("kubectl", &tools.kubectl),
+    ];
+    if k8s_cmds.iter().any(|(_, p)| !p.exists()) {
+        let dir = prepare_kubernetes_module(sh)?;
+        for (name, out) in k8s_cmds {
+            if !out.exists() {
+                go_build(sh, &dir, &format!("k8s.io/kubernetes/cmd/{name}"), out)?;
+            }
+        }
+    }
+    if !tools.etcd.exists() {
+        let dir = prepare_simple_module(
+            sh,
+            "etcd",
+            "go.etcd.io/etcd/server/v3",
+            versions::ETCD,
+            "go.etcd.io/etcd/server/v3",
+        )?;
+        go_build(sh, &dir, "go.etcd.io/etcd/server/v3", &tools.etcd)?;
+    }
+    if !tools.kwok.exists() || !tools.kwok_stages.exists() {
+        let dir = prepare_simple_module(
+            sh,
+            "kwok",
+            "sigs.k8s.io/kwok",
+            versions::KWOK,
+            "sigs.k8s.io/kwok/cmd/kwok",
+        )?;
+        if !tools.kwok.exists() {
+            go_build(sh, &dir, "sigs.k8s.io/kwok/cmd/kwok", &tools.kwok)?;
+        }
+        write_kwok_stages(sh, &dir, &tools.kwok_stages)?;
+    }
+    let missing = tools.missing();
+    if !missing.is_empty() {
+        bail!("build finished but these are still missing: {missing:?}");
+    }
+    Ok(tools)
+}
+
+fn check_go(sh: &Shell) -> Result<()> {
+    let out = cmd!(sh, "go version").quiet().ignore_stderr().read().map_err(|_| {
+        anyhow::anyhow!(
+            "the local control plane is built from source and needs Go >= {}.{} on PATH, but `go` was not found.\n\
+             Install Go (https://go.dev/dl/ or your package manager) and run the command again.",
+            versions::GO_MIN.0,
+            versions::GO_MIN.1
+        )
+    })?;
+    // "go version go1.26.8 linux/amd64"
+    let ver = out
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("")
+        .trim_start_matches("go");
+    let mut it = ver.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (maj, min) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    if (maj, min) < versions::GO_MIN {
+        bail!(
+            "Go {}.{} or newer is needed to build Kubernetes {}, found `{out}`",
+            versions::GO_MIN.0,
+            versions::GO_MIN.1,
+            versions::KUBERNETES
+        );
+    }
+    Ok(())
+}
+
+fn go_build(sh: &Shell, dir: &Path, pkg: &str, out: &Path) -> Result<()> {
+    eprintln!(
+        "xtask: building {pkg} (cached afterwards in {})",
+        out.display()
+    );
+    let _d = sh.push_dir(dir);
+    let tmp = out.with_extension("partial");
+    let ldflags = "-ldflags=-s -w";
+    cmd!(sh, "go build -trimpath {ldflags} -o {tmp} {pkg}")
+        .run()
+        .with_context(|| format!("go build {pkg}"))?;
+    std::fs::rename(&tmp, out)?;
+    Ok(())
+}
+
+/// A wrapper module that requires k8s.io/kubernetes and pins each staging
+/// module it requires (`v0.0.0` + `replace => ./staging/...` upstream) to the
+/// published `v0.x` release.
+fn prepare_kubernetes_module(sh: &Shell) -> Result<PathBuf> {
+    let k8s = versions::KUBERNETES;
+    let dir = cache_dir().join("go").join(format!("kubernetes-{k8s}"));
+    if dir.join("go.sum").exists() {
+        return Ok(dir);
+    }
+    sh.create_dir(&dir)?;
+    let _d = sh.push_dir(&dir);
+    let json = cmd!(sh, "go mod download -json k8s.io/kubernetes@{k8s}").read()?;
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    let gomod = v["GoMod"]
+        .as_str()
+        .context("no GoMod in go mod download output")?;
+    let upstream = std::fs::read_to_string(gomod)?;
+    let mut replaces = String::new();
+    for line in upstream.lines() {
+        let line = line.trim();
+        if let Some((module, target)) = line.split_once(" => ")
+            && target.starts_with("./staging/")
+            && upstream.contains(&format!("\t{module} v0.0.0"))
+        {
+            replaces.push_str(&format!(
+                "\t{module} => {module} {}\n",
+                versions::KUBERNETES_STAGING
+            ));
+        }
+    }
+    sh.write_file(
+        "go.mod",
+        format!("module craftplane.local/kubernetes\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes {k8s}\n\nreplace (\n{replaces})\n"),
+    )?;
+    sh.write_file(
+        "tools.go",
+        "//go:build tools\n\npackage tools\n\nimport (\n\t_ \"k8s.io/kubernetes/cmd/kube-apiserver\"\n\t_ \"k8s.io/kubernetes/cmd/kube-controller-manager\"\n\t_ \"k8s.io/kubernetes/cmd/kube-scheduler\"\n\t_ \"k8s.io/kubernetes/cmd/kubectl\"\n)\n",
+    )?;
+    cmd!(sh, "go mod tidy").run()?;
+    Ok(dir)
+}
+
+fn prepare_simple_module(
+    sh: &Shell,
+    name: &str,
+    module: &str,
+    version: &str,
+    pkg: &str,
+) -> Result<PathBuf> {
+    let dir = cache_dir().join("go").join(format!("{name}-{version}"));
+    if dir.join("go.sum").exists() {
+        return Ok(dir);
+    }
+    sh.create_dir(&dir)?;
+    let _d = sh.push_dir(&dir);
+    sh.write_file(
+        "go.mod",
+        format!("module craftplane.local/{name}\n\ngo 1.26.0\n\nrequire {module} {version}\n"),
+    )?;
+    sh.write_file(
+        "tools.go",
+        format!("//go:build tools\n\npackage tools\n\nimport _ \"{pkg}\"\n"),
+    )?;
+    cmd!(sh, "go mod tidy").run()?;
+    Ok(dir)
+}
+
+/// kwok only acts through Stage objects. Use kwok's own "fast" stages for
+/// nodes (with lease heartbeats) and pods (Ready; Job pods Succeeded; deletes).
+fn write_kwok_stages(sh: &Shell, module_dir: &Path, out: &Path) -> Result<()> {
+    let _d = sh.push_dir(module_dir);
+    let format = "{{.Dir}}";
+    let src = cmd!(sh, "go list -m -f {format} sigs.k8s.io/kwok").read()?;
+    let root = PathBuf::from(src.trim()).join("kustomize").join("stage");
+    let mut all = String::new();
+    for sub in ["node/fast", "node/heartbeat-with-lease", "pod/fast"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(sub))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml")
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            all.push_str("---\n");
+            all.push_str(&std::fs::read_to_string(&f)?);
+            all.push('\n');
+        }
+    }
+    if !all.contains("kind: Stage") {
+        bail!("no kwok stages found under {}", root.display());
+    }
+    std::fs::write(out, all)?;
+    Ok(())
+}

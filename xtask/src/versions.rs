@@ -1,0 +1,14 @@
+//! Pinned versions of every component the local control plane is built from.
+//! Change them here and nowhere else.
+
+/// k8s.io/kubernetes release (kube-apiserver, kube-controller-manager,
+/// kube-scheduler, kubectl).
+pub const KUBERNETES: &str = "v1.36.3";
+/// The matching k8s.io staging modules (v0.x of the same minor/patch).
+pub const KUBERNETES_STAGING: &str = "v0.36.3";
+/// go.etcd.io/etcd/server/v3.
+pub const ETCD: &str = "v3.6.16";
+/// sigs.k8s.io/kwok.
+pub const KWOK: &str = "v0.8.0";
+/// Oldest Go that builds all of the above.
+pub const GO_MIN: (u32, u32) = (1, 26);
