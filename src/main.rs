@@ -38,22 +38,12 @@ fn main() -> ExitCode {
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
                 let _ = e.print();
-                return if e.use_stderr() {
-                    ExitCode::from(2)
-                } else {
-                    ExitCode::SUCCESS
-                };
+                return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
             }
             // One line, no usage dump: "error: unexpected argument '--x' found".
             let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            eprintln!(
-                "craftplane: {} (see --help)",
-                first.trim_start_matches("error: ").trim()
-            );
+            let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            eprintln!("craftplane: {} (see --help)", first.trim_start_matches("error: ").trim());
             return ExitCode::from(2);
         }
     };
@@ -64,10 +54,7 @@ fn main() -> ExitCode {
         }
         Command::Controller(args) => {
             telemetry::init(cli.log_format);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("craftplane: error: cannot start the async runtime: {e}");
@@ -77,7 +64,6 @@ fn main() -> ExitCode {
             match rt.block_on(controller::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "controller failed");
                     eprintln!("craftplane: error: {}", one_line(&format!("{e:#}")));
                     ExitCode::FAILURE
                 }

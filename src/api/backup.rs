@@ -28,11 +28,7 @@ use super::common::{StoreRef, conditions_schema};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Bytes", type_ = "integer", json_path = ".status.bytes"),
     printcolumn(name = "Retain", type_ = "boolean", json_path = ".spec.retain"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("has(self.store) == has(oldSelf.store)").message("store is immutable").field_path(".store"))]

@@ -105,9 +105,7 @@ pub fn parse_quantity(s: &str) -> Option<f64> {
     if s.is_empty() {
         return None;
     }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult = match suffix {
@@ -154,17 +152,11 @@ pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
 #[serde(rename_all = "camelCase")]
 pub struct StoreRef {
     /// Name of a backup store configured by the cluster admin.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// Key prefix inside the store (e.g. `tenants/acme/`). No `..` segments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 256),
-        regex(pattern = r"^([A-Za-z0-9_.\-]+/)*[A-Za-z0-9_.\-]*$")
-    )]
+    #[schemars(length(max = 256), regex(pattern = r"^([A-Za-z0-9_.\-]+/)*[A-Za-z0-9_.\-]*$"))]
     pub prefix: Option<String>,
 }
 

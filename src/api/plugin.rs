@@ -25,17 +25,9 @@ use super::common::{LocalObjectRef, conditions_schema};
     doc = "A plugin or mod on a MinecraftServer, pinned by checksum.",
     printcolumn(name = "Server", type_ = "string", json_path = ".spec.server"),
     printcolumn(name = "Enabled", type_ = "boolean", json_path = ".spec.enabled"),
-    printcolumn(
-        name = "Version",
-        type_ = "string",
-        json_path = ".status.resolved.version"
-    ),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.resolved.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PluginInstallationSpec {

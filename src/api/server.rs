@@ -42,17 +42,9 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Players",
-        type_ = "integer",
-        json_path = ".status.players.online"
-    ),
+    printcolumn(name = "Players", type_ = "integer", json_path = ".status.players.online"),
     printcolumn(name = "Address", type_ = "string", json_path = ".status.address"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("!has(oldSelf.storage) || !has(oldSelf.storage.storageClassName) || (has(self.storage) && has(self.storage.storageClassName) && self.storage.storageClassName == oldSelf.storage.storageClassName)").message("storage.storageClassName is immutable once set").field_path(".storage.storageClassName"))]
@@ -73,9 +65,7 @@ pub struct MinecraftServerSpec {
     #[serde(default = "default_version")]
     #[schemars(
         length(min = 1, max = 32),
-        regex(
-            pattern = r"^(LATEST|SNAPSHOT|[0-9]+\.[0-9]+(\.[0-9]+)?(-(pre|rc)[0-9]+)?|[0-9]{2}w[0-9]{2}[a-z])$"
-        )
+        regex(pattern = r"^(LATEST|SNAPSHOT|[0-9]+\.[0-9]+(\.[0-9]+)?(-(pre|rc)[0-9]+)?|[0-9]{2}w[0-9]{2}[a-z])$")
     )]
     pub version: String,
     /// Running starts the server; Stopped scales it to zero and keeps the world.
@@ -120,10 +110,7 @@ pub struct MinecraftServerSpec {
     pub ops: Vec<String>,
     /// Extra JVM options, e.g. `-XX:+UseG1GC`. Heap flags come from the SKU.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = 64),
-        inner(length(min = 1, max = 256), regex(pattern = r"^-"))
-    )]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256), regex(pattern = r"^-")))]
     pub jvm_args: Vec<String>,
     /// Container image override. Default: itzg/minecraft-server at a tag
     /// chosen from the Minecraft version (the right Java for it).
@@ -165,20 +152,7 @@ fn default_version() -> String {
 }
 
 /// Server software, as the itzg image's `TYPE`.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerType {
     /// Mojang's server.
@@ -307,9 +281,7 @@ pub struct BackupPolicy {
     /// Cron schedule in UTC (five fields, e.g. `0 4 * * *`, or `@daily`).
     #[schemars(
         length(min = 1, max = 128),
-        regex(
-            pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
-        )
+        regex(pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$")
     )]
     pub schedule: String,
     /// Which scheduled snapshots to keep.
@@ -339,10 +311,7 @@ pub struct Retention {
     pub keep_weekly: Option<i32>,
     /// Delete snapshots older than this (e.g. `720h`), whatever else applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 32),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
-    )]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub max_age: Option<String>,
 }
 

@@ -27,24 +27,12 @@ use super::server::ServerType;
     doc = "A resource tier (CPU, memory, storage, JVM heap, players, price) that MinecraftServers name in spec.sku.",
     printcolumn(name = "Display", type_ = "string", json_path = ".spec.displayName"),
     printcolumn(name = "CPU", type_ = "string", json_path = ".spec.resources.cpu"),
-    printcolumn(
-        name = "Memory",
-        type_ = "string",
-        json_path = ".spec.resources.memory"
-    ),
-    printcolumn(
-        name = "Storage",
-        type_ = "string",
-        json_path = ".spec.resources.storage"
-    ),
+    printcolumn(name = "Memory", type_ = "string", json_path = ".spec.resources.memory"),
+    printcolumn(name = "Storage", type_ = "string", json_path = ".spec.resources.storage"),
     printcolumn(name = "Players", type_ = "integer", json_path = ".spec.maxPlayers"),
     printcolumn(name = "Available", type_ = "boolean", json_path = ".spec.available"),
     printcolumn(name = "Servers", type_ = "integer", json_path = ".status.servers"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SkuSpec {

@@ -22,22 +22,10 @@ use super::common::{Quantity, StoreRef, conditions_schema};
     status = "TenantStatus",
     derive = "PartialEq",
     doc = "A tenant of the platform: owners, namespaces, quota and allowed SKUs.",
-    printcolumn(
-        name = "Servers",
-        type_ = "integer",
-        json_path = ".status.usage.servers"
-    ),
+    printcolumn(name = "Servers", type_ = "integer", json_path = ".status.usage.servers"),
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.quota.maxServers"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -48,10 +36,7 @@ pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 32),
-        inner(
-            length(min = 1, max = 63),
-            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-        )
+        inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
     )]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub namespaces: Vec<String>,

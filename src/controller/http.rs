@@ -43,10 +43,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     if ready {
         (StatusCode::OK, "ok\n".to_string())
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n"))
     }
 }
 
@@ -54,17 +51,10 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
     match s.metrics.encode() {
         Ok(body) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             body,
         )
             .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode metrics: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")).into_response(),
     }
 }

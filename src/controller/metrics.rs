@@ -40,34 +40,15 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("craftplane");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register(
-            "reconciles",
-            "Reconciles by kind and result",
-            reconciles.clone(),
-        );
+        registry.register("reconciles", "Reconciles by kind and result", reconciles.clone());
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         });
-        registry.register(
-            "reconcile_duration_seconds",
-            "Reconcile duration by kind",
-            reconcile_duration.clone(),
-        );
+        registry.register("reconcile_duration_seconds", "Reconcile duration by kind", reconcile_duration.clone());
         let build_info = Family::<Vec<(String, String)>, Gauge>::default();
-        registry.register(
-            "build_info",
-            "craftplane build information",
-            build_info.clone(),
-        );
-        build_info
-            .get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())])
-            .set(1);
-        Metrics {
-            registry,
-            reconciles,
-            reconcile_duration,
-            build_info,
-        }
+        registry.register("build_info", "craftplane build information", build_info.clone());
+        build_info.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())]).set(1);
+        Metrics { registry, reconciles, reconcile_duration, build_info }
     }
 
     /// The OpenMetrics text exposition.

@@ -59,20 +59,16 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         .await
         .context("no Kubernetes configuration found (not in a cluster and no usable KUBECONFIG)")?;
     let url = config.cluster_url.clone();
-    let client =
-        Client::try_from(config).with_context(|| format!("cannot build a client for {url}"))?;
-    let version = tokio::time::timeout(
-        Duration::from_secs(args.connect_timeout),
-        client.apiserver_version(),
-    )
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "cannot reach the Kubernetes API server at {url}: no answer within {}s",
-            args.connect_timeout
-        )
-    })?
-    .with_context(|| format!("cannot reach the Kubernetes API server at {url}"))?;
+    let client = Client::try_from(config).with_context(|| format!("cannot build a client for {url}"))?;
+    let version = tokio::time::timeout(Duration::from_secs(args.connect_timeout), client.apiserver_version())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "cannot reach the Kubernetes API server at {url}: no answer within {}s",
+                args.connect_timeout
+            )
+        })?
+        .with_context(|| format!("cannot reach the Kubernetes API server at {url}"))?;
     info!(server = %url, version = %version.git_version, "connected to the API server");
 
     let health = Arc::new(Health::default());
@@ -85,12 +81,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(http::serve(
-        listener,
-        health.clone(),
-        registry.clone(),
-        stop_rx.clone(),
-    ));
+    let server = tokio::spawn(http::serve(listener, health.clone(), registry.clone(), stop_rx.clone()));
     let crd_check = tokio::spawn(watch_crds(client.clone(), health.clone(), stop_rx.clone()));
 
     shutdown_signal().await;
@@ -109,10 +100,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
 
 /// Names of the CRDs this operator needs.
 pub fn crd_names() -> Vec<String> {
-    api::crds()
-        .into_iter()
-        .filter_map(|c| c.metadata.name)
-        .collect()
+    api::crds().into_iter().filter_map(|c| c.metadata.name).collect()
 }
 
 /// Keeps /readyz false until every craftplane CRD is Established.
@@ -144,10 +132,7 @@ async fn watch_crds(client: Client, health: Arc<Health>, mut stop: watch::Receiv
             }
             health.set(true, "ok");
         } else {
-            health.set(
-                false,
-                format!("CRDs not Established: {}", missing.join(", ")),
-            );
+            health.set(false, format!("CRDs not Established: {}", missing.join(", ")));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(if missing.is_empty() { 30 } else { 2 })) => {}

@@ -21,13 +21,7 @@ const SERVICE_CIDR: &str = "10.96.0.0/16";
 const SERVICE_IP: &str = "10.96.0.1";
 
 /// Start order; stopped in reverse.
-const COMPONENTS: [&str; 5] = [
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
-];
+const COMPONENTS: [&str; 5] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"];
 
 pub struct Cluster {
     pub dir: PathBuf,
@@ -36,16 +30,12 @@ pub struct Cluster {
 impl Cluster {
     /// The developer cluster (`cargo xtask cluster up`).
     pub fn dev() -> Cluster {
-        Cluster {
-            dir: tools::cache_dir().join("clusters").join("dev"),
-        }
+        Cluster { dir: tools::cache_dir().join("clusters").join("dev") }
     }
 
     /// A throw-away cluster for one test run.
     pub fn ephemeral(name: &str) -> Cluster {
-        Cluster {
-            dir: tools::cache_dir().join("clusters").join(name),
-        }
+        Cluster { dir: tools::cache_dir().join("clusters").join(name) }
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -80,23 +70,17 @@ impl Cluster {
     fn kubectl_raw(&self, sh: &Shell, tools: &Tools, path: &str) -> Result<String> {
         let kubectl = &tools.kubectl;
         let kc = self.kubeconfig();
-        Ok(cmd!(
-            sh,
-            "{kubectl} --kubeconfig {kc} --request-timeout=5s get --raw {path}"
-        )
-        .quiet()
-        .ignore_stderr()
-        .read()?)
+        Ok(cmd!(sh, "{kubectl} --kubeconfig {kc} --request-timeout=5s get --raw {path}")
+            .quiet()
+            .ignore_stderr()
+            .read()?)
     }
 
     /// Starts the control plane; does nothing when it already runs.
     pub fn up(&self, sh: &Shell) -> Result<()> {
         let tools = tools::ensure(sh)?;
         if self.healthy(sh, &tools) {
-            eprintln!(
-                "xtask: control plane already running in {}",
-                self.dir.display()
-            );
+            eprintln!("xtask: control plane already running in {}", self.dir.display());
             return Ok(());
         }
         // Anything half-started from before is stopped and wiped.
@@ -117,23 +101,11 @@ impl Cluster {
             &[
                 "--name=craftplane".into(),
                 format!("--data-dir={}", d.join("etcd").display()),
-                format!(
-                    "--listen-client-urls=http://127.0.0.1:{}",
-                    ports.etcd_client
-                ),
-                format!(
-                    "--advertise-client-urls=http://127.0.0.1:{}",
-                    ports.etcd_client
-                ),
+                format!("--listen-client-urls=http://127.0.0.1:{}", ports.etcd_client),
+                format!("--advertise-client-urls=http://127.0.0.1:{}", ports.etcd_client),
                 format!("--listen-peer-urls=http://127.0.0.1:{}", ports.etcd_peer),
-                format!(
-                    "--initial-advertise-peer-urls=http://127.0.0.1:{}",
-                    ports.etcd_peer
-                ),
-                format!(
-                    "--initial-cluster=craftplane=http://127.0.0.1:{}",
-                    ports.etcd_peer
-                ),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", ports.etcd_peer),
+                format!("--initial-cluster=craftplane=http://127.0.0.1:{}", ports.etcd_peer),
                 "--unsafe-no-fsync=true".into(),
                 "--quota-backend-bytes=8589934592".into(),
                 "--log-level=warn".into(),
@@ -175,10 +147,7 @@ impl Cluster {
             "kube-controller-manager",
             &tools.kube_controller_manager,
             &[
-                format!(
-                    "--kubeconfig={}",
-                    d.join("kube-controller-manager.kubeconfig").display()
-                ),
+                format!("--kubeconfig={}", d.join("kube-controller-manager.kubeconfig").display()),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={}", ports.controller_manager),
                 format!("--cert-dir={}", pki.join("kcm").display()),
@@ -201,10 +170,7 @@ impl Cluster {
             "kube-scheduler",
             &tools.kube_scheduler,
             &[
-                format!(
-                    "--kubeconfig={}",
-                    d.join("kube-scheduler.kubeconfig").display()
-                ),
+                format!("--kubeconfig={}", d.join("kube-scheduler.kubeconfig").display()),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={}", ports.scheduler),
                 format!("--cert-dir={}", pki.join("scheduler").display()),
@@ -229,12 +195,10 @@ impl Cluster {
         drop(tokens);
 
         self.bootstrap_objects(sh, &tools)?;
+        self.install_crds(sh, &tools)?;
         for c in COMPONENTS {
             if !self.running().contains_key(c) {
-                bail!(
-                    "{c} exited during start-up; see {}",
-                    self.log_file(c).display()
-                );
+                bail!("{c} exited during start-up; see {}", self.log_file(c).display());
             }
         }
         eprintln!(
@@ -266,11 +230,7 @@ impl Cluster {
 
     /// CA, serving certificate, ServiceAccount signing key, static tokens and
     /// one kubeconfig per client.
-    fn write_credentials(
-        &self,
-        sh: &Shell,
-        ports: &Ports,
-    ) -> Result<BTreeMap<&'static str, String>> {
+    fn write_credentials(&self, sh: &Shell, ports: &Ports) -> Result<BTreeMap<&'static str, String>> {
         let pki = self.dir.join("pki");
         let _d = sh.push_dir(&pki);
         let quiet = |c: xshell::Cmd<'_>| c.quiet().ignore_stdout().ignore_stderr().run();
@@ -299,11 +259,7 @@ impl Cluster {
         // the controller-manager and scheduler use their bootstrap RBAC roles.
         let users: [(&'static str, &str, &str); 4] = [
             ("kubeconfig", "craftplane-admin", "system:masters"),
-            (
-                "kube-controller-manager.kubeconfig",
-                "system:kube-controller-manager",
-                "",
-            ),
+            ("kube-controller-manager.kubeconfig", "system:kube-controller-manager", ""),
             ("kube-scheduler.kubeconfig", "system:kube-scheduler", ""),
             ("kwok.kubeconfig", "kwok", "system:masters"),
         ];
@@ -343,37 +299,52 @@ impl Cluster {
         // The apiserver may still be creating its bootstrap RBAC; retry a little.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match cmd!(sh, "{kubectl} --kubeconfig {kc} apply -f {file}")
-                .quiet()
-                .ignore_stdout()
-                .run()
-            {
+            match cmd!(sh, "{kubectl} --kubeconfig {kc} apply -f {file}").quiet().ignore_stdout().run() {
                 Ok(()) => break,
                 Err(e) if Instant::now() > deadline => return Err(e.into()),
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
             }
         }
-        cmd!(
-            sh,
-            "{kubectl} --kubeconfig {kc} wait --for=condition=Ready node --all --timeout=120s"
-        )
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .context("fake nodes did not become Ready (is kwok running? see its log)")?;
-        // The default ServiceAccount must exist before pods can be created.
-        wait_for("default ServiceAccount", Duration::from_secs(60), || {
-            cmd!(
-                sh,
-                "{kubectl} --kubeconfig {kc} get serviceaccount default -n default"
-            )
+        cmd!(sh, "{kubectl} --kubeconfig {kc} wait --for=condition=Ready node --all --timeout=120s")
             .quiet()
             .ignore_stdout()
-            .ignore_stderr()
             .run()
-            .is_ok()
+            .context("fake nodes did not become Ready (is kwok running? see its log)")?;
+        // The default ServiceAccount must exist before pods can be created.
+        wait_for("default ServiceAccount", Duration::from_secs(60), || {
+            cmd!(sh, "{kubectl} --kubeconfig {kc} get serviceaccount default -n default")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()
+                .is_ok()
         })?;
         Ok(())
+    }
+
+    /// Installs craftplane's CRDs (crds/craftplane.yaml) and waits until
+    /// they are Established.
+    pub fn install_crds(&self, sh: &Shell, tools: &Tools) -> Result<()> {
+        let kubectl = &tools.kubectl;
+        let kc = self.kubeconfig();
+        let crds = crate::project_root().join("crds").join("craftplane.yaml");
+        cmd!(sh, "{kubectl} --kubeconfig {kc} apply --server-side --force-conflicts -f {crds}")
+            .quiet()
+            .ignore_stdout()
+            .run()?;
+        cmd!(sh, "{kubectl} --kubeconfig {kc} wait --for=condition=Established crd -l app.kubernetes.io/part-of=craftplane --timeout=60s")
+            .quiet()
+            .ignore_stdout()
+            .run()?;
+        // Discovery lags Established by a moment; wait until kubectl sees the kinds.
+        wait_for("craftplane kinds in API discovery", Duration::from_secs(30), || {
+            cmd!(sh, "{kubectl} --kubeconfig {kc} get craftplane -A")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()
+                .is_ok()
+        })
     }
 
     /// Stops every component (SIGTERM, then SIGKILL) and removes the state.
@@ -385,19 +356,14 @@ impl Cluster {
         }
         let left: Vec<_> = COMPONENTS
             .iter()
-            .filter_map(|c| {
-                read_pid(&self.pid_file(c))
-                    .filter(|p| process_alive(*p, c))
-                    .map(|p| format!("{c} ({p})"))
-            })
+            .filter_map(|c| read_pid(&self.pid_file(c)).filter(|p| process_alive(*p, c)).map(|p| format!("{c} ({p})")))
             .collect();
         if !left.is_empty() {
             bail!("could not stop: {}", left.join(", "));
         }
         // The hostPath provisioner writes volumes under /tmp/hostpath_pv.
         if self.dir.exists() {
-            fs::remove_dir_all(&self.dir)
-                .with_context(|| format!("removing {}", self.dir.display()))?;
+            fs::remove_dir_all(&self.dir).with_context(|| format!("removing {}", self.dir.display()))?;
         }
         Ok(())
     }
@@ -411,17 +377,35 @@ impl Cluster {
                 None => println!("{c:<24} stopped"),
             }
         }
-        let ready =
-            running.len() == COMPONENTS.len() && self.kubectl_raw(sh, &tools, "/readyz").is_ok();
-        println!(
-            "{:<24} {}",
-            "api /readyz",
-            if ready { "ok" } else { "not ready" }
-        );
+        let ready = running.len() == COMPONENTS.len() && self.kubectl_raw(sh, &tools, "/readyz").is_ok();
+        println!("{:<24} {}", "api /readyz", if ready { "ok" } else { "not ready" });
         if ready {
             println!("\nexport KUBECONFIG={}", self.kubeconfig().display());
         }
         Ok(ready)
+    }
+}
+
+/// Stops clusters left by test runs whose process is gone (an interrupted
+/// `cargo xtask test`); their directory names end in the owner's pid.
+pub fn reap_abandoned_test_clusters() {
+    let Ok(entries) = fs::read_dir(tools::cache_dir().join("clusters")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix("test-").or_else(|| name.strip_prefix("lifecycle-")) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("xtask: stopping abandoned cluster {name}");
+            if let Err(err) = (Cluster { dir: e.path() }).down() {
+                eprintln!("xtask: warning: {err:#}");
+            }
+        }
     }
 }
 
@@ -437,13 +421,8 @@ struct Ports {
 impl Ports {
     /// Free loopback ports, held until all are chosen so they differ.
     fn allocate() -> Result<Ports> {
-        let listeners: Vec<TcpListener> = (0..6)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<_, _>>()?;
-        let p: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<Result<_, _>>()?;
+        let listeners: Vec<TcpListener> = (0..6).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+        let p: Vec<u16> = listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
         Ok(Ports {
             apiserver: p[0],
             etcd_client: p[1],
@@ -479,10 +458,7 @@ fn process_alive(pid: u32, component: &str) -> bool {
         return false;
     };
     // A zombie (state Z) has exited already.
-    let state = stat
-        .rsplit(')')
-        .next()
-        .and_then(|s| s.split_whitespace().next());
+    let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
     if state == Some("Z") {
         return false;
     }
@@ -493,10 +469,7 @@ fn stop_process(pid: u32, component: &str) -> Result<()> {
     if !process_alive(pid, component) {
         return Ok(());
     }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if !process_alive(pid, component) {
@@ -504,10 +477,7 @@ fn stop_process(pid: u32, component: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = Command::new("kill")
-        .arg("-KILL")
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
     std::thread::sleep(Duration::from_millis(300));
     Ok(())
 }
@@ -524,4 +494,84 @@ fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every process whose command line mentions `needle`.
+    fn processes_mentioning(needle: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        for e in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline"))
+                && String::from_utf8_lossy(&cmdline).contains(needle)
+                && process_alive_any(pid)
+            {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    fn process_alive_any(pid: u32) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().and_then(|s| s.split_whitespace().next()) != Some("Z"))
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn up_is_idempotent_serves_craftplane_and_down_leaves_nothing() {
+        /// Stops the cluster even when an assertion fails.
+        struct Guard(PathBuf);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = Cluster { dir: self.0.clone() }.down();
+            }
+        }
+        let sh = Shell::new().unwrap();
+        let cluster = Cluster::ephemeral(&format!("lifecycle-{}", std::process::id()));
+        let _guard = Guard(cluster.dir.clone());
+        cluster.up(&sh).expect("cluster up");
+        let pids = cluster.running();
+        assert_eq!(pids.len(), COMPONENTS.len(), "all components run: {pids:?}");
+        // A second `up` finds it healthy and changes nothing.
+        cluster.up(&sh).expect("second up");
+        assert_eq!(cluster.running(), pids, "second up restarted something");
+
+        let tools = Tools::locate();
+        let out = Command::new(&tools.kubectl)
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(["get", "craftplane", "-A"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kubectl get craftplane -A: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&tools.kubectl)
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(["auth", "can-i", "--list", "--as", "someone"])
+            .output()
+            .unwrap();
+        // RBAC is on: an unknown user may not list pods.
+        let out2 = Command::new(&tools.kubectl)
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(["auth", "can-i", "list", "pods", "--as", "someone"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out2.stdout).trim(), "no");
+
+        let dir = cluster.dir.display().to_string();
+        cluster.down().expect("cluster down");
+        for (c, pid) in &pids {
+            assert!(!process_alive(*pid, c), "{c} ({pid}) still runs after down");
+        }
+        assert_eq!(processes_mentioning(&dir), Vec::<u32>::new(), "processes left behind");
+        assert!(!cluster.dir.exists(), "state directory removed");
+    }
 }

@@ -104,11 +104,8 @@ fn run() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn project_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+pub fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 fn write_crds(sh: &Shell) -> Result<()> {
@@ -120,28 +117,26 @@ fn write_crds(sh: &Shell) -> Result<()> {
 
 fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
     let t0 = std::time::Instant::now();
+    cluster::reap_abandoned_test_clusters();
+    cmd!(sh, "cargo fmt --all --check").run().map_err(|_| anyhow::anyhow!("code is not formatted: run `cargo fmt`"))?;
+    cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
     // Build first, so compile errors show before a cluster starts.
     cmd!(sh, "cargo test --workspace --no-run --locked").run()?;
+    tools::ensure(sh)?;
     let cluster = Cluster::ephemeral(&format!("test-{}", std::process::id()));
     let started = cluster.up(sh);
-    let result = started.and_then(|()| {
+    let result = started.map(|()| {
         let kc = cluster.kubeconfig();
         let tools = tools::Tools::locate();
         let _env = sh.push_env("CRAFTPLANE_TEST_KUBECONFIG", &kc);
         let _kubectl = sh.push_env("CRAFTPLANE_KUBECTL", &tools.kubectl);
-        Ok(cmd!(sh, "cargo test --workspace --locked -- {args...}")
-            .run()
-            .is_ok())
+        cmd!(sh, "cargo test --workspace --locked -- {args...}").run().is_ok()
     });
     let stopped = cluster.down();
     let passed = result?;
     stopped?;
     eprintln!("xtask: test run took {:.0?}", t0.elapsed());
-    Ok(if passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn dev(sh: &Shell) -> Result<()> {
@@ -150,11 +145,7 @@ fn dev(sh: &Shell) -> Result<()> {
     let tools = tools::Tools::locate();
     let kubectl = &tools.kubectl;
     let kc = cluster.kubeconfig();
-    cmd!(
-        sh,
-        "{kubectl} --kubeconfig {kc} apply --server-side -f crds/craftplane.yaml"
-    )
-    .run()?;
+    cmd!(sh, "{kubectl} --kubeconfig {kc} apply --server-side -f crds/craftplane.yaml").run()?;
     cmd!(sh, "{kubectl} --kubeconfig {kc} wait --for=condition=Established crd -l app.kubernetes.io/part-of=craftplane --timeout=60s").run()?;
     cmd!(sh, "{kubectl} --kubeconfig {kc} apply -R -f examples/").run()?;
     eprintln!("xtask: starting the operator (Ctrl-C stops it; the cluster keeps running)");
@@ -164,34 +155,17 @@ fn dev(sh: &Shell) -> Result<()> {
 }
 
 fn kind_up(sh: &Shell) -> Result<()> {
-    let have_kind = cmd!(sh, "kind version")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok();
-    let have_docker = cmd!(sh, "docker info")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok();
+    let have_kind = cmd!(sh, "kind version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    let have_docker = cmd!(sh, "docker info").quiet().ignore_stdout().ignore_stderr().run().is_ok();
     if !have_kind || !have_docker {
         bail!(
             "--kind needs `kind` on PATH and a running Docker engine (kind: {}, docker engine: {}); \
              without them use `cargo xtask cluster up`",
             if have_kind { "found" } else { "missing" },
-            if have_docker {
-                "running"
-            } else {
-                "not reachable"
-            }
+            if have_docker { "running" } else { "not reachable" }
         );
     }
-    let exists = cmd!(sh, "kind get clusters")
-        .read()?
-        .lines()
-        .any(|l| l.trim() == "craftplane");
+    let exists = cmd!(sh, "kind get clusters").read()?.lines().any(|l| l.trim() == "craftplane");
     if !exists {
         cmd!(sh, "kind create cluster --name craftplane --wait 120s").run()?;
     }

@@ -14,9 +14,7 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CRAFTPLANE_CACHE") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/tmp".into());
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/tmp".into());
     home.join(".cache").join("craftplane")
 }
 
@@ -98,13 +96,7 @@ pub fn ensure(sh: &Shell) -> Result<Tools> {
         go_build(sh, &dir, "go.etcd.io/etcd/server/v3", &tools.etcd)?;
     }
     if !tools.kwok.exists() || !tools.kwok_stages.exists() {
-        let dir = prepare_simple_module(
-            sh,
-            "kwok",
-            "sigs.k8s.io/kwok",
-            versions::KWOK,
-            "sigs.k8s.io/kwok/cmd/kwok",
-        )?;
+        let dir = prepare_simple_module(sh, "kwok", "sigs.k8s.io/kwok", versions::KWOK, "sigs.k8s.io/kwok/cmd/kwok")?;
         if !tools.kwok.exists() {
             go_build(sh, &dir, "sigs.k8s.io/kwok/cmd/kwok", &tools.kwok)?;
         }
@@ -127,11 +119,7 @@ fn check_go(sh: &Shell) -> Result<()> {
         )
     })?;
     // "go version go1.26.8 linux/amd64"
-    let ver = out
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or("")
-        .trim_start_matches("go");
+    let ver = out.split_whitespace().nth(2).unwrap_or("").trim_start_matches("go");
     let mut it = ver.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let (maj, min) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
     if (maj, min) < versions::GO_MIN {
@@ -146,16 +134,11 @@ fn check_go(sh: &Shell) -> Result<()> {
 }
 
 fn go_build(sh: &Shell, dir: &Path, pkg: &str, out: &Path) -> Result<()> {
-    eprintln!(
-        "xtask: building {pkg} (cached afterwards in {})",
-        out.display()
-    );
+    eprintln!("xtask: building {pkg} (cached afterwards in {})", out.display());
     let _d = sh.push_dir(dir);
     let tmp = out.with_extension("partial");
     let ldflags = "-ldflags=-s -w";
-    cmd!(sh, "go build -trimpath {ldflags} -o {tmp} {pkg}")
-        .run()
-        .with_context(|| format!("go build {pkg}"))?;
+    cmd!(sh, "go build -trimpath {ldflags} -o {tmp} {pkg}").run().with_context(|| format!("go build {pkg}"))?;
     std::fs::rename(&tmp, out)?;
     Ok(())
 }
@@ -173,9 +156,7 @@ fn prepare_kubernetes_module(sh: &Shell) -> Result<PathBuf> {
     let _d = sh.push_dir(&dir);
     let json = cmd!(sh, "go mod download -json k8s.io/kubernetes@{k8s}").read()?;
     let v: serde_json::Value = serde_json::from_str(&json)?;
-    let gomod = v["GoMod"]
-        .as_str()
-        .context("no GoMod in go mod download output")?;
+    let gomod = v["GoMod"].as_str().context("no GoMod in go mod download output")?;
     let upstream = std::fs::read_to_string(gomod)?;
     let mut replaces = String::new();
     for line in upstream.lines() {
@@ -184,10 +165,7 @@ fn prepare_kubernetes_module(sh: &Shell) -> Result<PathBuf> {
             && target.starts_with("./staging/")
             && upstream.contains(&format!("\t{module} v0.0.0"))
         {
-            replaces.push_str(&format!(
-                "\t{module} => {module} {}\n",
-                versions::KUBERNETES_STAGING
-            ));
+            replaces.push_str(&format!("\t{module} => {module} {}\n", versions::KUBERNETES_STAGING));
         }
     }
     sh.write_file(
@@ -202,27 +180,15 @@ fn prepare_kubernetes_module(sh: &Shell) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn prepare_simple_module(
-    sh: &Shell,
-    name: &str,
-    module: &str,
-    version: &str,
-    pkg: &str,
-) -> Result<PathBuf> {
+fn prepare_simple_module(sh: &Shell, name: &str, module: &str, version: &str, pkg: &str) -> Result<PathBuf> {
     let dir = cache_dir().join("go").join(format!("{name}-{version}"));
     if dir.join("go.sum").exists() {
         return Ok(dir);
     }
     sh.create_dir(&dir)?;
     let _d = sh.push_dir(&dir);
-    sh.write_file(
-        "go.mod",
-        format!("module craftplane.local/{name}\n\ngo 1.26.0\n\nrequire {module} {version}\n"),
-    )?;
-    sh.write_file(
-        "tools.go",
-        format!("//go:build tools\n\npackage tools\n\nimport _ \"{pkg}\"\n"),
-    )?;
+    sh.write_file("go.mod", format!("module craftplane.local/{name}\n\ngo 1.26.0\n\nrequire {module} {version}\n"))?;
+    sh.write_file("tools.go", format!("//go:build tools\n\npackage tools\n\nimport _ \"{pkg}\"\n"))?;
     cmd!(sh, "go mod tidy").run()?;
     Ok(dir)
 }
@@ -238,9 +204,7 @@ fn write_kwok_stages(sh: &Shell, module_dir: &Path, out: &Path) -> Result<()> {
     for sub in ["node/fast", "node/heartbeat-with-lease", "pod/fast"] {
         let mut files: Vec<_> = std::fs::read_dir(root.join(sub))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml")
-            })
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml"))
             .collect();
         files.sort();
         for f in files {

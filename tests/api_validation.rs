@@ -1,0 +1,419 @@
+//! The CRDs against the real kube-apiserver: they install and become
+//! Established, every example is accepted, and invalid objects are rejected
+//! with a message naming the field.
+
+mod common;
+
+use std::time::Duration;
+
+use craftplane::api::{BackupSnapshot, MinecraftServer, PluginInstallation, Sku, Tenant};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, ValidationDirective};
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+
+fn api_resource(kind: &str) -> (ApiResource, bool) {
+    match kind {
+        "Sku" => (ApiResource::erase::<Sku>(&()), false),
+        "Tenant" => (ApiResource::erase::<Tenant>(&()), false),
+        "MinecraftServer" => (ApiResource::erase::<MinecraftServer>(&()), true),
+        "PluginInstallation" => (ApiResource::erase::<PluginInstallation>(&()), true),
+        "BackupSnapshot" => (ApiResource::erase::<BackupSnapshot>(&()), true),
+        other => panic!("unknown kind {other}"),
+    }
+}
+
+/// Creates `obj` the way `kubectl create` does (POST, strict field
+/// validation), as a server-side dry run; `Err` carries the API server's message.
+async fn create_dry_run(client: &Client, ns: &str, obj: &Value) -> Result<(), String> {
+    let kind = obj["kind"].as_str().expect("kind");
+    let (ar, namespaced) = api_resource(kind);
+    let path = if namespaced {
+        format!("/apis/{}/namespaces/{ns}/{}?dryRun=All&fieldValidation=Strict", ar.api_version, ar.plural)
+    } else {
+        format!("/apis/{}/{}?dryRun=All&fieldValidation=Strict", ar.api_version, ar.plural)
+    };
+    let req = http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(obj).unwrap())
+        .unwrap();
+    match client.request::<Value>(req).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) => Err(format!("{} ({})", e.message, e.code)),
+        Err(e) => Err(format!("transport error: {e}")),
+    }
+}
+
+/// Server-side applies `obj` (strict field validation); `Err` carries the
+/// API server's message.
+async fn apply(client: &Client, ns: &str, obj: &Value, dry_run: bool) -> Result<(), String> {
+    let kind = obj["kind"].as_str().expect("kind");
+    let name = obj["metadata"]["name"].as_str().expect("name");
+    let (ar, namespaced) = api_resource(kind);
+    let api: Api<DynamicObject> =
+        if namespaced { Api::namespaced_with(client.clone(), ns, &ar) } else { Api::all_with(client.clone(), &ar) };
+    let pp = PatchParams {
+        dry_run,
+        force: true,
+        field_manager: Some("craftplane-tests".into()),
+        field_validation: Some(ValidationDirective::Strict),
+    };
+    match api.patch(name, &pp, &Patch::Apply(obj)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) => Err(format!("{} ({})", e.message, e.code)),
+        Err(e) => Err(format!("transport error: {e}")),
+    }
+}
+
+fn server(spec: Value) -> Value {
+    let mut base = json!({"sku": "small", "eula": true, "type": "PAPER", "version": "1.21.4"});
+    merge(&mut base, spec);
+    json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer", "metadata": {"name": "bad"}, "spec": base})
+}
+
+fn sku(spec: Value) -> Value {
+    let mut base = json!({"resources": {"cpu": "1", "memory": "2Gi", "storage": "5Gi"}});
+    merge(&mut base, spec);
+    json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "Sku", "metadata": {"name": "bad-sku"}, "spec": base})
+}
+
+fn tenant(spec: Value) -> Value {
+    let mut base = json!({"owners": [{"kind": "User", "name": "alice"}]});
+    merge(&mut base, spec);
+    json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "bad-tenant"}, "spec": base})
+}
+
+fn plugin(source: Value) -> Value {
+    json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "PluginInstallation", "metadata": {"name": "bad"},
+           "spec": {"server": "survival", "source": source}})
+}
+
+fn backup(spec: Value) -> Value {
+    let mut base = json!({"server": "survival"});
+    merge(&mut base, spec);
+    json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "BackupSnapshot", "metadata": {"name": "bad"}, "spec": base})
+}
+
+/// Deep-merges `patch` into `base`; `null` removes a key.
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    b.remove(&k);
+                } else {
+                    merge(b.entry(k).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+const SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[tokio::test]
+async fn crds_install_and_become_established() {
+    let client = common::client().await;
+    common::ensure_crds(&client).await;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let expected = [
+        ("skus.craftplane.io", "sku", "Cluster"),
+        ("tenants.craftplane.io", "tenant", "Cluster"),
+        ("minecraftservers.craftplane.io", "mcs", "Namespaced"),
+        ("plugininstallations.craftplane.io", "plugin", "Namespaced"),
+        ("backupsnapshots.craftplane.io", "backup", "Namespaced"),
+    ];
+    for (name, short, scope) in expected {
+        let crd = api.get(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let established = crd
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        assert!(established, "{name} is not Established");
+        assert_eq!(crd.spec.scope, scope, "{name} scope");
+        assert_eq!(
+            crd.spec.names.short_names.clone().unwrap_or_default(),
+            vec![short.to_string()],
+            "{name} short names"
+        );
+        assert_eq!(
+            crd.spec.names.categories.clone().unwrap_or_default(),
+            vec!["craftplane".to_string()],
+            "{name} categories"
+        );
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, "v1alpha1");
+        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{name} has a status subresource");
+        let columns = v.additional_printer_columns.clone().unwrap_or_default();
+        assert!(columns.iter().any(|c| c.name == "Age"), "{name} has printer columns");
+    }
+    // `kubectl get craftplane -A` works through the category.
+    let out = std::process::Command::new(common::kubectl())
+        .arg("--kubeconfig")
+        .arg(common::kubeconfig_path())
+        .args(["get", "craftplane", "-A"])
+        .output()
+        .expect("run kubectl");
+    assert!(out.status.success(), "kubectl get craftplane -A failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Server columns are the ones a person wants.
+    let mcs = api.get("minecraftservers.craftplane.io").await.unwrap();
+    let names: Vec<String> =
+        mcs.spec.versions[0].additional_printer_columns.clone().unwrap().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["SKU", "Type", "Version", "Phase", "Players", "Address", "Age"]);
+}
+
+#[tokio::test]
+async fn every_example_is_accepted() {
+    let client = common::client().await;
+    common::ensure_crds(&client).await;
+    let ns = common::namespace(&client, "examples").await;
+    let mut count = 0;
+    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "examples/ has manifests");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+            if value.is_null() {
+                continue;
+            }
+            // Validate the manifest as written, in a scratch namespace and
+            // under a fresh name so objects already in the cluster do not interfere.
+            let mut value = value;
+            if value["metadata"]["namespace"].is_string() {
+                value["metadata"]["namespace"] = json!(ns);
+            } else {
+                let n = format!("{}-{}", value["metadata"]["name"].as_str().unwrap(), common::unique_suffix());
+                value["metadata"]["name"] = json!(n);
+            }
+            create_dry_run(&client, &ns, &value)
+                .await
+                .unwrap_or_else(|e| panic!("{} {} rejected: {e}", file.display(), value["metadata"]["name"]));
+            // The typed API accepts it too (the example matches the Rust types).
+            let kind = value["kind"].as_str().unwrap();
+            let typed_ok = match kind {
+                "Sku" => serde_json::from_value::<Sku>(value.clone()).is_ok(),
+                "Tenant" => serde_json::from_value::<Tenant>(value.clone()).is_ok(),
+                "MinecraftServer" => serde_json::from_value::<MinecraftServer>(value.clone()).is_ok(),
+                "PluginInstallation" => serde_json::from_value::<PluginInstallation>(value.clone()).is_ok(),
+                "BackupSnapshot" => serde_json::from_value::<BackupSnapshot>(value.clone()).is_ok(),
+                _ => false,
+            };
+            assert!(typed_ok, "{} {kind} does not parse into the Rust type", file.display());
+            count += 1;
+        }
+    }
+    common::delete_namespace(&client, &ns).await;
+    println!("{count} example objects accepted");
+    assert!(count >= 7);
+}
+
+/// (description, object, expected substrings of the rejection: the field path and the reason)
+fn invalid_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
+    vec![
+        ("eula false", server(json!({"eula": false})), &["spec.eula", "eula must be true"]),
+        ("eula missing", server(json!({"eula": null})), &["spec.eula", "Required"]),
+        ("unknown server type", server(json!({"type": "BEDROCK"})), &["spec.type", "Unsupported value"]),
+        ("malformed version", server(json!({"version": "1.21.x"})), &["spec.version"]),
+        ("sku missing", server(json!({"sku": null})), &["spec.sku", "Required"]),
+        (
+            "managed property",
+            server(json!({"properties": {"rcon.password": "x"}})),
+            &["spec.properties", "managed by craftplane"],
+        ),
+        (
+            "bad property name",
+            server(json!({"properties": {"View Distance": "8"}})),
+            &["spec.properties", "property names"],
+        ),
+        ("zero max players", server(json!({"maxPlayers": 0})), &["spec.maxPlayers"]),
+        ("port out of range", server(json!({"service": {"port": 70000}})), &["spec.service.port"]),
+        (
+            "nodePort on ClusterIP",
+            server(json!({"service": {"type": "ClusterIP", "nodePort": 30001}})),
+            &["spec.service", "nodePort needs type"],
+        ),
+        ("negative storage", server(json!({"storage": {"size": "-5Gi"}})), &["spec.storage.size", "non-negative"]),
+        ("malformed storage", server(json!({"storage": {"size": "lots"}})), &["spec.storage.size", "quantity"]),
+        ("unknown field", server(json!({"colour": "blue"})), &["unknown field", "spec.colour"]),
+        ("bad whitelist name", server(json!({"whitelist": ["not a player"]})), &["spec.whitelist[0]"]),
+        ("bad backup schedule", server(json!({"backup": {"schedule": "daily"}})), &["spec.backup.schedule"]),
+        ("jvm arg without dash", server(json!({"jvmArgs": ["Xmx4G"]})), &["spec.jvmArgs[0]"]),
+        (
+            "unknown deletion policy",
+            server(json!({"deletionPolicy": "Shred"})),
+            &["spec.deletionPolicy", "Unsupported value"],
+        ),
+        ("zero cpu", sku(json!({"resources": {"cpu": "0"}})), &["spec.resources.cpu", "greater than zero"]),
+        ("malformed memory", sku(json!({"resources": {"memory": "4GB"}})), &["spec.resources.memory", "quantity"]),
+        (
+            "too little memory",
+            sku(json!({"resources": {"memory": "256Mi"}})),
+            &["spec.resources.memory", "at least 512Mi"],
+        ),
+        (
+            "heap and heapPercent",
+            sku(json!({"jvm": {"heap": "1G", "heapPercent": 50}})),
+            &["spec.jvm", "either heap or heapPercent"],
+        ),
+        ("bad currency", sku(json!({"price": {"amount": "1.00", "currency": "euro"}})), &["spec.price.currency"]),
+        ("no owners", tenant(json!({"owners": []})), &["spec.owners"]),
+        (
+            "service account without namespace",
+            tenant(json!({"owners": [{"kind": "ServiceAccount", "name": "ci"}]})),
+            &["spec.owners[0]", "namespace is required"],
+        ),
+        (
+            "bad CIDR",
+            tenant(json!({"network": {"allowedIngressCidrs": ["10.0.0.0/33"]}})),
+            &["spec.network.allowedIngressCidrs", "CIDR"],
+        ),
+        ("bad namespace name", tenant(json!({"namespaces": ["Bad_NS"]})), &["spec.namespaces[0]"]),
+        ("negative quota", tenant(json!({"quota": {"maxServers": -1}})), &["spec.quota.maxServers"]),
+        (
+            "two plugin sources",
+            plugin(
+                json!({"url": {"url": "https://example.com/a.jar", "sha256": SHA256}, "modrinth": {"project": "luckperms"}}),
+            ),
+            &["spec.source", "exactly one plugin source"],
+        ),
+        ("no plugin source", plugin(json!({})), &["spec.source", "exactly one plugin source"]),
+        (
+            "url without checksum",
+            plugin(json!({"url": {"url": "https://example.com/a.jar"}})),
+            &["spec.source.url", "exactly one checksum"],
+        ),
+        (
+            "short sha256",
+            plugin(json!({"url": {"url": "https://example.com/a.jar", "sha256": "abc123"}})),
+            &["spec.source.url.sha256"],
+        ),
+        (
+            "ftp plugin url",
+            plugin(json!({"url": {"url": "ftp://example.com/a.jar", "sha256": SHA256}})),
+            &["spec.source.url.url", "http(s) URL"],
+        ),
+        ("unknown compression", backup(json!({"compression": "lz4"})), &["spec.compression", "Unsupported value"]),
+        ("path escaping the world", backup(json!({"include": ["../etc"]})), &["spec.include", "must not contain '..'"]),
+        ("unknown backup reason", backup(json!({"reason": "Whenever"})), &["spec.reason", "Unsupported value"]),
+    ]
+}
+
+#[tokio::test]
+async fn invalid_objects_are_rejected_with_the_field_named() {
+    let client = common::client().await;
+    common::ensure_crds(&client).await;
+    let ns = common::namespace(&client, "invalid").await;
+    let cases = invalid_cases();
+    let mut failures = Vec::new();
+    println!("{:<36} {:<10} message", "case", "result");
+    for (what, obj, expected) in &cases {
+        match create_dry_run(&client, &ns, obj).await {
+            Ok(()) => {
+                println!("{what:<36} {:<10} -", "ACCEPTED");
+                failures.push(format!("{what}: accepted"));
+            }
+            Err(msg) => {
+                let ok = (msg.contains("(422)") || msg.contains("(400)")) && expected.iter().all(|e| msg.contains(e));
+                println!(
+                    "{what:<36} {:<10} {}",
+                    if ok { "rejected" } else { "WRONG" },
+                    msg.chars().take(160).collect::<String>()
+                );
+                if !ok {
+                    failures.push(format!("{what}: expected {expected:?} in: {msg}"));
+                }
+            }
+        }
+    }
+    common::delete_namespace(&client, &ns).await;
+    assert!(cases.len() >= 15);
+    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[tokio::test]
+async fn immutable_fields_cannot_change() {
+    let client = common::client().await;
+    common::ensure_crds(&client).await;
+    let ns = common::namespace(&client, "immutable").await;
+    let name = |o: &mut Value, n: &str| o["metadata"]["name"] = json!(n);
+
+    let mut snap = backup(json!({"compression": "zstd"}));
+    name(&mut snap, "snap");
+    apply(&client, &ns, &snap, false).await.expect("create snapshot");
+    let mut mcs = server(json!({"storage": {"size": "10Gi", "storageClassName": "standard"}}));
+    name(&mut mcs, "world");
+    apply(&client, &ns, &mcs, false).await.expect("create server");
+    let mut plug = plugin(json!({"modrinth": {"project": "luckperms"}}));
+    name(&mut plug, "perms");
+    apply(&client, &ns, &plug, false).await.expect("create plugin");
+
+    let mut changes: Vec<(&str, Value, &[&str])> = Vec::new();
+    let mut v = snap.clone();
+    merge(&mut v, json!({"spec": {"server": "other"}}));
+    changes.push(("snapshot server", v, &["spec.server", "server is immutable"]));
+    let mut v = snap.clone();
+    merge(&mut v, json!({"spec": {"compression": "gzip"}}));
+    changes.push(("snapshot compression", v, &["spec.compression", "immutable"]));
+    let mut v = snap.clone();
+    merge(&mut v, json!({"spec": {"store": {"name": "elsewhere"}}}));
+    changes.push(("snapshot store added", v, &["spec.store", "immutable"]));
+    let mut v = plug.clone();
+    merge(&mut v, json!({"spec": {"server": "other"}}));
+    changes.push(("plugin server", v, &["spec.server", "immutable"]));
+    let mut v = mcs.clone();
+    merge(&mut v, json!({"spec": {"storage": {"size": "5Gi"}}}));
+    changes.push(("server storage shrink", v, &["spec.storage.size", "cannot shrink"]));
+    let mut v = mcs.clone();
+    merge(&mut v, json!({"spec": {"storage": {"storageClassName": "fast"}}}));
+    changes.push(("server storage class", v, &["spec.storage.storageClassName", "immutable"]));
+
+    let mut failures = Vec::new();
+    for (what, obj, expected) in &changes {
+        match apply(&client, &ns, obj, true).await {
+            Ok(()) => failures.push(format!("{what}: accepted")),
+            Err(msg) => {
+                println!("{what:<28} rejected: {}", msg.chars().take(160).collect::<String>());
+                if !expected.iter().all(|e| msg.contains(e)) {
+                    failures.push(format!("{what}: expected {expected:?} in: {msg}"));
+                }
+            }
+        }
+    }
+    // Allowed changes still go through: growing storage, pinning a snapshot.
+    let mut v = mcs.clone();
+    merge(&mut v, json!({"spec": {"storage": {"size": "20Gi"}}}));
+    apply(&client, &ns, &v, true).await.expect("growing storage is allowed");
+    let mut v = snap.clone();
+    merge(&mut v, json!({"spec": {"retain": true}}));
+    apply(&client, &ns, &v, true).await.expect("pinning a snapshot is allowed");
+
+    common::delete_namespace(&client, &ns).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn defaults_are_applied_by_the_api_server() {
+    let client = common::client().await;
+    common::ensure_crds(&client).await;
+    let ns = common::namespace(&client, "defaults").await;
+    let obj = json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer", "metadata": {"name": "minimal"},
+                     "spec": {"sku": "small", "eula": true}});
+    apply(&client, &ns, &obj, false).await.expect("minimal server");
+    let api: Api<MinecraftServer> = Api::namespaced(client.clone(), &ns);
+    let s = api.get("minimal").await.unwrap();
+    assert_eq!(s.spec.version, "LATEST");
+    assert_eq!(s.spec.server_type, craftplane::api::server::ServerType::Vanilla);
+    assert_eq!(s.spec.state, craftplane::api::server::ServerState::Running);
+    assert_eq!(s.spec.deletion_policy, craftplane::api::server::DeletionPolicy::Retain);
+    assert_eq!(MinecraftServer::kind(&()), "MinecraftServer");
+    common::delete_namespace(&client, &ns).await;
+    let _ = Duration::from_secs(0);
+}

@@ -1,0 +1,112 @@
+//! Shared harness for integration tests: a client for the control plane that
+//! `cargo xtask test` starts for the run (CRAFTPLANE_TEST_KUBECONFIG).
+//! Without it the tests fail loudly; they never skip.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+/// Path of the test control plane's admin kubeconfig.
+pub fn kubeconfig_path() -> PathBuf {
+    match std::env::var_os("CRAFTPLANE_TEST_KUBECONFIG") {
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "CRAFTPLANE_TEST_KUBECONFIG is not set: integration tests need the local control plane. \
+             Run them with `cargo xtask test` (it starts and stops one), or start one with \
+             `cargo xtask cluster up` and set CRAFTPLANE_TEST_KUBECONFIG=$(cargo xtask cluster kubeconfig)."
+        ),
+    }
+}
+
+/// kubectl built for the control plane (falls back to `kubectl` on PATH).
+pub fn kubectl() -> PathBuf {
+    std::env::var_os("CRAFTPLANE_KUBECTL").map(PathBuf::from).unwrap_or_else(|| "kubectl".into())
+}
+
+/// A client for the admin user.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("valid kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// Installs (server-side applies) the CRDs once per test binary and waits
+/// until they are Established.
+pub async fn ensure_crds(client: &Client) {
+    CRDS.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let pp = PatchParams::apply("craftplane-tests").force();
+        for crd in craftplane::api::crds() {
+            let name = crd.metadata.name.clone().unwrap();
+            api.patch(&name, &pp, &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        }
+        for crd in craftplane::api::crds() {
+            let name = crd.metadata.name.clone().unwrap();
+            wait_until(Duration::from_secs(30), || async {
+                api.get(&name)
+                    .await
+                    .ok()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+            })
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} not Established"));
+        }
+    })
+    .await;
+}
+
+/// Creates a fresh namespace with a unique name; returns its name.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let name = format!("{prefix}-{}", unique_suffix());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"craftplane.io/test": "true"}}})).unwrap();
+    api.create(&PostParams::default(), &ns).await.expect("create namespace");
+    name
+}
+
+/// Deletes a namespace (best effort, does not wait).
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+/// Short random suffix for object names.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{:x}{:x}", nanos & 0xfffff, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Polls `f` every 100 ms until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> Result<(), ()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
