@@ -1,0 +1,300 @@
+//! Pure builders: a validated server model → the Kubernetes objects it needs.
+//!
+//! Nothing here does I/O. [`validate`] turns a `MinecraftServer` and its `Sku`
+//! into a [`ServerModel`] or a typed [`InvalidSpec`]; one file per object kind
+//! turns the model into desired objects.
+
+pub mod config_map;
+pub mod image;
+pub mod properties;
+pub mod pvc;
+pub mod secret;
+pub mod service;
+pub mod statefulset;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use crate::api::server::{DeletionPolicy, MinecraftServer, ServerState, ServerType, ServiceSpec};
+use crate::api::sku::Sku;
+use crate::api::{GROUP, VERSION};
+
+/// Field manager for every server-side apply.
+pub const FIELD_MANAGER: &str = "craftplane";
+/// Annotation on each child: hash of the desired object last applied.
+pub const APPLIED_HASH: &str = "craftplane.io/applied-hash";
+/// Pod template annotation: hash of the rendered configuration.
+pub const CONFIG_HASH: &str = "craftplane.io/config-hash";
+/// Label naming the server a child belongs to.
+pub const SERVER_LABEL: &str = "craftplane.io/server";
+/// Game port inside the container.
+pub const GAME_PORT: i32 = 25565;
+/// RCON port inside the container.
+pub const RCON_PORT: i32 = 25575;
+/// Default heap share of the container memory.
+pub const DEFAULT_HEAP_PERCENT: i32 = 75;
+/// Default graceful stop budget.
+pub const DEFAULT_STOP_SECONDS: i32 = 120;
+
+/// Why a spec cannot be turned into a workload. Each variant is a condition
+/// reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSpec {
+    #[error("SKU {0:?} does not exist")]
+    SkuNotFound(String),
+    #[error("SKU {0:?} is not available for new servers")]
+    SkuUnavailable(String),
+    #[error("SKU {sku:?} does not allow server type {server_type}; allowed: {allowed}")]
+    ServerTypeNotAllowed { sku: String, server_type: String, allowed: String },
+    #[error("maxPlayers {requested} exceeds the SKU's limit of {limit}")]
+    MaxPlayersExceedsSku { requested: i32, limit: i32 },
+    #[error("storage.size {requested} exceeds the SKU's storage {limit}")]
+    StorageExceedsSku { requested: String, limit: String },
+    #[error("SKU {sku:?} is invalid: {reason}")]
+    InvalidSku { sku: String, reason: String },
+    #[error("{0}")]
+    InvalidField(String),
+}
+
+impl InvalidSpec {
+    /// The condition reason (CamelCase).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InvalidSpec::SkuNotFound(_) => "SkuNotFound",
+            InvalidSpec::SkuUnavailable(_) => "SkuUnavailable",
+            InvalidSpec::ServerTypeNotAllowed { .. } => "ServerTypeNotAllowed",
+            InvalidSpec::MaxPlayersExceedsSku { .. } => "MaxPlayersExceedsSku",
+            InvalidSpec::StorageExceedsSku { .. } => "StorageExceedsSku",
+            InvalidSpec::InvalidSku { .. } => "InvalidSku",
+            InvalidSpec::InvalidField(_) => "InvalidSpec",
+        }
+    }
+}
+
+/// Everything the builders need, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerModel {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub generation: i64,
+    pub sku: String,
+    pub server_type: ServerType,
+    pub version: String,
+    pub state: ServerState,
+    pub image: String,
+    pub cpu: String,
+    pub memory: String,
+    pub heap_mb: u64,
+    pub storage_size: String,
+    pub storage_class: Option<String>,
+    pub max_players: i32,
+    pub motd: Option<String>,
+    /// server.properties from SKU defaults ⊕ spec overrides.
+    pub properties: BTreeMap<String, String>,
+    pub whitelist: Vec<String>,
+    pub ops: Vec<String>,
+    pub jvm_args: Vec<String>,
+    pub service: ServiceSpec,
+    pub stop_seconds: i32,
+    pub stop_warning: Option<String>,
+    pub deletion_policy: DeletionPolicy,
+    pub hostname: Option<String>,
+}
+
+/// Checks a server against its SKU. `provisioned` is true when the server's
+/// workload already exists: an unavailable SKU then keeps it running.
+pub fn validate(server: &MinecraftServer, sku: Option<&Sku>, provisioned: bool) -> Result<ServerModel, InvalidSpec> {
+    let spec = &server.spec;
+    let sku = sku.ok_or_else(|| InvalidSpec::SkuNotFound(spec.sku.clone()))?;
+    let sku_name = sku.metadata.name.clone().unwrap_or_default();
+    if !sku.spec.available && !provisioned {
+        return Err(InvalidSpec::SkuUnavailable(sku_name));
+    }
+    if !sku.spec.allowed_server_types.is_empty() && !sku.spec.allowed_server_types.contains(&spec.server_type) {
+        return Err(InvalidSpec::ServerTypeNotAllowed {
+            sku: sku_name,
+            server_type: spec.server_type.as_str().into(),
+            allowed: sku.spec.allowed_server_types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "),
+        });
+    }
+    let sku_max = sku.spec.max_players;
+    let max_players = match (spec.max_players, sku_max) {
+        (Some(req), Some(limit)) if req > limit => {
+            return Err(InvalidSpec::MaxPlayersExceedsSku { requested: req, limit });
+        }
+        (Some(req), _) => req,
+        (None, Some(limit)) => limit,
+        (None, None) => 20,
+    };
+    let res = &sku.spec.resources;
+    let invalid_sku = |reason: String| InvalidSpec::InvalidSku { sku: sku_name.clone(), reason };
+    let memory_bytes = res
+        .memory
+        .to_f64()
+        .ok_or_else(|| invalid_sku(format!("memory {:?} is not a quantity", res.memory.as_str())))?;
+    res.cpu
+        .to_f64()
+        .filter(|c| *c > 0.0)
+        .ok_or_else(|| invalid_sku(format!("cpu {:?} is not a positive quantity", res.cpu.as_str())))?;
+    let sku_storage = res
+        .storage
+        .to_f64()
+        .ok_or_else(|| invalid_sku(format!("storage {:?} is not a quantity", res.storage.as_str())))?;
+    let storage_size = match spec.storage.as_ref().and_then(|s| s.size.as_ref()) {
+        Some(size) => {
+            let bytes = size.to_f64().ok_or_else(|| {
+                InvalidSpec::InvalidField(format!("storage.size {:?} is not a quantity", size.as_str()))
+            })?;
+            if bytes > sku_storage {
+                return Err(InvalidSpec::StorageExceedsSku {
+                    requested: size.to_string(),
+                    limit: res.storage.to_string(),
+                });
+            }
+            size.to_string()
+        }
+        None => res.storage.to_string(),
+    };
+    let mib = 1024.0 * 1024.0;
+    let heap_bytes = match sku.spec.jvm.as_ref() {
+        Some(j) if j.heap.is_some() => {
+            let h = j.heap.as_ref().unwrap();
+            h.to_f64().ok_or_else(|| invalid_sku(format!("jvm.heap {:?} is not a quantity", h.as_str())))?
+        }
+        Some(j) => memory_bytes * f64::from(j.heap_percent.unwrap_or(DEFAULT_HEAP_PERCENT)) / 100.0,
+        None => memory_bytes * f64::from(DEFAULT_HEAP_PERCENT) / 100.0,
+    };
+    let heap_mb = (heap_bytes / mib).floor() as u64;
+    if heap_mb < 256 {
+        return Err(invalid_sku(format!("JVM heap of {heap_mb} MiB is below the 256 MiB a server needs")));
+    }
+    if heap_bytes > memory_bytes * 0.9 {
+        return Err(invalid_sku(format!(
+            "JVM heap ({heap_mb} MiB) leaves less than 10% of memory ({}) for the JVM itself; the container would be OOM-killed",
+            res.memory
+        )));
+    }
+    let mut properties = sku.spec.default_properties.clone();
+    for (k, v) in &spec.properties {
+        properties.insert(k.clone(), v.clone());
+    }
+    // SKU defaults may not smuggle in keys craftplane manages either.
+    for key in crate::api::server::RESERVED_PROPERTIES {
+        properties.remove(*key);
+    }
+    properties::check_values(&properties).map_err(InvalidSpec::InvalidField)?;
+    let storage_class = spec
+        .storage
+        .as_ref()
+        .and_then(|s| s.storage_class_name.clone())
+        .or_else(|| sku.spec.storage_class_name.clone());
+    let stop = spec.graceful_stop.as_ref();
+    Ok(ServerModel {
+        name: server.metadata.name.clone().unwrap_or_default(),
+        namespace: server.metadata.namespace.clone().unwrap_or_default(),
+        uid: server.metadata.uid.clone().unwrap_or_default(),
+        generation: server.metadata.generation.unwrap_or(0),
+        sku: sku_name,
+        server_type: spec.server_type,
+        version: spec.version.clone(),
+        state: spec.state,
+        image: spec.image.clone().unwrap_or_else(|| image::default_image(&spec.version)),
+        cpu: res.cpu.to_string(),
+        memory: res.memory.to_string(),
+        heap_mb,
+        storage_size,
+        storage_class,
+        max_players,
+        motd: spec.motd.clone(),
+        properties,
+        whitelist: spec.whitelist.clone(),
+        ops: spec.ops.clone(),
+        jvm_args: spec.jvm_args.clone(),
+        service: spec.service.clone().unwrap_or_else(default_service),
+        stop_seconds: stop.map(|s| s.timeout_seconds).unwrap_or(DEFAULT_STOP_SECONDS),
+        stop_warning: stop.and_then(|s| s.warning.clone()),
+        deletion_policy: spec.deletion_policy,
+        hostname: spec.hostname.clone(),
+    })
+}
+
+fn default_service() -> ServiceSpec {
+    ServiceSpec { port: GAME_PORT, ..Default::default() }
+}
+
+impl ServerModel {
+    /// Labels every child carries; the selector uses a subset.
+    pub fn labels(&self, component: &str) -> BTreeMap<String, String> {
+        let mut l = self.selector_labels();
+        l.insert("app.kubernetes.io/managed-by".into(), "craftplane".into());
+        l.insert("app.kubernetes.io/component".into(), component.into());
+        l
+    }
+
+    /// Labels that select the server's pod.
+    pub fn selector_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".into(), "minecraft-server".into()),
+            ("app.kubernetes.io/instance".into(), self.name.clone()),
+            (SERVER_LABEL.into(), self.name.clone()),
+        ])
+    }
+
+    /// Owner reference to the MinecraftServer (controller, blocks deletion
+    /// in foreground GC).
+    pub fn owner_ref(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: format!("{GROUP}/{VERSION}"),
+            kind: MinecraftServer::kind(&()).into(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    pub fn pvc_name(&self) -> String {
+        format!("{}-data", self.name)
+    }
+    pub fn config_map_name(&self) -> String {
+        format!("{}-config", self.name)
+    }
+    pub fn secret_name(&self) -> String {
+        secret_name(&self.name)
+    }
+    pub fn game_service_name(&self) -> String {
+        self.name.clone()
+    }
+    pub fn rcon_service_name(&self) -> String {
+        format!("{}-rcon", self.name)
+    }
+    pub fn statefulset_name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// Name of a server's RCON Secret.
+pub fn secret_name(server: &str) -> String {
+    format!("{server}-rcon")
+}
+
+/// Short, stable hex digest of some bytes.
+pub fn short_hash(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hash of a desired object (its canonical JSON), stored as [`APPLIED_HASH`].
+pub fn object_hash<T: serde::Serialize>(obj: &T) -> String {
+    short_hash(&serde_json::to_vec(obj).unwrap_or_default())
+}
+
+#[cfg(test)]
+pub(crate) mod testdata;
+
+#[cfg(test)]
+mod tests;

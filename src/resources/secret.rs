@@ -1,0 +1,37 @@
+//! The RCON Secret. Its password is generated once by the reconciler and
+//! never re-applied, so it cannot rotate by accident.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::ServerModel;
+
+/// Key of the password in the Secret.
+pub const PASSWORD_KEY: &str = "password";
+/// Where the Secret is mounted in the server container.
+pub const MOUNT_PATH: &str = "/run/secrets/craftplane/rcon";
+
+/// The Secret to create when none exists.
+pub fn build(m: &ServerModel, password: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(m.secret_name()),
+            namespace: Some(m.namespace.clone()),
+            labels: Some(m.labels("rcon")),
+            owner_references: Some(vec![m.owner_ref()]),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(PASSWORD_KEY.to_string(), password.to_string())])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// A new random password: 32 characters from [A-Za-z0-9].
+pub fn generate_password() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect()
+}

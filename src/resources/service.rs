@@ -1,0 +1,98 @@
+//! The game Service (type from the spec) and the internal RCON Service.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec as K8sServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{GAME_PORT, RCON_PORT, ServerModel};
+use crate::api::server::ServiceType;
+
+/// mc-router's annotation naming the hostname a Service answers for.
+pub const MC_ROUTER_HOST_ANNOTATION: &str = "mc-router.itzg.me/externalServerName";
+
+/// The Service players connect to.
+pub fn game(m: &ServerModel) -> Service {
+    let s = &m.service;
+    let mut annotations: BTreeMap<String, String> = s.annotations.clone();
+    if let Some(host) = &m.hostname {
+        annotations.insert(MC_ROUTER_HOST_ANNOTATION.into(), host.clone());
+    }
+    let type_ = match s.service_type {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    Service {
+        metadata: ObjectMeta {
+            name: Some(m.game_service_name()),
+            namespace: Some(m.namespace.clone()),
+            labels: Some(m.labels("game")),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(vec![m.owner_ref()]),
+            ..Default::default()
+        },
+        spec: Some(K8sServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(m.selector_labels()),
+            ports: Some(vec![ServicePort {
+                name: Some("minecraft".into()),
+                protocol: Some("TCP".into()),
+                port: s.port,
+                target_port: Some(IntOrString::String("minecraft".into())),
+                node_port: s.node_port,
+                ..Default::default()
+            }]),
+            load_balancer_class: s.load_balancer_class.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The internal RCON Service: cluster-internal only (NetworkPolicies let
+/// only the operator's namespace reach it).
+pub fn rcon(m: &ServerModel) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(m.rcon_service_name()),
+            namespace: Some(m.namespace.clone()),
+            labels: Some(m.labels("rcon")),
+            owner_references: Some(vec![m.owner_ref()]),
+            ..Default::default()
+        },
+        spec: Some(K8sServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(m.selector_labels()),
+            ports: Some(vec![ServicePort {
+                name: Some("rcon".into()),
+                protocol: Some("TCP".into()),
+                port: RCON_PORT,
+                target_port: Some(IntOrString::String("rcon".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The address players use, from the observed game Service.
+pub fn address(m: &ServerModel, observed: Option<&Service>) -> Option<String> {
+    if let Some(host) = &m.hostname {
+        return Some(format!("{host}:{GAME_PORT}"));
+    }
+    let svc = observed?;
+    let spec = svc.spec.as_ref()?;
+    let port = spec.ports.as_ref()?.first()?;
+    match spec.type_.as_deref() {
+        Some("LoadBalancer") => {
+            let ingress = svc.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?.first()?;
+            let host = ingress.hostname.clone().or_else(|| ingress.ip.clone())?;
+            Some(format!("{host}:{}", port.port))
+        }
+        Some("NodePort") => port.node_port.map(|p| format!("<node-address>:{p}")),
+        _ => Some(format!("{}.{}.svc:{}", m.game_service_name(), m.namespace, port.port)),
+    }
+}

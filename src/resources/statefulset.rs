@@ -1,0 +1,245 @@
+//! The StatefulSet running the itzg/minecraft-server image.
+//!
+//! The environment follows the image's documented contract: EULA, TYPE,
+//! VERSION, MEMORY (heap), JVM_OPTS, RCON (ENABLE_RCON, RCON_PORT,
+//! RCON_PASSWORD_FILE), MOTD, MAX_PLAYERS, WHITELIST/OPS with
+//! EXISTING_*_FILE=SYNCHRONIZE, CUSTOM_SERVER_PROPERTIES for everything else,
+//! and STOP_DURATION inside the pod's termination grace period.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, Lifecycle,
+    LifecycleHandler, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
+use super::{CONFIG_HASH, GAME_PORT, RCON_PORT, ServerModel, config_map, properties, secret, short_hash};
+use crate::api::server::ServerState;
+
+/// Non-root user and group of the server process.
+pub const RUN_AS: i64 = 1000;
+/// Seconds of margin between the image's STOP_DURATION and the kill (at most).
+const STOP_MARGIN: i32 = 15;
+/// Seconds players are warned before the stop, when a warning is set (at most).
+const ANNOUNCE_SECONDS: i32 = 10;
+
+/// Hash of everything that needs a restart to take effect (not whitelist or
+/// ops: those are applied live). Goes on the pod template and into
+/// `status.configRevision`.
+pub fn config_hash(m: &ServerModel) -> String {
+    let env: Vec<(String, String)> = static_env(m).into_iter().map(|e| (e.name, e.value.unwrap_or_default())).collect();
+    let material = serde_json::json!({
+        "properties": properties::render(&m.properties),
+        "env": env,
+        "image": m.image,
+        "whitelistEnabled": !m.whitelist.is_empty(),
+    });
+    short_hash(material.to_string().as_bytes())
+}
+
+/// (STOP_DURATION, announce delay) that fit the grace period.
+/// Their sum always stays below the grace period, so the image finishes its
+/// `stop` before the kubelet kills it.
+pub fn stop_budget(m: &ServerModel) -> (i32, i32) {
+    let total = m.stop_seconds.max(4);
+    let margin = (total / 5).clamp(2, STOP_MARGIN);
+    let announce = if m.stop_warning.is_some() { ANNOUNCE_SECONDS.min((total - margin) / 3) } else { 0 };
+    ((total - margin - announce).max(1), announce)
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+}
+
+fn env_from_config(name: &str, cm: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector { name: cm.into(), key: key.into(), optional: Some(false) }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Environment with literal values.
+fn static_env(m: &ServerModel) -> Vec<EnvVar> {
+    let (stop_duration, announce) = stop_budget(m);
+    let mut e = vec![
+        env("EULA", "TRUE"),
+        env("TYPE", m.server_type.as_str()),
+        env("VERSION", m.version.clone()),
+        env("MEMORY", format!("{}M", m.heap_mb)),
+        env("SERVER_PORT", GAME_PORT.to_string()),
+        env("ENABLE_RCON", "true"),
+        env("RCON_PORT", RCON_PORT.to_string()),
+        env("RCON_PASSWORD_FILE", format!("{}/{}", secret::MOUNT_PATH, secret::PASSWORD_KEY)),
+        env("MAX_PLAYERS", m.max_players.to_string()),
+        env("STOP_DURATION", stop_duration.to_string()),
+        env("EXISTING_WHITELIST_FILE", "SYNCHRONIZE"),
+        env("EXISTING_OPS_FILE", "SYNCHRONIZE"),
+    ];
+    if let Some(motd) = &m.motd {
+        e.push(env("MOTD", motd.clone()));
+    }
+    if !m.jvm_args.is_empty() {
+        e.push(env("JVM_OPTS", m.jvm_args.join(" ")));
+    }
+    if announce > 0 {
+        e.push(env("STOP_SERVER_ANNOUNCE_DELAY", announce.to_string()));
+    }
+    if !m.whitelist.is_empty() {
+        e.push(env("ENABLE_WHITELIST", "true"));
+        e.push(env("ENFORCE_WHITELIST", "true"));
+    }
+    e
+}
+
+fn probe(period: i32, failures: i32, initial: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction { command: Some(vec!["mc-health".into()]) }),
+        initial_delay_seconds: (initial > 0).then_some(initial),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+/// Desired StatefulSet.
+pub fn build(m: &ServerModel) -> StatefulSet {
+    let cm = m.config_map_name();
+    let mut env = static_env(m);
+    env.push(env_from_config("CUSTOM_SERVER_PROPERTIES", &cm, config_map::PROPERTIES_KEY));
+    if !m.whitelist.is_empty() {
+        env.push(env_from_config("WHITELIST", &cm, config_map::WHITELIST_KEY));
+    }
+    if !m.ops.is_empty() {
+        env.push(env_from_config("OPS", &cm, config_map::OPS_KEY));
+    }
+    let resources = BTreeMap::from([
+        ("cpu".to_string(), Quantity(m.cpu.clone())),
+        ("memory".to_string(), Quantity(m.memory.clone())),
+    ]);
+    let lifecycle = m.stop_warning.as_ref().map(|warning| Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction { command: Some(vec!["rcon-cli".into(), "say".into(), warning.clone()]) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let container = Container {
+        name: "minecraft".into(),
+        image: Some(m.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        env: Some(env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("minecraft".into()),
+                container_port: GAME_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("rcon".into()),
+                container_port: RCON_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(resources.clone()),
+            limits: Some(resources),
+            ..Default::default()
+        }),
+        // Modpacks can take many minutes on first start: up to 30 min.
+        startup_probe: Some(probe(10, 180, 10)),
+        readiness_probe: Some(probe(10, 3, 0)),
+        liveness_probe: Some(probe(30, 5, 0)),
+        lifecycle,
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount { name: "data".into(), mount_path: "/data".into(), ..Default::default() },
+            VolumeMount {
+                name: "rcon".into(),
+                mount_path: secret::MOUNT_PATH.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let mut pod_labels = m.labels("server");
+    pod_labels.extend(m.selector_labels());
+    StatefulSet {
+        metadata: ObjectMeta {
+            name: Some(m.statefulset_name()),
+            namespace: Some(m.namespace.clone()),
+            labels: Some(m.labels("server")),
+            owner_references: Some(vec![m.owner_ref()]),
+            ..Default::default()
+        },
+        spec: Some(StatefulSetSpec {
+            replicas: Some(if m.state == ServerState::Running { 1 } else { 0 }),
+            service_name: Some(m.game_service_name()),
+            selector: LabelSelector { match_labels: Some(m.selector_labels()), ..Default::default() },
+            pod_management_policy: Some("Parallel".into()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH.to_string(), config_hash(m))])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    termination_grace_period_seconds: Some(i64::from(m.stop_seconds)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        fs_group_change_policy: Some("OnRootMismatch".into()),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "data".into(),
+                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                                claim_name: m.pvc_name(),
+                                read_only: Some(false),
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "rcon".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(m.secret_name()),
+                                default_mode: Some(0o400),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

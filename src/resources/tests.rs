@@ -1,0 +1,288 @@
+//! Snapshot tests of rendered objects and validation rules.
+
+use super::testdata::{server, sku};
+use super::*;
+use crate::api::server::ServerType;
+
+/// Every object a server renders to, as one YAML stream for a snapshot.
+fn render_all(yaml: &str) -> String {
+    let s = server("survival", yaml);
+    let m = validate(&s, Some(&sku("small")), false).expect("valid");
+    let mut out = String::new();
+    let mut push = |o: serde_yaml::Value| {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&o).unwrap());
+    };
+    push(serde_yaml::to_value(pvc::build(&m, true)).unwrap());
+    push(serde_yaml::to_value(config_map::build(&m)).unwrap());
+    push(serde_yaml::to_value(service::game(&m)).unwrap());
+    push(serde_yaml::to_value(service::rcon(&m)).unwrap());
+    push(serde_yaml::to_value(statefulset::build(&m)).unwrap());
+    out
+}
+
+#[test]
+fn snapshot_vanilla() {
+    insta::assert_snapshot!(render_all("sku: small\neula: true\n"));
+}
+
+#[test]
+fn snapshot_paper_with_properties() {
+    insta::assert_snapshot!(render_all(
+        "sku: small\neula: true\ntype: PAPER\nversion: 1.20.4\nmotd: Hello\nmaxPlayers: 12\n\
+         properties: {difficulty: hard, pvp: 'false', spawn-protection: '0'}\n\
+         whitelist: [Notch, jeb_]\nops: [Notch]\njvmArgs: ['-XX:+UseG1GC']\n\
+         gracefulStop: {timeoutSeconds: 90, warning: Restarting soon}\n"
+    ));
+}
+
+#[test]
+fn snapshot_stopped() {
+    insta::assert_snapshot!(render_all("sku: small\neula: true\nversion: 1.12.2\nstate: Stopped\n"));
+}
+
+#[test]
+fn snapshot_custom_service() {
+    insta::assert_snapshot!(render_all(
+        "sku: small\neula: true\nversion: 26.1\nhostname: mc.example.com\n\
+         service: {type: LoadBalancer, port: 25570, nodePort: 31000, loadBalancerClass: metallb, \
+         annotations: {metallb.universe.tf/address-pool: games}}\n\
+         storage: {size: 3Gi, storageClassName: fast}\n"
+    ));
+}
+
+#[test]
+fn spec_properties_override_sku_defaults() {
+    let s = server("a", "sku: small\neula: true\nproperties: {difficulty: hard}\n");
+    let m = validate(&s, Some(&sku("small")), false).unwrap();
+    assert_eq!(m.properties.get("difficulty").map(String::as_str), Some("hard"));
+    assert_eq!(m.properties.get("view-distance").map(String::as_str), Some("8"));
+}
+
+#[test]
+fn managed_keys_from_the_sku_are_dropped() {
+    let s = server("a", "sku: small\neula: true\n");
+    let mut k = sku("small");
+    k.spec.default_properties.insert("rcon.password".into(), "leak".into());
+    let m = validate(&s, Some(&k), false).unwrap();
+    assert!(!m.properties.contains_key("rcon.password"));
+}
+
+#[test]
+fn heap_follows_the_sku() {
+    let s = server("a", "sku: small\neula: true\n");
+    let m = validate(&s, Some(&sku("small")), false).unwrap();
+    assert_eq!(m.heap_mb, 1536); // 75% of 2Gi
+    let mut k = sku("small");
+    k.spec.jvm = Some(crate::api::sku::JvmSpec { heap: Some("1G".into()), heap_percent: None });
+    assert_eq!(validate(&s, Some(&k), false).unwrap().heap_mb, 953); // 1e9 bytes
+    k.spec.jvm = Some(crate::api::sku::JvmSpec { heap: Some("2Gi".into()), heap_percent: None });
+    let err = validate(&s, Some(&k), false).unwrap_err();
+    assert_eq!(err.reason(), "InvalidSku");
+    assert!(err.to_string().contains("OOM"), "{err}");
+}
+
+#[test]
+fn sku_rules_become_typed_errors() {
+    let s = server("a", "sku: small\neula: true\nmaxPlayers: 50\n");
+    let e = validate(&s, Some(&sku("small")), false).unwrap_err();
+    assert_eq!(e, InvalidSpec::MaxPlayersExceedsSku { requested: 50, limit: 20 });
+
+    let s = server("a", "sku: small\neula: true\nstorage: {size: 50Gi}\n");
+    assert_eq!(validate(&s, Some(&sku("small")), false).unwrap_err().reason(), "StorageExceedsSku");
+
+    let s = server("a", "sku: small\neula: true\ntype: FORGE\n");
+    let mut k = sku("small");
+    k.spec.allowed_server_types = vec![ServerType::Paper, ServerType::Vanilla];
+    let e = validate(&s, Some(&k), false).unwrap_err();
+    assert_eq!(e.reason(), "ServerTypeNotAllowed");
+    assert!(e.to_string().contains("PAPER, VANILLA"), "{e}");
+
+    assert_eq!(validate(&s, None, false).unwrap_err(), InvalidSpec::SkuNotFound("small".into()));
+
+    let s = server("a", "sku: small\neula: true\n");
+    let mut k = sku("small");
+    k.spec.available = false;
+    assert_eq!(validate(&s, Some(&k), false).unwrap_err().reason(), "SkuUnavailable");
+    // An existing server keeps running on an unavailable SKU.
+    assert!(validate(&s, Some(&k), true).is_ok());
+
+    let s = server("a", "sku: small\neula: true\nproperties: {motd-extra: \"a\\nb\"}\n");
+    assert_eq!(validate(&s, Some(&sku("small")), false).unwrap_err().reason(), "InvalidSpec");
+}
+
+#[test]
+fn config_hash_changes_with_config_but_not_with_whitelist_members() {
+    let base = "sku: small\neula: true\nwhitelist: [Notch]\n";
+    let h = |yaml: &str| statefulset::config_hash(&validate(&server("a", yaml), Some(&sku("small")), false).unwrap());
+    let h0 = h(base);
+    assert_eq!(h0, h(base), "deterministic");
+    assert_ne!(h0, h(&format!("{base}properties: {{pvp: 'false'}}\n")), "a property rolls the pod");
+    assert_ne!(h0, h(&format!("{base}motd: hi\n")), "the motd rolls the pod");
+    assert_eq!(h0, h("sku: small\neula: true\nwhitelist: [Notch, jeb_]\n"), "whitelist members are applied live");
+    assert_ne!(h0, h("sku: small\neula: true\n"), "turning the whitelist off rolls the pod");
+}
+
+#[test]
+fn grace_period_covers_the_stop() {
+    let m = validate(&server("a", "sku: small\neula: true\n"), Some(&sku("small")), false).unwrap();
+    assert_eq!(statefulset::stop_budget(&m), (105, 0));
+    let sts = statefulset::build(&m);
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.termination_grace_period_seconds, Some(120));
+    let m = validate(
+        &server("a", "sku: small\neula: true\ngracefulStop: {timeoutSeconds: 60, warning: bye}\n"),
+        Some(&sku("small")),
+        false,
+    )
+    .unwrap();
+    let (stop, announce) = statefulset::stop_budget(&m);
+    assert_eq!((stop, announce), (38, 10));
+    assert!(stop + announce < 60);
+    for t in 10..=200 {
+        let m = validate(
+            &server("a", &format!("sku: small\neula: true\ngracefulStop: {{timeoutSeconds: {t}, warning: bye}}\n")),
+            Some(&sku("small")),
+            false,
+        )
+        .unwrap();
+        let (stop, announce) = statefulset::stop_budget(&m);
+        assert!(stop >= 1 && stop + announce < t, "t={t}: stop {stop} + announce {announce}");
+    }
+}
+
+mod properties_of_any_accepted_spec {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::super::testdata::sku;
+    use super::super::*;
+    use crate::api::server::*;
+
+    fn server_type() -> impl Strategy<Value = ServerType> {
+        prop_oneof![
+            Just(ServerType::Vanilla),
+            Just(ServerType::Paper),
+            Just(ServerType::Purpur),
+            Just(ServerType::Folia),
+            Just(ServerType::Spigot),
+            Just(ServerType::Bukkit),
+            Just(ServerType::Fabric),
+            Just(ServerType::Quilt),
+            Just(ServerType::Forge),
+            Just(ServerType::NeoForge),
+        ]
+    }
+
+    fn version() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("LATEST".to_string()),
+            Just("SNAPSHOT".to_string()),
+            (0u32..40, 0u32..40, proptest::option::of(0u32..20)).prop_map(|(a, b, c)| match c {
+                Some(c) => format!("{a}.{b}.{c}"),
+                None => format!("{a}.{b}"),
+            }),
+            "[0-9]{2}w[0-9]{2}[a-z]",
+        ]
+    }
+
+    fn spec() -> impl Strategy<Value = MinecraftServerSpec> {
+        (
+            server_type(),
+            version(),
+            any::<bool>(),
+            proptest::collection::btree_map("[a-z0-9][a-z0-9.-]{0,20}", "[ -~]{0,40}", 0..8),
+            proptest::option::of("[ -~]{0,100}"),
+            proptest::option::of(1i32..=10000),
+            proptest::collection::vec("[A-Za-z0-9_]{3,16}", 0..5),
+            proptest::collection::vec("-[A-Za-z0-9:+=.]{1,20}", 0..4),
+            (proptest::option::of(10i32..=3600), proptest::option::of("[ -~]{0,50}")),
+            (0usize..3, 1i32..=65535, proptest::option::of(30000i32..=32767)),
+            proptest::option::of((1u32..10, proptest::option::of("[a-z]{1,10}"))),
+            proptest::option::of("[a-z]{1,10}(\\.[a-z]{1,10}){0,2}"),
+        )
+            .prop_map(
+                |(
+                    t,
+                    version,
+                    stopped,
+                    properties,
+                    motd,
+                    max_players,
+                    whitelist,
+                    jvm_args,
+                    stop,
+                    svc,
+                    storage,
+                    hostname,
+                )| {
+                    let service_type =
+                        [ServiceType::ClusterIP, ServiceType::NodePort, ServiceType::LoadBalancer][svc.0];
+                    MinecraftServerSpec {
+                        sku: "small".into(),
+                        eula: true,
+                        server_type: t,
+                        version,
+                        state: if stopped { ServerState::Stopped } else { ServerState::Running },
+                        properties,
+                        motd,
+                        max_players,
+                        whitelist: whitelist.clone(),
+                        ops: whitelist,
+                        jvm_args,
+                        image: None,
+                        service: Some(ServiceSpec {
+                            service_type,
+                            port: svc.1,
+                            node_port: if service_type == ServiceType::ClusterIP { None } else { svc.2 },
+                            annotations: BTreeMap::new(),
+                            load_balancer_class: None,
+                        }),
+                        storage: storage.map(|(gi, class)| StorageSpec {
+                            size: Some(crate::api::Quantity::new(format!("{gi}Gi"))),
+                            storage_class_name: class,
+                        }),
+                        backup: None,
+                        restore: None,
+                        graceful_stop: stop
+                            .0
+                            .map(|timeout_seconds| GracefulStop { timeout_seconds, warning: stop.1.clone() }),
+                        deletion_policy: DeletionPolicy::Retain,
+                        hostname,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn any_accepted_spec_validates_or_errors_and_renders(spec in spec()) {
+            let mut s = MinecraftServer::new("prop", spec);
+            s.metadata.namespace = Some("ns".into());
+            s.metadata.uid = Some("uid".into());
+            match validate(&s, Some(&sku("small")), false) {
+                Ok(m) => {
+                    let sts = statefulset::build(&m);
+                    let cm = config_map::build(&m);
+                    let _ = (pvc::build(&m, true), service::game(&m), service::rcon(&m), secret::build(&m, "pw"));
+                    let pod = sts.spec.unwrap().template.spec.unwrap();
+                    // The grace period always covers the image's stop duration.
+                    let (stop, announce) = statefulset::stop_budget(&m);
+                    prop_assert!(i64::from(stop + announce) < pod.termination_grace_period_seconds.unwrap());
+                    // Every property survives rendering.
+                    let rendered = &cm.data.unwrap()[config_map::PROPERTIES_KEY];
+                    for (k, v) in &m.properties {
+                        let line = format!("{k}={v}\n");
+                        prop_assert!(rendered.contains(&line));
+                    }
+                }
+                Err(e) => {
+                    // Only SKU limits can refuse a schema-valid spec here.
+                    prop_assert!(matches!(e.reason(), "MaxPlayersExceedsSku" | "StorageExceedsSku"), "{e}");
+                }
+            }
+        }
+    }
+}
