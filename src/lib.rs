@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod controller;
+pub mod minecraft;
 pub mod resources;
 pub mod telemetry;

@@ -15,6 +15,8 @@ use kube::{Client, Config};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
+pub mod peers;
+
 /// Path of the test control plane's admin kubeconfig.
 pub fn kubeconfig_path() -> PathBuf {
     match std::env::var_os("CRAFTPLANE_TEST_KUBECONFIG") {

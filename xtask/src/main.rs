@@ -96,7 +96,8 @@ fn run() -> Result<ExitCode> {
         Command::Crds => write_crds(&sh)?,
         Command::Tools => {
             let t = tools::ensure(&sh)?;
-            eprintln!("xtask: components ready: {t:#?}");
+            let npm = tools::ensure_npm_peers(&sh)?;
+            eprintln!("xtask: components ready: {t:#?}\nxtask: test peers in {}", npm.display());
         }
         Command::Test { args } => return test(&sh, &args),
         Command::Dev => dev(&sh)?,
@@ -123,6 +124,7 @@ fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
     // Build first, so compile errors show before a cluster starts.
     cmd!(sh, "cargo test --workspace --no-run --locked").run()?;
     tools::ensure(sh)?;
+    let node_modules = tools::ensure_npm_peers(sh)?;
     let cluster = Cluster::ephemeral(&format!("test-{}", std::process::id()));
     let started = cluster.up(sh);
     let result = started.map(|()| {
@@ -130,6 +132,7 @@ fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
         let tools = tools::Tools::locate();
         let _env = sh.push_env("CRAFTPLANE_TEST_KUBECONFIG", &kc);
         let _kubectl = sh.push_env("CRAFTPLANE_KUBECTL", &tools.kubectl);
+        let _node = sh.push_env("CRAFTPLANE_NODE_MODULES", &node_modules);
         cmd!(sh, "cargo test --workspace --locked -- {args...}").run().is_ok()
     });
     let stopped = cluster.down();

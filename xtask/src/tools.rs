@@ -219,3 +219,35 @@ fn write_kwok_stages(sh: &Shell, module_dir: &Path, out: &Path) -> Result<()> {
     std::fs::write(out, all)?;
     Ok(())
 }
+
+/// Installs the npm test peers into `~/.cache/craftplane/npm` (once) and
+/// returns the `node_modules` directory.
+pub fn ensure_npm_peers(sh: &Shell) -> Result<PathBuf> {
+    let dir = cache_dir().join("npm");
+    let modules = dir.join("node_modules");
+    let want = versions::NPM_MINECRAFT_PROTOCOL;
+    let manifest = modules.join("minecraft-protocol").join("package.json");
+    let installed = std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_owned));
+    if installed.as_deref() == Some(want) {
+        return Ok(modules);
+    }
+    for tool in ["node", "npm"] {
+        if cmd!(sh, "{tool} --version").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+            bail!(
+                "the protocol tests need `{tool}` (Node.js with npm) on PATH to run their test peers; install Node.js"
+            );
+        }
+    }
+    sh.create_dir(&dir)?;
+    let _d = sh.push_dir(&dir);
+    if !dir.join("package.json").exists() {
+        sh.write_file("package.json", "{\"name\": \"craftplane-test-peers\", \"private\": true}\n")?;
+    }
+    eprintln!("xtask: installing npm minecraft-protocol@{want} (test peer) into {}", dir.display());
+    let pkg = format!("minecraft-protocol@{want}");
+    cmd!(sh, "npm install --no-audit --no-fund --save-exact {pkg}").run()?;
+    Ok(modules)
+}

@@ -12,3 +12,5 @@ pub const ETCD: &str = "v3.6.16";
 pub const KWOK: &str = "v0.8.0";
 /// Oldest Go that builds all of the above.
 pub const GO_MIN: (u32, u32) = (1, 26);
+/// npm minecraft-protocol: the independent Server List Ping peer in tests.
+pub const NPM_MINECRAFT_PROTOCOL: &str = "1.54.0";

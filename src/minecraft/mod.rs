@@ -1,0 +1,3 @@
+//! Clients for the Minecraft protocols craftplane speaks.
+
+pub mod slp;

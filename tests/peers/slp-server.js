@@ -1,0 +1,32 @@
+// An independent Server List Ping peer: the npm package minecraft-protocol's
+// server. Prints "listening <port>" once ready. Players online/max and the
+// version come from the command line so tests can change what it reports.
+// usage: node slp-server.js <online> <max> [version]
+const mc = require('minecraft-protocol');
+
+const online = parseInt(process.argv[2] || '0', 10);
+const max = parseInt(process.argv[3] || '20', 10);
+const version = process.argv[4] || '1.20.4';
+
+const server = mc.createServer({
+  'online-mode': false,
+  host: '127.0.0.1',
+  port: 0,
+  version,
+  motd: 'craftplane test peer',
+  maxPlayers: max,
+  beforePing: (response) => {
+    response.players.online = online;
+    response.players.max = max;
+    response.players.sample = [];
+    return response;
+  },
+});
+server.on('listening', () => {
+  console.log(`listening ${server.socketServer.address().port}`);
+});
+server.on('error', (e) => {
+  console.error(e);
+  process.exit(1);
+});
+process.on('SIGTERM', () => process.exit(0));
