@@ -51,6 +51,15 @@ impl Metrics {
         Metrics { registry, reconciles, reconcile_duration, build_info }
     }
 
+    /// Records one reconcile of `kind`: its duration and result (`ok` or the
+    /// error category).
+    pub fn observe_reconcile(&self, kind: &str, took: std::time::Duration, error: Option<&str>) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels { kind: kind.into(), result: error.unwrap_or("ok").into() })
+            .inc();
+        self.reconcile_duration.get_or_create(&KindLabels { kind: kind.into() }).observe(took.as_secs_f64());
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();

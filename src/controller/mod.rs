@@ -4,8 +4,15 @@
 //! health/metrics endpoint and shutdown. Reconcilers (one per kind) plug in
 //! here.
 
+pub mod conditions;
+pub mod context;
+pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod ping;
+pub mod server;
+pub mod server_status;
+pub mod sku;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -28,6 +35,23 @@ pub struct ControllerArgs {
     /// Timeout for the first contact with the API server, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub connect_timeout: u64,
+    /// Reconciles running at once, per kind.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Only manage Skus and MinecraftServers matching this label selector
+    /// (sharding: several operators, each with its own selector).
+    #[arg(long, env = "CRAFTPLANE_WATCH_LABEL_SELECTOR")]
+    pub watch_label_selector: Option<String>,
+    /// Seconds between Server List Pings of each running server; 0 disables pinging.
+    #[arg(long, default_value_t = 30)]
+    pub slp_interval: u64,
+    /// Ping this host:port instead of each server's Service (for running the
+    /// operator outside the cluster during development).
+    #[arg(long)]
+    pub slp_address: Option<String>,
+    /// Seconds between periodic re-checks of every object.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=86400))]
+    pub resync_seconds: u64,
 }
 
 /// Shared process health, read by /readyz.
@@ -73,7 +97,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
 
     let health = Arc::new(Health::default());
     health.set(false, "waiting for craftplane CRDs to be Established");
-    let registry = Arc::new(metrics::Metrics::new());
+    let metrics = Arc::new(metrics::Metrics::new());
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -81,13 +105,18 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(http::serve(listener, health.clone(), registry.clone(), stop_rx.clone()));
-    let crd_check = tokio::spawn(watch_crds(client.clone(), health.clone(), stop_rx.clone()));
+    let server = tokio::spawn(http::serve(listener, health.clone(), metrics.clone(), stop_rx.clone()));
+    let operator = tokio::spawn(run_controllers(client.clone(), args, health.clone(), metrics, stop_rx.clone()));
 
     shutdown_signal().await;
     info!("shutdown signal received; stopping");
     let _ = stop_tx.send(true);
-    crd_check.abort();
+    match tokio::time::timeout(Duration::from_secs(20), operator).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %format!("{e:#}"), "controllers ended with an error"),
+        Ok(Err(e)) => warn!(error = %e, "controller task failed"),
+        Err(_) => warn!("controllers did not stop within 20s"),
+    }
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => warn!(error = %e, "http server ended with an error"),
@@ -98,47 +127,191 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     Ok(())
 }
 
+/// Waits for the CRDs, then runs every reconciler until `stop`.
+async fn run_controllers(
+    client: Client,
+    args: ControllerArgs,
+    health: Arc<Health>,
+    metrics: Arc<metrics::Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+    use kube::runtime::controller::{Config as CtrlConfig, Controller};
+    use kube::runtime::events::{Recorder, Reporter};
+    use kube::runtime::reflector::{self, ObjectRef};
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    use crate::api::{MinecraftServer, Sku};
+
+    // Controllers need their kinds: wait until every CRD is Established.
+    loop {
+        let missing = missing_crds(&client).await;
+        if missing.is_empty() {
+            break;
+        }
+        health.set(false, format!("CRDs not Established: {}", missing.join(", ")));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+    info!("all craftplane CRDs are Established; starting controllers");
+
+    let mut wc = watcher::Config::default().page_size(50);
+    if let Some(sel) = &args.watch_label_selector {
+        wc = wc.labels(sel);
+    }
+    let children = watcher::Config::default().page_size(50).labels("app.kubernetes.io/managed-by=craftplane");
+    let pods = watcher::Config::default()
+        .page_size(50)
+        .labels("app.kubernetes.io/managed-by=craftplane,app.kubernetes.io/component=server");
+
+    let sku_api: Api<Sku> = Api::all(client.clone());
+    let server_api: Api<MinecraftServer> = Api::all(client.clone());
+    let (sku_store, sku_writer) = reflector::store::<Sku>();
+    let sku_reflector = reflector::reflector(sku_writer, watcher(sku_api.clone(), wc.clone()))
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| futures::future::ready(()));
+
+    let server_ctrl = Controller::new(server_api.clone(), wc.clone());
+    let server_store = server_ctrl.store();
+    let reporter = Reporter {
+        controller: "craftplane".into(),
+        instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
+    };
+    let ctx = Arc::new(context::Context::new(
+        client.clone(),
+        metrics.clone(),
+        Recorder::new(client.clone(), reporter),
+        sku_store.clone(),
+        server_store.clone(),
+        context::Settings {
+            slp_interval: (args.slp_interval > 0).then(|| Duration::from_secs(args.slp_interval)),
+            slp_address: args.slp_address.clone(),
+            resync: Duration::from_secs(args.resync_seconds),
+        },
+    ));
+
+    let (ping_tx, ping_rx) = tokio::sync::mpsc::channel::<ObjectRef<MinecraftServer>>(256);
+    let ping_stream = futures::stream::unfold(ping_rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let stop_fut = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let cfg = CtrlConfig::default().concurrency(args.concurrency);
+
+    let servers_for_skus = server_store.clone();
+    let server_ctrl = server_ctrl
+        .owns(Api::<StatefulSet>::all(client.clone()), children.clone())
+        .owns(Api::<PersistentVolumeClaim>::all(client.clone()), children.clone())
+        .owns(Api::<Service>::all(client.clone()), children.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), children.clone())
+        .watches(Api::<Pod>::all(client.clone()), pods, |pod| {
+            let server = pod.labels().get(crate::resources::SERVER_LABEL)?.clone();
+            Some(ObjectRef::new(&server).within(&pod.namespace()?))
+        })
+        .watches(sku_api.clone(), wc.clone(), move |sku| {
+            let name = sku.name_any();
+            servers_for_skus
+                .state()
+                .into_iter()
+                .filter(|s| s.spec.sku == name)
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(ping_stream)
+        .with_config(cfg.clone())
+        .graceful_shutdown_on(stop_fut(stop.clone()))
+        .run(
+            |obj, ctx: Arc<context::Context>| async move {
+                let t0 = std::time::Instant::now();
+                let r = server::reconcile(obj, ctx.clone()).await;
+                ctx.metrics.observe_reconcile("MinecraftServer", t0.elapsed(), r.as_ref().err().map(|e| e.category()));
+                r
+            },
+            server::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
+    let sku_ctrl = Controller::new(sku_api, wc.clone())
+        .watches(server_api, wc.clone(), |s| Some(ObjectRef::new(&s.spec.sku)))
+        .with_config(cfg)
+        .graceful_shutdown_on(stop_fut(stop.clone()))
+        .run(
+            |obj, ctx: Arc<context::Context>| async move {
+                let t0 = std::time::Instant::now();
+                let r = sku::reconcile(obj, ctx.clone()).await;
+                ctx.metrics.observe_reconcile("Sku", t0.elapsed(), r.as_ref().err().map(|e| e.category()));
+                r
+            },
+            sku::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
+    let ready_health = health.clone();
+    let (sku_ready, server_ready) = (sku_store.clone(), server_store.clone());
+    let readiness = async move {
+        let _ = sku_ready.wait_until_ready().await;
+        let _ = server_ready.wait_until_ready().await;
+        ready_health.set(true, "ok");
+        info!("caches synced; ready");
+    };
+    let pinger = async {
+        match ctx.settings.slp_interval {
+            Some(interval) => ping::run(ctx.clone(), interval, ping_tx).await,
+            None => {
+                drop(ping_tx);
+                futures::future::pending::<()>().await
+            }
+        }
+    };
+    let reflectors = async {
+        tokio::select! {
+            _ = sku_reflector => {}
+            _ = stop_fut(stop.clone()) => {}
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(server_ctrl, sku_ctrl, readiness) } => {}
+        _ = pinger => {}
+        _ = reflectors => {}
+    }
+    health.set(false, "stopping");
+    Ok(())
+}
+
+/// CRDs of craftplane that are missing or not yet Established.
+async fn missing_crds(client: &Client) -> Vec<String> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for name in crd_names() {
+        let established = match crds.get_opt(&name).await {
+            Ok(Some(crd)) => crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True"),
+            Ok(None) => false,
+            Err(e) => {
+                warn!(error = %e, crd = %name, "cannot read CRD");
+                false
+            }
+        };
+        if !established {
+            missing.push(name);
+        }
+    }
+    missing
+}
+
 /// Names of the CRDs this operator needs.
 pub fn crd_names() -> Vec<String> {
     api::crds().into_iter().filter_map(|c| c.metadata.name).collect()
-}
-
-/// Keeps /readyz false until every craftplane CRD is Established.
-async fn watch_crds(client: Client, health: Arc<Health>, mut stop: watch::Receiver<bool>) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    loop {
-        let mut missing = Vec::new();
-        for name in crd_names() {
-            let established = match crds.get_opt(&name).await {
-                Ok(Some(crd)) => crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True"),
-                Ok(None) => false,
-                Err(e) => {
-                    warn!(error = %e, crd = %name, "cannot read CRD");
-                    false
-                }
-            };
-            if !established {
-                missing.push(name);
-            }
-        }
-        if missing.is_empty() {
-            if !health.get().0 {
-                info!("all craftplane CRDs are Established; ready");
-            }
-            health.set(true, "ok");
-        } else {
-            health.set(false, format!("CRDs not Established: {}", missing.join(", ")));
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(if missing.is_empty() { 30 } else { 2 })) => {}
-            _ = stop.changed() => return,
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -15,6 +15,7 @@ use kube::{Client, Config};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
+pub mod operator;
 pub mod peers;
 
 /// Path of the test control plane's admin kubeconfig.

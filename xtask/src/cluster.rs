@@ -42,6 +42,16 @@ impl Cluster {
         self.dir.join("kubeconfig")
     }
 
+    /// Kubeconfig of the `craftplane-operator` user.
+    pub fn operator_kubeconfig(&self) -> PathBuf {
+        self.dir.join("operator.kubeconfig")
+    }
+
+    /// The API server's audit log (every write, metadata level, JSON lines).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("logs").join("audit.log")
+    }
+
     fn pid_file(&self, c: &str) -> PathBuf {
         self.dir.join("run").join(format!("{c}.pid"))
     }
@@ -135,6 +145,10 @@ impl Cluster {
                 "--api-audiences=https://kubernetes.default.svc.cluster.local".into(),
                 "--allow-privileged=true".into(),
                 format!("--cert-dir={}", pki.display()),
+                format!("--audit-policy-file={}", d.join("audit-policy.yaml").display()),
+                format!("--audit-log-path={}", self.audit_log().display()),
+                "--audit-log-format=json".into(),
+                "--audit-log-maxsize=200".into(),
                 "--v=0".into(),
             ],
         )?;
@@ -257,8 +271,11 @@ impl Cluster {
 
         // user → groups. The admin is a cluster-admin through system:masters;
         // the controller-manager and scheduler use their bootstrap RBAC roles.
-        let users: [(&'static str, &str, &str); 4] = [
+        let users: [(&'static str, &str, &str); 5] = [
             ("kubeconfig", "craftplane-admin", "system:masters"),
+            // The operator's own identity, so its requests can be told apart
+            // (audit log) from the tests' and people's.
+            ("operator.kubeconfig", "craftplane-operator", "system:masters"),
             ("kube-controller-manager.kubeconfig", "system:kube-controller-manager", ""),
             ("kube-scheduler.kubeconfig", "system:kube-scheduler", ""),
             ("kwok.kubeconfig", "kwok", "system:masters"),
@@ -278,6 +295,11 @@ impl Cluster {
             tokens.insert(file, token);
         }
         write_private(&self.dir.join("tokens.csv"), &csv)?;
+        // Audit every write (metadata only): tests count the operator's writes.
+        fs::write(
+            self.dir.join("audit-policy.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  verbs: [create, update, patch, delete, deletecollection]\n- level: None\n",
+        )?;
         Ok(tokens)
     }
 

@@ -133,6 +133,8 @@ fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
         let _env = sh.push_env("CRAFTPLANE_TEST_KUBECONFIG", &kc);
         let _kubectl = sh.push_env("CRAFTPLANE_KUBECTL", &tools.kubectl);
         let _node = sh.push_env("CRAFTPLANE_NODE_MODULES", &node_modules);
+        let _op = sh.push_env("CRAFTPLANE_TEST_OPERATOR_KUBECONFIG", cluster.operator_kubeconfig());
+        let _audit = sh.push_env("CRAFTPLANE_TEST_AUDIT_LOG", cluster.audit_log());
         cmd!(sh, "cargo test --workspace --locked -- {args...}").run().is_ok()
     });
     let stopped = cluster.down();

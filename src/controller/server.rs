@@ -1,0 +1,253 @@
+//! The MinecraftServer reconciler: dereference → validate → build → apply →
+//! status, following the pipeline in KUBE-RS-NOTES.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use super::conditions;
+use super::context::Context;
+use super::error::{Error, Result};
+use super::server_status::{self, Observed};
+use crate::api::server::{MinecraftServer, MinecraftServerStatus, Players, ServerPhase};
+use crate::resources::{self, APPLIED_HASH, FIELD_MANAGER, InvalidSpec, ServerModel};
+
+/// Finalizer that keeps the world volume when `deletionPolicy: Retain`.
+pub const FINALIZER: &str = "craftplane.io/world-volume";
+
+/// Reconciles one MinecraftServer.
+pub async fn reconcile(server: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<MinecraftServer> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = server.uid().unwrap_or_default();
+    let result = finalizer(&api, FINALIZER, server, |event| async {
+        match event {
+            Event::Apply(s) => apply(s, &ctx).await,
+            Event::Cleanup(s) => cleanup(s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.succeeded(&uid);
+    }
+    result
+}
+
+/// Retries failed reconciles with per-object exponential backoff.
+pub fn error_policy(server: Arc<MinecraftServer>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&server.uid().unwrap_or_default());
+    warn!(server = %server.name_any(), namespace = ?server.namespace(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Server-side applies `desired` unless the observed object already carries
+/// the same desired-state hash. Returns the object as the API now has it.
+pub async fn apply_child<K>(api: &Api<K>, observed: Option<K>, mut desired: K) -> Result<K>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let hash = resources::object_hash(&desired);
+    if let Some(obs) = observed
+        && obs.meta().annotations.as_ref().and_then(|a| a.get(APPLIED_HASH)) == Some(&hash)
+    {
+        return Ok(obs);
+    }
+    desired.meta_mut().annotations.get_or_insert_with(Default::default).insert(APPLIED_HASH.into(), hash);
+    let name = desired.meta().name.clone().ok_or(Error::MissingField("metadata.name"))?;
+    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?)
+}
+
+async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = server.name_any();
+    let c = &ctx.client;
+    let sts_api: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), &ns);
+    let pod_api: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    let svc_api: Api<Service> = Api::namespaced(c.clone(), &ns);
+
+    // 1. Dereference. The SKU cache must be complete first, or a restart
+    // would briefly report existing SKUs as missing.
+    // (Polled, not awaited: a waiter parked before the store became ready
+    // was seen never to wake.)
+    if !super::context::store_ready(&ctx.skus) {
+        return Ok(Action::requeue(std::time::Duration::from_millis(500)));
+    }
+    let observed_sts = sts_api.get_opt(&name).await?;
+    let sku = ctx.skus.get(&ObjectRef::new(&server.spec.sku));
+    let provisioned = observed_sts.is_some();
+
+    // 2. Validate.
+    let model = match resources::validate(&server, sku.as_deref(), provisioned) {
+        Ok(m) => m,
+        Err(invalid) => return report_invalid(&server, ctx, invalid, observed_sts.as_ref()).await,
+    };
+
+    // 3+4. Build and apply.
+    ensure_secret(ctx, &model).await?;
+    let cm_api: Api<ConfigMap> = Api::namespaced(c.clone(), &ns);
+    apply_child(&cm_api, cm_api.get_opt(&model.config_map_name()).await?, resources::config_map::build(&model)).await?;
+    let pvc =
+        apply_child(&pvc_api, pvc_api.get_opt(&model.pvc_name()).await?, resources::pvc::build(&model, true)).await?;
+    let game =
+        apply_child(&svc_api, svc_api.get_opt(&model.game_service_name()).await?, resources::service::game(&model))
+            .await?;
+    apply_child(&svc_api, svc_api.get_opt(&model.rcon_service_name()).await?, resources::service::rcon(&model)).await?;
+    let sts = apply_child(&sts_api, observed_sts, resources::statefulset::build(&model)).await?;
+
+    // 5. Status from what the cluster reports.
+    let pod = pod_api.get_opt(&format!("{name}-0")).await?;
+    let key = (ns.clone(), name.clone());
+    let ping = ctx.ping(&key);
+    let observed = Observed { statefulset: Some(&sts), pod: pod.as_ref(), pvc: Some(&pvc), ping: ping.as_ref() };
+    let p = server_status::phase(model.state, &observed);
+    let ready = server_status::is_ready(model.state, p.phase);
+    let stalled = p.phase == ServerPhase::Failed;
+    let old = server.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let revision = resources::statefulset::config_hash(&model);
+    let (players, version) = match (&ping, p.phase) {
+        (Some(Ok(s)), ServerPhase::Running | ServerPhase::Starting) => {
+            (Some(Players { online: s.online, max: s.max }), Some(s.version.clone()).filter(|v| !v.is_empty()))
+        }
+        _ => (None, None),
+    };
+    let status = MinecraftServerStatus {
+        phase: Some(p.phase),
+        address: resources::service::address(&model, Some(&game)),
+        players,
+        version,
+        config_revision: Some(revision.clone()),
+        config_history: server_status::record_revision(&old.config_history, &revision, model.generation, now),
+        last_backup: old.last_backup.clone(),
+        observed_generation: server.metadata.generation,
+        conditions: conditions::merge(
+            &old.conditions,
+            &conditions::kstatus(ready, stalled, &p.reason, &p.message),
+            server.metadata.generation,
+            now,
+        ),
+    };
+    write_status(&server, ctx, &old, status).await?;
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// Reports a spec that cannot run; an existing workload is left as it is.
+async fn report_invalid(
+    server: &MinecraftServer,
+    ctx: &Context,
+    invalid: InvalidSpec,
+    sts: Option<&StatefulSet>,
+) -> Result<Action> {
+    let old = server.status.clone().unwrap_or_default();
+    let phase = if sts.is_some() { old.phase.unwrap_or(ServerPhase::Pending) } else { ServerPhase::Pending };
+    let mut status = old.clone();
+    status.phase = Some(phase);
+    status.observed_generation = server.metadata.generation;
+    let message = if sts.is_some() {
+        format!("{invalid}; the running server is left unchanged")
+    } else {
+        format!("{invalid}; no workload is created")
+    };
+    status.conditions = conditions::merge(
+        &old.conditions,
+        &conditions::kstatus(false, true, invalid.reason(), &message),
+        server.metadata.generation,
+        Timestamp::now(),
+    );
+    write_status(server, ctx, &old, status).await?;
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// Creates the RCON Secret once. An existing Secret is never rewritten, so
+/// the password cannot rotate by accident.
+async fn ensure_secret(ctx: &Context, m: &ServerModel) -> Result<()> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &m.namespace);
+    if api.get_opt(&m.secret_name()).await?.is_some() {
+        return Ok(());
+    }
+    let secret = resources::secret::build(m, &resources::secret::generate_password());
+    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the status when it differs; publishes an Event on phase changes.
+async fn write_status(
+    server: &MinecraftServer,
+    ctx: &Context,
+    old: &MinecraftServerStatus,
+    new: MinecraftServerStatus,
+) -> Result<()> {
+    if *old == new {
+        return Ok(());
+    }
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<MinecraftServer> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": "craftplane.io/v1alpha1",
+        "kind": "MinecraftServer",
+        "status": new,
+    });
+    api.patch_status(&server.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    if old.phase != new.phase {
+        let from = old.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "none".into());
+        let to = new.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+        info!(server = %server.name_any(), namespace = %ns, from = %from, to = %to, "phase changed");
+        let ready = new.conditions.iter().find(|c| c.type_ == conditions::READY);
+        let failed = new.phase == Some(ServerPhase::Failed) || ready.is_some_and(|c| c.reason.ends_with("NotFound"));
+        let event = KubeEvent {
+            type_: if failed { EventType::Warning } else { EventType::Normal },
+            reason: to.clone(),
+            note: Some(format!("phase {from} → {to}: {}", ready.map(|c| c.message.as_str()).unwrap_or(""))),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
+            warn!(error = %e, "cannot publish event");
+        }
+    }
+    Ok(())
+}
+
+/// Deletion: with `Retain` the world volume is released from garbage
+/// collection (owner reference removed, labelled); with `Delete` the garbage
+/// collector removes it with the server.
+async fn cleanup(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = server.name_any();
+    if let Ok(mut pings) = ctx.pings.lock() {
+        pings.remove(&(ns.clone(), name.clone()));
+    }
+    if server.spec.deletion_policy == crate::api::server::DeletionPolicy::Retain {
+        let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        let pvc_name = format!("{name}-data");
+        if pvc_api.get_opt(&pvc_name).await?.is_some() {
+            let patch = serde_json::json!({
+                "metadata": {
+                    "ownerReferences": null,
+                    "labels": {"craftplane.io/retained": "true"},
+                    "annotations": {"craftplane.io/retained-from": format!("MinecraftServer {ns}/{name}")},
+                }
+            });
+            pvc_api.patch(&pvc_name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            info!(server = %name, namespace = %ns, pvc = %pvc_name, "world volume retained");
+        }
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,225 @@
+//! Pure status derivation for MinecraftServer: phase, conditions and
+//! config history from what the cluster reports.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::server::{ConfigRevision, ServerPhase, ServerState};
+use crate::minecraft::slp;
+
+/// Revisions kept in `status.configHistory`.
+pub const HISTORY: usize = 10;
+
+/// What the cluster shows of a server's workload.
+#[derive(Default)]
+pub struct Observed<'a> {
+    pub statefulset: Option<&'a StatefulSet>,
+    pub pod: Option<&'a Pod>,
+    pub pvc: Option<&'a PersistentVolumeClaim>,
+    /// Last Server List Ping: `Some(Ok)` answered, `Some(Err)` failed, `None` not pinged.
+    pub ping: Option<&'a Result<slp::Status, String>>,
+}
+
+/// A phase with the reason and message for the conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseInfo {
+    pub phase: ServerPhase,
+    pub reason: String,
+    pub message: String,
+}
+
+fn info(phase: ServerPhase, reason: &str, message: impl Into<String>) -> PhaseInfo {
+    PhaseInfo { phase, reason: reason.into(), message: message.into() }
+}
+
+/// Container waiting reasons that will not fix themselves.
+const FATAL_WAITING: [&str; 6] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+    "CreateContainerError",
+];
+
+/// Derives the phase from the desired state and observations.
+pub fn phase(desired: ServerState, o: &Observed) -> PhaseInfo {
+    let pod = o.pod.filter(|p| p.metadata.deletion_timestamp.is_none());
+    if desired == ServerState::Stopped {
+        return match o.pod {
+            Some(_) => info(ServerPhase::Stopping, "Stopping", "saving the world and stopping the server"),
+            None => info(ServerPhase::Stopped, "Stopped", "the server is stopped; its world is kept"),
+        };
+    }
+    if o.statefulset.is_none() {
+        return info(ServerPhase::Provisioning, "Provisioning", "creating the server's workload");
+    }
+    if let Some(pvc) = o.pvc {
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        if !bound {
+            return info(ServerPhase::Provisioning, "VolumePending", "waiting for the world volume to be bound");
+        }
+    }
+    let Some(pod) = pod else {
+        return info(ServerPhase::Provisioning, "PodPending", "waiting for the server pod to be created");
+    };
+    let status = pod.status.as_ref();
+    for cs in status.and_then(|s| s.container_statuses.as_ref()).into_iter().flatten() {
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
+            && let Some(reason) = w.reason.as_deref()
+            && FATAL_WAITING.contains(&reason)
+        {
+            let msg = w.message.clone().unwrap_or_default();
+            return info(
+                ServerPhase::Failed,
+                reason,
+                format!("container {}: {reason} {msg}", cs.name).trim().to_string(),
+            );
+        }
+    }
+    if status.and_then(|s| s.phase.as_deref()) == Some("Failed") {
+        return info(
+            ServerPhase::Failed,
+            "PodFailed",
+            status.and_then(|s| s.message.clone()).unwrap_or_else(|| "the server pod failed".into()),
+        );
+    }
+    let conditions = status.and_then(|s| s.conditions.as_ref());
+    let cond = |t: &str| conditions.and_then(|cs| cs.iter().find(|c| c.type_ == t));
+    if let Some(c) = cond("PodScheduled")
+        && c.status == "False"
+    {
+        return info(
+            ServerPhase::Provisioning,
+            "Unschedulable",
+            c.message.clone().unwrap_or_else(|| "the pod cannot be scheduled".into()),
+        );
+    }
+    let ready = cond("Ready").is_some_and(|c| c.status == "True");
+    if !ready {
+        return info(ServerPhase::Starting, "Starting", "the server is starting");
+    }
+    match o.ping {
+        Some(Ok(s)) if s.max == 0 => {
+            info(ServerPhase::Starting, "Starting", "the server answers but is still loading (0 player slots)")
+        }
+        _ => info(ServerPhase::Running, "Running", "the server is running"),
+    }
+}
+
+/// Whether the phase satisfies the desired state (the Ready condition).
+pub fn is_ready(desired: ServerState, phase: ServerPhase) -> bool {
+    matches!(
+        (desired, phase),
+        (ServerState::Running, ServerPhase::Running) | (ServerState::Stopped, ServerPhase::Stopped)
+    )
+}
+
+/// Adds `revision` to the front of `history` when it is new; keeps at most
+/// [`HISTORY`] entries. Returns the history unchanged otherwise.
+pub fn record_revision(
+    history: &[ConfigRevision],
+    revision: &str,
+    generation: i64,
+    now: Timestamp,
+) -> Vec<ConfigRevision> {
+    if history.first().is_some_and(|h| h.revision == revision) {
+        return history.to_vec();
+    }
+    let mut out = vec![ConfigRevision { revision: revision.into(), generation, applied_at: Time(now) }];
+    out.extend(history.iter().filter(|h| h.revision != revision).cloned());
+    out.truncate(HISTORY);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn sts() -> StatefulSet {
+        serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap()
+    }
+
+    #[test]
+    fn phases_follow_the_workload() {
+        let s = sts();
+        let bound: PersistentVolumeClaim = serde_json::from_value(json!({"status": {"phase": "Bound"}})).unwrap();
+        let pending_pvc: PersistentVolumeClaim =
+            serde_json::from_value(json!({"status": {"phase": "Pending"}})).unwrap();
+        let ready = pod(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}));
+        let not_ready =
+            pod(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}}));
+        let crash = pod(
+            json!({"status": {"phase": "Running", "containerStatuses": [{"name": "minecraft", "image": "x", "imageID": "", "ready": false, "restartCount": 5,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]}}),
+        );
+        let unsched = pod(
+            json!({"status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "message": "0/3 nodes"}]}}),
+        );
+        let r = ServerState::Running;
+        let p = |o: Observed| phase(r, &o).phase;
+        assert_eq!(p(Observed::default()), ServerPhase::Provisioning);
+        assert_eq!(
+            p(Observed { statefulset: Some(&s), pvc: Some(&pending_pvc), ..Default::default() }),
+            ServerPhase::Provisioning
+        );
+        assert_eq!(
+            p(Observed { statefulset: Some(&s), pvc: Some(&bound), ..Default::default() }),
+            ServerPhase::Provisioning
+        );
+        assert_eq!(
+            p(Observed { statefulset: Some(&s), pvc: Some(&bound), pod: Some(&not_ready), ..Default::default() }),
+            ServerPhase::Starting
+        );
+        assert_eq!(
+            p(Observed { statefulset: Some(&s), pvc: Some(&bound), pod: Some(&ready), ..Default::default() }),
+            ServerPhase::Running
+        );
+        let crashed =
+            phase(r, &Observed { statefulset: Some(&s), pvc: Some(&bound), pod: Some(&crash), ..Default::default() });
+        assert_eq!((crashed.phase, crashed.reason.as_str()), (ServerPhase::Failed, "CrashLoopBackOff"));
+        let u = phase(r, &Observed { statefulset: Some(&s), pod: Some(&unsched), ..Default::default() });
+        assert_eq!((u.phase, u.message.as_str()), (ServerPhase::Provisioning, "0/3 nodes"));
+        let loading: Result<slp::Status, String> =
+            Ok(slp::Status { version: "1.21".into(), protocol: 1, online: 0, max: 0, motd: String::new() });
+        assert_eq!(
+            p(Observed { statefulset: Some(&s), pod: Some(&ready), ping: Some(&loading), ..Default::default() }),
+            ServerPhase::Starting
+        );
+        // Stopped.
+        assert_eq!(
+            phase(ServerState::Stopped, &Observed { statefulset: Some(&s), pod: Some(&ready), ..Default::default() })
+                .phase,
+            ServerPhase::Stopping
+        );
+        assert_eq!(
+            phase(ServerState::Stopped, &Observed { statefulset: Some(&s), ..Default::default() }).phase,
+            ServerPhase::Stopped
+        );
+        assert!(is_ready(ServerState::Stopped, ServerPhase::Stopped));
+        assert!(!is_ready(ServerState::Running, ServerPhase::Starting));
+    }
+
+    #[test]
+    fn history_is_bounded_newest_first_and_idempotent() {
+        let t: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut h = Vec::new();
+        for i in 0..15 {
+            h = record_revision(&h, &format!("r{i}"), i, t);
+        }
+        assert_eq!(h.len(), HISTORY);
+        assert_eq!(h[0].revision, "r14");
+        assert_eq!(h[9].revision, "r5");
+        assert_eq!(record_revision(&h, "r14", 99, t), h, "same revision: unchanged");
+        let back = record_revision(&h, "r10", 20, t);
+        assert_eq!(back[0].revision, "r10");
+        assert_eq!(back.iter().filter(|r| r.revision == "r10").count(), 1, "a rollback moves the entry to the front");
+    }
+}

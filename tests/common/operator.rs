@@ -1,0 +1,133 @@
+//! Runs the real `craftplane controller` binary against the test control
+//! plane, as its own user (`craftplane-operator`), limited to one shard
+//! label so tests running side by side do not touch each other's objects.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::Value;
+
+/// Label that assigns objects to a test's operator.
+pub const SHARD_LABEL: &str = "craftplane.io/test-shard";
+
+pub fn operator_kubeconfig() -> PathBuf {
+    match std::env::var_os("CRAFTPLANE_TEST_OPERATOR_KUBECONFIG") {
+        Some(p) => PathBuf::from(p),
+        None => panic!("CRAFTPLANE_TEST_OPERATOR_KUBECONFIG is not set: run the tests with `cargo xtask test`"),
+    }
+}
+
+pub fn audit_log() -> PathBuf {
+    match std::env::var_os("CRAFTPLANE_TEST_AUDIT_LOG") {
+        Some(p) => PathBuf::from(p),
+        None => panic!("CRAFTPLANE_TEST_AUDIT_LOG is not set: run the tests with `cargo xtask test`"),
+    }
+}
+
+/// A running operator process; killed on drop.
+pub struct Operator {
+    child: Option<Child>,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts an operator for `shard` with extra flags and waits until ready.
+    pub async fn start(shard: &str, extra: &[&str]) -> Operator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("{shard}-{}.log", super::unique_suffix()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_craftplane"))
+            .arg("controller")
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--watch-label-selector")
+            .arg(format!("{SHARD_LABEL}={shard}"))
+            .args(if extra.iter().any(|a| a.starts_with("--slp")) { vec![] } else { vec!["--slp-interval", "0"] })
+            .args(extra)
+            .env("KUBECONFIG", operator_kubeconfig())
+            .env("RUST_LOG", "info,craftplane=debug")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start craftplane controller");
+        let op = Operator { child: Some(child), port, log };
+        op.wait_ready().await;
+        op
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.get("/readyz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("operator not ready after 30s; log:\n{}", self.log_text());
+    }
+
+    /// GET on the operator's HTTP port: (status, full response).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        Some((buf.split_whitespace().nth(1)?.parse().ok()?, buf))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let t0 = Instant::now();
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    assert!(status.success(), "operator exited with {status}; log:\n{}", self.log_text());
+                    return;
+                }
+                if t0.elapsed() > Duration::from_secs(20) {
+                    let _ = child.kill();
+                    panic!("operator did not stop within 20s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Write requests (create/update/patch/delete) the operator's user made
+/// after `since`, that `filter` accepts, from the API server's audit log.
+pub fn operator_writes(since: Timestamp, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let text = std::fs::read_to_string(audit_log()).expect("read audit log");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["user"]["username"] == "craftplane-operator")
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection")))
+        .filter(|e| {
+            e["requestReceivedTimestamp"].as_str().and_then(|t| t.parse::<Timestamp>().ok()).is_some_and(|t| t >= since)
+        })
+        .filter(|e| filter(e))
+        .collect()
+}

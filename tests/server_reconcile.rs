@@ -1,0 +1,447 @@
+//! The MinecraftServer and Sku reconcilers against the real API server:
+//! kube-controller-manager runs the StatefulSets and garbage collection,
+//! kwok makes pods Running and Ready.
+
+mod common;
+
+use std::time::Duration;
+
+use common::operator::{Operator, SHARD_LABEL, operator_writes};
+use craftplane::api::server::ServerPhase;
+use craftplane::api::{MinecraftServer, Sku};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+struct Fixture {
+    client: Client,
+    ns: String,
+    shard: String,
+    sku: String,
+}
+
+impl Fixture {
+    async fn new(prefix: &str) -> Fixture {
+        let client = common::client().await;
+        common::ensure_crds(&client).await;
+        let ns = common::namespace(&client, prefix).await;
+        let shard = format!("{prefix}-{}", common::unique_suffix());
+        let sku = format!("{shard}-small");
+        let f = Fixture { client, ns, shard, sku };
+        f.create_sku(&f.sku, true).await;
+        f
+    }
+
+    async fn create_sku(&self, name: &str, available: bool) {
+        let sku: Sku = serde_json::from_value(json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "Sku",
+            "metadata": {"name": name, "labels": {SHARD_LABEL: self.shard}},
+            "spec": {"resources": {"cpu": "1", "memory": "2Gi", "storage": "5Gi"}, "maxPlayers": 20,
+                     "defaultProperties": {"view-distance": "8"}, "available": available}
+        }))
+        .unwrap();
+        Api::<Sku>::all(self.client.clone()).create(&PostParams::default(), &sku).await.expect("create sku");
+    }
+
+    async fn create_server(&self, name: &str, spec: Value) -> MinecraftServer {
+        let mut full = json!({"sku": self.sku, "eula": true, "type": "PAPER", "version": "1.21.4"});
+        for (k, v) in spec.as_object().unwrap() {
+            full[k] = v.clone();
+        }
+        let s: MinecraftServer = serde_json::from_value(json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer",
+            "metadata": {"name": name, "namespace": self.ns, "labels": {SHARD_LABEL: self.shard}},
+            "spec": full,
+        }))
+        .unwrap();
+        self.servers().create(&PostParams::default(), &s).await.expect("create server")
+    }
+
+    fn servers(&self) -> Api<MinecraftServer> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn patch_spec(&self, name: &str, spec: Value) {
+        self.servers()
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+            .await
+            .expect("patch server");
+    }
+
+    /// Polls the server until `pred` holds; panics with its status and the operator log.
+    async fn wait(
+        &self,
+        name: &str,
+        what: &str,
+        op: &Operator,
+        pred: impl Fn(&MinecraftServer) -> bool,
+    ) -> MinecraftServer {
+        let api = self.servers();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut last = None;
+        loop {
+            if let Ok(s) = api.get(name).await {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            if tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{name}: {what} not reached in 60s; status: {}\noperator log tail:\n{}",
+            serde_json::to_string_pretty(&last.and_then(|s| s.status)).unwrap(),
+            tail(&op.log_text(), 40)
+        )
+    }
+
+    async fn cleanup(self) {
+        let _ = Api::<Sku>::all(self.client.clone()).delete(&self.sku, &DeleteParams::default()).await;
+        common::delete_namespace(&self.client, &self.ns).await;
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn phase(s: &MinecraftServer) -> Option<ServerPhase> {
+    s.status.as_ref().and_then(|st| st.phase)
+}
+
+fn condition<'a>(
+    s: &'a MinecraftServer,
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    s.status.as_ref()?.conditions.iter().find(|c| c.type_ == t)
+}
+
+fn is_running_and_ready(s: &MinecraftServer) -> bool {
+    phase(s) == Some(ServerPhase::Running)
+        && condition(s, "Ready").is_some_and(|c| c.status == "True")
+        && s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+}
+
+#[tokio::test]
+async fn server_reaches_running_with_every_child() {
+    let f = Fixture::new("running").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    let created = f.create_server("alpha", json!({"properties": {"difficulty": "hard"}, "whitelist": ["Notch"]})).await;
+    let s = f.wait(&created.name_any(), "Running + Ready", &op, is_running_and_ready).await;
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.address.as_deref(), Some(format!("alpha.{}.svc:25565", f.ns).as_str()));
+    assert_eq!(condition(&s, "Reconciling").unwrap().status, "False");
+    assert_eq!(condition(&s, "Stalled").unwrap().status, "False");
+    assert_eq!(st.config_history.len(), 1);
+    assert_eq!(st.config_history[0].revision, st.config_revision.clone().unwrap());
+
+    let uid = s.uid().unwrap();
+    let owned_by_server = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.owner_references.as_ref().is_some_and(|o| o.iter().any(|r| r.uid == uid && r.controller == Some(true)))
+    };
+    let sts = f.api::<StatefulSet>().get("alpha").await.expect("statefulset");
+    assert!(owned_by_server(&sts.metadata));
+    assert_eq!(sts.spec.as_ref().unwrap().replicas, Some(1));
+    let pvc = f.api::<PersistentVolumeClaim>().get("alpha-data").await.expect("pvc");
+    assert!(owned_by_server(&pvc.metadata));
+    assert_eq!(pvc.status.unwrap().phase.as_deref(), Some("Bound"));
+    for svc in ["alpha", "alpha-rcon"] {
+        let svc = f.api::<Service>().get(svc).await.expect("service");
+        assert!(owned_by_server(&svc.metadata));
+    }
+    let cm = f.api::<ConfigMap>().get("alpha-config").await.expect("configmap");
+    assert!(owned_by_server(&cm.metadata));
+    let props = &cm.data.unwrap()["server.properties"];
+    assert!(props.contains("difficulty=hard\n") && props.contains("view-distance=8\n"), "{props}");
+    let secret = f.api::<Secret>().get("alpha-rcon").await.expect("rcon secret");
+    assert!(owned_by_server(&secret.metadata));
+    assert_eq!(secret.data.unwrap()["password"].0.len(), 32);
+    let pod = f.api::<Pod>().get("alpha-0").await.expect("pod");
+    let template_hash = pod.annotations().get("craftplane.io/config-hash").cloned();
+    assert_eq!(template_hash, st.config_revision);
+    // The pod passes the API server's Pod Security admission at "restricted"
+    // (checked for real in the namespace test); here: its security context.
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.security_context.unwrap().run_as_non_root, Some(true));
+
+    // The SKU counts its server.
+    let sku_api = Api::<Sku>::all(f.client.clone());
+    let counted = common::wait_until(Duration::from_secs(30), || async {
+        sku_api.get(&f.sku).await.ok().and_then(|s| s.status).is_some_and(|st| st.servers == 1)
+    })
+    .await;
+    assert!(counted.is_ok(), "Sku status.servers never became 1");
+    // Events tell the story.
+    let events: Api<k8s_openapi::api::core::v1::Event> = f.api();
+    let list = events.list(&Default::default()).await.unwrap();
+    let reasons: Vec<String> = list
+        .items
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some("alpha"))
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(reasons.contains(&"Running".to_string()), "events: {reasons:?}");
+    op.stop();
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn stopped_scales_to_zero_and_back() {
+    let f = Fixture::new("stopped").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("beta", json!({})).await;
+    f.wait("beta", "Running", &op, is_running_and_ready).await;
+    f.patch_spec("beta", json!({"state": "Stopped"})).await;
+    let s = f
+        .wait("beta", "Stopped + Ready", &op, |s| {
+            phase(s) == Some(ServerPhase::Stopped) && condition(s, "Ready").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    assert_eq!(condition(&s, "Ready").unwrap().reason, "Stopped");
+    let sts = f.api::<StatefulSet>().get("beta").await.unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(0));
+    assert!(f.api::<Pod>().get_opt("beta-0").await.unwrap().is_none(), "pod gone");
+    assert!(f.api::<PersistentVolumeClaim>().get_opt("beta-data").await.unwrap().is_some(), "world kept");
+    f.patch_spec("beta", json!({"state": "Running"})).await;
+    f.wait("beta", "Running again", &op, is_running_and_ready).await;
+    op.stop();
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_property_change_rolls_the_pod_and_records_history() {
+    let f = Fixture::new("rollout").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("gamma", json!({"whitelist": ["Notch"]})).await;
+    let before = f.wait("gamma", "Running", &op, is_running_and_ready).await;
+    let rev0 = before.status.unwrap().config_revision.unwrap();
+    let pod_uid0 = f.api::<Pod>().get("gamma-0").await.unwrap().uid();
+
+    // A whitelist member is applied live: same revision, same pod.
+    f.patch_spec("gamma", json!({"whitelist": ["Notch", "jeb_"]})).await;
+    let s = f
+        .wait("gamma", "observed generation 2", &op, |s| {
+            s.status.as_ref().and_then(|st| st.observed_generation) == Some(2)
+        })
+        .await;
+    assert_eq!(s.status.unwrap().config_revision.as_deref(), Some(rev0.as_str()));
+    let cm = f.api::<ConfigMap>().get("gamma-config").await.unwrap();
+    assert_eq!(cm.data.unwrap()["whitelist"], "Notch\njeb_\n");
+
+    // A property needs a restart: new revision on the template, new pod.
+    f.patch_spec("gamma", json!({"properties": {"pvp": "false"}})).await;
+    let s = f
+        .wait("gamma", "new revision Running", &op, |s| {
+            is_running_and_ready(s) && s.status.as_ref().and_then(|st| st.config_revision.clone()) != Some(rev0.clone())
+        })
+        .await;
+    let st = s.status.unwrap();
+    let rev1 = st.config_revision.unwrap();
+    assert_eq!(st.config_history.len(), 2);
+    assert_eq!(
+        (st.config_history[0].revision.as_str(), st.config_history[1].revision.as_str()),
+        (rev1.as_str(), rev0.as_str())
+    );
+    assert_eq!(st.config_history[0].generation, 3);
+    let sts = f.api::<StatefulSet>().get("gamma").await.unwrap();
+    let tmpl = sts.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(tmpl["craftplane.io/config-hash"], rev1);
+    // The StatefulSet controller replaced the pod with one of the new revision.
+    let pods = f.api::<Pod>();
+    let rolled = common::wait_until(Duration::from_secs(60), || async {
+        pods.get("gamma-0")
+            .await
+            .ok()
+            .is_some_and(|p| p.uid() != pod_uid0 && p.annotations().get("craftplane.io/config-hash") == Some(&rev1))
+    })
+    .await;
+    assert!(rolled.is_ok(), "pod was not replaced with the new config revision");
+    op.stop();
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn unknown_or_unavailable_sku_gives_a_condition_and_no_workload() {
+    let f = Fixture::new("badsku").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    let missing = format!("{}-missing", f.shard);
+    f.create_server("delta", json!({"sku": missing})).await;
+    let s =
+        f.wait("delta", "SkuNotFound", &op, |s| condition(s, "Ready").is_some_and(|c| c.reason == "SkuNotFound")).await;
+    assert_eq!(condition(&s, "Ready").unwrap().status, "False");
+    assert_eq!(condition(&s, "Stalled").unwrap().status, "True");
+    assert_eq!(phase(&s), Some(ServerPhase::Pending));
+    assert!(condition(&s, "Ready").unwrap().message.contains(&missing));
+
+    let unavailable = format!("{}-retired", f.shard);
+    f.create_sku(&unavailable, false).await;
+    f.create_server("epsilon", json!({"sku": unavailable})).await;
+    f.wait("epsilon", "SkuUnavailable", &op, |s| condition(s, "Ready").is_some_and(|c| c.reason == "SkuUnavailable"))
+        .await;
+
+    // Give the operator time to (wrongly) create something, then check.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for name in ["delta", "epsilon"] {
+        assert!(f.api::<StatefulSet>().get_opt(name).await.unwrap().is_none(), "{name} got a StatefulSet");
+        assert!(f.api::<PersistentVolumeClaim>().get_opt(&format!("{name}-data")).await.unwrap().is_none());
+    }
+
+    // The missing SKU appears: the server proceeds without a spec change.
+    f.create_sku(&missing, true).await;
+    f.wait("delta", "Running once the SKU exists", &op, is_running_and_ready).await;
+
+    // A running server whose SKU becomes unavailable keeps running.
+    Api::<Sku>::all(f.client.clone())
+        .patch(&missing, &PatchParams::default(), &Patch::Merge(json!({"spec": {"available": false}})))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = f.wait("delta", "still Running", &op, is_running_and_ready).await;
+    assert_eq!(phase(&s), Some(ServerPhase::Running));
+    assert_eq!(f.api::<StatefulSet>().get("delta").await.unwrap().spec.unwrap().replicas, Some(1));
+    op.stop();
+    for sku in [&missing, &unavailable] {
+        let _ = Api::<Sku>::all(f.client.clone()).delete(sku, &DeleteParams::default()).await;
+    }
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn deletion_policy_retain_keeps_the_world_and_delete_removes_it() {
+    let f = Fixture::new("deletion").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("keep", json!({})).await;
+    f.create_server("drop", json!({"deletionPolicy": "Delete"})).await;
+    f.wait("keep", "Running", &op, is_running_and_ready).await;
+    f.wait("drop", "Running", &op, is_running_and_ready).await;
+    for name in ["keep", "drop"] {
+        f.servers().delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    let servers = f.servers();
+    let gone = common::wait_until(Duration::from_secs(60), || async {
+        servers.get_opt("keep").await.unwrap().is_none() && servers.get_opt("drop").await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone.is_ok(), "servers not deleted (finalizer stuck?)\n{}", tail(&op.log_text(), 30));
+    // Garbage collection (kube-controller-manager) removes the owned children.
+    let pvcs = f.api::<PersistentVolumeClaim>();
+    let stss = f.api::<StatefulSet>();
+    let collected = common::wait_until(Duration::from_secs(60), || async {
+        pvcs.get_opt("drop-data").await.unwrap().is_none()
+            && stss.get_opt("keep").await.unwrap().is_none()
+            && stss.get_opt("drop").await.unwrap().is_none()
+    })
+    .await;
+    assert!(collected.is_ok(), "garbage collector did not remove the children");
+    let kept = pvcs.get("keep-data").await.expect("Retain keeps the world volume");
+    assert!(kept.metadata.owner_references.clone().unwrap_or_default().is_empty(), "retained PVC has no owner");
+    assert_eq!(kept.labels().get("craftplane.io/retained").map(String::as_str), Some("true"));
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    op.stop();
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_restarted_operator_writes_nothing_when_nothing_changed() {
+    let f = Fixture::new("idle").await;
+    let started = Timestamp::now();
+    let op = Operator::start(&f.shard, &[]).await;
+    for name in ["one", "two", "three"] {
+        f.create_server(name, json!({"whitelist": ["Notch"]})).await;
+    }
+    for name in ["one", "two", "three"] {
+        f.wait(name, "Running", &op, is_running_and_ready).await;
+    }
+    let sku_api = Api::<Sku>::all(f.client.clone());
+    let counted = common::wait_until(Duration::from_secs(30), || async {
+        sku_api.get(&f.sku).await.ok().and_then(|s| s.status).is_some_and(|st| st.servers == 3)
+    })
+    .await;
+    assert!(counted.is_ok());
+    let passwords = rcon_passwords(&f).await;
+    // Let trailing events settle, then restart.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    op.stop();
+
+    let ours = |e: &Value| e["objectRef"]["namespace"] == f.ns.as_str() || e["objectRef"]["name"] == f.sku.as_str();
+    let first_run = operator_writes(started, ours);
+    assert!(first_run.len() >= 3 * 6, "the first run must have written (sanity): {} writes", first_run.len());
+
+    let restarted = Timestamp::now();
+    let op = Operator::start(&f.shard, &[]).await;
+    // Every object is reconciled at start-up; give that time, and a status
+    // poll of its own.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for name in ["one", "two", "three"] {
+        f.wait(name, "Running", &op, is_running_and_ready).await;
+    }
+    let (code, metrics) = op.get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    let reconciles: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("craftplane_reconciles_total{") && l.contains("kind=\"MinecraftServer\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(reconciles >= 3.0, "the restarted operator reconciled the servers ({reconciles})");
+    op.stop();
+    let after = operator_writes(restarted, ours);
+    println!(
+        "writes: first run {}, after restart {} (reconciles after restart: {reconciles})",
+        first_run.len(),
+        after.len()
+    );
+    assert!(
+        after.is_empty(),
+        "the restarted operator wrote:\n{}",
+        after
+            .iter()
+            .map(|e| format!("{} {} {}", e["verb"], e["requestURI"], e["responseStatus"]["code"]))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(rcon_passwords(&f).await, passwords, "RCON passwords never change");
+    f.cleanup().await;
+}
+
+async fn rcon_passwords(f: &Fixture) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for name in ["one", "two", "three"] {
+        let s = f.api::<Secret>().get(&format!("{name}-rcon")).await.unwrap();
+        out.push(s.data.unwrap()["password"].0.clone());
+    }
+    out
+}
+
+#[tokio::test]
+async fn server_list_ping_fills_players_and_version() {
+    let peer = common::peers::SlpPeer::start(3, 25, "1.20.4");
+    let f = Fixture::new("slp").await;
+    let addr = format!("127.0.0.1:{}", peer.port);
+    let op = Operator::start(&f.shard, &["--slp-interval", "1", "--slp-address", &addr]).await;
+    f.create_server("zeta", json!({})).await;
+    let s = f
+        .wait("zeta", "players from Server List Ping", &op, |s| {
+            s.status.as_ref().and_then(|st| st.players.as_ref()).is_some_and(|p| p.online == 3 && p.max == 25)
+        })
+        .await;
+    let st = s.status.unwrap();
+    assert_eq!(st.version.as_deref(), Some("1.20.4"));
+    assert_eq!(st.phase, Some(ServerPhase::Running));
+    drop(peer);
+    op.stop();
+    f.cleanup().await;
+}
