@@ -153,9 +153,42 @@ fn dev(sh: &Shell) -> Result<()> {
     cmd!(sh, "{kubectl} --kubeconfig {kc} apply --server-side -f crds/craftplane.yaml").run()?;
     cmd!(sh, "{kubectl} --kubeconfig {kc} wait --for=condition=Established crd -l app.kubernetes.io/part-of=craftplane --timeout=60s").run()?;
     cmd!(sh, "{kubectl} --kubeconfig {kc} apply -R -f examples/").run()?;
+    cmd!(sh, "cargo build --quiet --bin craftplane").run()?;
     eprintln!("xtask: starting the operator (Ctrl-C stops it; the cluster keeps running)");
-    let _env = sh.push_env("KUBECONFIG", &kc);
-    cmd!(sh, "cargo run --quiet --bin craftplane -- controller").run()?;
+    // Outside the cluster the operator cannot reach pods: no Server List Ping.
+    let mut operator = std::process::Command::new(project_root().join("target/debug/craftplane"))
+        .args(["controller", "--log-format", "text", "--http-addr", "127.0.0.1:8080", "--slp-interval", "0"])
+        .env("KUBECONFIG", &kc)
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut announced = false;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = operator.try_wait()? {
+            bail!("the operator exited: {status}");
+        }
+        let jsonpath = "jsonpath={.status.phase}";
+        let phase = cmd!(sh, "{kubectl} --kubeconfig {kc} get mcs survival -n default -o {jsonpath}")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .unwrap_or_default();
+        if phase == "Running" {
+            eprintln!(
+                "\nxtask: examples/server.yaml is Running:\n\n  export KUBECONFIG={}\n  kubectl get craftplane -A\n",
+                kc.display()
+            );
+            announced = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    if !announced {
+        eprintln!("xtask: warning: the example server did not reach Running within 120s; see `kubectl describe mcs survival`");
+    }
+    let status = operator.wait()?;
+    if !status.success() {
+        bail!("the operator exited: {status}");
+    }
     Ok(())
 }
 
