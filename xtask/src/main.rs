@@ -183,7 +183,9 @@ fn dev(sh: &Shell) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     if !announced {
-        eprintln!("xtask: warning: the example server did not reach Running within 120s; see `kubectl describe mcs survival`");
+        eprintln!(
+            "xtask: warning: the example server did not reach Running within 120s; see `kubectl describe mcs survival`"
+        );
     }
     let status = operator.wait()?;
     if !status.success() {
