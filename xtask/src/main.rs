@@ -135,13 +135,75 @@ fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
         let _node = sh.push_env("CRAFTPLANE_NODE_MODULES", &node_modules);
         let _op = sh.push_env("CRAFTPLANE_TEST_OPERATOR_KUBECONFIG", cluster.operator_kubeconfig());
         let _audit = sh.push_env("CRAFTPLANE_TEST_AUDIT_LOG", cluster.audit_log());
-        cmd!(sh, "cargo test --workspace --locked -- {args...}").run().is_ok()
+        run_tests(sh, args)
     });
     let stopped = cluster.down();
     let passed = result?;
     stopped?;
     eprintln!("xtask: test run took {:.0?}", t0.elapsed());
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs `cargo test`, echoing its output, and prints one closing line that
+/// adds up every test binary's result.
+fn run_tests(sh: &Shell, args: &[String]) -> bool {
+    use std::io::{BufRead, BufReader};
+    let mut child = match std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--workspace", "--locked", "--"])
+        .args(args)
+        .current_dir(sh.current_dir())
+        .envs(sh_env(sh))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xtask: cannot run cargo test: {e}");
+            return false;
+        }
+    };
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let num = |word: &str| {
+                    rest.split(';')
+                        .find_map(|p| {
+                            p.trim().strip_suffix(word).map(|n| {
+                                n.trim()
+                                    .trim_start_matches("ok.")
+                                    .trim_start_matches("FAILED.")
+                                    .trim()
+                                    .parse::<u64>()
+                                    .unwrap_or(0)
+                            })
+                        })
+                        .unwrap_or(0)
+                };
+                passed += num("passed");
+                failed += num("failed");
+                ignored += num("ignored");
+            }
+        }
+    }
+    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+    println!("xtask: {passed} passed, {failed} failed, {ignored} skipped");
+    ok && failed == 0
+}
+
+/// The environment variables pushed onto the shell, for a std Command.
+fn sh_env(sh: &Shell) -> Vec<(String, std::ffi::OsString)> {
+    [
+        "CRAFTPLANE_TEST_KUBECONFIG",
+        "CRAFTPLANE_KUBECTL",
+        "CRAFTPLANE_NODE_MODULES",
+        "CRAFTPLANE_TEST_OPERATOR_KUBECONFIG",
+        "CRAFTPLANE_TEST_AUDIT_LOG",
+    ]
+    .into_iter()
+    .filter_map(|k| sh.var_os(k).map(|v| (k.to_string(), v)))
+    .collect()
 }
 
 fn dev(sh: &Shell) -> Result<()> {
