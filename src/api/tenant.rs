@@ -128,6 +128,9 @@ pub struct TenantStatus {
     /// Current usage against the quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TenantUsage>,
+    /// SKUs the tenant may use right now: allowed and available.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effective_skus: Vec<String>,
     /// The generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -156,4 +159,30 @@ pub struct TenantUsage {
     /// BackupSnapshots stored.
     #[serde(default)]
     pub backups: i32,
+}
+
+/// Label on every namespace (and object) that belongs to a tenant.
+pub const TENANT_LABEL: &str = "craftplane.io/tenant";
+
+impl Tenant {
+    /// The namespace every tenant gets: `tenant-<name>`.
+    pub fn default_namespace(&self) -> String {
+        format!("tenant-{}", kube::ResourceExt::name_any(self))
+    }
+
+    /// Every namespace the spec asks for, default first, without duplicates.
+    pub fn desired_namespaces(&self) -> Vec<String> {
+        let mut out = vec![self.default_namespace()];
+        for n in &self.spec.namespaces {
+            if !out.contains(n) {
+                out.push(n.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether the spec allows a SKU by name (an empty list allows all).
+    pub fn allows_sku(&self, sku: &str) -> bool {
+        self.spec.allowed_skus.is_empty() || self.spec.allowed_skus.iter().any(|s| s == sku)
+    }
 }

@@ -9,7 +9,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 
 use super::metrics::Metrics;
-use crate::api::{MinecraftServer, Sku};
+use crate::api::{MinecraftServer, Sku, Tenant};
 use crate::minecraft::slp;
 
 /// Settings from the command line that reconcilers read.
@@ -21,6 +21,8 @@ pub struct Settings {
     pub slp_address: Option<String>,
     /// Periodic re-check of every object even without events.
     pub resync: Duration,
+    /// Namespace the operator runs in (may reach RCON in tenant namespaces).
+    pub operator_namespace: String,
 }
 
 /// Key of a namespaced object.
@@ -33,6 +35,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub skus: Store<Sku>,
     pub servers: Store<MinecraftServer>,
+    pub tenants: Store<Tenant>,
     pub settings: Settings,
     /// Last Server List Ping result per server.
     pub pings: Mutex<HashMap<Key, Result<slp::Status, String>>>,
@@ -47,6 +50,7 @@ impl Context {
         recorder: Recorder,
         skus: Store<Sku>,
         servers: Store<MinecraftServer>,
+        tenants: Store<Tenant>,
         settings: Settings,
     ) -> Context {
         Context {
@@ -55,6 +59,7 @@ impl Context {
             recorder,
             skus,
             servers,
+            tenants,
             settings,
             pings: Mutex::default(),
             failures: Mutex::default(),

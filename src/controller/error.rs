@@ -13,6 +13,10 @@ pub enum Error {
     /// An object was missing a field the API always sets.
     #[error("object has no {0}")]
     MissingField(&'static str),
+    /// An operation must wait for something outside the operator (e.g. a
+    /// tenant's servers to be deleted); retried with backoff.
+    #[error("blocked: {0}")]
+    Blocked(String),
     /// Serialization of a desired object failed.
     #[error("serialization: {0}")]
     Serde(#[from] serde_json::Error),
@@ -28,6 +32,7 @@ impl Error {
             Error::Kube(_) => "api",
             Error::Finalizer(_) => "finalizer",
             Error::MissingField(_) => "missing_field",
+            Error::Blocked(_) => "blocked",
             Error::Serde(_) => "serialization",
         }
     }

@@ -13,6 +13,7 @@ pub mod ping;
 pub mod server;
 pub mod server_status;
 pub mod sku;
+pub mod tenant;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +50,10 @@ pub struct ControllerArgs {
     /// operator outside the cluster during development).
     #[arg(long)]
     pub slp_address: Option<String>,
+    /// Namespace the operator runs in: tenant NetworkPolicies let it reach
+    /// the game and RCON ports.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "craftplane-system")]
+    pub operator_namespace: String,
     /// Seconds between periodic re-checks of every object.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=86400))]
     pub resync_seconds: u64,
@@ -143,7 +148,10 @@ async fn run_controllers(
     use kube::runtime::reflector::{self, ObjectRef};
     use kube::runtime::{WatchStreamExt, watcher};
 
-    use crate::api::{MinecraftServer, Sku};
+    use crate::api::{MinecraftServer, Sku, Tenant};
+    use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
 
     // Controllers need their kinds: wait until every CRD is Established.
     loop {
@@ -176,6 +184,9 @@ async fn run_controllers(
         .touched_objects()
         .for_each(|_| futures::future::ready(()));
 
+    let tenant_api: Api<Tenant> = Api::all(client.clone());
+    let tenant_ctrl = Controller::new(tenant_api.clone(), wc.clone());
+    let tenant_store = tenant_ctrl.store();
     let server_ctrl = Controller::new(server_api.clone(), wc.clone());
     let server_store = server_ctrl.store();
     let reporter = Reporter {
@@ -188,10 +199,12 @@ async fn run_controllers(
         Recorder::new(client.clone(), reporter),
         sku_store.clone(),
         server_store.clone(),
+        tenant_store.clone(),
         context::Settings {
             slp_interval: (args.slp_interval > 0).then(|| Duration::from_secs(args.slp_interval)),
             slp_address: args.slp_address.clone(),
             resync: Duration::from_secs(args.resync_seconds),
+            operator_namespace: args.operator_namespace.clone(),
         },
     ));
 
@@ -252,6 +265,48 @@ async fn run_controllers(
         )
         .for_each(|_| futures::future::ready(()));
 
+    // Tenants: their objects carry the tenant label; SKU and server changes
+    // change the effective SKUs and the usage.
+    fn by_tenant_label<K: kube::Resource>(o: &K) -> Option<ObjectRef<Tenant>> {
+        Some(ObjectRef::new(o.meta().labels.as_ref()?.get(crate::api::tenant::TENANT_LABEL)?))
+    }
+    let tenant_objects = watcher::Config::default().page_size(50).labels(crate::api::tenant::TENANT_LABEL);
+    let tenants_for_skus = tenant_store.clone();
+    let tenants_for_servers = tenant_store.clone();
+    let tenant_ctrl = tenant_ctrl
+        .watches(Api::<Namespace>::all(client.clone()), tenant_objects.clone(), move |o| by_tenant_label(&o))
+        .watches(Api::<RoleBinding>::all(client.clone()), tenant_objects.clone(), move |o| by_tenant_label(&o))
+        .watches(Api::<NetworkPolicy>::all(client.clone()), tenant_objects.clone(), move |o| by_tenant_label(&o))
+        .watches(Api::<ResourceQuota>::all(client.clone()), tenant_objects.clone(), move |o| by_tenant_label(&o))
+        .watches(Api::<LimitRange>::all(client.clone()), tenant_objects.clone(), move |o| by_tenant_label(&o))
+        .watches(Api::<Sku>::all(client.clone()), wc.clone(), move |_| {
+            tenants_for_skus.state().into_iter().map(|t| ObjectRef::from_obj(t.as_ref())).collect::<Vec<_>>()
+        })
+        .watches(Api::<MinecraftServer>::all(client.clone()), watcher::Config::default().page_size(50), move |s| {
+            let ns = s.namespace()?;
+            tenants_for_servers
+                .state()
+                .into_iter()
+                .find(|t| {
+                    t.status.as_ref().is_some_and(|st| st.namespaces.contains(&ns))
+                        || t.desired_namespaces().contains(&ns)
+                })
+                .map(|t| ObjectRef::from_obj(t.as_ref()))
+        })
+        .with_config(CtrlConfig::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(stop_fut(stop.clone()))
+        .run(
+            |obj, ctx: Arc<context::Context>| async move {
+                let t0 = std::time::Instant::now();
+                let r = tenant::reconcile(obj, ctx.clone()).await;
+                ctx.metrics.observe_reconcile("Tenant", t0.elapsed(), r.as_ref().err().map(|e| e.category()));
+                r
+            },
+            tenant::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
     let ready_health = health.clone();
     let (sku_ready, server_ready) = (sku_store.clone(), server_store.clone());
     let readiness = async move {
@@ -276,7 +331,7 @@ async fn run_controllers(
         }
     };
     tokio::select! {
-        _ = async { tokio::join!(server_ctrl, sku_ctrl, readiness) } => {}
+        _ = async { tokio::join!(server_ctrl, sku_ctrl, tenant_ctrl, readiness) } => {}
         _ = pinger => {}
         _ = reflectors => {}
     }

@@ -83,15 +83,18 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     // would briefly report existing SKUs as missing.
     // (Polled, not awaited: a waiter parked before the store became ready
     // was seen never to wake.)
-    if !super::context::store_ready(&ctx.skus) {
+    if !super::context::store_ready(&ctx.skus) || !super::context::store_ready(&ctx.tenants) {
         return Ok(Action::requeue(std::time::Duration::from_millis(500)));
     }
     let observed_sts = sts_api.get_opt(&name).await?;
     let sku = ctx.skus.get(&ObjectRef::new(&server.spec.sku));
     let provisioned = observed_sts.is_some();
+    let tenant = ctx.tenants.state().into_iter().find(|t| {
+        t.desired_namespaces().contains(&ns) || t.status.as_ref().is_some_and(|st| st.namespaces.contains(&ns))
+    });
 
     // 2. Validate.
-    let model = match resources::validate(&server, sku.as_deref(), provisioned) {
+    let model = match resources::validate(&server, sku.as_deref(), tenant.as_deref(), provisioned) {
         Ok(m) => m,
         Err(invalid) => return report_invalid(&server, ctx, invalid, observed_sts.as_ref()).await,
     };

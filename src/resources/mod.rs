@@ -11,6 +11,7 @@ pub mod pvc;
 pub mod secret;
 pub mod service;
 pub mod statefulset;
+pub mod tenant;
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::server::{DeletionPolicy, MinecraftServer, ServerState, ServerType, ServiceSpec};
 use crate::api::sku::Sku;
+use crate::api::tenant::Tenant;
 use crate::api::{GROUP, VERSION};
 
 /// Field manager for every server-side apply.
@@ -47,6 +49,8 @@ pub enum InvalidSpec {
     SkuNotFound(String),
     #[error("SKU {0:?} is not available for new servers")]
     SkuUnavailable(String),
+    #[error("SKU {sku:?} is not allowed for tenant {tenant:?}; allowed: {allowed}")]
+    SkuNotAllowed { sku: String, tenant: String, allowed: String },
     #[error("SKU {sku:?} does not allow server type {server_type}; allowed: {allowed}")]
     ServerTypeNotAllowed { sku: String, server_type: String, allowed: String },
     #[error("maxPlayers {requested} exceeds the SKU's limit of {limit}")]
@@ -65,6 +69,7 @@ impl InvalidSpec {
         match self {
             InvalidSpec::SkuNotFound(_) => "SkuNotFound",
             InvalidSpec::SkuUnavailable(_) => "SkuUnavailable",
+            InvalidSpec::SkuNotAllowed { .. } => "SkuNotAllowed",
             InvalidSpec::ServerTypeNotAllowed { .. } => "ServerTypeNotAllowed",
             InvalidSpec::MaxPlayersExceedsSku { .. } => "MaxPlayersExceedsSku",
             InvalidSpec::StorageExceedsSku { .. } => "StorageExceedsSku",
@@ -105,10 +110,26 @@ pub struct ServerModel {
     pub hostname: Option<String>,
 }
 
-/// Checks a server against its SKU. `provisioned` is true when the server's
-/// workload already exists: an unavailable SKU then keeps it running.
-pub fn validate(server: &MinecraftServer, sku: Option<&Sku>, provisioned: bool) -> Result<ServerModel, InvalidSpec> {
+/// Checks a server against its SKU and its tenant (when its namespace
+/// belongs to one). `provisioned` is true when the server's workload already
+/// exists: a SKU that became unavailable or disallowed then keeps it running.
+pub fn validate(
+    server: &MinecraftServer,
+    sku: Option<&Sku>,
+    tenant: Option<&Tenant>,
+    provisioned: bool,
+) -> Result<ServerModel, InvalidSpec> {
     let spec = &server.spec;
+    if let Some(t) = tenant
+        && !provisioned
+        && !t.allows_sku(&spec.sku)
+    {
+        return Err(InvalidSpec::SkuNotAllowed {
+            sku: spec.sku.clone(),
+            tenant: kube::ResourceExt::name_any(t),
+            allowed: t.spec.allowed_skus.join(", "),
+        });
+    }
     let sku = sku.ok_or_else(|| InvalidSpec::SkuNotFound(spec.sku.clone()))?;
     let sku_name = sku.metadata.name.clone().unwrap_or_default();
     if !sku.spec.available && !provisioned {

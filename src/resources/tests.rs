@@ -7,7 +7,7 @@ use crate::api::server::ServerType;
 /// Every object a server renders to, as one YAML stream for a snapshot.
 fn render_all(yaml: &str) -> String {
     let s = server("survival", yaml);
-    let m = validate(&s, Some(&sku("small")), false).expect("valid");
+    let m = validate(&s, Some(&sku("small")), None, false).expect("valid");
     let mut out = String::new();
     let mut push = |o: serde_yaml::Value| {
         out.push_str("---\n");
@@ -54,7 +54,7 @@ fn snapshot_custom_service() {
 #[test]
 fn spec_properties_override_sku_defaults() {
     let s = server("a", "sku: small\neula: true\nproperties: {difficulty: hard}\n");
-    let m = validate(&s, Some(&sku("small")), false).unwrap();
+    let m = validate(&s, Some(&sku("small")), None, false).unwrap();
     assert_eq!(m.properties.get("difficulty").map(String::as_str), Some("hard"));
     assert_eq!(m.properties.get("view-distance").map(String::as_str), Some("8"));
 }
@@ -64,20 +64,20 @@ fn managed_keys_from_the_sku_are_dropped() {
     let s = server("a", "sku: small\neula: true\n");
     let mut k = sku("small");
     k.spec.default_properties.insert("rcon.password".into(), "leak".into());
-    let m = validate(&s, Some(&k), false).unwrap();
+    let m = validate(&s, Some(&k), None, false).unwrap();
     assert!(!m.properties.contains_key("rcon.password"));
 }
 
 #[test]
 fn heap_follows_the_sku() {
     let s = server("a", "sku: small\neula: true\n");
-    let m = validate(&s, Some(&sku("small")), false).unwrap();
+    let m = validate(&s, Some(&sku("small")), None, false).unwrap();
     assert_eq!(m.heap_mb, 1536); // 75% of 2Gi
     let mut k = sku("small");
     k.spec.jvm = Some(crate::api::sku::JvmSpec { heap: Some("1G".into()), heap_percent: None });
-    assert_eq!(validate(&s, Some(&k), false).unwrap().heap_mb, 953); // 1e9 bytes
+    assert_eq!(validate(&s, Some(&k), None, false).unwrap().heap_mb, 953); // 1e9 bytes
     k.spec.jvm = Some(crate::api::sku::JvmSpec { heap: Some("2Gi".into()), heap_percent: None });
-    let err = validate(&s, Some(&k), false).unwrap_err();
+    let err = validate(&s, Some(&k), None, false).unwrap_err();
     assert_eq!(err.reason(), "InvalidSku");
     assert!(err.to_string().contains("OOM"), "{err}");
 }
@@ -85,36 +85,37 @@ fn heap_follows_the_sku() {
 #[test]
 fn sku_rules_become_typed_errors() {
     let s = server("a", "sku: small\neula: true\nmaxPlayers: 50\n");
-    let e = validate(&s, Some(&sku("small")), false).unwrap_err();
+    let e = validate(&s, Some(&sku("small")), None, false).unwrap_err();
     assert_eq!(e, InvalidSpec::MaxPlayersExceedsSku { requested: 50, limit: 20 });
 
     let s = server("a", "sku: small\neula: true\nstorage: {size: 50Gi}\n");
-    assert_eq!(validate(&s, Some(&sku("small")), false).unwrap_err().reason(), "StorageExceedsSku");
+    assert_eq!(validate(&s, Some(&sku("small")), None, false).unwrap_err().reason(), "StorageExceedsSku");
 
     let s = server("a", "sku: small\neula: true\ntype: FORGE\n");
     let mut k = sku("small");
     k.spec.allowed_server_types = vec![ServerType::Paper, ServerType::Vanilla];
-    let e = validate(&s, Some(&k), false).unwrap_err();
+    let e = validate(&s, Some(&k), None, false).unwrap_err();
     assert_eq!(e.reason(), "ServerTypeNotAllowed");
     assert!(e.to_string().contains("PAPER, VANILLA"), "{e}");
 
-    assert_eq!(validate(&s, None, false).unwrap_err(), InvalidSpec::SkuNotFound("small".into()));
+    assert_eq!(validate(&s, None, None, false).unwrap_err(), InvalidSpec::SkuNotFound("small".into()));
 
     let s = server("a", "sku: small\neula: true\n");
     let mut k = sku("small");
     k.spec.available = false;
-    assert_eq!(validate(&s, Some(&k), false).unwrap_err().reason(), "SkuUnavailable");
+    assert_eq!(validate(&s, Some(&k), None, false).unwrap_err().reason(), "SkuUnavailable");
     // An existing server keeps running on an unavailable SKU.
-    assert!(validate(&s, Some(&k), true).is_ok());
+    assert!(validate(&s, Some(&k), None, true).is_ok());
 
     let s = server("a", "sku: small\neula: true\nproperties: {motd-extra: \"a\\nb\"}\n");
-    assert_eq!(validate(&s, Some(&sku("small")), false).unwrap_err().reason(), "InvalidSpec");
+    assert_eq!(validate(&s, Some(&sku("small")), None, false).unwrap_err().reason(), "InvalidSpec");
 }
 
 #[test]
 fn config_hash_changes_with_config_but_not_with_whitelist_members() {
     let base = "sku: small\neula: true\nwhitelist: [Notch]\n";
-    let h = |yaml: &str| statefulset::config_hash(&validate(&server("a", yaml), Some(&sku("small")), false).unwrap());
+    let h =
+        |yaml: &str| statefulset::config_hash(&validate(&server("a", yaml), Some(&sku("small")), None, false).unwrap());
     let h0 = h(base);
     assert_eq!(h0, h(base), "deterministic");
     assert_ne!(h0, h(&format!("{base}properties: {{pvp: 'false'}}\n")), "a property rolls the pod");
@@ -125,7 +126,7 @@ fn config_hash_changes_with_config_but_not_with_whitelist_members() {
 
 #[test]
 fn grace_period_covers_the_stop() {
-    let m = validate(&server("a", "sku: small\neula: true\n"), Some(&sku("small")), false).unwrap();
+    let m = validate(&server("a", "sku: small\neula: true\n"), Some(&sku("small")), None, false).unwrap();
     assert_eq!(statefulset::stop_budget(&m), (105, 0));
     let sts = statefulset::build(&m);
     let pod = sts.spec.unwrap().template.spec.unwrap();
@@ -133,6 +134,7 @@ fn grace_period_covers_the_stop() {
     let m = validate(
         &server("a", "sku: small\neula: true\ngracefulStop: {timeoutSeconds: 60, warning: bye}\n"),
         Some(&sku("small")),
+        None,
         false,
     )
     .unwrap();
@@ -143,6 +145,7 @@ fn grace_period_covers_the_stop() {
         let m = validate(
             &server("a", &format!("sku: small\neula: true\ngracefulStop: {{timeoutSeconds: {t}, warning: bye}}\n")),
             Some(&sku("small")),
+            None,
             false,
         )
         .unwrap();
@@ -262,7 +265,7 @@ mod properties_of_any_accepted_spec {
             let mut s = MinecraftServer::new("prop", spec);
             s.metadata.namespace = Some("ns".into());
             s.metadata.uid = Some("uid".into());
-            match validate(&s, Some(&sku("small")), false) {
+            match validate(&s, Some(&sku("small")), None, false) {
                 Ok(m) => {
                     let sts = statefulset::build(&m);
                     let cm = config_map::build(&m);
@@ -285,4 +288,29 @@ mod properties_of_any_accepted_spec {
             }
         }
     }
+}
+
+#[test]
+fn a_tenant_limits_the_skus_of_new_servers() {
+    use crate::api::tenant::{Subject, SubjectKind, Tenant, TenantSpec};
+    let t = Tenant::new(
+        "acme",
+        TenantSpec {
+            owners: vec![Subject { kind: SubjectKind::User, name: "alice".into(), namespace: None }],
+            namespaces: vec![],
+            quota: None,
+            allowed_skus: vec!["medium".into()],
+            network: None,
+            backup_store: None,
+        },
+    );
+    let s = server("a", "sku: small\neula: true\n");
+    let e = validate(&s, Some(&sku("small")), Some(&t), false).unwrap_err();
+    assert_eq!(e.reason(), "SkuNotAllowed");
+    assert!(e.to_string().contains("acme") && e.to_string().contains("medium"), "{e}");
+    // An existing server keeps running when its SKU is withdrawn.
+    assert!(validate(&s, Some(&sku("small")), Some(&t), true).is_ok());
+    let mut open = t.clone();
+    open.spec.allowed_skus.clear();
+    assert!(validate(&s, Some(&sku("small")), Some(&open), false).is_ok(), "an empty list allows every SKU");
 }

@@ -1,0 +1,314 @@
+//! The Tenant reconciler: namespaces, RBAC, NetworkPolicies, quota, limits
+//! and the admission policy's parameter, for every tenant namespace.
+//!
+//! Deletion never deletes worlds: a finalizer blocks it while any
+//! MinecraftServer exists in the tenant's namespaces; afterwards the owned
+//! RBAC/policy objects are garbage-collected and the namespaces (with any
+//! retained world volumes) are left for the cluster admin.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::conditions::{self, Cond};
+use super::context::Context;
+use super::error::{Error, Result};
+use super::server::apply_child;
+use crate::api::common::{Quantity, parse_quantity};
+use crate::api::tenant::{TENANT_LABEL, Tenant, TenantStatus, TenantUsage};
+use crate::api::{MinecraftServer, Sku};
+use crate::resources::FIELD_MANAGER;
+use crate::resources::tenant as build;
+
+/// Finalizer that blocks deletion while the tenant has servers.
+pub const FINALIZER: &str = "craftplane.io/tenant-protection";
+
+/// Reconciles one Tenant.
+pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    let api: Api<Tenant> = Api::all(ctx.client.clone());
+    let uid = tenant.uid().unwrap_or_default();
+    let r = finalizer(&api, FINALIZER, tenant, |event| async {
+        match event {
+            Event::Apply(t) => apply(t, &ctx).await,
+            Event::Cleanup(t) => cleanup(t, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if r.is_ok() {
+        ctx.succeeded(&uid);
+    }
+    r
+}
+
+/// Retries with backoff.
+pub fn error_policy(tenant: Arc<Tenant>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&tenant.uid().unwrap_or_default());
+    warn!(tenant = %tenant.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// SKUs a tenant may use now: allowed by its spec and available.
+pub fn effective_skus<'a>(t: &Tenant, skus: impl IntoIterator<Item = &'a Sku>) -> Vec<String> {
+    let mut out: Vec<String> =
+        skus.into_iter().filter(|s| s.spec.available && t.allows_sku(&s.name_any())).map(|s| s.name_any()).collect();
+    out.sort();
+    out
+}
+
+async fn servers_in(ctx: &Context, ns: &str) -> Result<Vec<MinecraftServer>> {
+    let api: Api<MinecraftServer> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api.list(&ListParams::default()).await?.items)
+}
+
+async fn apply(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
+    if !super::context::store_ready(&ctx.skus) {
+        return Ok(Action::requeue(std::time::Duration::from_millis(500)));
+    }
+    let c = &ctx.client;
+    let name = t.name_any();
+    let cr_api: Api<ClusterRole> = Api::all(c.clone());
+    let crb_api: Api<ClusterRoleBinding> = Api::all(c.clone());
+    let ns_api: Api<Namespace> = Api::all(c.clone());
+
+    apply_child(&cr_api, cr_api.get_opt(build::OWNER_CLUSTER_ROLE).await?, build::owner_cluster_role()).await?;
+    let tcr = build::tenant_cluster_role(&t);
+    let tcr_name = tcr.metadata.name.clone().unwrap_or_default();
+    apply_child(&cr_api, cr_api.get_opt(&tcr_name).await?, tcr).await?;
+    apply_child(&crb_api, crb_api.get_opt(&tcr_name).await?, build::tenant_cluster_role_binding(&t)).await?;
+
+    let skus = ctx.skus.state();
+    let effective = effective_skus(&t, skus.iter().map(|s| s.as_ref()));
+    let old = t.status.clone().unwrap_or_default();
+    let desired = t.desired_namespaces();
+    let mut managed = Vec::new();
+    let mut problems = Vec::new();
+    let mut retained = Vec::new();
+
+    for ns in &desired {
+        let existing = ns_api.get_opt(ns).await?;
+        if let Some(other) = existing.as_ref().and_then(|n| n.labels().get(TENANT_LABEL).cloned())
+            && other != name
+        {
+            problems.push(format!("namespace {ns} belongs to tenant {other}"));
+            continue;
+        }
+        apply_child(&ns_api, existing, build::namespace(&t, ns)).await?;
+        apply_namespace_objects(&t, ctx, ns, &effective).await?;
+        managed.push(ns.clone());
+    }
+    // Namespaces dropped from the spec: released only when empty.
+    for ns in old.namespaces.iter().filter(|n| !desired.contains(n)) {
+        let servers = servers_in(ctx, ns).await?;
+        if servers.is_empty() {
+            release_namespace(&t, ctx, ns).await?;
+            info!(tenant = %name, namespace = %ns, "namespace released");
+        } else {
+            retained.push(format!("{ns} ({} servers)", servers.len()));
+            managed.push(ns.clone());
+        }
+    }
+
+    let usage = usage(ctx, &managed).await?;
+    let mut conds = if problems.is_empty() {
+        conditions::kstatus(true, false, "Reconciled", &format!("{} namespace(s) ready", managed.len()))
+    } else {
+        conditions::kstatus(false, true, "NamespaceConflict", &problems.join("; "))
+    };
+    conds.push(if retained.is_empty() {
+        Cond::new("NamespacesRetained", false, "None", "")
+    } else {
+        Cond::new(
+            "NamespacesRetained",
+            true,
+            "NamespaceInUse",
+            format!(
+                "removed from spec.namespaces but still holding servers, so still managed: {}; delete the servers to release them",
+                retained.join(", ")
+            ),
+        )
+    });
+    let status = TenantStatus {
+        namespaces: managed,
+        usage: Some(usage),
+        effective_skus: effective,
+        observed_generation: t.metadata.generation,
+        conditions: conditions::merge(&old.conditions, &conds, t.metadata.generation, Timestamp::now()),
+    };
+    write_status(&t, ctx, &old, status).await?;
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+async fn apply_namespace_objects(t: &Tenant, ctx: &Context, ns: &str, effective: &[String]) -> Result<()> {
+    let c = &ctx.client;
+    let rb: Api<RoleBinding> = Api::namespaced(c.clone(), ns);
+    apply_child(&rb, rb.get_opt(build::OWNER_BINDING).await?, build::owner_role_binding(t, ns)).await?;
+    let np: Api<NetworkPolicy> = Api::namespaced(c.clone(), ns);
+    for p in build::network_policies(t, ns, &ctx.settings.operator_namespace) {
+        let pname = p.metadata.name.clone().unwrap_or_default();
+        apply_child(&np, np.get_opt(&pname).await?, p).await?;
+    }
+    let rq: Api<ResourceQuota> = Api::namespaced(c.clone(), ns);
+    let observed = rq.get_opt(build::QUOTA).await?;
+    match build::resource_quota(t, ns) {
+        Some(q) => {
+            apply_child(&rq, observed, q).await?;
+        }
+        None if observed.is_some() => {
+            rq.delete(build::QUOTA, &DeleteParams::default()).await?;
+        }
+        None => {}
+    }
+    let lr: Api<LimitRange> = Api::namespaced(c.clone(), ns);
+    apply_child(&lr, lr.get_opt(build::LIMITS).await?, build::limit_range(t, ns)).await?;
+    let cm: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
+    apply_child(&cm, cm.get_opt(build::POLICY_CONFIG_MAP).await?, build::policy_config_map(t, ns, effective)).await?;
+    Ok(())
+}
+
+/// Removes the tenant's objects from a namespace and unlabels it. The
+/// namespace itself (and anything else in it) stays.
+async fn release_namespace(t: &Tenant, ctx: &Context, ns: &str) -> Result<()> {
+    let c = &ctx.client;
+    let dp = DeleteParams::default();
+    let ignore_missing = |r: std::result::Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other,
+    };
+    ignore_missing(Api::<RoleBinding>::namespaced(c.clone(), ns).delete(build::OWNER_BINDING, &dp).await.map(|_| ()))?;
+    for p in build::network_policies(t, ns, &ctx.settings.operator_namespace) {
+        let pname = p.metadata.name.unwrap_or_default();
+        ignore_missing(Api::<NetworkPolicy>::namespaced(c.clone(), ns).delete(&pname, &dp).await.map(|_| ()))?;
+    }
+    ignore_missing(Api::<ResourceQuota>::namespaced(c.clone(), ns).delete(build::QUOTA, &dp).await.map(|_| ()))?;
+    ignore_missing(Api::<LimitRange>::namespaced(c.clone(), ns).delete(build::LIMITS, &dp).await.map(|_| ()))?;
+    ignore_missing(
+        Api::<ConfigMap>::namespaced(c.clone(), ns).delete(build::POLICY_CONFIG_MAP, &dp).await.map(|_| ()),
+    )?;
+    let patch = serde_json::json!({"metadata": {"labels": {TENANT_LABEL: null}}});
+    ignore_missing(
+        Api::<Namespace>::all(c.clone()).patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
+    )?;
+    Ok(())
+}
+
+/// Usage across the tenant's namespaces: servers counted directly, the
+/// rest from the ResourceQuotas' `status.used`.
+async fn usage(ctx: &Context, namespaces: &[String]) -> Result<TenantUsage> {
+    let mut servers = 0;
+    let (mut cpu, mut memory, mut storage, mut backups) = (0.0, 0.0, 0.0, 0.0);
+    let mut seen = BTreeSet::new();
+    for ns in namespaces {
+        if !seen.insert(ns) {
+            continue;
+        }
+        servers += servers_in(ctx, ns).await?.len() as i32;
+        let rq: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), ns);
+        if let Some(used) = rq.get_opt(build::QUOTA).await?.and_then(|q| q.status).and_then(|s| s.used) {
+            let get = |k: &str| used.get(k).and_then(|q| parse_quantity(&q.0)).unwrap_or(0.0);
+            cpu += get("limits.cpu");
+            memory += get("limits.memory");
+            storage += get("requests.storage");
+            backups += get("count/backupsnapshots.craftplane.io");
+        }
+    }
+    Ok(TenantUsage {
+        servers,
+        cpu: Some(Quantity::new(format_cpu(cpu))),
+        memory: Some(Quantity::new(format_bytes(memory))),
+        storage: Some(Quantity::new(format_bytes(storage))),
+        backups: backups as i32,
+    })
+}
+
+fn format_cpu(cores: f64) -> String {
+    let milli = (cores * 1000.0).round() as i64;
+    if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{milli}m") }
+}
+
+fn format_bytes(b: f64) -> String {
+    let b = b.round() as i64;
+    let mi = 1024 * 1024;
+    if b % (1024 * mi) == 0 {
+        format!("{}Gi", b / (1024 * mi))
+    } else if b % mi == 0 {
+        format!("{}Mi", b / mi)
+    } else {
+        b.to_string()
+    }
+}
+
+async fn write_status(t: &Tenant, ctx: &Context, old: &TenantStatus, new: TenantStatus) -> Result<()> {
+    if *old == new {
+        return Ok(());
+    }
+    let api: Api<Tenant> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant", "status": new});
+    api.patch_status(&t.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// Deletion is blocked while servers exist; then owned objects are
+/// garbage-collected and the namespaces are kept.
+async fn cleanup(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
+    let old = t.status.clone().unwrap_or_default();
+    let mut namespaces: BTreeSet<String> = old.namespaces.iter().cloned().collect();
+    namespaces.extend(t.desired_namespaces());
+    let mut blocking = Vec::new();
+    for ns in &namespaces {
+        let n = servers_in(ctx, ns).await?.len();
+        if n > 0 {
+            blocking.push(format!("{ns}: {n}"));
+        }
+    }
+    if !blocking.is_empty() {
+        let message = format!(
+            "deletion waits until every MinecraftServer of the tenant is deleted (servers left: {}); worlds are never deleted with a tenant",
+            blocking.join(", ")
+        );
+        let mut status = old.clone();
+        status.conditions = conditions::merge(
+            &old.conditions,
+            &conditions::kstatus(false, true, "DeletionBlocked", &message),
+            t.metadata.generation,
+            Timestamp::now(),
+        );
+        write_status(&t, ctx, &old, status).await?;
+        return Err(Error::Blocked(message));
+    }
+    for ns in &namespaces {
+        let patch = serde_json::json!({"metadata": {"labels": {TENANT_LABEL: null}}});
+        match Api::<Namespace>::all(ctx.client.clone()).patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    info!(tenant = %t.name_any(), "tenant deleted; its namespaces are kept");
+    let _ = Tenant::kind(&());
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_usage() {
+        assert_eq!(format_cpu(2.0), "2");
+        assert_eq!(format_cpu(1.5), "1500m");
+        assert_eq!(format_bytes(4.0 * 1024.0 * 1024.0 * 1024.0), "4Gi");
+        assert_eq!(format_bytes(512.0 * 1024.0 * 1024.0), "512Mi");
+        assert_eq!(format_bytes(0.0), "0Gi");
+    }
+}

@@ -1,0 +1,393 @@
+//! Pure builders for a tenant: namespaces, RBAC, NetworkPolicies, quota,
+//! limits and the admission policy's per-namespace parameter.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use super::{GAME_PORT, RCON_PORT};
+use crate::api::tenant::{SubjectKind, TENANT_LABEL, Tenant};
+use crate::api::{GROUP, VERSION};
+
+/// ClusterRole with the namespaced permissions of tenant owners.
+pub const OWNER_CLUSTER_ROLE: &str = "craftplane-tenant-owner";
+/// Name of the RoleBinding in each tenant namespace.
+pub const OWNER_BINDING: &str = "craftplane-tenant-owners";
+/// ConfigMap in each tenant namespace read by the allowed-SKU admission policy.
+pub const POLICY_CONFIG_MAP: &str = "craftplane-tenant-policy";
+/// ResourceQuota name.
+pub const QUOTA: &str = "craftplane-quota";
+/// LimitRange name.
+pub const LIMITS: &str = "craftplane-limits";
+/// Private and link-local ranges: pod, service and node networks live here,
+/// so egress "to the internet" excludes them (and with them other tenants).
+pub const PRIVATE_V4: [&str; 5] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"];
+/// IPv6 unique-local and link-local ranges.
+pub const PRIVATE_V6: [&str; 2] = ["fc00::/7", "fe80::/10"];
+
+fn owner(t: &Tenant) -> OwnerReference {
+    OwnerReference {
+        api_version: format!("{GROUP}/{VERSION}"),
+        kind: Tenant::kind(&()).into(),
+        name: t.name_any(),
+        uid: t.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn labels(t: &Tenant, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/managed-by".into(), "craftplane".into()),
+        ("app.kubernetes.io/component".into(), component.into()),
+        (TENANT_LABEL.into(), t.name_any()),
+    ])
+}
+
+fn meta(t: &Tenant, name: &str, ns: Option<&str>, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: ns.map(str::to_owned),
+        labels: Some(labels(t, component)),
+        owner_references: Some(vec![owner(t)]),
+        ..Default::default()
+    }
+}
+
+/// A tenant namespace: labelled, Pod Security `restricted` enforced. Not
+/// owned by the Tenant, so deleting the Tenant never deletes worlds.
+pub fn namespace(t: &Tenant, ns: &str) -> Namespace {
+    let mut l = labels(t, "namespace");
+    for mode in ["enforce", "audit", "warn"] {
+        l.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".into());
+        l.insert(format!("pod-security.kubernetes.io/{mode}-version"), "latest".into());
+    }
+    Namespace {
+        metadata: ObjectMeta { name: Some(ns.into()), labels: Some(l), ..Default::default() },
+        ..Default::default()
+    }
+}
+
+fn subjects(t: &Tenant) -> Vec<Subject> {
+    t.spec
+        .owners
+        .iter()
+        .map(|o| match o.kind {
+            SubjectKind::User => Subject {
+                kind: "User".into(),
+                name: o.name.clone(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                namespace: None,
+            },
+            SubjectKind::Group => Subject {
+                kind: "Group".into(),
+                name: o.name.clone(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                namespace: None,
+            },
+            SubjectKind::ServiceAccount => Subject {
+                kind: "ServiceAccount".into(),
+                name: o.name.clone(),
+                api_group: Some(String::new()),
+                namespace: o.namespace.clone(),
+            },
+        })
+        .collect()
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(groups.iter().map(|s| s.to_string()).collect()),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+
+/// The namespaced permissions of owners: craftplane kinds in full; pods,
+/// logs, events and the server's objects read-only; nothing that isolates
+/// them (RBAC, NetworkPolicies, quotas, limits) and no Secrets.
+pub fn owner_cluster_role() -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(OWNER_CLUSTER_ROLE.into()),
+            labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".into(), "craftplane".into())])),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            rule(
+                &[GROUP],
+                &["minecraftservers", "plugininstallations", "backupsnapshots"],
+                &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"],
+            ),
+            rule(&[GROUP], &["minecraftservers/status", "plugininstallations/status", "backupsnapshots/status"], READ),
+            rule(
+                &[""],
+                &[
+                    "pods",
+                    "pods/log",
+                    "events",
+                    "services",
+                    "persistentvolumeclaims",
+                    "configmaps",
+                    "resourcequotas",
+                    "limitranges",
+                ],
+                READ,
+            ),
+            rule(&["events.k8s.io"], &["events"], READ),
+            rule(&["apps"], &["statefulsets"], READ),
+            rule(&["batch"], &["jobs"], READ),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// Per-tenant cluster-wide read access: its own Tenant and the SKU catalog.
+pub fn tenant_cluster_role(t: &Tenant) -> ClusterRole {
+    ClusterRole {
+        metadata: meta(t, &format!("craftplane-tenant-{}", t.name_any()), None, "rbac"),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![GROUP.into()]),
+                resources: Some(vec!["tenants".into()]),
+                resource_names: Some(vec![t.name_any()]),
+                verbs: vec!["get".into(), "watch".into()],
+                ..Default::default()
+            },
+            rule(&[GROUP], &["skus"], READ),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// Binds [`tenant_cluster_role`] to the owners.
+pub fn tenant_cluster_role_binding(t: &Tenant) -> ClusterRoleBinding {
+    let name = format!("craftplane-tenant-{}", t.name_any());
+    ClusterRoleBinding {
+        metadata: meta(t, &name, None, "rbac"),
+        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name },
+        subjects: Some(subjects(t)),
+    }
+}
+
+/// Binds [`OWNER_CLUSTER_ROLE`] to the owners in one namespace.
+pub fn owner_role_binding(t: &Tenant, ns: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(t, OWNER_BINDING, Some(ns), "rbac"),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: OWNER_CLUSTER_ROLE.into(),
+        },
+        subjects: Some(subjects(t)),
+    }
+}
+
+fn tcp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort { protocol: Some("TCP".into()), port: Some(IntOrString::Int(port)), ..Default::default() }
+}
+
+fn udp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort { protocol: Some("UDP".into()), port: Some(IntOrString::Int(port)), ..Default::default() }
+}
+
+fn ns_peer(ns: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".into(), ns.into())])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn server_pods() -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([("app.kubernetes.io/name".into(), "minecraft-server".into())])),
+        ..Default::default()
+    }
+}
+
+fn policy(t: &Tenant, ns: &str, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
+    NetworkPolicy { metadata: meta(t, name, Some(ns), "network"), spec: Some(spec) }
+}
+
+/// The NetworkPolicies of a tenant namespace:
+/// - `craftplane-default-deny`: no ingress, no egress for any pod;
+/// - `craftplane-game`: the game port from `network.allowedIngressCidrs`;
+/// - `craftplane-operator`: game and RCON ports from the operator's namespace;
+/// - `craftplane-dns`: DNS to kube-system;
+/// - `craftplane-internet-egress`: HTTP(S) to public addresses (plugin
+///   downloads, authentication), never to private ranges, so never to other
+///   tenants' pods.
+pub fn network_policies(t: &Tenant, ns: &str, operator_namespace: &str) -> Vec<NetworkPolicy> {
+    let all_pods = LabelSelector::default();
+    let cidrs = t.spec.network.as_ref().map(|n| n.allowed_ingress_cidrs.clone()).unwrap_or_default();
+    let game_from: Vec<NetworkPolicyPeer> = cidrs
+        .iter()
+        .map(|c| NetworkPolicyPeer { ip_block: Some(IPBlock { cidr: c.clone(), except: None }), ..Default::default() })
+        .collect();
+    let public = |cidr: &str, except: &[&str]| NetworkPolicyPeer {
+        ip_block: Some(IPBlock { cidr: cidr.into(), except: Some(except.iter().map(|s| s.to_string()).collect()) }),
+        ..Default::default()
+    };
+    vec![
+        policy(
+            t,
+            ns,
+            "craftplane-default-deny",
+            NetworkPolicySpec {
+                pod_selector: Some(all_pods.clone()),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                ..Default::default()
+            },
+        ),
+        policy(
+            t,
+            ns,
+            "craftplane-game",
+            NetworkPolicySpec {
+                pod_selector: Some(server_pods()),
+                policy_types: Some(vec!["Ingress".into()]),
+                // No CIDRs: no rule, so the default deny keeps players out.
+                ingress: (!game_from.is_empty()).then(|| {
+                    vec![NetworkPolicyIngressRule { from: Some(game_from), ports: Some(vec![tcp(GAME_PORT)]) }]
+                }),
+                ..Default::default()
+            },
+        ),
+        policy(
+            t,
+            ns,
+            "craftplane-operator",
+            NetworkPolicySpec {
+                pod_selector: Some(server_pods()),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![ns_peer(operator_namespace)]),
+                    ports: Some(vec![tcp(GAME_PORT), tcp(RCON_PORT)]),
+                }]),
+                ..Default::default()
+            },
+        ),
+        policy(
+            t,
+            ns,
+            "craftplane-dns",
+            NetworkPolicySpec {
+                pod_selector: Some(all_pods.clone()),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(LabelSelector {
+                            match_labels: Some(BTreeMap::from([("k8s-app".into(), "kube-dns".into())])),
+                            ..Default::default()
+                        }),
+                        ..ns_peer("kube-system")
+                    }]),
+                    ports: Some(vec![udp(53), tcp(53)]),
+                }]),
+                ..Default::default()
+            },
+        ),
+        policy(
+            t,
+            ns,
+            "craftplane-internet-egress",
+            NetworkPolicySpec {
+                pod_selector: Some(all_pods),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![public("0.0.0.0/0", &PRIVATE_V4), public("::/0", &PRIVATE_V6)]),
+                    ports: Some(vec![tcp(443), tcp(80)]),
+                }]),
+                ..Default::default()
+            },
+        ),
+    ]
+}
+
+/// The ResourceQuota from the tenant's quota (`None` when it sets nothing).
+pub fn resource_quota(t: &Tenant, ns: &str) -> Option<ResourceQuota> {
+    let q = t.spec.quota.as_ref()?;
+    let mut hard = BTreeMap::new();
+    if let Some(n) = q.max_servers {
+        hard.insert(format!("count/minecraftservers.{GROUP}"), Quantity(n.to_string()));
+    }
+    if let Some(n) = q.max_backups {
+        hard.insert(format!("count/backupsnapshots.{GROUP}"), Quantity(n.to_string()));
+    }
+    if let Some(c) = &q.cpu {
+        hard.insert("requests.cpu".into(), Quantity(c.to_string()));
+        hard.insert("limits.cpu".into(), Quantity(c.to_string()));
+    }
+    if let Some(m) = &q.memory {
+        hard.insert("requests.memory".into(), Quantity(m.to_string()));
+        hard.insert("limits.memory".into(), Quantity(m.to_string()));
+    }
+    if let Some(s) = &q.storage {
+        hard.insert("requests.storage".into(), Quantity(s.to_string()));
+    }
+    if hard.is_empty() {
+        return None;
+    }
+    Some(ResourceQuota {
+        metadata: meta(t, QUOTA, Some(ns), "quota"),
+        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..Default::default() }),
+        ..Default::default()
+    })
+}
+
+/// Default requests/limits for containers that set none (so they fit a
+/// quota), and per-container maxima from the quota.
+pub fn limit_range(t: &Tenant, ns: &str) -> LimitRange {
+    let q = t.spec.quota.as_ref();
+    let mut max = BTreeMap::new();
+    if let Some(c) = q.and_then(|q| q.cpu.as_ref()) {
+        max.insert("cpu".to_string(), Quantity(c.to_string()));
+    }
+    if let Some(m) = q.and_then(|q| q.memory.as_ref()) {
+        max.insert("memory".to_string(), Quantity(m.to_string()));
+    }
+    let pair = |cpu: &str, mem: &str| {
+        BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(mem.into()))])
+    };
+    LimitRange {
+        metadata: meta(t, LIMITS, Some(ns), "quota"),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                default: Some(pair("500m", "512Mi")),
+                default_request: Some(pair("100m", "128Mi")),
+                max: (!max.is_empty()).then_some(max),
+                ..Default::default()
+            }],
+        }),
+    }
+}
+
+/// The parameter of the allowed-SKU admission policy in one namespace.
+pub fn policy_config_map(t: &Tenant, ns: &str, effective_skus: &[String]) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(t, POLICY_CONFIG_MAP, Some(ns), "policy"),
+        data: Some(BTreeMap::from([
+            ("tenant".to_string(), t.name_any()),
+            ("allowedSkus".to_string(), effective_skus.join(",")),
+        ])),
+        ..Default::default()
+    }
+}
