@@ -113,3 +113,55 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A client acting as `user` (and `groups`) through impersonation: the API
+/// server authorizes every request as that user.
+pub async fn client_as(user: &str, groups: &[&str]) -> Client {
+    let path = kubeconfig_path();
+    let kc = Kubeconfig::read_from(&path).expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = (!groups.is_empty()).then(|| groups.iter().map(|g| g.to_string()).collect());
+    Client::try_from(config).expect("client")
+}
+
+static POLICIES: OnceCell<()> = OnceCell::const_new();
+
+/// Applies the chart's admission policies (what the Helm chart installs).
+pub async fn ensure_admission_policies(client: &Client) {
+    POLICIES
+        .get_or_init(|| async {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/craftplane/templates/allowed-skus-policy.yaml");
+            apply_yaml_file(client, path).await;
+        })
+        .await;
+}
+
+/// Server-side applies every document of a YAML file (cluster-scoped or
+/// namespaced, any kind the API server knows).
+pub async fn apply_yaml_file(client: &Client, path: &str) {
+    use kube::api::DynamicObject;
+    use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let discovery = Discovery::new(client.clone()).run().await.expect("discovery");
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let obj: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if obj.is_null() {
+            continue;
+        }
+        let api_version = obj["apiVersion"].as_str().unwrap();
+        let kind = obj["kind"].as_str().unwrap();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let (ar, caps): (ApiResource, ApiCapabilities) = discovery.resolve_gvk(&gvk).expect("known kind");
+        let name = obj["metadata"]["name"].as_str().unwrap();
+        let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+            Api::namespaced_with(client.clone(), obj["metadata"]["namespace"].as_str().unwrap_or("default"), &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        api.patch(name, &PatchParams::apply("craftplane-tests").force(), &Patch::Apply(&obj))
+            .await
+            .unwrap_or_else(|e| panic!("apply {kind}/{name} from {path}: {e}"));
+    }
+}
