@@ -27,7 +27,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .with_state(AppState { health, metrics });
@@ -36,6 +36,16 @@ pub async fn serve(
             let _ = stop.wait_for(|s| *s).await;
         })
         .await
+}
+
+/// Liveness: fails when the housekeeping loop stopped ticking (a stuck
+/// runtime or deadlock), so the kubelet restarts the process.
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.health.alive(std::time::Duration::from_secs(60)) {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "stuck: no heartbeat for 60s\n")
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {

@@ -33,6 +33,36 @@ pub struct Metrics {
     pub reconcile_duration: Family<KindLabels, Histogram>,
     /// Always 1; carries the version.
     pub build_info: Family<Vec<(String, String)>, Gauge>,
+    /// 1 while this process holds the leader Lease (or runs without election).
+    pub leader: Gauge,
+    /// Objects in the operator's caches by kind.
+    pub managed_objects: Family<KindLabels, Gauge>,
+    /// MinecraftServers by phase.
+    pub servers_by_phase: Family<PhaseLabels, Gauge>,
+    /// Players online per server, from Server List Ping.
+    pub players_online: Family<ServerLabels, Gauge>,
+    /// Bytes written by completed backups.
+    pub backup_bytes: Counter,
+    /// Duration of backups in seconds.
+    pub backup_duration: Histogram,
+    /// Failed backups.
+    pub backup_failures: Counter,
+}
+
+/// Labels of the phase gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// Server phase.
+    pub phase: String,
+}
+
+/// Labels naming one server (players gauge only: bounded by the number of servers).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    /// Namespace of the server.
+    pub namespace: String,
+    /// Name of the server.
+    pub server: String,
 }
 
 impl Metrics {
@@ -48,7 +78,35 @@ impl Metrics {
         let build_info = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register("build_info", "craftplane build information", build_info.clone());
         build_info.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())]).set(1);
-        Metrics { registry, reconciles, reconcile_duration, build_info }
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this process is the active leader", leader.clone());
+        let managed_objects = Family::<KindLabels, Gauge>::default();
+        registry.register("managed_objects", "Objects in the operator's caches by kind", managed_objects.clone());
+        let servers_by_phase = Family::<PhaseLabels, Gauge>::default();
+        registry.register("servers", "MinecraftServers by phase", servers_by_phase.clone());
+        let players_online = Family::<ServerLabels, Gauge>::default();
+        registry.register("players_online", "Players online per server (Server List Ping)", players_online.clone());
+        let backup_bytes = Counter::default();
+        registry.register("backup_bytes", "Bytes written by completed backups", backup_bytes.clone());
+        let backup_duration = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register("backup_duration_seconds", "Duration of backups", backup_duration.clone());
+        let backup_failures = Counter::default();
+        registry.register("backup_failures", "Failed backups", backup_failures.clone());
+        // Without election the single process is the leader.
+        leader.set(1);
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            build_info,
+            leader,
+            managed_objects,
+            servers_by_phase,
+            players_online,
+            backup_bytes,
+            backup_duration,
+            backup_failures,
+        }
     }
 
     /// Records one reconcile of `kind`: its duration and result (`ok` or the
@@ -58,6 +116,46 @@ impl Metrics {
             .get_or_create(&ReconcileLabels { kind: kind.into(), result: error.unwrap_or("ok").into() })
             .inc();
         self.reconcile_duration.get_or_create(&KindLabels { kind: kind.into() }).observe(took.as_secs_f64());
+    }
+
+    /// Recomputes the gauges from the caches.
+    pub fn update_gauges(&self, ctx: &super::context::Context) {
+        use kube::ResourceExt;
+        let servers = ctx.servers.state();
+        for (kind, n) in
+            [("MinecraftServer", servers.len()), ("Sku", ctx.skus.state().len()), ("Tenant", ctx.tenants.state().len())]
+        {
+            self.managed_objects.get_or_create(&KindLabels { kind: kind.into() }).set(n as i64);
+        }
+        let mut by_phase = std::collections::BTreeMap::<String, i64>::new();
+        for p in [
+            "Pending",
+            "Provisioning",
+            "Starting",
+            "Running",
+            "Stopping",
+            "Stopped",
+            "Restoring",
+            "Hibernated",
+            "Failed",
+        ] {
+            by_phase.insert(p.into(), 0);
+        }
+        for s in &servers {
+            let phase =
+                s.status.as_ref().and_then(|st| st.phase).map(|p| format!("{p:?}")).unwrap_or_else(|| "Pending".into());
+            *by_phase.entry(phase).or_default() += 1;
+        }
+        for (phase, n) in by_phase {
+            self.servers_by_phase.get_or_create(&PhaseLabels { phase }).set(n);
+        }
+        self.players_online.clear();
+        for s in &servers {
+            if let Some(players) = s.status.as_ref().and_then(|st| st.players.as_ref()) {
+                let labels = ServerLabels { namespace: s.namespace().unwrap_or_default(), server: s.name_any() };
+                self.players_online.get_or_create(&labels).set(i64::from(players.online));
+            }
+        }
     }
 
     /// The OpenMetrics text exposition.

@@ -54,6 +54,18 @@ pub struct ControllerArgs {
     /// the game and RCON ports.
     #[arg(long, env = "POD_NAMESPACE", default_value = "craftplane-system")]
     pub operator_namespace: String,
+    /// Run only while holding the leader Lease (for several replicas).
+    #[arg(long, env = "CRAFTPLANE_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the leader Lease (in the operator namespace).
+    #[arg(long, default_value = "craftplane-leader")]
+    pub lease_name: String,
+    /// Identity in the leader Lease; default: POD_NAME or hostname plus a random suffix.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Seconds the leader Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
+    pub lease_duration: u64,
     /// Seconds between periodic re-checks of every object.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=86400))]
     pub resync_seconds: u64,
@@ -64,6 +76,8 @@ pub struct ControllerArgs {
 pub struct Health {
     ready: std::sync::atomic::AtomicBool,
     reason: std::sync::Mutex<String>,
+    /// Last tick of the housekeeping loop (liveness).
+    heartbeat: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Health {
@@ -73,6 +87,18 @@ impl Health {
         if let Ok(mut r) = self.reason.lock() {
             *r = reason.into();
         }
+    }
+
+    /// Records that the process is alive and making progress.
+    pub fn beat(&self) {
+        if let Ok(mut h) = self.heartbeat.lock() {
+            *h = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Liveness: false when the housekeeping loop has not ticked for `max`.
+    pub fn alive(&self, max: Duration) -> bool {
+        self.heartbeat.lock().ok().and_then(|h| *h).is_none_or(|t| t.elapsed() < max)
     }
 
     /// Whether the process is ready, and why (not).
@@ -111,9 +137,21 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(http::serve(listener, health.clone(), metrics.clone(), stop_rx.clone()));
-    let operator = tokio::spawn(run_controllers(client.clone(), args, health.clone(), metrics, stop_rx.clone()));
+    let mut operator = tokio::spawn(run_controllers(client.clone(), args, health.clone(), metrics, stop_rx.clone()));
 
-    shutdown_signal().await;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        r = &mut operator => {
+            // The controllers ended on their own: leadership lost or a fatal error.
+            let _ = stop_tx.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("controller task failed: {e}")),
+            };
+        }
+    }
     info!("shutdown signal received; stopping");
     let _ = stop_tx.send(true);
     match tokio::time::timeout(Duration::from_secs(20), operator).await {
@@ -165,7 +203,44 @@ async fn run_controllers(
             _ = stop.changed() => return Ok(()),
         }
     }
-    info!("all craftplane CRDs are Established; starting controllers");
+    info!("all craftplane CRDs are Established");
+
+    // Leader election: wait for the Lease before touching anything.
+    let mut leadership = None;
+    if args.leader_elect {
+        let identity = args.identity.clone().unwrap_or_else(|| {
+            let base = std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| "craftplane".into());
+            format!("{base}-{}", crate::resources::secret::generate_password().get(..8).unwrap_or("x").to_lowercase())
+        });
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&args.operator_namespace)
+            .with_identity(&identity)
+            .with_duration(args.lease_duration)
+            .with_grace((args.lease_duration / 3).max(2))
+            .build()
+            .await
+            .context("cannot set up the leader Lease")?;
+        metrics.leader.set(0);
+        let (mut rx, task) = manager.watch().await;
+        health.set(true, "standby: waiting for the leader Lease");
+        info!(identity = %identity, lease = %args.lease_name, "waiting for leadership");
+        loop {
+            if *rx.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { anyhow::bail!("the leader election task ended"); },
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+        info!(identity = %identity, "became the leader");
+        metrics.leader.set(1);
+        leadership = Some((rx, task));
+    }
+    info!("starting controllers");
+    health.set(false, "starting controllers");
 
     let mut wc = watcher::Config::default().page_size(50);
     if let Some(sel) = &args.watch_label_selector {
@@ -330,13 +405,44 @@ async fn run_controllers(
             _ = stop_fut(stop.clone()) => {}
         }
     };
-    tokio::select! {
-        _ = async { tokio::join!(server_ctrl, sku_ctrl, tenant_ctrl, readiness) } => {}
-        _ = pinger => {}
-        _ = reflectors => {}
-    }
+    let lost = async {
+        match leadership.as_mut() {
+            Some((rx, _)) => loop {
+                if rx.changed().await.is_err() || !*rx.borrow_and_update() {
+                    return;
+                }
+            },
+            None => futures::future::pending::<()>().await,
+        }
+    };
+    let housekeeping = housekeeping(ctx.clone(), health.clone());
+    let result = tokio::select! {
+        _ = async { tokio::join!(server_ctrl, sku_ctrl, tenant_ctrl, readiness) } => Ok(()),
+        _ = pinger => Ok(()),
+        _ = reflectors => Ok(()),
+        _ = housekeeping => Ok(()),
+        _ = lost => {
+            // Stop reconciling at once: dropping the controllers here cancels them.
+            metrics.leader.set(0);
+            Err(anyhow::anyhow!("lost the leader Lease; exiting so a new leader can take over"))
+        }
+    };
     health.set(false, "stopping");
-    Ok(())
+    if let Some((rx, task)) = leadership {
+        // Closing the channel makes the manager release the Lease.
+        drop(rx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    result
+}
+
+/// Every 5 s: liveness heartbeat and the gauges derived from the caches.
+async fn housekeeping(ctx: Arc<context::Context>, health: Arc<Health>) {
+    loop {
+        health.beat();
+        ctx.metrics.update_gauges(&ctx);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 /// CRDs of craftplane that are missing or not yet Established.

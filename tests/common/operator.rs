@@ -38,6 +38,11 @@ pub struct Operator {
 impl Operator {
     /// Starts an operator for `shard` with extra flags and waits until ready.
     pub async fn start(shard: &str, extra: &[&str]) -> Operator {
+        Self::start_as(shard, extra, operator_kubeconfig()).await
+    }
+
+    /// Like [`Operator::start`], with another kubeconfig (another identity).
+    pub async fn start_as(shard: &str, extra: &[&str], kubeconfig: PathBuf) -> Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&dir).unwrap();
@@ -51,7 +56,7 @@ impl Operator {
             .arg(format!("{SHARD_LABEL}={shard}"))
             .args(if extra.iter().any(|a| a.starts_with("--slp")) { vec![] } else { vec!["--slp-interval", "0"] })
             .args(extra)
-            .env("KUBECONFIG", operator_kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,craftplane=debug")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::null())
@@ -82,6 +87,29 @@ impl Operator {
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
         Some((buf.split_whitespace().nth(1)?.parse().ok()?, buf))
+    }
+
+    /// SIGKILL: the process dies without releasing anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The process's exit status, once it has exited on its own.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Value of a metric line `name{...}` or `name` (first match).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 
     pub fn log_text(&self) -> String {
@@ -120,14 +148,27 @@ impl Drop for Operator {
 /// Write requests (create/update/patch/delete) the operator's user made
 /// after `since`, that `filter` accepts, from the API server's audit log.
 pub fn operator_writes(since: Timestamp, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
+    writes_by("craftplane-operator", since, filter)
+}
+
+/// Write requests of `user` after `since` that `filter` accepts (audit log).
+pub fn writes_by(user: &str, since: Timestamp, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
     let text = std::fs::read_to_string(audit_log()).expect("read audit log");
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["user"]["username"] == "craftplane-operator")
+        .filter(|e| e["user"]["username"] == user)
         .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection")))
         .filter(|e| {
             e["requestReceivedTimestamp"].as_str().and_then(|t| t.parse::<Timestamp>().ok()).is_some_and(|t| t >= since)
         })
         .filter(|e| filter(e))
         .collect()
+}
+
+/// Kubeconfig of the second operator identity (`craftplane-operator-2`).
+pub fn operator2_kubeconfig() -> PathBuf {
+    match std::env::var_os("CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG") {
+        Some(p) => PathBuf::from(p),
+        None => panic!("CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG is not set: run the tests with `cargo xtask test`"),
+    }
 }

@@ -271,11 +271,13 @@ impl Cluster {
 
         // user → groups. The admin is a cluster-admin through system:masters;
         // the controller-manager and scheduler use their bootstrap RBAC roles.
-        let users: [(&'static str, &str, &str); 5] = [
+        let users: [(&'static str, &str, &str); 6] = [
             ("kubeconfig", "craftplane-admin", "system:masters"),
             // The operator's own identity, so its requests can be told apart
             // (audit log) from the tests' and people's.
             ("operator.kubeconfig", "craftplane-operator", "system:masters"),
+            // A second operator replica's identity (leader-election tests).
+            ("operator2.kubeconfig", "craftplane-operator-2", "system:masters"),
             ("kube-controller-manager.kubeconfig", "system:kube-controller-manager", ""),
             ("kube-scheduler.kubeconfig", "system:kube-scheduler", ""),
             ("kwok.kubeconfig", "kwok", "system:masters"),

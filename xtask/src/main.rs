@@ -134,6 +134,7 @@ fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
         let _kubectl = sh.push_env("CRAFTPLANE_KUBECTL", &tools.kubectl);
         let _node = sh.push_env("CRAFTPLANE_NODE_MODULES", &node_modules);
         let _op = sh.push_env("CRAFTPLANE_TEST_OPERATOR_KUBECONFIG", cluster.operator_kubeconfig());
+        let _op2 = sh.push_env("CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG", cluster.dir.join("operator2.kubeconfig"));
         let _audit = sh.push_env("CRAFTPLANE_TEST_AUDIT_LOG", cluster.audit_log());
         run_tests(sh, args)
     });
