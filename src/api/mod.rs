@@ -53,6 +53,16 @@ mod tests {
         );
     }
 
+    /// The Helm chart ships the same CRDs.
+    #[test]
+    fn chart_crds_match_the_types() {
+        let in_chart = include_str!("../../charts/craftplane/crds/craftplane.yaml");
+        assert!(
+            in_chart.trim_end() == super::crds_yaml().trim_end(),
+            "charts/craftplane/crds/craftplane.yaml is stale: run `cargo xtask crds` and commit the result"
+        );
+    }
+
     #[test]
     fn reserved_properties_match_the_cel_rule() {
         let yaml = super::crds_yaml();

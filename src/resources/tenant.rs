@@ -133,7 +133,11 @@ pub fn owner_cluster_role() -> ClusterRole {
                 &["minecraftservers", "plugininstallations", "backupsnapshots"],
                 &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"],
             ),
-            rule(&[GROUP], &["minecraftservers/status", "plugininstallations/status", "backupsnapshots/status"], READ),
+            rule(
+                &[GROUP],
+                &["minecraftservers/status", "plugininstallations/status", "backupsnapshots/status"],
+                &["get"],
+            ),
             rule(
                 &[""],
                 &[

@@ -131,7 +131,7 @@ static POLICIES: OnceCell<()> = OnceCell::const_new();
 pub async fn ensure_admission_policies(client: &Client) {
     POLICIES
         .get_or_init(|| async {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/craftplane/templates/allowed-skus-policy.yaml");
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/craftplane/files/allowed-skus-policy.yaml");
             apply_yaml_file(client, path).await;
         })
         .await;

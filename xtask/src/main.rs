@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's developer commands.
 
 mod cluster;
+mod e2e;
 mod tools;
 mod versions;
 
@@ -39,6 +40,9 @@ enum Command {
     Tools,
     /// The main job: control plane up, CRDs installed, examples applied, operator running.
     Dev,
+    /// End-to-end: the Helm chart on a fresh control plane, the operator as
+    /// its ServiceAccount, examples/ applied and checked, metrics scraped.
+    E2e,
 }
 
 #[derive(Subcommand)]
@@ -101,6 +105,7 @@ fn run() -> Result<ExitCode> {
         }
         Command::Test { args } => return test(&sh, &args),
         Command::Dev => dev(&sh)?,
+        Command::E2e => e2e::run(&sh)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -112,7 +117,8 @@ pub fn project_root() -> std::path::PathBuf {
 fn write_crds(sh: &Shell) -> Result<()> {
     let yaml = cmd!(sh, "cargo run --quiet --bin craftplane -- crds").read()?;
     sh.write_file("crds/craftplane.yaml", format!("{yaml}\n"))?;
-    eprintln!("xtask: wrote crds/craftplane.yaml");
+    sh.write_file("charts/craftplane/crds/craftplane.yaml", format!("{yaml}\n"))?;
+    eprintln!("xtask: wrote crds/craftplane.yaml and charts/craftplane/crds/craftplane.yaml");
     Ok(())
 }
 
@@ -141,6 +147,10 @@ fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
     let stopped = cluster.down();
     let passed = result?;
     stopped?;
+    // End-to-end on a fresh control plane (only when the tests passed).
+    if passed {
+        e2e::run(sh)?;
+    }
     eprintln!("xtask: test run took {:.0?}", t0.elapsed());
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -28,6 +28,7 @@ pub struct Tools {
     pub kubectl: PathBuf,
     pub kwok: PathBuf,
     pub kwok_stages: PathBuf,
+    pub helm: PathBuf,
 }
 
 impl Tools {
@@ -42,11 +43,13 @@ impl Tools {
             kubectl: b.join(format!("kubectl-{k}")),
             kwok: b.join(format!("kwok-{}", versions::KWOK)),
             kwok_stages: b.join(format!("kwok-stages-{}.yaml", versions::KWOK)),
+            helm: b.join(format!("helm-{}", versions::HELM)),
         }
     }
 
-    fn all(&self) -> [&Path; 7] {
+    fn all(&self) -> [&Path; 8] {
         [
+            &self.helm,
             &self.etcd,
             &self.kube_apiserver,
             &self.kube_controller_manager,
@@ -101,6 +104,10 @@ pub fn ensure(sh: &Shell) -> Result<Tools> {
             go_build(sh, &dir, "sigs.k8s.io/kwok/cmd/kwok", &tools.kwok)?;
         }
         write_kwok_stages(sh, &dir, &tools.kwok_stages)?;
+    }
+    if !tools.helm.exists() {
+        let dir = prepare_simple_module(sh, "helm", "helm.sh/helm/v3", versions::HELM, "helm.sh/helm/v3/cmd/helm")?;
+        go_build(sh, &dir, "helm.sh/helm/v3/cmd/helm", &tools.helm)?;
     }
     let missing = tools.missing();
     if !missing.is_empty() {

@@ -10,6 +10,8 @@ pub const KUBERNETES_STAGING: &str = "v0.36.3";
 pub const ETCD: &str = "v3.6.16";
 /// sigs.k8s.io/kwok.
 pub const KWOK: &str = "v0.8.0";
+/// helm.sh/helm/v3 (chart lint/template in tests and e2e).
+pub const HELM: &str = "v3.22.0";
 /// Oldest Go that builds all of the above.
 pub const GO_MIN: (u32, u32) = (1, 26);
 /// npm minecraft-protocol: the independent Server List Ping peer in tests.
