@@ -145,19 +145,27 @@ fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
         run_tests(sh, args)
     });
     let stopped = cluster.down();
-    let passed = result?;
+    let mut counts = result?;
     stopped?;
     // End-to-end on a fresh control plane (only when the tests passed).
-    if passed {
-        e2e::run(sh)?;
+    if counts.failed == 0 {
+        match e2e::run(sh) {
+            Ok(()) => counts.passed += 1,
+            Err(e) => {
+                eprintln!("xtask: e2e failed: {e:#}");
+                counts.failed += 1;
+            }
+        }
     }
     eprintln!("xtask: test run took {:.0?}", t0.elapsed());
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    // One closing line for the whole run (cargo test binaries + e2e).
+    println!("xtask: {} passed, {} failed, {} skipped", counts.passed, counts.failed, counts.ignored);
+    Ok(if counts.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Runs `cargo test`, echoing its output, and prints one closing line that
 /// adds up every test binary's result.
-fn run_tests(sh: &Shell, args: &[String]) -> bool {
+fn run_tests(sh: &Shell, args: &[String]) -> TestCounts {
     use std::io::{BufRead, BufReader};
     let mut child = match std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["test", "--workspace", "--locked", "--"])
@@ -170,7 +178,7 @@ fn run_tests(sh: &Shell, args: &[String]) -> bool {
         Ok(c) => c,
         Err(e) => {
             eprintln!("xtask: cannot run cargo test: {e}");
-            return false;
+            return TestCounts { failed: 1, ..Default::default() };
         }
     };
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
@@ -199,8 +207,15 @@ fn run_tests(sh: &Shell, args: &[String]) -> bool {
         }
     }
     let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-    println!("xtask: {passed} passed, {failed} failed, {ignored} skipped");
-    ok && failed == 0
+    TestCounts { passed, failed: if ok { failed } else { failed.max(1) }, ignored }
+}
+
+/// Tests counted across every test binary (and the e2e suite).
+#[derive(Clone, Copy, Debug, Default)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
 }
 
 /// The environment variables pushed onto the shell, for a std Command.
@@ -210,6 +225,7 @@ fn sh_env(sh: &Shell) -> Vec<(String, std::ffi::OsString)> {
         "CRAFTPLANE_KUBECTL",
         "CRAFTPLANE_NODE_MODULES",
         "CRAFTPLANE_TEST_OPERATOR_KUBECONFIG",
+        "CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG",
         "CRAFTPLANE_TEST_AUDIT_LOG",
     ]
     .into_iter()
