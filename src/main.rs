@@ -24,6 +24,22 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Print the objects craftplane would create for MinecraftServers
+    /// (like `helm template`): PVC, ConfigMap, Services, StatefulSet, Secret.
+    Render(RenderArgs),
+}
+
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// YAML file with one or more MinecraftServers.
+    #[arg(long)]
+    servers: std::path::PathBuf,
+    /// YAML file with the Sku(s) they name.
+    #[arg(long)]
+    skus: std::path::PathBuf,
+    /// Leave out owner references (objects managed without the operator).
+    #[arg(long)]
+    no_owner: bool,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +68,16 @@ fn main() -> ExitCode {
             print!("{}", craftplane::api::crds_yaml());
             ExitCode::SUCCESS
         }
+        Command::Render(args) => match render(&args) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("craftplane: error: {}", one_line(&e));
+                ExitCode::FAILURE
+            }
+        },
         Command::Controller(args) => {
             telemetry::init(cli.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -74,4 +100,48 @@ fn main() -> ExitCode {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn docs<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Vec<T>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: serde_yaml::Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| format!("{}: {e}", path.display()))?;
+        if v.is_null() {
+            continue;
+        }
+        out.push(serde_yaml::from_value(v).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    Ok(out)
+}
+
+fn render(args: &RenderArgs) -> Result<String, String> {
+    use craftplane::api::{MinecraftServer, Sku};
+    use craftplane::resources::{self, config_map, pvc, secret, service, statefulset};
+    let servers: Vec<MinecraftServer> = docs(&args.servers)?;
+    let skus: Vec<Sku> = docs(&args.skus)?;
+    let mut out = String::new();
+    for s in &servers {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let sku = skus.iter().find(|k| k.metadata.name.as_deref() == Some(s.spec.sku.as_str()));
+        let m = resources::validate(s, sku, None, false).map_err(|e| format!("{name}: {e}"))?;
+        let mut objects = vec![
+            serde_json::to_value(pvc::build(&m, true)),
+            serde_json::to_value(config_map::build(&m)),
+            serde_json::to_value(secret::build(&m, &secret::generate_password())),
+            serde_json::to_value(service::game(&m)),
+            serde_json::to_value(service::rcon(&m)),
+            serde_json::to_value(statefulset::build(&m)),
+        ];
+        for o in &mut objects {
+            let o = o.as_mut().map_err(|e| e.to_string())?;
+            if args.no_owner {
+                o["metadata"].as_object_mut().map(|m| m.remove("ownerReferences"));
+            }
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(o).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(out)
 }

@@ -297,10 +297,11 @@ impl Cluster {
             tokens.insert(file, token);
         }
         write_private(&self.dir.join("tokens.csv"), &csv)?;
-        // Audit every write (metadata only): tests count the operator's writes.
+        // Audit every write, and every request of the operator identities
+        // (metadata only): tests and benchmarks count the operator's requests.
         fs::write(
             self.dir.join("audit-policy.yaml"),
-            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  verbs: [create, update, patch, delete, deletecollection]\n- level: None\n",
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  users: [craftplane-operator, craftplane-operator-2]\n- level: Metadata\n  verbs: [create, update, patch, delete, deletecollection]\n- level: None\n",
         )?;
         Ok(tokens)
     }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's developer commands.
 
+mod bench;
 mod cluster;
 mod e2e;
 mod tools;
@@ -40,9 +41,27 @@ enum Command {
     Tools,
     /// The main job: control plane up, CRDs installed, examples applied, operator running.
     Dev,
+    /// Benchmarks (figures printed and appended to BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        which: BenchKind,
+    },
     /// End-to-end: the Helm chart on a fresh control plane, the operator as
     /// its ServiceAccount, examples/ applied and checked, metrics scraped.
     E2e,
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// N servers on one operator beside the API server's own limit.
+    Scale {
+        /// Server counts to run (default 100 and 1000).
+        #[arg(long = "servers", value_delimiter = ',', default_values_t = vec![100usize, 1000])]
+        servers: Vec<usize>,
+        /// Seconds of idleness after convergence in which writes are counted.
+        #[arg(long, default_value_t = 120)]
+        idle_seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +125,9 @@ fn run() -> Result<ExitCode> {
         Command::Test { args } => return test(&sh, &args),
         Command::Dev => dev(&sh)?,
         Command::E2e => e2e::run(&sh)?,
+        Command::Bench { which: BenchKind::Scale { servers, idle_seconds } } => {
+            bench::scale(&sh, &servers, std::time::Duration::from_secs(idle_seconds))?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

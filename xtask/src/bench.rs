@@ -1,0 +1,299 @@
+//! `cargo xtask bench scale`: N servers on one operator, beside the API
+//! server's own limit (the same children applied directly), on fresh local
+//! control planes. Prints a table and appends it to BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::cluster::Cluster;
+use crate::tools::{self, Tools};
+
+const NS: &str = "bench";
+const SKU: &str = "apiVersion: craftplane.io/v1alpha1\nkind: Sku\nmetadata:\n  name: bench\nspec:\n  resources: {cpu: 100m, memory: 512Mi, storage: 1Gi}\n  jvm: {heapPercent: 50}\n  maxPlayers: 10\n";
+
+struct Row {
+    n: usize,
+    baseline: Duration,
+    craftplane: Duration,
+    peak_rss_mib: f64,
+    cpu_seconds: f64,
+    reconciles: f64,
+    requests_by_verb: BTreeMap<String, usize>,
+    idle_writes_per_min: f64,
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn scale(sh: &Shell, counts: &[usize], idle: Duration) -> Result<()> {
+    let tools = tools::ensure(sh)?;
+    cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
+    let bin = crate::project_root().join("target/release/craftplane");
+    let mut rows = Vec::new();
+    for &n in counts {
+        println!("bench: N={n}: baseline (children applied directly)");
+        let baseline =
+            with_cluster(sh, &format!("bench-base-{}", std::process::id()), |c| baseline(sh, &tools, &bin, c, n))?;
+        println!("bench: N={n}: baseline {:.1}s; craftplane", baseline.as_secs_f64());
+        let row = with_cluster(sh, &format!("bench-cp-{}", std::process::id()), |c| {
+            operator_run(sh, &tools, &bin, c, n, idle, baseline)
+        })?;
+        println!(
+            "bench: N={n}: craftplane {:.1}s (x{:.2}), peak RSS {:.1} MiB, idle writes/min {:.1}",
+            row.craftplane.as_secs_f64(),
+            row.craftplane.as_secs_f64() / baseline.as_secs_f64(),
+            row.peak_rss_mib,
+            row.idle_writes_per_min
+        );
+        rows.push(row);
+    }
+    let table = table(&rows);
+    println!("\n{table}");
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let date = cmd!(sh, "date -u +%Y-%m-%d").read().unwrap_or_default();
+    let path = crate::project_root().join("BENCHMARKS.md");
+    let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nFigures from `cargo xtask bench`, appended by each run. Ratios are measured in one run.\n"
+            .to_string()
+    });
+    let _ = write!(
+        doc,
+        "\n## Scale: {date}, {cores} cores, local control plane (kwok), idle window {}s\n\n{table}\n",
+        idle.as_secs()
+    );
+    std::fs::write(&path, doc)?;
+    println!("bench: appended to BENCHMARKS.md");
+    Ok(())
+}
+
+fn with_cluster<T>(sh: &Shell, name: &str, f: impl FnOnce(&Cluster) -> Result<T>) -> Result<T> {
+    let cluster = Cluster::ephemeral(name);
+    cluster.up(sh)?;
+    let r = f(&cluster);
+    let d = cluster.down();
+    let v = r?;
+    d?;
+    Ok(v)
+}
+
+fn write_inputs(cluster: &Cluster, n: usize) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let sku = cluster.dir.join("bench-sku.yaml");
+    std::fs::write(&sku, SKU)?;
+    let servers = cluster.dir.join("bench-servers.yaml");
+    let mut text = String::new();
+    for i in 0..n {
+        let _ = write!(
+            text,
+            "---\napiVersion: craftplane.io/v1alpha1\nkind: MinecraftServer\nmetadata:\n  name: s{i:05}\n  namespace: {NS}\nspec:\n  sku: bench\n  eula: true\n  type: PAPER\n  version: \"1.21.4\"\n"
+        );
+    }
+    std::fs::write(&servers, text)?;
+    Ok((sku, servers))
+}
+
+fn kubectl(sh: &Shell, tools: &Tools, cluster: &Cluster, args: &[&str]) -> Result<String> {
+    let k = &tools.kubectl;
+    let kc = cluster.kubeconfig();
+    Ok(cmd!(sh, "{k} --kubeconfig {kc} {args...}").quiet().read()?)
+}
+
+/// Polls until `count` lines of `kubectl get` output equal `want`.
+fn wait_count(
+    sh: &Shell,
+    tools: &Tools,
+    cluster: &Cluster,
+    args: &[&str],
+    want: &str,
+    n: usize,
+    t0: Instant,
+) -> Result<Duration> {
+    let deadline = t0 + Duration::from_secs(1800);
+    loop {
+        let out = kubectl(sh, tools, cluster, args).unwrap_or_default();
+        let done = out.lines().filter(|l| l.trim() == want).count();
+        if done >= n {
+            return Ok(t0.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!("only {done}/{n} reached {want} after 30 min");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn baseline(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, n: usize) -> Result<Duration> {
+    let (sku, servers) = write_inputs(cluster, n)?;
+    kubectl(sh, tools, cluster, &["create", "namespace", NS])?;
+    let rendered = cmd!(sh, "{bin} render --servers {servers} --skus {sku} --no-owner").quiet().read()?;
+    let children = cluster.dir.join("bench-children.yaml");
+    std::fs::write(&children, rendered)?;
+    let c = children.display().to_string();
+    let t0 = Instant::now();
+    kubectl(sh, tools, cluster, &["apply", "--server-side", "-f", &c])?;
+    wait_count(
+        sh,
+        tools,
+        cluster,
+        &["get", "statefulsets", "-n", NS, "-o", "jsonpath={range .items[*]}{.status.readyReplicas}{\"\\n\"}{end}"],
+        "1",
+        n,
+        t0,
+    )
+}
+
+fn proc_stats(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    // After the command: state is field 3; utime 14, stime 15 (1-based) → indices 11, 12.
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (hwm_kib / 1024.0, ticks / 100.0)
+}
+
+fn operator_run(
+    sh: &Shell,
+    tools: &Tools,
+    bin: &Path,
+    cluster: &Cluster,
+    n: usize,
+    idle: Duration,
+    baseline: Duration,
+) -> Result<Row> {
+    let (sku, servers) = write_inputs(cluster, n)?;
+    kubectl(sh, tools, cluster, &["create", "namespace", NS])?;
+    kubectl(sh, tools, cluster, &["apply", "-f", &sku.display().to_string()])?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let log = std::fs::File::create(cluster.dir.join("logs").join("operator.log"))?;
+    let child = Command::new(bin)
+        .args(["controller", "--slp-interval", "0", "--log-format", "json"])
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("KUBECONFIG", cluster.operator_kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("start operator")?;
+    let op = Proc(child);
+    let pid = op.0.id();
+    let ready_deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(port, "/readyz").map(|b| !b.starts_with("HTTP/1.0 200")).unwrap_or(true) {
+        if Instant::now() > ready_deadline {
+            bail!("operator not ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let audit = cluster.audit_log();
+    let start_line = line_count(&audit);
+    let t0 = Instant::now();
+    kubectl(sh, tools, cluster, &["apply", "--server-side", "-f", &servers.display().to_string()])?;
+    let took = wait_count(
+        sh,
+        tools,
+        cluster,
+        &["get", "minecraftservers", "-n", NS, "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}"],
+        "Running",
+        n,
+        t0,
+    )?;
+    let converged_line = line_count(&audit);
+    let requests_by_verb = operator_requests(&audit, start_line, converged_line, |_| true);
+    let metrics = http_get(port, "/metrics").unwrap_or_default();
+    let reconciles: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("craftplane_reconciles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    println!("bench: converged in {:.1}s; idle for {}s", took.as_secs_f64(), idle.as_secs());
+    std::thread::sleep(idle);
+    let idle_writes: usize = operator_requests(&audit, converged_line, line_count(&audit), |v| {
+        matches!(v, "create" | "update" | "patch" | "delete" | "deletecollection")
+    })
+    .values()
+    .sum();
+    let (peak_rss_mib, cpu_seconds) = proc_stats(pid);
+    Ok(Row {
+        n,
+        baseline,
+        craftplane: took,
+        peak_rss_mib,
+        cpu_seconds,
+        reconciles,
+        requests_by_verb,
+        idle_writes_per_min: idle_writes as f64 / (idle.as_secs_f64() / 60.0),
+    })
+}
+
+fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+/// Requests of the operator's user between two audit-log line numbers.
+fn operator_requests(path: &Path, from: usize, to: usize, verb_ok: impl Fn(&str) -> bool) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines().skip(from).take(to.saturating_sub(from)) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["user"]["username"] != "craftplane-operator" || v["stage"] != "ResponseComplete" {
+            continue;
+        }
+        let verb = v["verb"].as_str().unwrap_or("?");
+        if verb_ok(verb) {
+            *out.entry(verb.to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut t = String::from(
+        "| N | baseline (s) | craftplane (s) | ratio | peak RSS (MiB) | CPU (s) | reconciles | API requests / server | idle writes / min | requests by verb |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let total: usize = r.requests_by_verb.values().sum();
+        let verbs: Vec<String> = r.requests_by_verb.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            t,
+            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {} |",
+            r.n,
+            r.baseline.as_secs_f64(),
+            r.craftplane.as_secs_f64(),
+            r.craftplane.as_secs_f64() / r.baseline.as_secs_f64(),
+            r.peak_rss_mib,
+            r.cpu_seconds,
+            r.reconciles,
+            total as f64 / r.n as f64,
+            r.idle_writes_per_min,
+            verbs.join(", ")
+        );
+    }
+    t
+}
+
+fn http_get(port: u16, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf)
+}
