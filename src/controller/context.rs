@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
@@ -25,6 +27,39 @@ pub struct Settings {
     pub operator_namespace: String,
 }
 
+/// Caches of the objects the operator creates for servers (label
+/// `app.kubernetes.io/managed-by=craftplane`, managedFields stripped), so a
+/// reconcile reads them without API requests.
+#[derive(Clone)]
+pub struct Children {
+    pub statefulsets: Store<StatefulSet>,
+    pub pvcs: Store<PersistentVolumeClaim>,
+    pub services: Store<Service>,
+    pub config_maps: Store<ConfigMap>,
+    pub secrets: Store<Secret>,
+    pub pods: Store<Pod>,
+}
+
+impl Children {
+    /// Whether every cache has completed its first list.
+    pub fn ready(&self) -> bool {
+        store_ready(&self.statefulsets)
+            && store_ready(&self.pvcs)
+            && store_ready(&self.services)
+            && store_ready(&self.config_maps)
+            && store_ready(&self.secrets)
+            && store_ready(&self.pods)
+    }
+}
+
+/// A cached object by namespace and name (cloned out of the cache).
+pub fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Option<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns)).map(|o| (*o).clone())
+}
+
 /// Key of a namespaced object.
 pub type Key = (String, String);
 
@@ -36,6 +71,7 @@ pub struct Context {
     pub skus: Store<Sku>,
     pub servers: Store<MinecraftServer>,
     pub tenants: Store<Tenant>,
+    pub children: Children,
     pub settings: Settings,
     /// Last Server List Ping result per server.
     pub pings: Mutex<HashMap<Key, Result<slp::Status, String>>>,
@@ -51,6 +87,7 @@ impl Context {
         skus: Store<Sku>,
         servers: Store<MinecraftServer>,
         tenants: Store<Tenant>,
+        children: Children,
         settings: Settings,
     ) -> Context {
         Context {
@@ -60,6 +97,7 @@ impl Context {
             skus,
             servers,
             tenants,
+            children,
             settings,
             pings: Mutex::default(),
             failures: Mutex::default(),

@@ -180,7 +180,7 @@ async fn run_controllers(
 ) -> Result<()> {
     use futures::StreamExt;
     use k8s_openapi::api::apps::v1::StatefulSet;
-    use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+    use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
     use kube::runtime::controller::{Config as CtrlConfig, Controller};
     use kube::runtime::events::{Recorder, Reporter};
     use kube::runtime::reflector::{self, ObjectRef};
@@ -268,6 +268,46 @@ async fn run_controllers(
         controller: "craftplane".into(),
         instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
     };
+    // Caches of the servers' children; the controller is triggered by the
+    // same streams that fill them.
+    fn child_stream<K>(
+        api: Api<K>,
+        cfg: watcher::Config,
+    ) -> (reflector::Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + serde::de::DeserializeOwned
+            + 'static,
+    {
+        let (store, writer) = reflector::store::<K>();
+        let stream = watcher(api, cfg)
+            .default_backoff()
+            .modify(|o: &mut K| {
+                o.meta_mut().managed_fields = None;
+            })
+            .reflect(writer)
+            .touched_objects();
+        (store, stream)
+    }
+    let (sts_store, sts_stream) = child_stream(Api::<StatefulSet>::all(client.clone()), children.clone());
+    let (pvc_store, pvc_stream) = child_stream(Api::<PersistentVolumeClaim>::all(client.clone()), children.clone());
+    let (svc_store, svc_stream) = child_stream(Api::<Service>::all(client.clone()), children.clone());
+    let (cm_store, cm_stream) = child_stream(Api::<ConfigMap>::all(client.clone()), children.clone());
+    let (secret_store, secret_stream) = child_stream(Api::<Secret>::all(client.clone()), children.clone());
+    let (pod_store, pod_stream) = child_stream(Api::<Pod>::all(client.clone()), pods.clone());
+    let child_stores = context::Children {
+        statefulsets: sts_store,
+        pvcs: pvc_store,
+        services: svc_store,
+        config_maps: cm_store,
+        secrets: secret_store,
+        pods: pod_store,
+    };
+
     let ctx = Arc::new(context::Context::new(
         client.clone(),
         metrics.clone(),
@@ -275,6 +315,7 @@ async fn run_controllers(
         sku_store.clone(),
         server_store.clone(),
         tenant_store.clone(),
+        child_stores,
         context::Settings {
             slp_interval: (args.slp_interval > 0).then(|| Duration::from_secs(args.slp_interval)),
             slp_address: args.slp_address.clone(),
@@ -292,11 +333,12 @@ async fn run_controllers(
 
     let servers_for_skus = server_store.clone();
     let server_ctrl = server_ctrl
-        .owns(Api::<StatefulSet>::all(client.clone()), children.clone())
-        .owns(Api::<PersistentVolumeClaim>::all(client.clone()), children.clone())
-        .owns(Api::<Service>::all(client.clone()), children.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), children.clone())
-        .watches(Api::<Pod>::all(client.clone()), pods, |pod| {
+        .owns_stream(sts_stream)
+        .owns_stream(pvc_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(cm_stream)
+        .owns_stream(secret_stream)
+        .watches_stream(pod_stream, |pod| {
             let server = pod.labels().get(crate::resources::SERVER_LABEL)?.clone();
             Some(ObjectRef::new(&server).within(&pod.namespace()?))
         })

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::conditions;
-use super::context::Context;
+use super::context::{Context, cached};
 use super::error::{Error, Result};
 use super::server_status::{self, Observed};
 use crate::api::server::{MinecraftServer, MinecraftServerStatus, Players, ServerPhase};
@@ -76,17 +76,17 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     let c = &ctx.client;
     let sts_api: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), &ns);
-    let pod_api: Api<Pod> = Api::namespaced(c.clone(), &ns);
     let svc_api: Api<Service> = Api::namespaced(c.clone(), &ns);
 
     // 1. Dereference. The SKU cache must be complete first, or a restart
     // would briefly report existing SKUs as missing.
     // (Polled, not awaited: a waiter parked before the store became ready
     // was seen never to wake.)
-    if !super::context::store_ready(&ctx.skus) || !super::context::store_ready(&ctx.tenants) {
+    if !super::context::store_ready(&ctx.skus) || !super::context::store_ready(&ctx.tenants) || !ctx.children.ready() {
         return Ok(Action::requeue(std::time::Duration::from_millis(500)));
     }
-    let observed_sts = sts_api.get_opt(&name).await?;
+    let ch = &ctx.children;
+    let observed_sts = cached(&ch.statefulsets, &ns, &name);
     let sku = ctx.skus.get(&ObjectRef::new(&server.spec.sku));
     let provisioned = observed_sts.is_some();
     let tenant = ctx.tenants.state().into_iter().find(|t| {
@@ -102,17 +102,19 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     // 3+4. Build and apply.
     ensure_secret(ctx, &model).await?;
     let cm_api: Api<ConfigMap> = Api::namespaced(c.clone(), &ns);
-    apply_child(&cm_api, cm_api.get_opt(&model.config_map_name()).await?, resources::config_map::build(&model)).await?;
+    apply_child(&cm_api, cached(&ch.config_maps, &ns, &model.config_map_name()), resources::config_map::build(&model))
+        .await?;
     let pvc =
-        apply_child(&pvc_api, pvc_api.get_opt(&model.pvc_name()).await?, resources::pvc::build(&model, true)).await?;
+        apply_child(&pvc_api, cached(&ch.pvcs, &ns, &model.pvc_name()), resources::pvc::build(&model, true)).await?;
     let game =
-        apply_child(&svc_api, svc_api.get_opt(&model.game_service_name()).await?, resources::service::game(&model))
+        apply_child(&svc_api, cached(&ch.services, &ns, &model.game_service_name()), resources::service::game(&model))
             .await?;
-    apply_child(&svc_api, svc_api.get_opt(&model.rcon_service_name()).await?, resources::service::rcon(&model)).await?;
+    apply_child(&svc_api, cached(&ch.services, &ns, &model.rcon_service_name()), resources::service::rcon(&model))
+        .await?;
     let sts = apply_child(&sts_api, observed_sts, resources::statefulset::build(&model)).await?;
 
     // 5. Status from what the cluster reports.
-    let pod = pod_api.get_opt(&format!("{name}-0")).await?;
+    let pod = cached(&ch.pods, &ns, &format!("{name}-0"));
     let key = (ns.clone(), name.clone());
     let ping = ctx.ping(&key);
     let observed = Observed { statefulset: Some(&sts), pod: pod.as_ref(), pvc: Some(&pvc), ping: ping.as_ref() };
@@ -178,7 +180,12 @@ async fn report_invalid(
 /// Creates the RCON Secret once. An existing Secret is never rewritten, so
 /// the password cannot rotate by accident.
 async fn ensure_secret(ctx: &Context, m: &ServerModel) -> Result<()> {
+    if cached(&ctx.children.secrets, &m.namespace, &m.secret_name()).is_some() {
+        return Ok(());
+    }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &m.namespace);
+    // The cache may trail a Secret created a moment ago: ask the API before
+    // generating a password (creating is refused if it exists anyway).
     if api.get_opt(&m.secret_name()).await?.is_some() {
         return Ok(());
     }
