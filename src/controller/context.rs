@@ -80,6 +80,8 @@ pub struct Context {
 }
 
 impl Context {
+    // One argument per shared cache: grouping them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
