@@ -50,6 +50,9 @@ pub struct ControllerArgs {
     /// operator outside the cluster during development).
     #[arg(long)]
     pub slp_address: Option<String>,
+    /// Milliseconds to wait for more events of an object before reconciling it.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=10000))]
+    pub debounce_ms: u64,
     /// Namespace the operator runs in: tenant NetworkPolicies let it reach
     /// the game and RCON ports.
     #[arg(long, env = "POD_NAMESPACE", default_value = "craftplane-system")]
@@ -329,7 +332,9 @@ async fn run_controllers(
     let stop_fut = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let cfg = CtrlConfig::default().concurrency(args.concurrency);
+    // Debounce: a burst of child events (a pod becoming Ready updates the
+    // pod and the StatefulSet) becomes one reconcile and one status write.
+    let cfg = CtrlConfig::default().concurrency(args.concurrency).debounce(Duration::from_millis(args.debounce_ms));
 
     let servers_for_skus = server_store.clone();
     let server_ctrl = server_ctrl

@@ -215,7 +215,13 @@ async fn write_status(
         "status": new,
     });
     api.patch_status(&server.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    if old.phase != new.phase {
+    // Events for the phases a person acts on (not every transient step:
+    // at scale each Event is one more write).
+    let notable = matches!(
+        new.phase,
+        Some(ServerPhase::Running | ServerPhase::Stopped | ServerPhase::Failed | ServerPhase::Pending)
+    );
+    if old.phase != new.phase && notable {
         let from = old.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "none".into());
         let to = new.phase.map(|p| format!("{p:?}")).unwrap_or_default();
         info!(server = %server.name_any(), namespace = %ns, from = %from, to = %to, "phase changed");
