@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -185,6 +183,7 @@ fn operator_run(
     let log = std::fs::File::create(cluster.dir.join("logs").join("operator.log"))?;
     let child = Command::new(bin)
         .args(["controller", "--slp-interval", "0", "--log-format", "json"])
+        .args(std::env::var("CRAFTPLANE_BENCH_ARGS").unwrap_or_default().split_whitespace())
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{port}"))
         .env("KUBECONFIG", cluster.operator_kubeconfig())
@@ -196,7 +195,7 @@ fn operator_run(
     let op = Proc(child);
     let pid = op.0.id();
     let ready_deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(port, "/readyz").map(|b| !b.starts_with("HTTP/1.0 200")).unwrap_or(true) {
+    while crate::http::get(port, "/readyz").map(|b| !b.starts_with("HTTP/1.0 200")).unwrap_or(true) {
         if Instant::now() > ready_deadline {
             bail!("operator not ready");
         }
@@ -217,7 +216,7 @@ fn operator_run(
     )?;
     let converged_line = line_count(&audit);
     let requests_by_verb = operator_requests(&audit, start_line, converged_line, |_| true);
-    let metrics = http_get(port, "/metrics").unwrap_or_default();
+    let metrics = crate::http::get(port, "/metrics").unwrap_or_default();
     let reconciles: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("craftplane_reconciles_total{"))
@@ -287,13 +286,4 @@ fn table(rows: &[Row]) -> String {
         );
     }
     t
-}
-
-fn http_get(port: u16, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    Ok(buf)
 }

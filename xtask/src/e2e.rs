@@ -3,8 +3,6 @@
 //! its least-privilege RBAC is what is tested), examples/ applied, every
 //! object checked, metrics scraped.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -261,11 +259,7 @@ fn tail(s: &str, n: usize) -> String {
 }
 
 fn http_get(port: u16, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
+    let buf = crate::http::get(port, path)?;
     if !buf.starts_with("HTTP/1.0 200") && !buf.starts_with("HTTP/1.1 200") {
         bail!("GET {path}: {}", buf.lines().next().unwrap_or(""));
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod cluster;
 mod e2e;
+mod http;
 mod tools;
 mod versions;
 
