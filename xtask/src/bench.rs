@@ -22,6 +22,7 @@ struct Row {
     baseline: Duration,
     craftplane: Duration,
     peak_rss_mib: f64,
+    idle_rss_mib: f64,
     cpu_seconds: f64,
     reconciles: f64,
     requests_by_verb: BTreeMap<String, usize>,
@@ -152,19 +153,23 @@ fn baseline(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, n: usize) 
     )
 }
 
-fn proc_stats(pid: u32) -> (f64, f64) {
+/// (peak RSS MiB, current RSS MiB, CPU seconds) of a process.
+fn proc_stats(pid: u32) -> (f64, f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0.0);
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (hwm_kib, rss_kib) = (kib("VmHWM:"), kib("VmRSS:"));
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     // After the command: state is field 3; utime 14, stime 15 (1-based) → indices 11, 12.
     let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (hwm_kib / 1024.0, ticks / 100.0)
+    (hwm_kib / 1024.0, rss_kib / 1024.0, ticks / 100.0)
 }
 
 fn operator_run(
@@ -229,12 +234,13 @@ fn operator_run(
     })
     .values()
     .sum();
-    let (peak_rss_mib, cpu_seconds) = proc_stats(pid);
+    let (peak_rss_mib, idle_rss_mib, cpu_seconds) = proc_stats(pid);
     Ok(Row {
         n,
         baseline,
         craftplane: took,
         peak_rss_mib,
+        idle_rss_mib,
         cpu_seconds,
         reconciles,
         requests_by_verb,
@@ -265,19 +271,20 @@ fn operator_requests(path: &Path, from: usize, to: usize, verb_ok: impl Fn(&str)
 
 fn table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| N | baseline (s) | craftplane (s) | ratio | peak RSS (MiB) | CPU (s) | reconciles | API requests / server | idle writes / min | requests by verb |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| N | baseline (s) | craftplane (s) | ratio | peak RSS (MiB) | RSS after idle (MiB) | CPU (s) | reconciles | API requests / server | idle writes / min | requests by verb |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let total: usize = r.requests_by_verb.values().sum();
         let verbs: Vec<String> = r.requests_by_verb.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             t,
-            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {} |",
+            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {} |",
             r.n,
             r.baseline.as_secs_f64(),
             r.craftplane.as_secs_f64(),
             r.craftplane.as_secs_f64() / r.baseline.as_secs_f64(),
             r.peak_rss_mib,
+            r.idle_rss_mib,
             r.cpu_seconds,
             r.reconciles,
             total as f64 / r.n as f64,
