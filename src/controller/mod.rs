@@ -362,12 +362,7 @@ async fn run_controllers(
         .with_config(cfg.clone())
         .graceful_shutdown_on(stop_fut(stop.clone()))
         .run(
-            |obj, ctx: Arc<context::Context>| async move {
-                let t0 = std::time::Instant::now();
-                let r = server::reconcile(obj, ctx.clone()).await;
-                ctx.metrics.observe_reconcile("MinecraftServer", t0.elapsed(), r.as_ref().err().map(|e| e.category()));
-                r
-            },
+            |obj, ctx: Arc<context::Context>| timed("MinecraftServer", ctx.clone(), server::reconcile(obj, ctx)),
             server::error_policy,
             ctx.clone(),
         )
@@ -378,12 +373,7 @@ async fn run_controllers(
         .with_config(cfg)
         .graceful_shutdown_on(stop_fut(stop.clone()))
         .run(
-            |obj, ctx: Arc<context::Context>| async move {
-                let t0 = std::time::Instant::now();
-                let r = sku::reconcile(obj, ctx.clone()).await;
-                ctx.metrics.observe_reconcile("Sku", t0.elapsed(), r.as_ref().err().map(|e| e.category()));
-                r
-            },
+            |obj, ctx: Arc<context::Context>| timed("Sku", ctx.clone(), sku::reconcile(obj, ctx)),
             sku::error_policy,
             ctx.clone(),
         )
@@ -420,12 +410,7 @@ async fn run_controllers(
         .with_config(CtrlConfig::default().concurrency(args.concurrency))
         .graceful_shutdown_on(stop_fut(stop.clone()))
         .run(
-            |obj, ctx: Arc<context::Context>| async move {
-                let t0 = std::time::Instant::now();
-                let r = tenant::reconcile(obj, ctx.clone()).await;
-                ctx.metrics.observe_reconcile("Tenant", t0.elapsed(), r.as_ref().err().map(|e| e.category()));
-                r
-            },
+            |obj, ctx: Arc<context::Context>| timed("Tenant", ctx.clone(), tenant::reconcile(obj, ctx)),
             tenant::error_policy,
             ctx.clone(),
         )
@@ -483,6 +468,18 @@ async fn run_controllers(
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     result
+}
+
+/// Runs one reconcile and records its duration and result by kind.
+async fn timed<T>(
+    kind: &'static str,
+    ctx: Arc<context::Context>,
+    reconcile: impl std::future::Future<Output = error::Result<T>>,
+) -> error::Result<T> {
+    let t0 = std::time::Instant::now();
+    let r = reconcile.await;
+    ctx.metrics.observe_reconcile(kind, t0.elapsed(), r.as_ref().err().map(|e| e.category()));
+    r
 }
 
 /// Every 5 s: liveness heartbeat and the gauges derived from the caches.

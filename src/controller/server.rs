@@ -252,7 +252,7 @@ async fn cleanup(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> 
     }
     if server.spec.deletion_policy == crate::api::server::DeletionPolicy::Retain {
         let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-        let pvc_name = format!("{name}-data");
+        let pvc_name = resources::pvc_name(&name);
         if pvc_api.get_opt(&pvc_name).await?.is_some() {
             let patch = serde_json::json!({
                 "metadata": {

@@ -13,10 +13,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::conditions::{self, Cond};
@@ -295,7 +295,6 @@ async fn cleanup(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
         }
     }
     info!(tenant = %t.name_any(), "tenant deleted; its namespaces are kept");
-    let _ = Tenant::kind(&());
     Ok(Action::await_change())
 }
 

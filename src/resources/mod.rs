@@ -279,7 +279,7 @@ impl ServerModel {
     }
 
     pub fn pvc_name(&self) -> String {
-        format!("{}-data", self.name)
+        pvc_name(&self.name)
     }
     pub fn config_map_name(&self) -> String {
         format!("{}-config", self.name)
@@ -296,6 +296,11 @@ impl ServerModel {
     pub fn statefulset_name(&self) -> String {
         self.name.clone()
     }
+}
+
+/// Name of a server's world volume (PVC).
+pub fn pvc_name(server: &str) -> String {
+    format!("{server}-data")
 }
 
 /// Name of a server's RCON Secret.
