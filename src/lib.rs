@@ -3,5 +3,6 @@
 pub mod api;
 pub mod controller;
 pub mod minecraft;
+pub mod plugins;
 pub mod resources;
 pub mod telemetry;

@@ -27,6 +27,9 @@ enum Command {
     /// Print the objects craftplane would create for MinecraftServers
     /// (like `helm template`): PVC, ConfigMap, Services, StatefulSet, Secret.
     Render(RenderArgs),
+    /// Install the plugins a server's manifest lists (the server pod's
+    /// init-container): download, verify checksums, swap in all at once.
+    FetchPlugins(craftplane::plugins::fetch::FetchArgs),
 }
 
 #[derive(clap::Args)]
@@ -78,6 +81,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::FetchPlugins(args) => {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("craftplane: error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(craftplane::plugins::fetch::run(&args)) {
+                Ok(s) => {
+                    println!(
+                        "fetch-plugins: {} installed, {} unchanged, {} removed, {} config files",
+                        s.installed.len(),
+                        s.unchanged.len(),
+                        s.removed.len(),
+                        s.config_files
+                    );
+                    for f in &s.installed {
+                        println!("installed {f}");
+                    }
+                    for f in &s.removed {
+                        println!("removed {f}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("craftplane: fetch-plugins failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Controller(args) => {
             telemetry::init(cli.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -37,9 +37,16 @@ pub struct PluginInstallationSpec {
     pub server: String,
     /// Where the plugin comes from: exactly one of `url` or `modrinth`.
     pub source: PluginSource,
-    /// A ConfigMap whose keys become files under `plugins/<name>/`.
+    /// A ConfigMap in this namespace whose keys become files in the
+    /// plugin's data folder (`configDirectory`), copied before every start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_files: Option<LocalObjectRef>,
+    /// The plugin's data folder under `plugins/` (mods: `config/`), e.g.
+    /// `LuckPerms`; default: the name of this PluginInstallation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.\-]+$"))]
+    #[x_kube(validation = kube::core::Rule::new("self != '.' && self != '..'").message("configDirectory must name a folder"))]
+    pub config_directory: Option<String>,
     /// False keeps the plugin off the server without deleting this object.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -137,6 +144,10 @@ pub struct PluginInstallationStatus {
     /// Required dependencies and how they were satisfied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<ResolvedDependency>,
+    /// Hash of the `configFiles` ConfigMap's data last seen (a change
+    /// restarts the server with the new files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_files_hash: Option<String>,
     /// The generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -155,6 +166,12 @@ pub struct ResolvedArtifact {
     /// Version label of the artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Modrinth project id, when resolved through Modrinth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    /// Modrinth version id, when resolved through Modrinth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
     /// File name on disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_name: Option<String>,
@@ -170,8 +187,11 @@ pub struct ResolvedArtifact {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedDependency {
-    /// Modrinth project id or slug.
+    /// Modrinth project id.
     pub project: String,
+    /// Why it is unsatisfied, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Resolved artifact, when satisfied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<ResolvedArtifact>,

@@ -1,4 +1,5 @@
-//! The server's ConfigMap: rendered server.properties, whitelist and ops.
+//! The server's ConfigMap: rendered server.properties, whitelist, ops and
+//! the plugin manifest.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ pub fn build(m: &ServerModel) -> ConfigMap {
     data.insert(PROPERTIES_KEY.to_string(), properties::render(&m.properties));
     data.insert(WHITELIST_KEY.to_string(), lines(&m.whitelist));
     data.insert(OPS_KEY.to_string(), lines(&m.ops));
+    data.insert(crate::plugins::MANIFEST_KEY.to_string(), m.plugins.to_json());
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(m.config_map_name()),

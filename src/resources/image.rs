@@ -41,6 +41,10 @@ fn parse(v: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
+/// The operator's own image (runs `craftplane fetch-plugins` in server
+/// pods); the controller's `--helper-image` overrides it.
+pub const OPERATOR_IMAGE: &str = concat!("ghcr.io/craftplane/craftplane:", env!("CARGO_PKG_VERSION"));
+
 #[cfg(test)]
 mod tests {
     use super::*;

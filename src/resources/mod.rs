@@ -108,6 +108,11 @@ pub struct ServerModel {
     pub stop_warning: Option<String>,
     pub deletion_policy: DeletionPolicy,
     pub hostname: Option<String>,
+    /// Plugins the init-container installs (see [`crate::plugins`]).
+    pub plugins: crate::plugins::Manifest,
+    /// Image of the init-container (`craftplane fetch-plugins`): the
+    /// operator's own.
+    pub helper_image: String,
 }
 
 /// Checks a server against its SKU and its tenant (when its namespace
@@ -240,6 +245,12 @@ pub fn validate(
         stop_warning: stop.and_then(|s| s.warning.clone()),
         deletion_policy: spec.deletion_policy,
         hostname: spec.hostname.clone(),
+        plugins: crate::plugins::Manifest {
+            version: 1,
+            directory: crate::plugins::plugin_directory(spec.server_type).into(),
+            plugins: vec![],
+        },
+        helper_image: image::OPERATOR_IMAGE.into(),
     })
 }
 

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, Lifecycle,
-    LifecycleHandler, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    ExecAction, KeyToPath, Lifecycle, LifecycleHandler, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -37,6 +38,8 @@ pub fn config_hash(m: &ServerModel) -> String {
         "env": env,
         "image": m.image,
         "whitelistEnabled": !m.whitelist.is_empty(),
+        "plugins": m.plugins,
+        "helperImage": m.helper_image,
     });
     short_hash(material.to_string().as_bytes())
 }
@@ -181,6 +184,27 @@ pub fn build(m: &ServerModel) -> StatefulSet {
         ]),
         ..Default::default()
     };
+    let (init, plugin_volumes) = fetch_plugins(m);
+    let mut volumes = vec![
+        Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: m.pvc_name(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "rcon".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(m.secret_name()),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    volumes.extend(plugin_volumes);
     let mut pod_labels = m.labels("server");
     pod_labels.extend(m.selector_labels());
     StatefulSet {
@@ -216,25 +240,8 @@ pub fn build(m: &ServerModel) -> StatefulSet {
                         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
                         ..Default::default()
                     }),
-                    volumes: Some(vec![
-                        Volume {
-                            name: "data".into(),
-                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                                claim_name: m.pvc_name(),
-                                read_only: Some(false),
-                            }),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: "rcon".into(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(m.secret_name()),
-                                default_mode: Some(0o400),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                    ]),
+                    init_containers: Some(vec![init]),
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
@@ -242,4 +249,85 @@ pub fn build(m: &ServerModel) -> StatefulSet {
         }),
         ..Default::default()
     }
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        read_only_root_filesystem: Some(true),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// The init-container that installs the manifest's plugins, and the
+/// volumes it reads (the manifest, each plugin's configFiles).
+fn fetch_plugins(m: &ServerModel) -> (Container, Vec<Volume>) {
+    let mut volumes = vec![Volume {
+        name: "plugin-manifest".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: m.config_map_name(),
+            items: Some(vec![KeyToPath {
+                key: crate::plugins::MANIFEST_KEY.into(),
+                path: crate::plugins::MANIFEST_KEY.into(),
+                mode: None,
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![
+        VolumeMount { name: "data".into(), mount_path: "/data".into(), ..Default::default() },
+        VolumeMount {
+            name: "plugin-manifest".into(),
+            mount_path: crate::plugins::MANIFEST_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ];
+    for (i, entry) in m.plugins.plugins.iter().enumerate() {
+        let Some(cfg) = &entry.config else { continue };
+        let name = format!("plugin-config-{i}");
+        volumes.push(Volume {
+            name: name.clone(),
+            config_map: Some(ConfigMapVolumeSource { name: cfg.config_map.clone(), ..Default::default() }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: format!("{}/{}", crate::plugins::CONFIG_ROOT, entry.name),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let small = BTreeMap::from([
+        ("cpu".to_string(), Quantity("100m".into())),
+        ("memory".to_string(), Quantity("128Mi".into())),
+    ]);
+    let container = Container {
+        name: "fetch-plugins".into(),
+        image: Some(m.helper_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            "fetch-plugins".into(),
+            "--manifest".into(),
+            format!("{}/{}", crate::plugins::MANIFEST_DIR, crate::plugins::MANIFEST_KEY),
+            "--data-dir".into(),
+            "/data".into(),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(small.clone()),
+            limits: Some(small),
+            ..Default::default()
+        }),
+        security_context: Some(restricted()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    (container, volumes)
 }

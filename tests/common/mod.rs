@@ -15,6 +15,7 @@ use kube::{Client, Config};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
+pub mod files;
 pub mod operator;
 pub mod peers;
 

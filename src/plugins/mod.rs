@@ -1,0 +1,154 @@
+//! Plugins and mods: the manifest the operator writes into a server's
+//! ConfigMap, Modrinth resolution, and `craftplane fetch-plugins`, the
+//! server pod's init-container that installs what the manifest lists.
+
+pub mod fetch;
+pub mod modrinth;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::server::ServerType;
+
+/// ConfigMap key holding the manifest.
+pub const MANIFEST_KEY: &str = "plugins.json";
+/// Where the init-container finds each plugin's `configFiles` ConfigMap:
+/// `<CONFIG_ROOT>/<entry name>/`.
+pub const CONFIG_ROOT: &str = "/craftplane/plugin-config";
+/// Where the init-container finds the manifest.
+pub const MANIFEST_DIR: &str = "/craftplane/manifest";
+
+/// The plugins a server should have, in the order they are installed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Format version (1).
+    pub version: u32,
+    /// Folder under the data directory the files go to (`plugins` or `mods`).
+    pub directory: String,
+    /// One entry per file.
+    pub plugins: Vec<ManifestEntry>,
+}
+
+/// One file of the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestEntry {
+    /// The PluginInstallation this entry comes from (a dependency:
+    /// `<installation>/<project id>`).
+    pub name: String,
+    /// File name inside the directory.
+    pub file_name: String,
+    /// Download URL.
+    pub url: String,
+    /// Hex SHA-256, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Hex SHA-512, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
+    /// Configuration files to copy, when the installation has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigFiles>,
+}
+
+/// A plugin's `configFiles`: mounted from a ConfigMap, copied into its
+/// data folder.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigFiles {
+    /// ConfigMap name (in the server's namespace).
+    pub config_map: String,
+    /// Target folder, relative to the data directory, e.g. `plugins/LuckPerms`.
+    pub target: String,
+    /// Hash of the ConfigMap's data: a change restarts the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+impl Manifest {
+    /// Canonical JSON (stable across runs for the same content).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Folder plugins (or mods) of a server type live in, relative to /data.
+pub fn plugin_directory(t: ServerType) -> &'static str {
+    match t {
+        ServerType::Fabric | ServerType::Quilt | ServerType::Forge | ServerType::NeoForge => "mods",
+        _ => "plugins",
+    }
+}
+
+/// Folder a plugin's configuration lives in, relative to /data.
+pub fn config_directory(t: ServerType, folder: &str) -> String {
+    match plugin_directory(t) {
+        "mods" => format!("config/{folder}"),
+        _ => format!("plugins/{folder}"),
+    }
+}
+
+/// Modrinth loader names a server type can run, best match first. Empty:
+/// the type runs neither plugins nor mods.
+pub fn loaders(t: ServerType) -> &'static [&'static str] {
+    match t {
+        ServerType::Vanilla => &[],
+        ServerType::Paper => &["paper", "spigot", "bukkit"],
+        ServerType::Purpur => &["purpur", "paper", "spigot", "bukkit"],
+        ServerType::Folia => &["folia"],
+        ServerType::Spigot => &["spigot", "bukkit"],
+        ServerType::Bukkit => &["bukkit"],
+        ServerType::Fabric => &["fabric"],
+        ServerType::Quilt => &["quilt", "fabric"],
+        ServerType::Forge => &["forge"],
+        ServerType::NeoForge => &["neoforge"],
+    }
+}
+
+/// Whether `name` is a safe file name for the plugins folder: no path
+/// separators, no leading dot, a `.jar` (or `.zip`) ending.
+pub fn valid_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+        && (name.ends_with(".jar") || name.ends_with(".zip"))
+}
+
+/// File name of a URL's last path segment, percent-decoded.
+pub fn file_name_from_url(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let last = parsed.path_segments()?.next_back()?.to_string();
+    let decoded = percent_encoding::percent_decode_str(&last).decode_utf8().ok()?.into_owned();
+    valid_file_name(&decoded).then_some(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_from_urls() {
+        assert_eq!(
+            file_name_from_url("https://cdn.modrinth.com/data/AAA/versions/BBB/LuckPerms-Bukkit-5.4.141.jar")
+                .as_deref(),
+            Some("LuckPerms-Bukkit-5.4.141.jar")
+        );
+        assert_eq!(file_name_from_url("https://x.example/a%20b.jar?x=1").as_deref(), Some("a b.jar"));
+        assert_eq!(file_name_from_url("https://x.example/download"), None);
+        assert_eq!(file_name_from_url("https://x.example/..%2F..%2Fetc.jar"), None);
+        assert_eq!(file_name_from_url("https://x.example/.hidden.jar"), None);
+        assert_eq!(file_name_from_url("not a url"), None);
+    }
+
+    #[test]
+    fn loaders_follow_the_server_type() {
+        assert!(loaders(ServerType::Vanilla).is_empty());
+        assert_eq!(loaders(ServerType::Paper)[0], "paper");
+        assert!(loaders(ServerType::Quilt).contains(&"fabric"));
+        assert_eq!(plugin_directory(ServerType::Fabric), "mods");
+        assert_eq!(plugin_directory(ServerType::Paper), "plugins");
+        assert_eq!(config_directory(ServerType::Paper, "LuckPerms"), "plugins/LuckPerms");
+        assert_eq!(config_directory(ServerType::Fabric, "lithium"), "config/lithium");
+    }
+}
