@@ -144,6 +144,10 @@ pub struct PluginInstallationStatus {
     /// Required dependencies and how they were satisfied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<ResolvedDependency>,
+    /// Server type and Minecraft version the resolution was made for; a
+    /// change of either resolves again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_for: Option<String>,
     /// Hash of the `configFiles` ConfigMap's data last seen (a change
     /// restarts the server with the new files).
     #[serde(default, skip_serializing_if = "Option::is_none")]

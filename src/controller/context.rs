@@ -25,6 +25,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Namespace the operator runs in (may reach RCON in tenant namespaces).
     pub operator_namespace: String,
+    /// Image of the server pods' fetch-plugins init-container.
+    pub helper_image: String,
 }
 
 /// Caches of the objects the operator creates for servers (label
@@ -71,8 +73,11 @@ pub struct Context {
     pub skus: Store<Sku>,
     pub servers: Store<MinecraftServer>,
     pub tenants: Store<Tenant>,
+    pub plugins: Store<crate::api::PluginInstallation>,
     pub children: Children,
     pub settings: Settings,
+    /// Modrinth API client; `None` when disabled.
+    pub modrinth: Option<crate::plugins::modrinth::Client>,
     /// Last Server List Ping result per server.
     pub pings: Mutex<HashMap<Key, Result<slp::Status, String>>>,
     /// Consecutive failures per object UID, for backoff.
@@ -89,8 +94,10 @@ impl Context {
         skus: Store<Sku>,
         servers: Store<MinecraftServer>,
         tenants: Store<Tenant>,
+        plugins: Store<crate::api::PluginInstallation>,
         children: Children,
         settings: Settings,
+        modrinth: Option<crate::plugins::modrinth::Client>,
     ) -> Context {
         Context {
             client,
@@ -99,8 +106,10 @@ impl Context {
             skus,
             servers,
             tenants,
+            plugins,
             children,
             settings,
+            modrinth,
             pings: Mutex::default(),
             failures: Mutex::default(),
         }

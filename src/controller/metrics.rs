@@ -122,9 +122,12 @@ impl Metrics {
     pub fn update_gauges(&self, ctx: &super::context::Context) {
         use kube::ResourceExt;
         let servers = ctx.servers.state();
-        for (kind, n) in
-            [("MinecraftServer", servers.len()), ("Sku", ctx.skus.state().len()), ("Tenant", ctx.tenants.state().len())]
-        {
+        for (kind, n) in [
+            ("MinecraftServer", servers.len()),
+            ("Sku", ctx.skus.state().len()),
+            ("Tenant", ctx.tenants.state().len()),
+            ("PluginInstallation", ctx.plugins.state().len()),
+        ] {
             self.managed_objects.get_or_create(&KindLabels { kind: kind.into() }).set(n as i64);
         }
         let mut by_phase = std::collections::BTreeMap::<String, i64>::new();

@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod ping;
+pub mod plugin;
 pub mod server;
 pub mod server_status;
 pub mod sku;
@@ -71,6 +72,13 @@ pub struct ControllerArgs {
     /// Seconds the leader Lease stays valid without renewal.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
     pub lease_duration: u64,
+    /// Modrinth API base URL; empty disables Modrinth sources.
+    #[arg(long, env = "CRAFTPLANE_MODRINTH_URL", default_value = crate::plugins::modrinth::DEFAULT_BASE_URL)]
+    pub modrinth_url: String,
+    /// Image of the fetch-plugins init-container in server pods (the
+    /// operator's own image; the Helm chart sets it).
+    #[arg(long, env = "CRAFTPLANE_HELPER_IMAGE", default_value = crate::resources::image::OPERATOR_IMAGE)]
+    pub helper_image: String,
     /// Seconds between periodic re-checks of every object.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=86400))]
     pub resync_seconds: u64,
@@ -191,7 +199,7 @@ async fn run_controllers(
     use kube::runtime::reflector::{self, ObjectRef};
     use kube::runtime::{WatchStreamExt, watcher};
 
-    use crate::api::{MinecraftServer, Sku, Tenant};
+    use crate::api::{MinecraftServer, PluginInstallation, Sku, Tenant};
     use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -269,6 +277,17 @@ async fn run_controllers(
     let tenant_store = tenant_ctrl.store();
     let server_ctrl = Controller::new(server_api.clone(), wc.clone());
     let server_store = server_ctrl.store();
+    let plugin_api: Api<PluginInstallation> = Api::all(client.clone());
+    let plugin_ctrl = Controller::new(plugin_api.clone(), wc.clone());
+    let plugin_store = plugin_ctrl.store();
+    let modrinth = if args.modrinth_url.is_empty() {
+        None
+    } else {
+        Some(
+            crate::plugins::modrinth::Client::new(&args.modrinth_url, Duration::from_secs(20))
+                .map_err(|e| anyhow::anyhow!(e))?,
+        )
+    };
     let reporter = Reporter {
         controller: "craftplane".into(),
         instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
@@ -320,13 +339,16 @@ async fn run_controllers(
         sku_store.clone(),
         server_store.clone(),
         tenant_store.clone(),
+        plugin_store.clone(),
         child_stores,
         context::Settings {
             slp_interval: (args.slp_interval > 0).then(|| Duration::from_secs(args.slp_interval)),
             slp_address: args.slp_address.clone(),
             resync: Duration::from_secs(args.resync_seconds),
             operator_namespace: args.operator_namespace.clone(),
+            helper_image: args.helper_image.clone(),
         },
+        modrinth,
     ));
 
     let (ping_tx, ping_rx) = tokio::sync::mpsc::channel::<ObjectRef<MinecraftServer>>(256);
@@ -358,6 +380,7 @@ async fn run_controllers(
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .watches(plugin_api.clone(), wc.clone(), |p| Some(ObjectRef::new(&p.spec.server).within(&p.namespace()?)))
         .reconcile_on(ping_stream)
         .with_config(cfg.clone())
         .graceful_shutdown_on(stop_fut(stop.clone()))
@@ -369,12 +392,46 @@ async fn run_controllers(
         .for_each(|_| futures::future::ready(()));
 
     let sku_ctrl = Controller::new(sku_api, wc.clone())
-        .watches(server_api, wc.clone(), |s| Some(ObjectRef::new(&s.spec.sku)))
+        .watches(server_api.clone(), wc.clone(), |s| Some(ObjectRef::new(&s.spec.sku)))
         .with_config(cfg)
         .graceful_shutdown_on(stop_fut(stop.clone()))
         .run(
             |obj, ctx: Arc<context::Context>| timed("Sku", ctx.clone(), sku::reconcile(obj, ctx)),
             sku::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
+    // Plugins: re-evaluated when their server changes (type, version,
+    // phase) and when another plugin of the same server changes (a
+    // dependency it provides).
+    fn plugins_of(
+        store: &reflector::Store<PluginInstallation>,
+        ns: Option<String>,
+        server: &str,
+    ) -> Vec<ObjectRef<PluginInstallation>> {
+        store
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace() == ns && p.spec.server == server)
+            .map(|p| ObjectRef::from_obj(p.as_ref()))
+            .collect()
+    }
+    let (plugins_a, plugins_b) = (plugin_store.clone(), plugin_store.clone());
+    let plugin_ctrl = plugin_ctrl
+        .watches(server_api.clone(), wc.clone(), move |s| plugins_of(&plugins_a, s.namespace(), &s.name_any()))
+        .watches(plugin_api, wc.clone(), move |p| {
+            let me = p.name_any();
+            plugins_of(&plugins_b, p.namespace(), &p.spec.server)
+                .into_iter()
+                .filter(|r| r.name != me)
+                .collect::<Vec<_>>()
+        })
+        .with_config(CtrlConfig::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(stop_fut(stop.clone()))
+        .run(
+            |obj, ctx: Arc<context::Context>| timed("PluginInstallation", ctx.clone(), plugin::reconcile(obj, ctx)),
+            plugin::error_policy,
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
@@ -451,7 +508,7 @@ async fn run_controllers(
     };
     let housekeeping = housekeeping(ctx.clone(), health.clone());
     let result = tokio::select! {
-        _ = async { tokio::join!(server_ctrl, sku_ctrl, tenant_ctrl, readiness) } => Ok(()),
+        _ = async { tokio::join!(server_ctrl, sku_ctrl, tenant_ctrl, plugin_ctrl, readiness) } => Ok(()),
         _ = pinger => Ok(()),
         _ = reflectors => Ok(()),
         _ = housekeeping => Ok(()),

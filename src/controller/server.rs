@@ -82,7 +82,11 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     // would briefly report existing SKUs as missing.
     // (Polled, not awaited: a waiter parked before the store became ready
     // was seen never to wake.)
-    if !super::context::store_ready(&ctx.skus) || !super::context::store_ready(&ctx.tenants) || !ctx.children.ready() {
+    if !super::context::store_ready(&ctx.skus)
+        || !super::context::store_ready(&ctx.tenants)
+        || !super::context::store_ready(&ctx.plugins)
+        || !ctx.children.ready()
+    {
         return Ok(Action::requeue(std::time::Duration::from_millis(500)));
     }
     let ch = &ctx.children;
@@ -94,10 +98,18 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     });
 
     // 2. Validate.
-    let model = match resources::validate(&server, sku.as_deref(), tenant.as_deref(), provisioned) {
+    let mut model = match resources::validate(&server, sku.as_deref(), tenant.as_deref(), provisioned) {
         Ok(m) => m,
         Err(invalid) => return report_invalid(&server, ctx, invalid, observed_sts.as_ref()).await,
     };
+    let installs = ctx.plugins.state();
+    let mine: Vec<&crate::api::PluginInstallation> = installs
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()) && p.spec.server == name)
+        .collect();
+    model.plugins = crate::plugins::manifest_for(model.server_type, &mine);
+    model.helper_image = ctx.settings.helper_image.clone();
 
     // 3+4. Build and apply.
     ensure_secret(ctx, &model).await?;

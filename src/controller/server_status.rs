@@ -66,6 +66,9 @@ pub fn phase(desired: ServerState, o: &Observed) -> PhaseInfo {
         return info(ServerPhase::Provisioning, "PodPending", "waiting for the server pod to be created");
     };
     let status = pod.status.as_ref();
+    if let Some(f) = super::plugin::fetch_failure(pod) {
+        return info(ServerPhase::Failed, "PluginFetchFailed", format!("plugins could not be installed: {f}"));
+    }
     for cs in status.and_then(|s| s.container_statuses.as_ref()).into_iter().flatten() {
         if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
             && let Some(reason) = w.reason.as_deref()
@@ -163,8 +166,15 @@ mod tests {
         let unsched = pod(
             json!({"status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "message": "0/3 nodes"}]}}),
         );
+        let fetch_failed = pod(
+            json!({"status": {"phase": "Pending", "initContainerStatuses": [{"name": "fetch-plugins", "image": "x", "imageID": "", "ready": false, "restartCount": 1,
+            "state": {"terminated": {"exitCode": 1, "message": "ChecksumMismatch: plugin lp: LP.jar has sha256 aa, expected bb"}}}]}}),
+        );
         let r = ServerState::Running;
         let p = |o: Observed| phase(r, &o).phase;
+        let f = phase(r, &Observed { statefulset: Some(&s), pod: Some(&fetch_failed), pvc: Some(&bound), ping: None });
+        assert_eq!((f.phase, f.reason.as_str()), (ServerPhase::Failed, "PluginFetchFailed"));
+        assert!(f.message.contains("ChecksumMismatch: plugin lp"), "{}", f.message);
         assert_eq!(p(Observed::default()), ServerPhase::Provisioning);
         assert_eq!(
             p(Observed { statefulset: Some(&s), pvc: Some(&pending_pvc), ..Default::default() }),

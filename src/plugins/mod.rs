@@ -7,6 +7,7 @@ pub mod modrinth;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::plugin::{PluginInstallation, PluginPhase};
 use crate::api::server::ServerType;
 
 /// ConfigMap key holding the manifest.
@@ -123,6 +124,75 @@ pub fn file_name_from_url(url: &str) -> Option<String> {
     valid_file_name(&decoded).then_some(decoded)
 }
 
+/// Whether an installation belongs in its server's manifest: enabled,
+/// resolved, compatible, with every required dependency satisfied. A
+/// failed re-resolution (e.g. Modrinth unreachable) keeps the last good
+/// resolution, so an outage never removes a plugin.
+pub fn installable(p: &PluginInstallation) -> bool {
+    let Some(st) = &p.status else { return false };
+    p.spec.enabled
+        && p.metadata.deletion_timestamp.is_none()
+        && st.resolved.is_some()
+        && st.phase != Some(PluginPhase::Incompatible)
+        && st.dependencies.iter().all(|d| d.satisfied)
+}
+
+/// The manifest of a server from its PluginInstallations (any order):
+/// installations by name, then the dependencies they pulled in, skipping
+/// projects already installed and file names already taken.
+pub fn manifest_for(server_type: ServerType, installs: &[&PluginInstallation]) -> Manifest {
+    let mut installs: Vec<&PluginInstallation> = installs.iter().copied().filter(|p| installable(p)).collect();
+    installs.sort_by_key(|p| p.metadata.name.clone());
+    let mut plugins: Vec<ManifestEntry> = Vec::new();
+    let mut files = std::collections::BTreeSet::new();
+    let mut projects = std::collections::BTreeSet::new();
+    for p in &installs {
+        let st = p.status.as_ref().expect("installable");
+        let r = st.resolved.as_ref().expect("installable");
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let Some(file_name) = r.file_name.clone().filter(|f| valid_file_name(f)) else { continue };
+        if !files.insert(file_name.clone()) {
+            continue;
+        }
+        if let Some(id) = &r.project_id {
+            projects.insert(id.clone());
+        }
+        let config = p.spec.config_files.as_ref().map(|cm| ConfigFiles {
+            config_map: cm.name.clone(),
+            target: config_directory(server_type, p.spec.config_directory.as_deref().unwrap_or(&name)),
+            hash: st.config_files_hash.clone(),
+        });
+        plugins.push(ManifestEntry {
+            name,
+            file_name,
+            url: r.url.clone(),
+            sha256: r.sha256.clone(),
+            sha512: r.sha512.clone(),
+            config,
+        });
+    }
+    for p in &installs {
+        let st = p.status.as_ref().expect("installable");
+        for d in &st.dependencies {
+            let Some(a) = &d.artifact else { continue };
+            let Some(file_name) = a.file_name.clone().filter(|f| valid_file_name(f)) else { continue };
+            if projects.contains(&d.project) || !files.insert(file_name.clone()) {
+                continue;
+            }
+            projects.insert(d.project.clone());
+            plugins.push(ManifestEntry {
+                name: format!("{}+{}", p.metadata.name.as_deref().unwrap_or_default(), d.project),
+                file_name,
+                url: a.url.clone(),
+                sha256: a.sha256.clone(),
+                sha512: a.sha512.clone(),
+                config: None,
+            });
+        }
+    }
+    Manifest { version: 1, directory: plugin_directory(server_type).into(), plugins }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +209,49 @@ mod tests {
         assert_eq!(file_name_from_url("https://x.example/..%2F..%2Fetc.jar"), None);
         assert_eq!(file_name_from_url("https://x.example/.hidden.jar"), None);
         assert_eq!(file_name_from_url("not a url"), None);
+    }
+
+    fn install(name: &str, status: serde_json::Value) -> PluginInstallation {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "PluginInstallation",
+            "metadata": {"name": name, "namespace": "games"},
+            "spec": {"server": "s", "source": {"url": {"url": "https://x.example/a.jar", "sha256": "a".repeat(64)}}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn resolved(file: &str, project: Option<&str>) -> serde_json::Value {
+        serde_json::json!({"url": format!("https://x.example/{file}"), "fileName": file, "sha512": "b".repeat(128), "projectId": project})
+    }
+
+    #[test]
+    fn manifests_list_installable_plugins_then_new_dependencies() {
+        let a = install(
+            "b-plugin",
+            serde_json::json!({"phase": "Resolved", "resolved": resolved("B.jar", Some("PB")),
+            "dependencies": [
+                {"project": "PA", "satisfied": true, "artifact": resolved("A-dep.jar", Some("PA"))},
+                {"project": "PC", "satisfied": true, "artifact": resolved("C.jar", Some("PC"))}]}),
+        );
+        let b =
+            install("a-plugin", serde_json::json!({"phase": "Installed", "resolved": resolved("A.jar", Some("PA"))}));
+        let missing = install(
+            "c",
+            serde_json::json!({"phase": "Failed", "resolved": resolved("X.jar", None),
+            "dependencies": [{"project": "PZ", "satisfied": false}]}),
+        );
+        let incompatible =
+            install("d", serde_json::json!({"phase": "Incompatible", "resolved": resolved("Y.jar", None)}));
+        let pending = install("e", serde_json::json!({"phase": "Pending"}));
+        let mut disabled = install("f", serde_json::json!({"phase": "Resolved", "resolved": resolved("F.jar", None)}));
+        disabled.spec.enabled = false;
+        let m = manifest_for(ServerType::Paper, &[&a, &b, &missing, &incompatible, &pending, &disabled]);
+        let names: Vec<(&str, &str)> = m.plugins.iter().map(|e| (e.name.as_str(), e.file_name.as_str())).collect();
+        // PA is installed explicitly, so b-plugin's dependency on it is not added twice.
+        assert_eq!(names, vec![("a-plugin", "A.jar"), ("b-plugin", "B.jar"), ("b-plugin+PC", "C.jar")]);
+        assert_eq!(m.directory, "plugins");
+        assert_eq!(manifest_for(ServerType::Fabric, &[]).directory, "mods");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 pub mod files;
+pub mod fixture;
 pub mod modrinth;
 pub mod operator;
 pub mod peers;

@@ -94,6 +94,23 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
     let peer_port: u16 =
         line.trim().strip_prefix("listening ").and_then(|p| p.parse().ok()).context("peer did not start")?;
     let _peer = Operator(peer);
+    // Modrinth: recorded API responses (tests/data/modrinth) served as
+    // plain files by Python's http.server in place of api.modrinth.com.
+    let mr_root = cluster.dir.join("modrinth");
+    for (project, file) in [("luckperms", "versions-luckperms.json"), ("chunky", "versions-chunky.json")] {
+        let dir = mr_root.join("v2/project").join(project);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(crate::project_root().join("tests/data/modrinth").join(file), dir.join("version"))?;
+    }
+    let mr_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mr = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &mr_port.to_string(), "--directory"])
+        .arg(&mr_root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start python3 -m http.server (the recorded Modrinth API)")?;
+    let _mr = Operator(mr);
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log_path = cluster.dir.join("logs").join("operator.log");
     let log = std::fs::File::create(&log_path)?;
@@ -103,6 +120,8 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
         .arg(format!("127.0.0.1:{peer_port}"))
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--modrinth-url")
+        .arg(format!("http://127.0.0.1:{mr_port}/v2"))
         .env("KUBECONFIG", &sa_kc)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::null())
@@ -190,13 +209,29 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
         &["get", "mcs", "survival", "-n", "default", "-o", "jsonpath={.status.version}"],
         "1.21.4",
     )?;
-    println!("e2e: note PluginInstallation and BackupSnapshot examples are accepted but have no reconciler yet");
+    for plugin in ["luckperms", "chunky"] {
+        expect(
+            &format!("PluginInstallation {plugin} Installed (recorded Modrinth API)"),
+            &["get", "plugin", plugin, "-n", "default", "-o", "jsonpath={.status.phase}"],
+            "Installed",
+        )?;
+    }
+    let manifest =
+        k(&["get", "configmap", "survival-config", "-n", "default", "-o", "jsonpath={.data.plugins\\.json}"])?;
+    for file in ["LuckPerms-Bukkit-5.5.71.jar", "Chunky-Bukkit-1.4.40.jar"] {
+        if !manifest.contains(file) {
+            anyhow::bail!("survival's plugin manifest lacks {file}:\n{manifest}\noperator log:\n{}", operator_log());
+        }
+    }
+    println!("e2e: ok   survival manifest lists LuckPerms and Chunky");
+    println!("e2e: note the BackupSnapshot example is accepted but has no reconciler yet");
 
     // Metrics after the run (gauges refresh every 5 s: poll briefly).
     let families = [
         "craftplane_reconciles_total{kind=\"MinecraftServer\",result=\"ok\"}",
         "craftplane_reconciles_total{kind=\"Sku\",result=\"ok\"}",
         "craftplane_reconciles_total{kind=\"Tenant\",result=\"ok\"}",
+        "craftplane_reconciles_total{kind=\"PluginInstallation\",result=\"ok\"}",
         "craftplane_reconcile_duration_seconds_count{kind=\"MinecraftServer\"}",
         "craftplane_managed_objects{kind=\"Sku\"}",
         "craftplane_managed_objects{kind=\"MinecraftServer\"}",

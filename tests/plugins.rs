@@ -1,0 +1,295 @@
+//! PluginInstallations against the real API server: resolution (URL and
+//! Modrinth via recorded responses), the server's manifest, the pod
+//! template, failures as conditions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fixture::{Fixture, tail};
+use common::operator::{Operator, SHARD_LABEL};
+use craftplane::api::PluginInstallation;
+use craftplane::api::plugin::PluginPhase;
+use craftplane::plugins::Manifest;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const SHA256: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+async fn create_plugin(f: &Fixture, name: &str, server: &str, spec: Value) -> PluginInstallation {
+    let mut full = json!({"server": server});
+    for (k, v) in spec.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    let p: PluginInstallation = serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "PluginInstallation",
+        "metadata": {"name": name, "namespace": f.ns, "labels": {SHARD_LABEL: f.shard}},
+        "spec": full,
+    }))
+    .unwrap();
+    f.api::<PluginInstallation>().create(&PostParams::default(), &p).await.expect("create plugin")
+}
+
+async fn wait_plugin(
+    f: &Fixture,
+    name: &str,
+    what: &str,
+    op: &Operator,
+    pred: impl Fn(&PluginInstallation) -> bool,
+) -> PluginInstallation {
+    let api = f.api::<PluginInstallation>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(p) = api.get(name).await {
+            if pred(&p) {
+                return p;
+            }
+            last = Some(p);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    panic!(
+        "plugin {name}: {what} not reached in 60s; status: {}\noperator log tail:\n{}",
+        serde_json::to_string_pretty(&last.and_then(|p| p.status)).unwrap(),
+        tail(&op.log_text(), 40)
+    )
+}
+
+fn phase(p: &PluginInstallation) -> Option<PluginPhase> {
+    p.status.as_ref().and_then(|s| s.phase)
+}
+
+fn reason(p: &PluginInstallation) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_default()
+}
+
+async fn manifest(f: &Fixture, server: &str) -> Option<Manifest> {
+    let cm = f.api::<ConfigMap>().get_opt(&format!("{server}-config")).await.ok()??;
+    serde_json::from_str(cm.data?.get("plugins.json")?).ok()
+}
+
+async fn manifest_names(f: &Fixture, server: &str) -> Vec<String> {
+    manifest(f, server).await.map(|m| m.plugins.into_iter().map(|e| e.name).collect()).unwrap_or_default()
+}
+
+async fn wait_manifest(f: &Fixture, server: &str, want: &[&str], op: &Operator) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        if manifest_names(f, server).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    panic!(
+        "{server}: manifest is {:?}, wanted {want:?}\noperator log tail:\n{}",
+        manifest_names(f, server).await,
+        tail(&op.log_text(), 40)
+    );
+}
+
+async fn template_hash(f: &Fixture, server: &str) -> Option<String> {
+    let sts = f.api::<StatefulSet>().get_opt(server).await.ok()??;
+    sts.spec?.template.metadata?.annotations?.get("craftplane.io/config-hash").cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_plugins_resolve_enter_the_manifest_and_roll_the_pod() {
+    let f = Fixture::new("plugins-url").await;
+    let op = Operator::start(&f.shard, &["--modrinth-url", "http://127.0.0.1:1/v2"]).await;
+    f.create_server("mc", json!({})).await;
+    f.wait("mc", "Running", &op, |s| {
+        s.status.as_ref().and_then(|s| s.phase) == Some(craftplane::api::server::ServerPhase::Running)
+    })
+    .await;
+    let before = template_hash(&f, "mc").await.expect("template hash");
+    assert!(manifest_names(&f, "mc").await.is_empty());
+
+    // A config ConfigMap for the plugin's data folder.
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "lp-config"}, "data": {"config.yml": "server: survival\n"}}),
+    )
+    .unwrap();
+    f.api::<ConfigMap>().create(&PostParams::default(), &cm).await.unwrap();
+    create_plugin(
+        &f,
+        "luckperms",
+        "mc",
+        json!({"source": {"url": {"url": "https://plugins.example/LuckPerms-Bukkit-5.5.71.jar", "sha256": SHA256}},
+               "configFiles": {"name": "lp-config"}, "configDirectory": "LuckPerms"}),
+    )
+    .await;
+    let p = wait_plugin(&f, "luckperms", "Resolved", &op, |p| {
+        matches!(phase(p), Some(PluginPhase::Resolved | PluginPhase::Installed))
+    })
+    .await;
+    let r = p.status.as_ref().unwrap().resolved.clone().unwrap();
+    assert_eq!(r.file_name.as_deref(), Some("LuckPerms-Bukkit-5.5.71.jar"));
+    assert_eq!(r.sha256.as_deref(), Some(SHA256));
+    wait_manifest(&f, "mc", &["luckperms"], &op).await;
+    let m = manifest(&f, "mc").await.unwrap();
+    assert_eq!(m.directory, "plugins");
+    let e = &m.plugins[0];
+    assert_eq!(
+        (e.url.as_str(), e.sha256.as_deref()),
+        ("https://plugins.example/LuckPerms-Bukkit-5.5.71.jar", Some(SHA256))
+    );
+    let cfg = e.config.as_ref().expect("config files in the manifest");
+    assert_eq!((cfg.config_map.as_str(), cfg.target.as_str()), ("lp-config", "plugins/LuckPerms"));
+
+    // The pod template changed (the server restarts with the plugin), and
+    // mounts the plugin's ConfigMap into the init-container.
+    let after = template_hash(&f, "mc").await.unwrap();
+    assert_ne!(before, after, "a manifest change must change the pod template");
+    let sts = f.api::<StatefulSet>().get("mc").await.unwrap();
+    let pod_spec = sts.spec.unwrap().template.spec.unwrap();
+    let init = &pod_spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.name, "fetch-plugins");
+    assert!(
+        init.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == "/craftplane/plugin-config/luckperms"),
+        "{:?}",
+        init.volume_mounts
+    );
+    assert!(pod_spec.volumes.unwrap().iter().any(|v| v.config_map.as_ref().is_some_and(|c| c.name == "lp-config")));
+
+    // kwok runs the new pod: the plugin becomes Installed.
+    wait_plugin(&f, "luckperms", "Installed", &op, |p| phase(p) == Some(PluginPhase::Installed)).await;
+
+    // Editing the config files rolls the server again.
+    f.api::<ConfigMap>()
+        .patch(
+            "lp-config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"config.yml": "server: creative\n"}})),
+        )
+        .await
+        .unwrap();
+    // (ConfigMaps of tenants are not watched: the periodic re-check or any
+    // change of the installation picks the edit up; nudge it.)
+    f.api::<PluginInstallation>()
+        .patch(
+            "luckperms",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
+        )
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while template_hash(&f, "mc").await.as_deref() == Some(after.as_str()) {
+        assert!(tokio::time::Instant::now() < deadline, "a configFiles edit must change the pod template");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    // enabled: false takes it out of the manifest; deleting removes it.
+    f.api::<PluginInstallation>()
+        .patch("luckperms", &PatchParams::default(), &Patch::Merge(json!({"spec": {"enabled": false}})))
+        .await
+        .unwrap();
+    wait_manifest(&f, "mc", &[], &op).await;
+    let p = wait_plugin(&f, "luckperms", "Disabled", &op, |p| reason(p).starts_with("Disabled")).await;
+    assert_eq!(phase(&p), Some(PluginPhase::Pending));
+    f.api::<PluginInstallation>()
+        .patch("luckperms", &PatchParams::default(), &Patch::Merge(json!({"spec": {"enabled": true}})))
+        .await
+        .unwrap();
+    wait_manifest(&f, "mc", &["luckperms"], &op).await;
+    f.api::<PluginInstallation>().delete("luckperms", &DeleteParams::default()).await.unwrap();
+    wait_manifest(&f, "mc", &[], &op).await;
+    op.stop();
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modrinth_plugins_resolve_or_explain_why_not() {
+    let modrinth = common::modrinth::start().await;
+    let f = Fixture::new("plugins-mr").await;
+    let url = format!("{}/v2", modrinth.base);
+    let op = Operator::start(&f.shard, &["--modrinth-url", &url]).await;
+    f.create_server("paper", json!({"type": "PAPER", "version": "1.21.4"})).await;
+    f.create_server("fabric", json!({"type": "FABRIC", "version": "1.21"})).await;
+
+    create_plugin(&f, "luckperms", "paper", json!({"source": {"modrinth": {"project": "luckperms"}}})).await;
+    create_plugin(&f, "boats", "paper", json!({"source": {"modrinth": {"project": "better-boat-movement"}}})).await;
+    create_plugin(
+        &f,
+        "bop",
+        "fabric",
+        json!({"source": {"modrinth": {"project": "biomesoplenty", "version": "21.0.0.18"}}}),
+    )
+    .await;
+    create_plugin(&f, "orphan", "nope", json!({"source": {"modrinth": {"project": "luckperms"}}})).await;
+
+    let p = wait_plugin(&f, "luckperms", "Resolved", &op, |p| {
+        matches!(phase(p), Some(PluginPhase::Resolved | PluginPhase::Installed))
+    })
+    .await;
+    let r = p.status.unwrap().resolved.unwrap();
+    assert_eq!(r.version.as_deref(), Some("v5.5.71-bukkit"));
+    assert_eq!(r.project_id.as_deref(), Some("Vebnzrzj"));
+    let recorded = common::modrinth::json("versions-luckperms.json");
+    assert_eq!(r.sha512.as_deref(), recorded[0]["files"][0]["hashes"]["sha512"].as_str());
+
+    let p = wait_plugin(&f, "boats", "Incompatible", &op, |p| phase(p) == Some(PluginPhase::Incompatible)).await;
+    assert!(reason(&p).starts_with("Incompatible: no version of better-boat-movement supports"), "{}", reason(&p));
+    assert!(reason(&p).contains("26.1"), "names the supported versions: {}", reason(&p));
+
+    let p = wait_plugin(&f, "bop", "DependencyMissing", &op, |p| reason(p).starts_with("DependencyMissing")).await;
+    assert_eq!(phase(&p), Some(PluginPhase::Failed));
+    let deps = p.status.unwrap().dependencies;
+    assert_eq!(deps.len(), 3);
+    assert!(deps[0].satisfied && deps[0].artifact.is_some(), "{deps:?}");
+    assert!(reason(&f.api::<PluginInstallation>().get("bop").await.unwrap()).contains("kkmrDlKT"));
+
+    let p = wait_plugin(&f, "orphan", "ServerNotFound", &op, |p| reason(p).starts_with("ServerNotFound")).await;
+    assert_eq!(phase(&p), Some(PluginPhase::Pending));
+
+    // Only the resolved plugin reaches a manifest.
+    wait_manifest(&f, "paper", &["luckperms"], &op).await;
+    assert!(manifest_names(&f, "fabric").await.is_empty());
+    assert_eq!(manifest(&f, "fabric").await.unwrap().directory, "mods");
+    op.stop();
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checksum_mismatch_in_the_pod_becomes_a_condition() {
+    let f = Fixture::new("plugins-sum").await;
+    let op = Operator::start(&f.shard, &["--modrinth-url", ""]).await;
+    f.create_server("mc", json!({})).await;
+    create_plugin(
+        &f,
+        "lp",
+        "mc",
+        json!({"source": {"url": {"url": "https://plugins.example/LP.jar", "sha256": SHA256}}}),
+    )
+    .await;
+    wait_plugin(&f, "lp", "Installed", &op, |p| phase(p) == Some(PluginPhase::Installed)).await;
+    // What the kubelet reports when fetch-plugins exits with a mismatch.
+    let pods = f.api::<Pod>();
+    let msg = format!("ChecksumMismatch: plugin lp: LP.jar has sha256 {}, expected {SHA256}\n", "0".repeat(64));
+    pods.patch_status(
+        "mc-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}],
+            "initContainerStatuses": [{"name": "fetch-plugins", "image": "x", "imageID": "", "ready": false, "restartCount": 1,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": msg}}}]}})),
+    )
+    .await
+    .unwrap();
+    let p = wait_plugin(&f, "lp", "ChecksumMismatch", &op, |p| reason(p).starts_with("ChecksumMismatch")).await;
+    assert_eq!(phase(&p), Some(PluginPhase::Failed));
+    assert!(reason(&p).contains(&format!("expected {SHA256}")), "{}", reason(&p));
+    let s = f.servers().get("mc").await.unwrap();
+    let ready = s.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "PluginFetchFailed", "{ready:?}");
+    op.stop();
+    f.cleanup().await;
+}
