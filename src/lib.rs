@@ -1,6 +1,7 @@
 //! craftplane: a Kubernetes operator that hosts Minecraft servers for many tenants.
 
 pub mod api;
+pub mod backup;
 pub mod controller;
 pub mod minecraft;
 pub mod plugins;

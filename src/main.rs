@@ -30,6 +30,12 @@ enum Command {
     /// Install the plugins a server's manifest lists (the server pod's
     /// init-container): download, verify checksums, swap in all at once.
     FetchPlugins(craftplane::plugins::fetch::FetchArgs),
+    /// Back up a world to object storage (the backup Job), or verify,
+    /// export, import or delete a snapshot.
+    Backup(craftplane::backup::cli::BackupArgs),
+    /// Restore a world from a snapshot (the restore Job): verified in a
+    /// staging directory first, then swapped in.
+    Restore(craftplane::backup::cli::RestoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -112,6 +118,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Backup(args) => block_on(craftplane::backup::cli::backup(args)),
+        Command::Restore(args) => block_on(craftplane::backup::cli::restore(args)),
         Command::Controller(args) => {
             telemetry::init(cli.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -128,6 +136,28 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs a backup/restore command on a runtime; prints its result line or
+/// "Reason: message" and exits non-zero.
+fn block_on(f: impl std::future::Future<Output = Result<String, craftplane::backup::BackupError>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("craftplane: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("craftplane: {}: {}", e.reason(), one_line(&e.to_string()));
+            ExitCode::FAILURE
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod fixture;
 pub mod modrinth;
 pub mod operator;
 pub mod peers;
+pub mod s3;
 
 /// Path of the test control plane's admin kubeconfig.
 pub fn kubeconfig_path() -> PathBuf {

@@ -53,3 +53,51 @@ impl Drop for SlpPeer {
         let _ = self.child.wait();
     }
 }
+
+/// A running npm `rcon-server` that records the commands it receives.
+pub struct RconPeer {
+    child: Child,
+    pub port: u16,
+    pub password: String,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RconPeer {
+    pub fn start(password: &str) -> RconPeer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/rcon-server.js");
+        let mut child = Command::new("node")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(password)
+            .env("NODE_PATH", node_modules())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node (is Node.js installed?)");
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read peer output");
+        assert!(line.starts_with("listening"), "RCON peer did not start: {line:?}");
+        let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        RconPeer { child, port, password: password.into(), lines }
+    }
+
+    /// Commands received so far, in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.lines.lock().unwrap().iter().filter_map(|l| l.strip_prefix("command ").map(str::to_string)).collect()
+    }
+}
+
+impl Drop for RconPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -121,7 +121,12 @@ fn run() -> Result<ExitCode> {
         Command::Tools => {
             let t = tools::ensure(&sh)?;
             let npm = tools::ensure_npm_peers(&sh)?;
-            eprintln!("xtask: components ready: {t:#?}\nxtask: test peers in {}", npm.display());
+            let s3 = tools::ensure_s3s_fs(&sh)?;
+            eprintln!(
+                "xtask: components ready: {t:#?}\nxtask: test peers in {}\nxtask: S3 server {}",
+                npm.display(),
+                s3.display()
+            );
         }
         Command::Test { args } => return test(&sh, &args),
         Command::Dev => dev(&sh)?,
@@ -154,6 +159,7 @@ fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
     cmd!(sh, "cargo test --workspace --no-run --locked").run()?;
     tools::ensure(sh)?;
     let node_modules = tools::ensure_npm_peers(sh)?;
+    let s3s_fs = tools::ensure_s3s_fs(sh)?;
     let cluster = Cluster::ephemeral(&format!("test-{}", std::process::id()));
     let started = cluster.up(sh);
     let result = started.map(|()| {
@@ -162,6 +168,7 @@ fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
         let _env = sh.push_env("CRAFTPLANE_TEST_KUBECONFIG", &kc);
         let _kubectl = sh.push_env("CRAFTPLANE_KUBECTL", &tools.kubectl);
         let _node = sh.push_env("CRAFTPLANE_NODE_MODULES", &node_modules);
+        let _s3 = sh.push_env("CRAFTPLANE_S3S_FS", &s3s_fs);
         let _op = sh.push_env("CRAFTPLANE_TEST_OPERATOR_KUBECONFIG", cluster.operator_kubeconfig());
         let _op2 = sh.push_env("CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG", cluster.dir.join("operator2.kubeconfig"));
         let _audit = sh.push_env("CRAFTPLANE_TEST_AUDIT_LOG", cluster.audit_log());
@@ -247,6 +254,7 @@ fn sh_env(sh: &Shell) -> Vec<(String, std::ffi::OsString)> {
         "CRAFTPLANE_TEST_KUBECONFIG",
         "CRAFTPLANE_KUBECTL",
         "CRAFTPLANE_NODE_MODULES",
+        "CRAFTPLANE_S3S_FS",
         "CRAFTPLANE_TEST_OPERATOR_KUBECONFIG",
         "CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG",
         "CRAFTPLANE_TEST_AUDIT_LOG",

@@ -232,13 +232,14 @@ fn write_kwok_stages(sh: &Shell, module_dir: &Path, out: &Path) -> Result<()> {
 pub fn ensure_npm_peers(sh: &Shell) -> Result<PathBuf> {
     let dir = cache_dir().join("npm");
     let modules = dir.join("node_modules");
-    let want = versions::NPM_MINECRAFT_PROTOCOL;
-    let manifest = modules.join("minecraft-protocol").join("package.json");
-    let installed = std::fs::read_to_string(&manifest)
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["version"].as_str().map(str::to_owned));
-    if installed.as_deref() == Some(want) {
+    let peers = [("minecraft-protocol", versions::NPM_MINECRAFT_PROTOCOL), ("rcon-server", versions::NPM_RCON_SERVER)];
+    let installed = |pkg: &str| {
+        std::fs::read_to_string(modules.join(pkg).join("package.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["version"].as_str().map(str::to_owned))
+    };
+    if peers.iter().all(|(pkg, want)| installed(pkg).as_deref() == Some(*want)) {
         return Ok(modules);
     }
     for tool in ["node", "npm"] {
@@ -253,8 +254,25 @@ pub fn ensure_npm_peers(sh: &Shell) -> Result<PathBuf> {
     if !dir.join("package.json").exists() {
         sh.write_file("package.json", "{\"name\": \"craftplane-test-peers\", \"private\": true}\n")?;
     }
-    eprintln!("xtask: installing npm minecraft-protocol@{want} (test peer) into {}", dir.display());
-    let pkg = format!("minecraft-protocol@{want}");
-    cmd!(sh, "npm install --no-audit --no-fund --save-exact {pkg}").run()?;
+    let specs: Vec<String> = peers.iter().map(|(pkg, want)| format!("{pkg}@{want}")).collect();
+    eprintln!("xtask: installing npm {} (test peers) into {}", specs.join(" "), dir.display());
+    cmd!(sh, "npm install --no-audit --no-fund --save-exact {specs...}").run()?;
     Ok(modules)
+}
+
+/// Builds the S3-compatible test server (crates.io `s3s-fs`) into
+/// `~/.cache/craftplane/s3s-fs-<version>` (once) and returns its binary.
+pub fn ensure_s3s_fs(sh: &Shell) -> Result<PathBuf> {
+    let want = versions::S3S_FS;
+    let root = cache_dir().join(format!("s3s-fs-{want}"));
+    let bin = root.join("bin").join("s3s-fs");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("xtask: building s3s-fs {want} (S3 test server) into {}", root.display());
+    let spec = format!("s3s-fs@{want}");
+    cmd!(sh, "cargo install --locked --features binary --root {root} {spec}")
+        .run()
+        .map_err(|e| anyhow::anyhow!("cannot build s3s-fs {want} from crates.io: {e}"))?;
+    Ok(bin)
 }

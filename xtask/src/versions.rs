@@ -16,3 +16,8 @@ pub const HELM: &str = "v3.22.0";
 pub const GO_MIN: (u32, u32) = (1, 26);
 /// npm minecraft-protocol: the independent Server List Ping peer in tests.
 pub const NPM_MINECRAFT_PROTOCOL: &str = "1.54.0";
+/// npm rcon-server: the independent RCON peer in backup tests.
+pub const NPM_RCON_SERVER: &str = "0.1.1";
+/// crates.io s3s-fs: the S3-compatible server backup tests write to
+/// (0.14.x is the newest that builds with Rust 1.95).
+pub const S3S_FS: &str = "0.14.1";

@@ -1,0 +1,631 @@
+//! Creating, checking and unpacking snapshot archives.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use sha2::{Digest, Sha256};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::store::{Location, MANIFEST};
+use super::{
+    ArchiveInfo, BackupError, Compression, FORMAT, FileEntry, Manifest, PART_SIZE, ServerInfo, Totals,
+    UPLOAD_CONCURRENCY, hex, selected,
+};
+
+/// What to back up.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    pub compression: Compression,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub server: Option<ServerInfo>,
+}
+
+/// Writes through to `inner`, hashing and counting, and remembers the
+/// first write error (so a store failure is told from a read failure).
+struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+    error: Option<String>,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.bytes += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                self.error.get_or_insert_with(|| e.to_string());
+                Err(e)
+            }
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| {
+            self.error.get_or_insert_with(|| e.to_string());
+        })
+    }
+}
+
+/// Reads through from `inner`, hashing and counting.
+struct HashReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// A file or directory to archive.
+struct Item {
+    rel: String,
+    abs: PathBuf,
+    dir: bool,
+    size: u64,
+}
+
+/// Walks `root` in a stable order (sorted per directory), returning the
+/// selected directories and regular files. Symbolic links are skipped.
+fn collect(root: &Path, include: &[String], exclude: &[String]) -> std::io::Result<Vec<Item>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        let mut subdirs = Vec::new();
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let meta = std::fs::symlink_metadata(e.path())?;
+            if meta.is_dir() {
+                // A directory is walked when it or something below it can be selected.
+                let maybe = selected(&r, include, exclude)
+                    || include.iter().any(|i| i.trim_end_matches('/').starts_with(&format!("{r}/")));
+                if maybe && !r.starts_with(".craftplane") {
+                    if selected(&r, include, exclude) {
+                        out.push(Item { rel: r.clone(), abs: e.path(), dir: true, size: 0 });
+                    }
+                    subdirs.push((e.path(), r));
+                }
+            } else if meta.is_file() && selected(&r, include, exclude) {
+                out.push(Item { rel: r, abs: e.path(), dir: false, size: meta.len() });
+            } else if meta.file_type().is_symlink() {
+                eprintln!("backup: skipping symbolic link {r}");
+            }
+        }
+        // Depth-first, in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(out)
+}
+
+/// Tars `items` into `w`, returning each file's entry.
+fn write_tar<W: Write>(w: W, items: &[Item]) -> Result<(W, Vec<FileEntry>), std::io::Error> {
+    let mut tar = tar::Builder::new(w);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut files = Vec::with_capacity(items.len());
+    for it in items {
+        let mut header = tar::Header::new_gnu();
+        if it.dir {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            tar.append_data(&mut header, format!("{}/", it.rel), std::io::empty())?;
+            continue;
+        }
+        let file = std::fs::File::open(&it.abs)?;
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(it.size);
+        let mut reader = HashReader { inner: file.take(it.size), hasher: Sha256::new(), bytes: 0 };
+        tar.append_data(&mut header, &it.rel, &mut reader)?;
+        if reader.bytes != it.size {
+            return Err(std::io::Error::other(format!("{} changed size while being read", it.rel)));
+        }
+        files.push(FileEntry { path: it.rel.clone(), size: it.size, sha256: hex(&reader.hasher.finalize()) });
+    }
+    Ok((tar.into_inner()?, files))
+}
+
+/// Compresses a tar of `items` into `sink`.
+fn write_compressed<W: Write>(sink: &mut W, items: &[Item], c: Compression) -> std::io::Result<Vec<FileEntry>> {
+    match c {
+        Compression::Zstd => {
+            let mut enc = zstd::Encoder::new(sink, 3)?;
+            let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+            if threads > 1 {
+                enc.multithread(threads)?;
+            }
+            let (enc, files) = write_tar(enc, items)?;
+            enc.finish()?;
+            Ok(files)
+        }
+        Compression::Gzip => {
+            let enc = flate2::write::GzEncoder::new(sink, flate2::Compression::fast());
+            let (enc, files) = write_tar(enc, items)?;
+            enc.finish()?;
+            Ok(files)
+        }
+        Compression::None => Ok(write_tar(sink, items)?.1),
+    }
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+/// Streams the world under `data_dir` into `loc`: the archive by multipart
+/// upload, then the manifest. Returns the manifest and its sha256. On any
+/// failure the upload is aborted and no manifest is written, so a partial
+/// archive is never a snapshot.
+pub async fn create(loc: &Location, data_dir: &Path, opts: &CreateOptions) -> Result<(Manifest, String), BackupError> {
+    let created_at = now_rfc3339();
+    let name = opts.compression.archive_name();
+    let root = data_dir.to_path_buf();
+    let (include, exclude) = (opts.include.clone(), opts.exclude.clone());
+    let items = tokio::task::spawn_blocking(move || collect(&root, &include, &exclude))
+        .await
+        .map_err(|e| BackupError::ReadFailed(e.to_string()))?
+        .map_err(|e| BackupError::ReadFailed(format!("cannot list {}: {e}", data_dir.display())))?;
+
+    let writer =
+        BufWriter::with_capacity(loc.store.clone(), loc.key(&name), PART_SIZE).with_max_concurrency(UPLOAD_CONCURRENCY);
+    let handle = tokio::runtime::Handle::current();
+    let compression = opts.compression;
+    let (bridge, shut, result) = tokio::task::spawn_blocking(move || {
+        let mut sink = HashWriter {
+            inner: SyncIoBridge::new_with_handle(writer, handle),
+            hasher: Sha256::new(),
+            bytes: 0,
+            error: None,
+        };
+        let mut shut = false;
+        let written = write_compressed(&mut sink, &items, compression).and_then(|files| {
+            shut = true;
+            sink.inner.shutdown().inspect_err(|e| {
+                sink.error.get_or_insert_with(|| e.to_string());
+            })?;
+            Ok(files)
+        });
+        let result = match written {
+            Ok(files) => Ok((files, sink.bytes, hex(&sink.hasher.clone().finalize()))),
+            Err(e) => Err(match &sink.error {
+                Some(store) => BackupError::StoreFailed(format!("uploading the archive failed: {store}")),
+                None => BackupError::ReadFailed(format!("reading the world failed: {e}")),
+            }),
+        };
+        (sink.inner.into_inner(), shut, result)
+    })
+    .await
+    .map_err(|e| BackupError::WriteFailed(e.to_string()))?;
+    let (files, bytes, sha256) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // Abort a multipart upload still in progress (a failed shutdown
+            // has already cleaned up after itself).
+            if !shut {
+                let mut w = bridge;
+                let _ = w.abort().await;
+            }
+            return Err(e);
+        }
+    };
+    let totals = Totals { files: files.len() as u64, bytes: files.iter().map(|f| f.size).sum() };
+    let manifest = Manifest {
+        format: FORMAT,
+        created_at,
+        craftplane_version: env!("CARGO_PKG_VERSION").into(),
+        server: opts.server.clone(),
+        compression: opts.compression.as_str().into(),
+        include: opts.include.clone(),
+        exclude: opts.exclude.clone(),
+        archive: ArchiveInfo { name, bytes, sha256 },
+        totals,
+        files,
+    };
+    let sha = put_manifest(loc, &manifest).await?;
+    Ok((manifest, sha))
+}
+
+async fn put_manifest(loc: &Location, manifest: &Manifest) -> Result<String, BackupError> {
+    let body = serde_json::to_vec_pretty(manifest).map_err(|e| BackupError::WriteFailed(e.to_string()))?;
+    let sha = hex(&Sha256::digest(&body));
+    loc.store
+        .put(&loc.key(MANIFEST), body.into())
+        .await
+        .map_err(|e| BackupError::StoreFailed(format!("writing the manifest failed: {e}")))?;
+    Ok(sha)
+}
+
+/// Reads a snapshot's manifest; returns it and its sha256.
+pub async fn read_manifest(loc: &Location) -> Result<(Manifest, String), BackupError> {
+    let key = loc.key(MANIFEST);
+    let body = match loc.store.get(&key).await {
+        Ok(r) => r.bytes().await.map_err(|e| BackupError::StoreFailed(format!("reading {key}: {e}")))?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(BackupError::SnapshotNotFound(format!("no snapshot at {} (no {MANIFEST})", loc.url)));
+        }
+        Err(e) => return Err(BackupError::StoreFailed(format!("reading {key}: {e}"))),
+    };
+    let manifest: Manifest = serde_json::from_slice(&body)
+        .map_err(|e| BackupError::VerificationFailed(format!("{key} is not a craftplane manifest: {e}")))?;
+    if manifest.format != FORMAT {
+        return Err(BackupError::VerificationFailed(format!("unsupported manifest format {}", manifest.format)));
+    }
+    Ok((manifest, hex(&Sha256::digest(&body))))
+}
+
+/// A blocking reader of an object's bytes.
+async fn object_reader(loc: &Location, name: &str) -> Result<impl Read + Send + 'static, BackupError> {
+    let key = loc.key(name);
+    let get = match loc.store.get(&key).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(BackupError::SnapshotNotFound(format!("the archive {key} is missing")));
+        }
+        Err(e) => return Err(BackupError::StoreFailed(format!("reading {key}: {e}"))),
+    };
+    let stream = get.into_stream().map_err(std::io::Error::other);
+    Ok(SyncIoBridge::new_with_handle(StreamReader::new(stream), tokio::runtime::Handle::current()))
+}
+
+/// Where unpacked files go.
+enum Sink<'a> {
+    /// Only hash (verify).
+    Discard,
+    /// Write under this directory (restore staging).
+    Dir(&'a Path),
+}
+
+/// Reads a whole archive: every file is hashed (and written, for a
+/// restore) and checked against the manifest; the compressed bytes are
+/// checked against the manifest's archive checksum.
+fn unpack<R: Read>(raw: R, manifest: &Manifest, sink: Sink<'_>) -> Result<(), BackupError> {
+    let fail = |m: String| BackupError::VerificationFailed(m);
+    let c = Compression::parse(&manifest.compression)
+        .ok_or_else(|| fail(format!("unknown compression {:?}", manifest.compression)))?;
+    let mut raw = HashReader { inner: raw, hasher: Sha256::new(), bytes: 0 };
+    let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    {
+        let reader: Box<dyn Read + '_> = match c {
+            Compression::Zstd => Box::new(zstd::Decoder::new(&mut raw).map_err(|e| fail(format!("archive: {e}")))?),
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut raw)),
+            Compression::None => Box::new(&mut raw),
+        };
+        let mut archive = tar::Archive::new(reader);
+        let entries = archive.entries().map_err(|e| fail(format!("archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| fail(format!("archive is corrupt: {e}")))?;
+            let path =
+                entry.path().map_err(|e| fail(format!("archive entry path: {e}")))?.to_string_lossy().into_owned();
+            let rel = safe_relative(&path)
+                .ok_or_else(|| fail(format!("archive entry {path:?} leaves the world directory")))?;
+            match entry.header().entry_type() {
+                tar::EntryType::Directory => {
+                    if let Sink::Dir(root) = sink {
+                        std::fs::create_dir_all(root.join(&rel))
+                            .map_err(|e| BackupError::WriteFailed(e.to_string()))?;
+                    }
+                }
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let mut h = Sha256::new();
+                    let mut size = 0u64;
+                    let mut out = match sink {
+                        Sink::Dir(root) => {
+                            let p = root.join(&rel);
+                            if let Some(parent) = p.parent() {
+                                std::fs::create_dir_all(parent).map_err(|e| BackupError::WriteFailed(e.to_string()))?;
+                            }
+                            Some(std::io::BufWriter::new(
+                                std::fs::File::create_new(&p)
+                                    .map_err(|e| BackupError::WriteFailed(format!("{}: {e}", p.display())))?,
+                            ))
+                        }
+                        Sink::Discard => None,
+                    };
+                    let mut buf = vec![0u8; 128 * 1024];
+                    loop {
+                        let n = entry.read(&mut buf).map_err(|e| fail(format!("archive is corrupt at {rel}: {e}")))?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
+                        size += n as u64;
+                        if let Some(o) = out.as_mut() {
+                            o.write_all(&buf[..n]).map_err(|e| BackupError::WriteFailed(e.to_string()))?;
+                        }
+                    }
+                    if let Some(mut o) = out {
+                        o.flush().map_err(|e| BackupError::WriteFailed(e.to_string()))?;
+                    }
+                    if seen.insert(rel.clone(), (size, hex(&h.finalize()))).is_some() {
+                        return Err(fail(format!("{rel} appears twice in the archive")));
+                    }
+                }
+                other => return Err(fail(format!("archive entry {rel} has unsupported type {other:?}"))),
+            }
+        }
+        // Read what follows the last entry too, so the checksum covers every byte.
+        let mut rest = archive.into_inner();
+        std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| fail(format!("archive is corrupt: {e}")))?;
+    }
+    std::io::copy(&mut raw, &mut std::io::sink()).map_err(|e| fail(format!("archive: {e}")))?;
+    let sha = hex(&raw.hasher.finalize());
+    if sha != manifest.archive.sha256 || raw.bytes != manifest.archive.bytes {
+        return Err(fail(format!(
+            "archive checksum mismatch: {} bytes with sha256 {sha}, manifest says {} bytes with sha256 {}",
+            raw.bytes, manifest.archive.bytes, manifest.archive.sha256
+        )));
+    }
+    for f in &manifest.files {
+        match seen.remove(&f.path) {
+            None => return Err(fail(format!("{} is in the manifest but not in the archive", f.path))),
+            Some((size, sha)) if size != f.size || sha != f.sha256 => {
+                return Err(fail(format!(
+                    "{}: {size} bytes with sha256 {sha}, manifest says {} bytes with sha256 {}",
+                    f.path, f.size, f.sha256
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = seen.keys().next() {
+        return Err(fail(format!("{extra} is in the archive but not in the manifest")));
+    }
+    Ok(())
+}
+
+/// A tar path as a safe relative path (no absolute paths, no `..`).
+fn safe_relative(path: &str) -> Option<String> {
+    let trimmed = path.trim_end_matches('/');
+    let parts: Vec<&str> = trimmed.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    if path.starts_with('/') || parts.is_empty() || parts.contains(&"..") {
+        return None;
+    }
+    Some(parts.join("/"))
+}
+
+/// Checks a snapshot: manifest, archive checksum, every file's size and
+/// sha256. Returns the manifest and its sha256.
+pub async fn verify(loc: &Location) -> Result<(Manifest, String), BackupError> {
+    let (manifest, sha) = read_manifest(loc).await?;
+    let reader = object_reader(loc, &manifest.archive.name).await?;
+    let m = manifest.clone();
+    tokio::task::spawn_blocking(move || unpack(reader, &m, Sink::Discard))
+        .await
+        .map_err(|e| BackupError::ReadFailed(e.to_string()))??;
+    Ok((manifest, sha))
+}
+
+/// Restores a snapshot into `data_dir`: unpacks and verifies everything in
+/// a staging directory on the same volume first; only then moves the
+/// current world aside, moves the restored one in, and deletes the old one.
+/// Any failure before the swap leaves `data_dir` exactly as it was.
+pub async fn restore(loc: &Location, data_dir: &Path) -> Result<Manifest, BackupError> {
+    let (manifest, _) = read_manifest(loc).await?;
+    let reader = object_reader(loc, &manifest.archive.name).await?;
+    let tag = crate::resources::secret::generate_password().chars().take(8).collect::<String>().to_lowercase();
+    let staging = data_dir.join(format!(".craftplane-restore-{tag}"));
+    let previous = data_dir.join(format!(".craftplane-previous-{tag}"));
+    let m = manifest.clone();
+    let (st, dd, prev) = (staging.clone(), data_dir.to_path_buf(), previous.clone());
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&st).map_err(|e| BackupError::WriteFailed(format!("{}: {e}", st.display())))?;
+        if let Err(e) = unpack(reader, &m, Sink::Dir(&st)) {
+            let _ = std::fs::remove_dir_all(&st);
+            return Err(e);
+        }
+        swap(&dd, &st, &prev, &m)
+    })
+    .await
+    .map_err(|e| BackupError::WriteFailed(e.to_string()))??;
+    Ok(manifest)
+}
+
+/// Top-level names of the current world a restore replaces.
+fn replaced(current: &Path, manifest: &Manifest) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(current)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".craftplane") {
+            continue;
+        }
+        // Paths left out of the snapshot are left alone.
+        if manifest.exclude.iter().any(|x| x.trim_end_matches('/') == name) {
+            continue;
+        }
+        if !manifest.include.is_empty()
+            && !manifest.include.iter().any(|i| i.trim_end_matches('/').split('/').next() == Some(name.as_str()))
+        {
+            continue;
+        }
+        out.push(name);
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn swap(data_dir: &Path, staging: &Path, previous: &Path, manifest: &Manifest) -> Result<(), BackupError> {
+    let w = |e: std::io::Error| BackupError::WriteFailed(format!("swapping in the restored world: {e}"));
+    std::fs::create_dir_all(previous).map_err(w)?;
+    for name in replaced(data_dir, manifest).map_err(w)? {
+        std::fs::rename(data_dir.join(&name), previous.join(&name)).map_err(w)?;
+    }
+    for e in std::fs::read_dir(staging).map_err(w)? {
+        let name = e.map_err(w)?.file_name();
+        std::fs::rename(staging.join(&name), data_dir.join(&name)).map_err(w)?;
+    }
+    std::fs::remove_dir_all(staging).map_err(w)?;
+    std::fs::remove_dir_all(previous).map_err(w)?;
+    Ok(())
+}
+
+/// Downloads a snapshot's archive to `out` (a `.tar.zst` a person can
+/// unpack with `tar`), checking its size and sha256 against the manifest.
+pub async fn export(loc: &Location, out: &Path) -> Result<Manifest, BackupError> {
+    let (manifest, _) = read_manifest(loc).await?;
+    let mut reader = object_reader(loc, &manifest.archive.name).await?;
+    let tmp = out.with_extension("part");
+    let (m, t, o) = (manifest.clone(), tmp.clone(), out.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::create(&t).map_err(|e| BackupError::WriteFailed(format!("{}: {e}", t.display())))?;
+        let mut w = HashWriter { inner: std::io::BufWriter::new(file), hasher: Sha256::new(), bytes: 0, error: None };
+        let copied = std::io::copy(&mut reader, &mut w).and_then(|_| w.flush());
+        let check = match copied {
+            Err(e) => Err(BackupError::StoreFailed(format!("downloading the archive: {e}"))),
+            Ok(()) => {
+                let sha = hex(&w.hasher.clone().finalize());
+                if sha != m.archive.sha256 || w.bytes != m.archive.bytes {
+                    Err(BackupError::VerificationFailed(format!(
+                        "archive checksum mismatch: {} bytes with sha256 {sha}, manifest says {} bytes with sha256 {}",
+                        w.bytes, m.archive.bytes, m.archive.sha256
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        match check {
+            Ok(()) => std::fs::rename(&t, &o).map_err(|e| BackupError::WriteFailed(e.to_string())),
+            Err(e) => {
+                let _ = std::fs::remove_file(&t);
+                Err(e)
+            }
+        }
+    })
+    .await
+    .map_err(|e| BackupError::WriteFailed(e.to_string()))??;
+    Ok(manifest)
+}
+
+/// Stores an archive file (tar, optionally zstd or gzip) as a new snapshot
+/// at `loc`: its files are listed and hashed into a manifest first; the
+/// archive is uploaded unchanged.
+pub async fn import(
+    file: &Path,
+    loc: &Location,
+    server: Option<ServerInfo>,
+) -> Result<(Manifest, String), BackupError> {
+    let r = |e: std::io::Error| BackupError::ReadFailed(format!("{}: {e}", file.display()));
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(file).and_then(|mut f| f.read(&mut head)).map_err(r)?;
+    let compression = Compression::sniff(&head[..n]);
+    let path = file.to_path_buf();
+    // First pass: list and hash; the archive's own checksum comes with it.
+    let scanned = tokio::task::spawn_blocking(move || -> Result<(Vec<FileEntry>, u64, String), BackupError> {
+        let f = std::fs::File::open(&path).map_err(|e| BackupError::ReadFailed(e.to_string()))?;
+        let size = f.metadata().map_err(|e| BackupError::ReadFailed(e.to_string()))?.len();
+        let sha = {
+            let mut h = Sha256::new();
+            std::io::copy(&mut std::fs::File::open(&path).map_err(|e| BackupError::ReadFailed(e.to_string()))?, &mut h)
+                .map_err(|e| BackupError::ReadFailed(e.to_string()))?;
+            hex(&h.finalize())
+        };
+        // Reuse the verifier with a manifest that lists nothing, collecting what it sees.
+        let files = list(f, compression)?;
+        Ok((files, size, sha))
+    })
+    .await
+    .map_err(|e| BackupError::ReadFailed(e.to_string()))??;
+    let (files, bytes, sha256) = scanned;
+    let name = compression.archive_name();
+    let mut upload =
+        BufWriter::with_capacity(loc.store.clone(), loc.key(&name), PART_SIZE).with_max_concurrency(UPLOAD_CONCURRENCY);
+    let mut src = tokio::fs::File::open(file).await.map_err(r)?;
+    if let Err(e) = tokio::io::copy(&mut src, &mut upload).await {
+        let _ = upload.abort().await;
+        return Err(BackupError::StoreFailed(format!("uploading the archive failed: {e}")));
+    }
+    tokio::io::AsyncWriteExt::shutdown(&mut upload)
+        .await
+        .map_err(|e| BackupError::StoreFailed(format!("uploading the archive failed: {e}")))?;
+    let manifest = Manifest {
+        format: FORMAT,
+        created_at: now_rfc3339(),
+        craftplane_version: env!("CARGO_PKG_VERSION").into(),
+        server,
+        compression: compression.as_str().into(),
+        include: vec![],
+        exclude: vec![],
+        archive: ArchiveInfo { name, bytes, sha256 },
+        totals: Totals { files: files.len() as u64, bytes: files.iter().map(|f| f.size).sum() },
+        files,
+    };
+    let sha = put_manifest(loc, &manifest).await?;
+    Ok((manifest, sha))
+}
+
+/// Lists and hashes the regular files of an archive (refusing unsafe entries).
+fn list<R: Read>(raw: R, c: Compression) -> Result<Vec<FileEntry>, BackupError> {
+    let fail = |m: String| BackupError::VerificationFailed(m);
+    let reader: Box<dyn Read> = match c {
+        Compression::Zstd => Box::new(zstd::Decoder::new(raw).map_err(|e| fail(e.to_string()))?),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(raw)),
+        Compression::None => Box::new(raw),
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut files = Vec::new();
+    for entry in archive.entries().map_err(|e| fail(format!("not a tar archive: {e}")))? {
+        let mut entry = entry.map_err(|e| fail(format!("archive is corrupt: {e}")))?;
+        let path = entry.path().map_err(|e| fail(e.to_string()))?.to_string_lossy().into_owned();
+        let rel =
+            safe_relative(&path).ok_or_else(|| fail(format!("archive entry {path:?} leaves the world directory")))?;
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => {}
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut h = HashReader { inner: &mut entry, hasher: Sha256::new(), bytes: 0 };
+                std::io::copy(&mut h, &mut std::io::sink()).map_err(|e| fail(format!("archive is corrupt: {e}")))?;
+                files.push(FileEntry { path: rel, size: h.bytes, sha256: hex(&h.hasher.finalize()) });
+            }
+            other => return Err(fail(format!("archive entry {rel} has unsupported type {other:?}"))),
+        }
+    }
+    Ok(files)
+}
+
+/// Deletes a snapshot's objects (archive and manifest).
+pub async fn delete(loc: &Location) -> Result<(), BackupError> {
+    let names: Vec<String> = match read_manifest(loc).await {
+        Ok((m, _)) => vec![m.archive.name, MANIFEST.to_string()],
+        Err(BackupError::SnapshotNotFound(_)) => {
+            [Compression::Zstd, Compression::Gzip, Compression::None].iter().map(|c| c.archive_name()).collect()
+        }
+        Err(e) => return Err(e),
+    };
+    for n in names {
+        match loc.store.delete(&loc.key(&n)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(BackupError::StoreFailed(format!("deleting {}: {e}", loc.key(&n)))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_archive_paths_are_refused() {
+        assert_eq!(safe_relative("world/level.dat").as_deref(), Some("world/level.dat"));
+        assert_eq!(safe_relative("./world/").as_deref(), Some("world"));
+        assert_eq!(safe_relative("/etc/passwd"), None);
+        assert_eq!(safe_relative("world/../../x"), None);
+        assert_eq!(safe_relative(""), None);
+    }
+}
