@@ -240,7 +240,7 @@ async fn save_on_is_sent_when_the_store_dies_mid_upload() {
     make_world(&world, 50, 64, 4096);
     std::fs::write(t.path("pw"), "pw").unwrap();
     let tlog = t.path("termination-log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_craftplane"))
+    let child = Command::new(env!("CARGO_BIN_EXE_craftplane"))
         .args(["backup", "--to", "s3://worlds/snap", "--compression", "none", "--data-dir", p(&world)])
         .args(["--rcon-address", &format!("127.0.0.1:{}", rcon.port), "--rcon-password-file", p(&t.path("pw"))])
         .args(["--termination-log", p(&tlog)])
