@@ -657,6 +657,8 @@ async fn network_policies_field_by_field() {
     assert_eq!(
         sorted,
         [
+            "craftplane-backup-egress",
+            "craftplane-backup-rcon",
             "craftplane-default-deny",
             "craftplane-dns",
             "craftplane-game",
@@ -677,6 +679,17 @@ async fn network_policies_field_by_field() {
         json!({"podSelector": servers, "policyTypes": ["Ingress"], "ingress": [{
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "craftplane-system"}}}],
             "ports": [{"protocol": "TCP", "port": 25565}, {"protocol": "TCP", "port": 25575}]}]})
+    );
+    let backups = json!({"matchLabels": {"app.kubernetes.io/name": "craftplane-backup"}});
+    assert_eq!(
+        get("craftplane-backup-rcon").await,
+        json!({"podSelector": servers, "policyTypes": ["Ingress"], "ingress": [{
+            "from": [{"podSelector": backups}], "ports": [{"protocol": "TCP", "port": 25575}]}]})
+    );
+    assert_eq!(
+        get("craftplane-backup-egress").await,
+        json!({"podSelector": backups, "policyTypes": ["Egress"], "egress": [{
+            "to": [{"podSelector": servers}], "ports": [{"protocol": "TCP", "port": 25575}]}]})
     );
     assert_eq!(
         get("craftplane-dns").await,

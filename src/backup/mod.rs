@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod cli;
 pub mod store;
+pub mod stores;
 
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,12 @@
 //! `gs://bucket/prefix` (GOOGLE_* environment), `az://container/prefix`
 //! (AZURE_* environment) and `file:///dir`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 
 use object_store::ObjectStore;
 use object_store::path::Path;
@@ -43,53 +48,67 @@ pub struct Location {
 }
 
 impl Location {
-    /// Opens `url` (see the module docs for schemes and credentials).
+    /// Checks that a URL names a supported store.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        let parsed = url::Url::parse(url.trim_end_matches('/')).map_err(|e| e.to_string())?;
+        if parsed.path().split('/').any(|s| s == "..") {
+            return Err("'..' is not allowed".into());
+        }
+        match parsed.scheme() {
+            "s3" | "s3a" | "gs" | "az" | "azure" if parsed.host_str().is_some() => Ok(()),
+            "file" => Ok(()),
+            "s3" | "s3a" | "gs" | "az" | "azure" => Err("no bucket or container".into()),
+            other => Err(format!("unsupported scheme {other:?} (s3, gs, az, file)")),
+        }
+    }
+
+    /// Opens `url` with settings from the environment (AWS_*, GOOGLE_*,
+    /// AZURE_*): the CLI and the Jobs.
     pub fn open(url: &str) -> Result<Location, BackupError> {
+        Self::build(url, &BTreeMap::new(), true)
+    }
+
+    /// Opens `url` with explicit settings (environment-variable names such
+    /// as AWS_ENDPOINT) and nothing from the environment: the operator.
+    pub fn open_with(url: &str, settings: &BTreeMap<String, String>) -> Result<Location, BackupError> {
+        Self::build(url, settings, false)
+    }
+
+    fn build(url: &str, settings: &BTreeMap<String, String>, env: bool) -> Result<Location, BackupError> {
         let bad = |m: String| BackupError::InvalidLocation(format!("{url}: {m}"));
+        Self::check_url(url).map_err(bad)?;
         let trimmed = url.trim_end_matches('/');
         let parsed = url::Url::parse(trimmed).map_err(|e| bad(e.to_string()))?;
-        let key = parsed.path().trim_start_matches('/');
-        if key.split('/').any(|s| s == "..") {
-            return Err(bad("'..' is not allowed".into()));
-        }
+        let key = parsed.path().trim_start_matches('/').to_string();
+        let host = parsed.host_str().unwrap_or_default().to_string();
+        let setting = |k: &String| k.to_ascii_lowercase();
         let store: Arc<dyn ObjectStore> = match parsed.scheme() {
             "s3" | "s3a" => {
-                let bucket = parsed.host_str().ok_or_else(|| bad("no bucket".into()))?;
-                Arc::new(
-                    object_store::aws::AmazonS3Builder::from_env()
-                        .with_bucket_name(bucket)
-                        .with_retry(retry())
-                        .build()
-                        .map_err(|e| bad(e.to_string()))?,
-                )
+                let mut b = if env { AmazonS3Builder::from_env() } else { AmazonS3Builder::new() };
+                for (k, v) in settings {
+                    b = b.with_config(setting(k).parse().map_err(|e| bad(format!("{k}: {e}")))?, v);
+                }
+                Arc::new(b.with_bucket_name(host).with_retry(retry()).build().map_err(|e| bad(e.to_string()))?)
             }
             "gs" => {
-                let bucket = parsed.host_str().ok_or_else(|| bad("no bucket".into()))?;
-                Arc::new(
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                        .with_bucket_name(bucket)
-                        .with_retry(retry())
-                        .build()
-                        .map_err(|e| bad(e.to_string()))?,
-                )
+                let mut b = if env { GoogleCloudStorageBuilder::from_env() } else { GoogleCloudStorageBuilder::new() };
+                for (k, v) in settings {
+                    b = b.with_config(setting(k).parse().map_err(|e| bad(format!("{k}: {e}")))?, v);
+                }
+                Arc::new(b.with_bucket_name(host).with_retry(retry()).build().map_err(|e| bad(e.to_string()))?)
             }
             "az" | "azure" => {
-                let container = parsed.host_str().ok_or_else(|| bad("no container".into()))?;
-                Arc::new(
-                    object_store::azure::MicrosoftAzureBuilder::from_env()
-                        .with_container_name(container)
-                        .with_retry(retry())
-                        .build()
-                        .map_err(|e| bad(e.to_string()))?,
-                )
+                let mut b = if env { MicrosoftAzureBuilder::from_env() } else { MicrosoftAzureBuilder::new() };
+                for (k, v) in settings {
+                    b = b.with_config(setting(k).parse().map_err(|e| bad(format!("{k}: {e}")))?, v);
+                }
+                Arc::new(b.with_container_name(host).with_retry(retry()).build().map_err(|e| bad(e.to_string()))?)
             }
-            "file" => {
+            _ => {
                 let root = std::path::Path::new("/");
-                std::fs::create_dir_all(root.join(key)).map_err(|e| bad(e.to_string()))?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| bad(e.to_string()))?;
-                Arc::new(fs)
+                std::fs::create_dir_all(root.join(&key)).map_err(|e| bad(e.to_string()))?;
+                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| bad(e.to_string()))?)
             }
-            other => return Err(bad(format!("unsupported scheme {other:?} (s3, gs, az, file)"))),
         };
         Ok(Location { store, prefix: Path::from(key), url: trimmed.to_string() })
     }

@@ -4,6 +4,7 @@
 //! into a [`ServerModel`] or a typed [`InvalidSpec`]; one file per object kind
 //! turns the model into desired objects.
 
+pub mod backup_job;
 pub mod config_map;
 pub mod image;
 pub mod properties;

@@ -226,6 +226,17 @@ fn server_pods() -> LabelSelector {
     }
 }
 
+/// Pods of backup and restore Jobs.
+pub fn backup_pods() -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([("app.kubernetes.io/name".into(), BACKUP_POD_NAME.into())])),
+        ..Default::default()
+    }
+}
+
+/// `app.kubernetes.io/name` of backup and restore Job pods.
+pub const BACKUP_POD_NAME: &str = "craftplane-backup";
+
 fn policy(t: &Tenant, ns: &str, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
     NetworkPolicy { metadata: meta(t, name, Some(ns), "network"), spec: Some(spec) }
 }
@@ -234,6 +245,8 @@ fn policy(t: &Tenant, ns: &str, name: &str, spec: NetworkPolicySpec) -> NetworkP
 /// - `craftplane-default-deny`: no ingress, no egress for any pod;
 /// - `craftplane-game`: the game port from `network.allowedIngressCidrs`;
 /// - `craftplane-operator`: game and RCON ports from the operator's namespace;
+/// - `craftplane-backup-rcon` / `craftplane-backup-egress`: backup Jobs
+///   reach their server's RCON port (save-off, save-all, save-on);
 /// - `craftplane-dns`: DNS to kube-system;
 /// - `craftplane-internet-egress`: HTTP(S) to public addresses (plugin
 ///   downloads, authentication), never to private ranges, so never to other
@@ -284,6 +297,34 @@ pub fn network_policies(t: &Tenant, ns: &str, operator_namespace: &str) -> Vec<N
                 ingress: Some(vec![NetworkPolicyIngressRule {
                     from: Some(vec![ns_peer(operator_namespace)]),
                     ports: Some(vec![tcp(GAME_PORT), tcp(RCON_PORT)]),
+                }]),
+                ..Default::default()
+            },
+        ),
+        policy(
+            t,
+            ns,
+            "craftplane-backup-rcon",
+            NetworkPolicySpec {
+                pod_selector: Some(server_pods()),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer { pod_selector: Some(backup_pods()), ..Default::default() }]),
+                    ports: Some(vec![tcp(RCON_PORT)]),
+                }]),
+                ..Default::default()
+            },
+        ),
+        policy(
+            t,
+            ns,
+            "craftplane-backup-egress",
+            NetworkPolicySpec {
+                pod_selector: Some(backup_pods()),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![NetworkPolicyPeer { pod_selector: Some(server_pods()), ..Default::default() }]),
+                    ports: Some(vec![tcp(RCON_PORT)]),
                 }]),
                 ..Default::default()
             },

@@ -42,7 +42,7 @@ impl Tools {
             kube_scheduler: b.join(format!("kube-scheduler-{k}")),
             kubectl: b.join(format!("kubectl-{k}")),
             kwok: b.join(format!("kwok-{}", versions::KWOK)),
-            kwok_stages: b.join(format!("kwok-stages-{}.yaml", versions::KWOK)),
+            kwok_stages: b.join(format!("kwok-stages-{}-r2.yaml", versions::KWOK)),
             helm: b.join(format!("helm-{}", versions::HELM)),
         }
     }
@@ -223,6 +223,12 @@ fn write_kwok_stages(sh: &Shell, module_dir: &Path, out: &Path) -> Result<()> {
     if !all.contains("kind: Stage") {
         bail!("no kwok stages found under {}", root.display());
     }
+    // Job pods finish after 5 s instead of at once, like a short real Job:
+    // tests can act while a backup Job runs.
+    let marker = "  name: pod-complete\n";
+    let at = all.find(marker).context("kwok has no pod-complete stage")?;
+    let next = at + all[at..].find("\n  next:\n").context("pod-complete stage has no next")?;
+    all.insert_str(next + 1, "  delay:\n    durationMilliseconds: 5000\n");
     std::fs::write(out, all)?;
     Ok(())
 }
