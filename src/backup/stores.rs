@@ -84,14 +84,24 @@ impl Stores {
         };
         let store = self.stores.iter().find(|s| s.name == name).ok_or_else(|| {
             let known: Vec<&str> = self.stores.iter().map(|s| s.name.as_str()).collect();
-            format!("store {name:?} is not configured; configured: {}", if known.is_empty() { "none".into() } else { known.join(", ") })
+            format!(
+                "store {name:?} is not configured; configured: {}",
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            )
         })?;
         Ok((store, prefix))
     }
 }
 
 /// Location URL of one snapshot: `<store url>/<prefix>/<namespace>/<server>/<snapshot>-<uid8>`.
-pub fn snapshot_url(store: &StoreConfig, prefix: Option<&str>, ns: &str, server: &str, snapshot: &str, uid: &str) -> String {
+pub fn snapshot_url(
+    store: &StoreConfig,
+    prefix: Option<&str>,
+    ns: &str,
+    server: &str,
+    snapshot: &str,
+    uid: &str,
+) -> String {
     let mut url = store.url.trim_end_matches('/').to_string();
     if let Some(p) = prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
         url.push('/');
@@ -121,7 +131,10 @@ mod tests {
         assert_eq!(s.pick(Some(&own), Some(&tenant)).unwrap().0.name, "cold");
         let (st, prefix) = s.pick(None, Some(&tenant)).unwrap();
         assert_eq!((st.name.as_str(), prefix), ("main", Some("tenants/acme")));
-        assert_eq!(snapshot_url(st, prefix, "games", "survival", "nightly", "0a1b2c3d-99"), "s3://b/prod/tenants/acme/games/survival/nightly-0a1b2c3d");
+        assert_eq!(
+            snapshot_url(st, prefix, "games", "survival", "nightly", "0a1b2c3d-99"),
+            "s3://b/prod/tenants/acme/games/survival/nightly-0a1b2c3d"
+        );
         assert_eq!(s.pick(None, None).unwrap().0.name, "main");
         let unknown = StoreRef { name: "nope".into(), prefix: None };
         assert!(s.pick(Some(&unknown), None).unwrap_err().contains("configured: main, cold"));

@@ -78,6 +78,8 @@ pub struct Context {
     pub settings: Settings,
     /// Modrinth API client; `None` when disabled.
     pub modrinth: Option<crate::plugins::modrinth::Client>,
+    /// Backup stores the admin configured; `None`: backups are off.
+    pub stores: Option<crate::backup::stores::Stores>,
     /// Last Server List Ping result per server.
     pub pings: Mutex<HashMap<Key, Result<slp::Status, String>>>,
     /// Consecutive failures per object UID, for backoff.
@@ -98,6 +100,7 @@ impl Context {
         children: Children,
         settings: Settings,
         modrinth: Option<crate::plugins::modrinth::Client>,
+        stores: Option<crate::backup::stores::Stores>,
     ) -> Context {
         Context {
             client,
@@ -110,6 +113,7 @@ impl Context {
             children,
             settings,
             modrinth,
+            stores,
             pings: Mutex::default(),
             failures: Mutex::default(),
         }

@@ -4,6 +4,7 @@
 //! health/metrics endpoint and shutdown. Reconcilers (one per kind) plug in
 //! here.
 
+pub mod backup;
 pub mod conditions;
 pub mod context;
 pub mod error;
@@ -79,6 +80,10 @@ pub struct ControllerArgs {
     /// operator's own image; the Helm chart sets it).
     #[arg(long, env = "CRAFTPLANE_HELPER_IMAGE", default_value = crate::resources::image::OPERATOR_IMAGE)]
     pub helper_image: String,
+    /// YAML file with the backup stores (see docs/backups.md); without it
+    /// BackupSnapshots fail with StoreNotConfigured.
+    #[arg(long, env = "CRAFTPLANE_BACKUP_STORES")]
+    pub backup_stores: Option<std::path::PathBuf>,
     /// Seconds between periodic re-checks of every object.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=86400))]
     pub resync_seconds: u64,
@@ -199,7 +204,8 @@ async fn run_controllers(
     use kube::runtime::reflector::{self, ObjectRef};
     use kube::runtime::{WatchStreamExt, watcher};
 
-    use crate::api::{MinecraftServer, PluginInstallation, Sku, Tenant};
+    use crate::api::{BackupSnapshot, MinecraftServer, PluginInstallation, Sku, Tenant};
+    use k8s_openapi::api::batch::v1::Job;
     use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -280,6 +286,10 @@ async fn run_controllers(
     let plugin_api: Api<PluginInstallation> = Api::all(client.clone());
     let plugin_ctrl = Controller::new(plugin_api.clone(), wc.clone());
     let plugin_store = plugin_ctrl.store();
+    let stores = match &args.backup_stores {
+        Some(p) => Some(crate::backup::stores::Stores::load(p).map_err(|e| anyhow::anyhow!(e))?),
+        None => None,
+    };
     let modrinth = if args.modrinth_url.is_empty() {
         None
     } else {
@@ -349,6 +359,7 @@ async fn run_controllers(
             helper_image: args.helper_image.clone(),
         },
         modrinth,
+        stores,
     ));
 
     let (ping_tx, ping_rx) = tokio::sync::mpsc::channel::<ObjectRef<MinecraftServer>>(256);
@@ -436,6 +447,18 @@ async fn run_controllers(
         )
         .for_each(|_| futures::future::ready(()));
 
+    // Backups: one Job each.
+    let backup_ctrl = Controller::new(Api::<BackupSnapshot>::all(client.clone()), wc.clone())
+        .owns(Api::<Job>::all(client.clone()), children.clone())
+        .with_config(CtrlConfig::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(stop_fut(stop.clone()))
+        .run(
+            |obj, ctx: Arc<context::Context>| timed("BackupSnapshot", ctx.clone(), backup::reconcile(obj, ctx)),
+            backup::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
     // Tenants: their objects carry the tenant label; SKU and server changes
     // change the effective SKUs and the usage.
     fn by_tenant_label<K: kube::Resource>(o: &K) -> Option<ObjectRef<Tenant>> {
@@ -508,7 +531,7 @@ async fn run_controllers(
     };
     let housekeeping = housekeeping(ctx.clone(), health.clone());
     let result = tokio::select! {
-        _ = async { tokio::join!(server_ctrl, sku_ctrl, tenant_ctrl, plugin_ctrl, readiness) } => Ok(()),
+        _ = async { tokio::join!(server_ctrl, sku_ctrl, tenant_ctrl, plugin_ctrl, backup_ctrl, readiness) } => Ok(()),
         _ = pinger => Ok(()),
         _ = reflectors => Ok(()),
         _ = housekeeping => Ok(()),

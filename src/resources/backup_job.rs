@@ -95,7 +95,8 @@ pub fn build(i: &JobInput) -> Job {
     }];
     let args = match &i.task {
         Task::Backup { flags, rcon } => {
-            let mut a = vec!["backup".to_string(), "--to".into(), i.location.clone(), "--data-dir".into(), "/data".into()];
+            let mut a =
+                vec!["backup".to_string(), "--to".into(), i.location.clone(), "--data-dir".into(), "/data".into()];
             a.extend(flags.iter().cloned());
             if *rcon {
                 a.extend([
@@ -122,7 +123,9 @@ pub fn build(i: &JobInput) -> Job {
             }
             a
         }
-        Task::Restore => vec!["restore".into(), "--from".into(), i.location.clone(), "--data-dir".into(), "/data".into()],
+        Task::Restore => {
+            vec!["restore".into(), "--from".into(), i.location.clone(), "--data-dir".into(), "/data".into()]
+        }
     };
     let env: Vec<EnvVar> =
         i.settings.iter().map(|(k, v)| EnvVar { name: k.clone(), value: Some(v.clone()), value_from: None }).collect();
@@ -251,7 +254,11 @@ mod tests {
         assert!(c["args"].as_array().unwrap().iter().any(|a| a == "survival-rcon.games.svc:25575"));
         assert_eq!(c["volumeMounts"][0]["readOnly"], true);
         assert_eq!(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "survival-data");
-        assert_eq!(pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchFields"][0]["values"][0], "node-2");
+        assert_eq!(
+            pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchFields"]
+                [0]["values"][0],
+            "node-2"
+        );
         assert_eq!(c["envFrom"][0]["secretRef"]["name"], "nightly-store");
         assert_eq!(job["spec"]["backoffLimit"], 2);
         assert_eq!(pod["restartPolicy"], "Never");

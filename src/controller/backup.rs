@@ -1,0 +1,380 @@
+//! The BackupSnapshot reconciler: one Job per snapshot runs `craftplane
+//! backup` next to the world volume; the snapshot is Completed only when the
+//! store holds its manifest; deleting it deletes the stored objects unless
+//! `retain`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::conditions;
+use super::context::{Context, cached};
+use super::error::{Error, Result};
+use crate::api::backup::{BackupPhase, BackupSnapshot, BackupSnapshotStatus};
+use crate::api::server::ServerPhase;
+use crate::api::{GROUP, VERSION};
+use crate::backup::stores::{StoreConfig, snapshot_url};
+use crate::backup::{BackupError, Location, archive};
+use crate::resources::FIELD_MANAGER;
+use crate::resources::backup_job::{self, JobInput, Task};
+
+/// Finalizer that deletes the stored archive with the snapshot.
+pub const FINALIZER: &str = "craftplane.io/backup-objects";
+
+/// Reconciles one BackupSnapshot.
+pub async fn reconcile(snap: Arc<BackupSnapshot>, ctx: Arc<Context>) -> Result<Action> {
+    if !super::context::store_ready(&ctx.servers) || !super::context::store_ready(&ctx.tenants) {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let ns = snap.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<BackupSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = snap.uid().unwrap_or_default();
+    let r = finalizer(&api, FINALIZER, snap, |event| async {
+        match event {
+            Event::Apply(s) => apply(s, &ctx).await,
+            Event::Cleanup(s) => cleanup(s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if r.is_ok() {
+        ctx.succeeded(&uid);
+    }
+    r
+}
+
+/// Backoff on errors.
+pub fn error_policy(snap: Arc<BackupSnapshot>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&snap.uid().unwrap_or_default());
+    warn!(snapshot = %snap.name_any(), namespace = ?snap.namespace(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn owner(snap: &BackupSnapshot) -> OwnerReference {
+    OwnerReference {
+        api_version: format!("{GROUP}/{VERSION}"),
+        kind: "BackupSnapshot".into(),
+        name: snap.name_any(),
+        uid: snap.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The store settings the operator itself uses: config plus the
+/// credentials Secret's data.
+async fn settings(ctx: &Context, store: &StoreConfig) -> Result<BTreeMap<String, String>, String> {
+    let mut s = store.config.clone();
+    if let Some(name) = &store.credentials_secret {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.operator_namespace);
+        let secret = api.get_opt(name).await.map_err(|e| format!("reading Secret {name}: {e}"))?.ok_or_else(|| {
+            format!(
+                "credentials Secret {}/{name} of store {:?} does not exist",
+                ctx.settings.operator_namespace, store.name
+            )
+        })?;
+        for (k, v) in secret.data.unwrap_or_default() {
+            s.insert(k, String::from_utf8_lossy(&v.0).into_owned());
+        }
+    }
+    Ok(s)
+}
+
+struct Verdict {
+    phase: BackupPhase,
+    reason: String,
+    message: String,
+}
+
+fn verdict(phase: BackupPhase, reason: &str, message: impl Into<String>) -> Verdict {
+    Verdict { phase, reason: reason.into(), message: message.into() }
+}
+
+async fn apply(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
+    let ns = snap.namespace().unwrap_or_default();
+    let name = snap.name_any();
+    let old = snap.status.clone().unwrap_or_default();
+    if matches!(old.phase, Some(BackupPhase::Completed | BackupPhase::Failed)) {
+        return Ok(Action::await_change());
+    }
+    let mut status = old.clone();
+    status.observed_generation = snap.metadata.generation;
+    let job_name = backup_job::child_name(&name, "backup");
+    let creds_name = backup_job::child_name(&name, "store");
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let job = jobs.get_opt(&job_name).await?;
+
+    let v = match job {
+        None => start(&snap, ctx, &mut status, &job_name, &creds_name).await?,
+        Some(job) => follow(&snap, ctx, &mut status, &job).await?,
+    };
+    let now = Timestamp::now();
+    status.phase = Some(v.phase);
+    let done = matches!(v.phase, BackupPhase::Completed | BackupPhase::Failed);
+    if done && status.completed_at.is_none() {
+        status.completed_at = Some(Time(now));
+    }
+    let ready = v.phase == BackupPhase::Completed;
+    let stalled = v.phase == BackupPhase::Failed;
+    status.conditions = conditions::merge(
+        &old.conditions,
+        &conditions::kstatus(ready, stalled, &v.reason, &v.message),
+        snap.metadata.generation,
+        now,
+    );
+    if done {
+        // The copied store credentials are needed only while the Job runs.
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        match secrets.delete(&creds_name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        if v.phase == BackupPhase::Completed {
+            ctx.metrics.backup_bytes.inc_by(status.bytes.unwrap_or(0).max(0) as u64);
+            if let (Some(s), Some(c)) = (&status.started_at, &status.completed_at) {
+                ctx.metrics.backup_duration.observe((c.0.as_second() - s.0.as_second()).max(0) as f64);
+            }
+        } else {
+            ctx.metrics.backup_failures.inc();
+        }
+    }
+    if status != old {
+        let api: Api<BackupSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch =
+            serde_json::json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "BackupSnapshot", "status": status});
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        if old.phase != status.phase {
+            info!(snapshot = %name, namespace = %ns, phase = ?v.phase, reason = %v.reason, "snapshot phase changed");
+            let _ = ctx
+                .recorder
+                .publish(
+                    &KubeEvent {
+                        type_: if stalled { EventType::Warning } else { EventType::Normal },
+                        reason: v.reason.clone(),
+                        note: Some(v.message.chars().take(1000).collect()),
+                        action: "Backup".into(),
+                        secondary: None,
+                    },
+                    &snap.object_ref(&()),
+                )
+                .await;
+        }
+    }
+    Ok(if done { Action::await_change() } else { Action::requeue(Duration::from_secs(10)) })
+}
+
+/// Creates the Job (and the credentials it needs).
+async fn start(
+    snap: &BackupSnapshot,
+    ctx: &Context,
+    status: &mut BackupSnapshotStatus,
+    job_name: &str,
+    creds_name: &str,
+) -> Result<Verdict> {
+    let ns = snap.namespace().unwrap_or_default();
+    let name = snap.name_any();
+    let Some(server) = ctx.servers.get(&ObjectRef::new(&snap.spec.server).within(&ns)) else {
+        return Ok(verdict(
+            BackupPhase::Failed,
+            "ServerNotFound",
+            format!("MinecraftServer {:?} does not exist in namespace {ns}", snap.spec.server),
+        ));
+    };
+    let tenant = ctx.tenants.state().into_iter().find(|t| {
+        t.desired_namespaces().contains(&ns) || t.status.as_ref().is_some_and(|st| st.namespaces.contains(&ns))
+    });
+    let Some(stores) = ctx.stores.as_ref() else {
+        return Ok(verdict(
+            BackupPhase::Failed,
+            "StoreNotConfigured",
+            "this operator has no backup stores (--backup-stores)",
+        ));
+    };
+    let tenant_store = tenant.as_ref().and_then(|t| t.spec.backup_store.clone());
+    let (store, prefix) = match stores.pick(snap.spec.store.as_ref(), tenant_store.as_ref()) {
+        Ok(x) => x,
+        Err(e) => return Ok(verdict(BackupPhase::Failed, "StoreNotConfigured", e)),
+    };
+    let location = snapshot_url(store, prefix, &ns, &snap.spec.server, &name, &snap.uid().unwrap_or_default());
+    let mut credentials = None;
+    if let Some(secret_name) = &store.credentials_secret {
+        let src: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.operator_namespace);
+        let Some(source) = src.get_opt(secret_name).await? else {
+            return Ok(verdict(
+                BackupPhase::Failed,
+                "StoreCredentialsMissing",
+                format!(
+                    "credentials Secret {}/{secret_name} of store {:?} does not exist",
+                    ctx.settings.operator_namespace, store.name
+                ),
+            ));
+        };
+        let copy = Secret {
+            metadata: ObjectMeta {
+                name: Some(creds_name.into()),
+                namespace: Some(ns.clone()),
+                owner_references: Some(vec![owner(snap)]),
+                labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".into(), "craftplane".into())])),
+                ..Default::default()
+            },
+            data: source.data,
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .patch(creds_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&copy))
+            .await?;
+        credentials = Some(creds_name.to_string());
+    }
+    let pod = cached(&ctx.children.pods, &ns, &format!("{}-0", snap.spec.server));
+    let node = pod.as_ref().and_then(|p| p.spec.as_ref()?.node_name.clone());
+    let running = server.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running) && pod.is_some();
+    let mut flags =
+        vec!["--compression".to_string(), crate::backup::Compression::from(snap.spec.compression).as_str().into()];
+    for p in &snap.spec.include {
+        flags.extend(["--include".into(), p.clone()]);
+    }
+    for p in &snap.spec.exclude {
+        flags.extend(["--exclude".into(), p.clone()]);
+    }
+    flags.extend([
+        "--server".into(),
+        format!("{ns}/{}/{}/{}", snap.spec.server, server.spec.server_type.as_str(), server.spec.version),
+    ]);
+    let job = backup_job::build(&JobInput {
+        name: job_name.into(),
+        namespace: ns.clone(),
+        server: snap.spec.server.clone(),
+        owner: owner(snap),
+        snapshot: name.clone(),
+        location: location.clone(),
+        image: ctx.settings.helper_image.clone(),
+        settings: store.config.clone(),
+        credentials,
+        node,
+        task: Task::Backup { flags, rcon: running },
+    });
+    Api::<Job>::namespaced(ctx.client.clone(), &ns)
+        .patch(job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job))
+        .await?;
+    status.location = Some(location);
+    status.job_name = Some(job_name.into());
+    status.started_at = Some(Time(Timestamp::now()));
+    Ok(verdict(BackupPhase::Running, "JobCreated", format!("backup Job {job_name} created")))
+}
+
+/// Follows a Job; on success confirms the manifest in the store.
+async fn follow(snap: &BackupSnapshot, ctx: &Context, status: &mut BackupSnapshotStatus, job: &Job) -> Result<Verdict> {
+    let ns = snap.namespace().unwrap_or_default();
+    let js = job.status.clone().unwrap_or_default();
+    if let Some(t) = &js.start_time
+        && status.started_at.is_none()
+    {
+        status.started_at = Some(t.clone());
+    }
+    let failed = js.conditions.iter().flatten().find(|c| c.type_ == "Failed" && c.status == "True");
+    if let Some(c) = failed {
+        let (reason, message) = match job_failure(ctx, &ns, &job.name_any()).await? {
+            Some(x) => x,
+            None => ("BackupJobFailed".into(), c.message.clone().unwrap_or_else(|| "the backup Job failed".into())),
+        };
+        return Ok(Verdict { phase: BackupPhase::Failed, reason, message });
+    }
+    if js.succeeded.unwrap_or(0) < 1 {
+        return Ok(verdict(BackupPhase::Running, "JobRunning", format!("backup Job {} is running", job.name_any())));
+    }
+    // Success is what the store holds, not what the Job says.
+    let Some(location) = status.location.clone() else {
+        return Ok(verdict(BackupPhase::Failed, "InvalidStatus", "no location recorded"));
+    };
+    let Some(store) = store_for(ctx, &location) else {
+        return Ok(verdict(BackupPhase::Failed, "StoreNotConfigured", "the snapshot's store is no longer configured"));
+    };
+    let settings = match settings(ctx, store).await {
+        Ok(s) => s,
+        Err(e) => return Ok(verdict(BackupPhase::Failed, "StoreCredentialsMissing", e)),
+    };
+    let loc = match Location::open_with(&location, &settings) {
+        Ok(l) => l,
+        Err(e) => return Ok(verdict(BackupPhase::Failed, e.reason(), e.to_string())),
+    };
+    match archive::read_manifest(&loc).await {
+        Ok((m, sha)) => {
+            status.bytes = Some(m.archive.bytes as i64);
+            status.files = Some(m.totals.files as i64);
+            status.manifest_sha256 = Some(sha);
+            Ok(verdict(
+                BackupPhase::Completed,
+                "Completed",
+                format!("{} files, {} bytes stored at {location}", m.totals.files, m.archive.bytes),
+            ))
+        }
+        Err(BackupError::SnapshotNotFound(_)) => Ok(verdict(
+            BackupPhase::Failed,
+            "ManifestMissing",
+            format!("the backup Job succeeded but {location} holds no manifest; the snapshot is incomplete"),
+        )),
+        // The store may be briefly unreachable: try again.
+        Err(e) => Err(Error::Blocked(format!("checking {location}: {e}"))),
+    }
+}
+
+/// The failure reason the Job's last pod wrote to its termination message.
+async fn job_failure(ctx: &Context, ns: &str, job: &str) -> Result<Option<(String, String)>> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))).await?;
+    let mut messages: Vec<(Option<Timestamp>, String)> = list
+        .items
+        .iter()
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .filter_map(|cs| {
+            let t = cs.state.as_ref()?.terminated.as_ref()?;
+            Some((t.finished_at.as_ref().map(|f| f.0), t.message.clone()?))
+        })
+        .collect();
+    messages.sort_by_key(|(t, _)| *t);
+    Ok(messages.last().and_then(|(_, m)| BackupError::parse(m)))
+}
+
+/// The configured store a location lies in (longest matching base URL).
+fn store_for<'a>(ctx: &'a Context, location: &str) -> Option<&'a StoreConfig> {
+    ctx.stores
+        .as_ref()?
+        .stores
+        .iter()
+        .filter(|st| location.starts_with(&format!("{}/", st.url.trim_end_matches('/'))))
+        .max_by_key(|st| st.url.len())
+}
+
+/// Deletes the stored objects unless the snapshot is retained.
+async fn cleanup(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
+    let Some(location) = snap.status.as_ref().and_then(|s| s.location.clone()) else {
+        return Ok(Action::await_change());
+    };
+    if snap.spec.retain {
+        info!(snapshot = %snap.name_any(), %location, "retained: stored objects kept");
+        return Ok(Action::await_change());
+    }
+    let Some(store) = store_for(ctx, &location) else {
+        warn!(snapshot = %snap.name_any(), %location, "store no longer configured; stored objects are left in place");
+        return Ok(Action::await_change());
+    };
+    let settings = settings(ctx, store).await.map_err(Error::Blocked)?;
+    let loc = Location::open_with(&location, &settings).map_err(|e| Error::Blocked(e.to_string()))?;
+    archive::delete(&loc).await.map_err(|e| Error::Blocked(format!("deleting {location}: {e}")))?;
+    info!(snapshot = %snap.name_any(), %location, "stored objects deleted");
+    Ok(Action::await_change())
+}

@@ -1,0 +1,281 @@
+//! BackupSnapshots against the real API server and a real S3 server: the
+//! Job, status from the store, deletion of stored objects.
+//!
+//! Pods do not run here (kwok completes Job pods after 5 s), so the test
+//! plays the kubelet: it runs the Job's own command line on this machine,
+//! against the same store, while the Job "runs".
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::fixture::{Fixture, tail};
+use common::operator::{Operator, SHARD_LABEL};
+use common::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use craftplane::api::BackupSnapshot;
+use craftplane::api::backup::BackupPhase;
+use craftplane::api::server::ServerPhase;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, PostParams};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+struct Env {
+    f: Fixture,
+    s3: S3Server,
+    op: Operator,
+    dir: PathBuf,
+}
+
+async fn setup(prefix: &str) -> Env {
+    let f = Fixture::new(prefix).await;
+    let dir = std::env::temp_dir().join(format!("craftplane-{prefix}-{}", common::unique_suffix()));
+    let s3 = S3Server::start(dir.join("s3"), "worlds");
+    let stores = dir.join("stores.yaml");
+    std::fs::write(
+        &stores,
+        format!(
+            "defaultStore: main\nstores:\n- name: main\n  url: s3://worlds/cluster\n  config:\n    AWS_ENDPOINT: http://127.0.0.1:{}\n    AWS_ALLOW_HTTP: \"true\"\n    AWS_REGION: us-east-1\n  credentialsSecret: s3-creds\n",
+            s3.port
+        ),
+    )
+    .unwrap();
+    // The credentials live in the operator's namespace (here: the test's).
+    let creds = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("s3-creds".into()), ..Default::default() },
+        data: Some(BTreeMap::from([
+            ("AWS_ACCESS_KEY_ID".to_string(), ByteString(ACCESS_KEY.into())),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), ByteString(SECRET_KEY.into())),
+        ])),
+        ..Default::default()
+    };
+    f.api::<Secret>().create(&PostParams::default(), &creds).await.unwrap();
+    let op = Operator::start(
+        &f.shard,
+        &[
+            "--backup-stores",
+            stores.to_str().unwrap(),
+            "--operator-namespace",
+            &f.ns,
+            "--helper-image",
+            "craftplane:test",
+        ],
+    )
+    .await;
+    Env { f, s3, op, dir }
+}
+
+async fn create_snapshot(e: &Env, name: &str, spec: Value) {
+    let mut full = json!({"server": "mc"});
+    for (k, v) in spec.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    let s: BackupSnapshot = serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "BackupSnapshot",
+        "metadata": {"name": name, "namespace": e.f.ns, "labels": {SHARD_LABEL: e.f.shard}},
+        "spec": full,
+    }))
+    .unwrap();
+    e.f.api::<BackupSnapshot>().create(&PostParams::default(), &s).await.expect("create snapshot");
+}
+
+async fn wait_snapshot(e: &Env, name: &str, what: &str, pred: impl Fn(&BackupSnapshot) -> bool) -> BackupSnapshot {
+    let api = e.f.api::<BackupSnapshot>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(s) = api.get(name).await {
+            if pred(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    panic!(
+        "snapshot {name}: {what} not reached; status: {}\noperator log tail:\n{}",
+        serde_json::to_string_pretty(&last.and_then(|s| s.status)).unwrap(),
+        tail(&e.op.log_text(), 40)
+    );
+}
+
+fn phase(s: &BackupSnapshot) -> Option<BackupPhase> {
+    s.status.as_ref().and_then(|s| s.phase)
+}
+
+fn reason(s: &BackupSnapshot) -> String {
+    s.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_default()
+}
+
+async fn wait_job(e: &Env, name: &str) -> Job {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(j)) = e.f.api::<Job>().get_opt(name).await {
+            return j;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no Job {name}\n{}", tail(&e.op.log_text(), 30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the Job's command on this machine (the kubelet's part), with the
+/// world at `world` instead of the volume and without RCON (no real server).
+fn run_job_here(job: &Job, world: &Path) -> String {
+    let c = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    let mut args: Vec<String> = c.args.clone().unwrap();
+    let i = args.iter().position(|a| a == "--data-dir").unwrap();
+    args[i + 1] = world.to_str().unwrap().into();
+    if let Some(i) = args.iter().position(|a| a == "--rcon-address") {
+        args.drain(i..i + 4);
+    }
+    let env: Vec<(String, String)> =
+        c.env.iter().flatten().map(|v| (v.name.clone(), v.value.clone().unwrap_or_default())).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_craftplane"))
+        .args(&args)
+        .args(["--termination-log", "/nonexistent/log"])
+        .envs(env)
+        .envs([("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn small_world(dir: &Path) {
+    for i in 0..120 {
+        let p = dir.join(format!("world/region/r.{i}.0.mca"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, vec![(i % 251) as u8; 4096 + i * 13]).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::write(dir.join("logs/latest.log"), "x").unwrap();
+}
+
+/// The object-store key of a location, as a path under the S3 server's root.
+fn stored(e: &Env, location: &str) -> PathBuf {
+    e.s3.root.join(location.strip_prefix("s3://").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_runs_its_job_and_completes_from_the_store() {
+    let e = setup("backup-job").await;
+    e.f.create_server("mc", json!({})).await;
+    e.f.wait("mc", "Running", &e.op, |s| s.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running)).await;
+    create_snapshot(&e, "snap1", json!({"exclude": ["logs"]})).await;
+    let job = wait_job(&e, "snap1-backup").await;
+
+    // The Job: read-only world volume, on the server pod's node, RCON, the store's settings and credentials.
+    let pod = e.f.api::<Pod>().get("mc-0").await.unwrap();
+    let node = pod.spec.unwrap().node_name.unwrap();
+    let js = serde_json::to_value(&job).unwrap();
+    let ps = &js["spec"]["template"]["spec"];
+    assert_eq!(
+        ps["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchFields"]
+            [0]["values"][0],
+        node
+    );
+    assert_eq!(ps["volumes"][0]["persistentVolumeClaim"], json!({"claimName": "mc-data", "readOnly": true}));
+    let args: Vec<String> = serde_json::from_value(ps["containers"][0]["args"].clone()).unwrap();
+    assert!(
+        args.windows(2).any(|w| w[0] == "--rcon-address" && w[1] == format!("mc-rcon.{}.svc:25575", e.f.ns)),
+        "{args:?}"
+    );
+    assert!(args.windows(2).any(|w| w[0] == "--exclude" && w[1] == "logs"), "{args:?}");
+    assert!(args.windows(2).any(|w| w[0] == "--server" && w[1] == format!("{}/mc/PAPER/1.21.4", e.f.ns)), "{args:?}");
+    assert_eq!(ps["containers"][0]["image"], "craftplane:test");
+    assert_eq!(ps["containers"][0]["envFrom"][0]["secretRef"]["name"], "snap1-store");
+    let copy = e.f.api::<Secret>().get("snap1-store").await.expect("credentials copied next to the Job");
+    assert_eq!(copy.data.unwrap()["AWS_ACCESS_KEY_ID"].0, ACCESS_KEY.as_bytes());
+    let running = wait_snapshot(&e, "snap1", "Running", |s| phase(s) == Some(BackupPhase::Running)).await;
+    let location = running.status.unwrap().location.unwrap();
+    assert!(location.starts_with(&format!("s3://worlds/cluster/{}/mc/snap1-", e.f.ns)), "{location}");
+
+    let world = e.dir.join("world");
+    small_world(&world);
+    let result: Value = serde_json::from_str(run_job_here(&job, &world).trim()).unwrap();
+    assert_eq!(result["location"], location.as_str());
+
+    let done = wait_snapshot(&e, "snap1", "Completed", |s| phase(s) == Some(BackupPhase::Completed)).await;
+    let st = done.status.unwrap();
+    let manifest = std::fs::read(stored(&e, &location).join("manifest.json")).unwrap();
+    let m: Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(st.files, Some(120), "logs excluded");
+    assert_eq!(st.bytes, m["archive"]["bytes"].as_i64());
+    let sha: String = Sha256::digest(&manifest).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(st.manifest_sha256.as_deref(), Some(sha.as_str()));
+    assert!(st.completed_at.is_some() && st.started_at.is_some());
+    // The copied credentials are gone once the Job is done.
+    let gone = common::wait_until(Duration::from_secs(20), || async {
+        e.f.api::<Secret>().get_opt("snap1-store").await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone.is_ok(), "credentials copy not deleted");
+    // kubectl verify from outside agrees.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_craftplane"))
+        .args(["backup", "verify", &location])
+        .envs(e.s3.env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Deleting the snapshot deletes the stored objects (finalizer).
+    e.f.api::<BackupSnapshot>().delete("snap1", &DeleteParams::default()).await.unwrap();
+    let deleted = common::wait_until(Duration::from_secs(30), || async {
+        e.f.api::<BackupSnapshot>().get_opt("snap1").await.unwrap().is_none()
+    })
+    .await;
+    assert!(deleted.is_ok(), "snapshot not deleted\n{}", tail(&e.op.log_text(), 30));
+    assert!(!stored(&e, &location).join("manifest.json").exists());
+    assert!(!stored(&e, &location).join("world.tar.zst").exists());
+
+    // A retained snapshot keeps its objects when deleted.
+    create_snapshot(&e, "keep", json!({"retain": true})).await;
+    let job = wait_job(&e, "keep-backup").await;
+    run_job_here(&job, &world);
+    let done = wait_snapshot(&e, "keep", "Completed", |s| phase(s) == Some(BackupPhase::Completed)).await;
+    let location = done.status.unwrap().location.unwrap();
+    e.f.api::<BackupSnapshot>().delete("keep", &DeleteParams::default()).await.unwrap();
+    common::wait_until(Duration::from_secs(30), || async {
+        e.f.api::<BackupSnapshot>().get_opt("keep").await.unwrap().is_none()
+    })
+    .await
+    .expect("retained snapshot deleted");
+    assert!(stored(&e, &location).join("manifest.json").exists(), "retained objects must stay");
+    e.op.stop();
+    e.f.cleanup().await;
+    let _ = std::fs::remove_dir_all(&e.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_conditions_never_completed() {
+    let e = setup("backup-fail").await;
+    e.f.create_server("mc", json!({})).await;
+    // The Job "succeeds" but wrote nothing: not Completed.
+    create_snapshot(&e, "empty", json!({})).await;
+    let s = wait_snapshot(&e, "empty", "Failed", |s| phase(s) == Some(BackupPhase::Failed)).await;
+    assert!(reason(&s).starts_with("ManifestMissing: "), "{}", reason(&s));
+    // No such store.
+    create_snapshot(&e, "nostore", json!({"store": {"name": "elsewhere"}})).await;
+    let s = wait_snapshot(&e, "nostore", "Failed", |s| phase(s) == Some(BackupPhase::Failed)).await;
+    assert!(
+        reason(&s).starts_with("StoreNotConfigured: store \"elsewhere\" is not configured; configured: main"),
+        "{}",
+        reason(&s)
+    );
+    assert!(e.f.api::<Job>().get_opt("nostore-backup").await.unwrap().is_none());
+    // No such server.
+    create_snapshot(&e, "noserver", json!({"server": "ghost"})).await;
+    let s = wait_snapshot(&e, "noserver", "Failed", |s| phase(s) == Some(BackupPhase::Failed)).await;
+    assert!(reason(&s).starts_with("ServerNotFound: "), "{}", reason(&s));
+    e.op.stop();
+    e.f.cleanup().await;
+    let _ = std::fs::remove_dir_all(&e.dir);
+}
