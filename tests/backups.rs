@@ -279,3 +279,177 @@ async fn failures_are_conditions_never_completed() {
     e.f.cleanup().await;
     let _ = std::fs::remove_dir_all(&e.dir);
 }
+
+/// Plays the kubelet for every backup Job of the namespace until stopped:
+/// runs each new Job's command here as soon as it appears.
+fn kubelet(e: &Env, world: PathBuf) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<usize>) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let jobs = e.f.api::<Job>();
+    let task = tokio::spawn(async move {
+        let mut done = std::collections::BTreeSet::new();
+        while !s.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(list) =
+                jobs.list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=backup")).await
+            {
+                for j in list.items {
+                    let name = j.metadata.name.clone().unwrap();
+                    if done.insert(name) {
+                        let w = world.clone();
+                        tokio::task::spawn_blocking(move || run_job_here(&j, &w)).await.unwrap();
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        done.len()
+    });
+    (stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_create_snapshots_and_retention_prunes_them() {
+    let e = setup("backup-sched").await;
+    let world = e.dir.join("world");
+    small_world(&world);
+    let (stop, kube_task) = kubelet(&e, world);
+    // Every 5 seconds, keep the newest 2.
+    e.f.create_server("mc", json!({"backup": {"schedule": "*/5 * * * * *", "retention": {"keepLast": 2}}})).await;
+    let api = e.f.api::<BackupSnapshot>();
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let list = api.list(&kube::api::ListParams::default()).await.unwrap().items;
+        for s in &list {
+            if phase(s) == Some(BackupPhase::Completed) {
+                seen.insert((s.metadata.name.clone().unwrap(), s.status.as_ref().unwrap().location.clone().unwrap()));
+            }
+        }
+        let completed_now = list.iter().filter(|s| phase(s) == Some(BackupPhase::Completed)).count();
+        if seen.len() >= 4 && completed_now <= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "completed so far {seen:?}, now {completed_now}\n{}",
+            tail(&e.op.log_text(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let jobs_run = kube_task.await.unwrap();
+    // Scheduled snapshots: named by slot, labelled, reason Scheduled.
+    let list = api.list(&kube::api::ListParams::default().labels("craftplane.io/scheduled=true")).await.unwrap().items;
+    assert!(list.iter().all(|s| s.spec.reason == craftplane::api::backup::BackupReason::Scheduled));
+    assert!(
+        list.iter().all(|s| s.metadata.name.as_deref().unwrap().starts_with("mc-2")),
+        "{:?}",
+        list.iter().map(|s| s.metadata.name.clone()).collect::<Vec<_>>()
+    );
+    // Pruned snapshots took their stored objects with them.
+    let remaining: std::collections::BTreeSet<String> = list.iter().filter_map(|s| s.metadata.name.clone()).collect();
+    let pruned: Vec<&(String, String)> = seen.iter().filter(|(n, _)| !remaining.contains(n)).collect();
+    assert!(pruned.len() >= 2, "pruned {pruned:?}");
+    for (_, loc) in &pruned {
+        let gone =
+            common::wait_until(Duration::from_secs(20), || async { !stored(&e, loc).join("manifest.json").exists() })
+                .await;
+        assert!(gone.is_ok(), "{loc} still stored");
+    }
+    let server = e.f.servers().get("mc").await.unwrap();
+    let st = server.status.unwrap();
+    let sched = st.backup_schedule.unwrap();
+    assert!(sched.next_scheduled_time.unwrap().0 > sched.last_scheduled_time.unwrap().0);
+    assert!(st.last_backup.is_some(), "lastBackup names the newest completed snapshot");
+    println!("kubelet ran {jobs_run} backup Jobs; {} completed snapshots seen, {} pruned", seen.len(), pruned.len());
+    e.op.stop();
+    e.f.cleanup().await;
+    let _ = std::fs::remove_dir_all(&e.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_stops_the_server_runs_the_job_and_starts_it_again() {
+    let e = setup("restore").await;
+    let world = e.dir.join("world");
+    small_world(&world);
+    e.f.create_server("mc", json!({})).await;
+    e.f.wait("mc", "Running", &e.op, |s| s.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running)).await;
+    create_snapshot(&e, "snap", json!({})).await;
+    let job = wait_job(&e, "snap-backup").await;
+    run_job_here(&job, &world);
+    let snap = wait_snapshot(&e, "snap", "Completed", |s| phase(s) == Some(BackupPhase::Completed)).await;
+    let location = snap.status.unwrap().location.unwrap();
+
+    // A snapshot that is not Completed (or not there) is refused without stopping anything.
+    e.f.patch_spec("mc", json!({"restore": {"snapshot": "nope"}})).await;
+    let s =
+        e.f.wait("mc", "restore refused", &e.op, |s| {
+            s.status
+                .as_ref()
+                .and_then(|s| s.restore.as_ref())
+                .is_some_and(|r| r.phase == craftplane::api::server::RestorePhase::Failed)
+        })
+        .await;
+    assert!(s.status.as_ref().unwrap().restore.as_ref().unwrap().message.as_ref().unwrap().contains("does not exist"));
+    assert_eq!(s.status.unwrap().phase, Some(ServerPhase::Running), "the server keeps running");
+
+    e.f.patch_spec("mc", json!({"restore": {"snapshot": "snap"}})).await;
+    // Stopped first, then a restore Job with the snapshot's location.
+    let restore_job = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let jobs =
+                e.f.api::<Job>()
+                    .list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=restore"))
+                    .await
+                    .unwrap();
+            if let Some(j) = jobs.items.into_iter().next() {
+                break j;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no restore Job\n{}", tail(&e.op.log_text(), 30));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(e.f.api::<Pod>().get_opt("mc-0").await.unwrap().is_none(), "the server is stopped during the restore");
+    let sts = e.f.api::<k8s_openapi::api::apps::v1::StatefulSet>().get("mc").await.unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(0));
+    let c = &restore_job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    let args = c.args.clone().unwrap();
+    assert_eq!(args[..3], ["restore".to_string(), "--from".into(), location.clone()]);
+    let pod_spec = serde_json::to_value(restore_job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()).unwrap();
+    assert_eq!(pod_spec["volumes"][0]["persistentVolumeClaim"]["claimName"], "mc-data");
+    assert_ne!(pod_spec["volumes"][0]["persistentVolumeClaim"]["readOnly"], true, "a restore writes the world");
+    // The kubelet's part: the Job's command restores into a world here.
+    let target = e.dir.join("target");
+    std::fs::create_dir_all(target.join("world")).unwrap();
+    std::fs::write(target.join("world/old.dat"), b"old").unwrap();
+    let mut a = args.clone();
+    let i = a.iter().position(|x| x == "--data-dir").unwrap();
+    a[i + 1] = target.to_str().unwrap().into();
+    let env: Vec<(String, String)> =
+        c.env.iter().flatten().map(|v| (v.name.clone(), v.value.clone().unwrap_or_default())).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_craftplane"))
+        .args(&a)
+        .args(["--termination-log", "/nonexistent/x"])
+        .envs(env)
+        .envs([("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!target.join("world/old.dat").exists());
+    assert!(target.join("world/region/r.0.0.mca").exists());
+
+    // kwok completes the Job: restore Completed, the server runs again.
+    let s =
+        e.f.wait("mc", "restore Completed and Running", &e.op, |s| {
+            let st = s.status.as_ref();
+            st.and_then(|s| s.restore.as_ref())
+                .is_some_and(|r| r.phase == craftplane::api::server::RestorePhase::Completed)
+                && st.and_then(|s| s.phase) == Some(ServerPhase::Running)
+        })
+        .await;
+    assert_eq!(s.status.unwrap().restore.unwrap().snapshot, "snap");
+    e.op.stop();
+    e.f.cleanup().await;
+    let _ = std::fs::remove_dir_all(&e.dir);
+}

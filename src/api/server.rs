@@ -278,10 +278,12 @@ pub struct StorageSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicy {
-    /// Cron schedule in UTC (five fields, e.g. `0 4 * * *`, or `@daily`).
+    /// Cron schedule in UTC: five fields (e.g. `0 4 * * *`), six with
+    /// seconds first, or `@daily`-style. Missed slots while the operator was
+    /// down give one catch-up snapshot, not one per slot.
     #[schemars(
         length(min = 1, max = 128),
-        regex(pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$")
+        regex(pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4,5}\S+)$")
     )]
     pub schedule: String,
     /// Which scheduled snapshots to keep.
@@ -393,6 +395,12 @@ pub struct MinecraftServerStatus {
     /// The most recent completed backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,
+    /// Scheduled backups: the last slot taken and the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_schedule: Option<BackupScheduleStatus>,
+    /// The last restore requested through `spec.restore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
     /// The generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -421,6 +429,47 @@ pub struct ConfigRevision {
     pub generation: i64,
     /// When it was first applied.
     pub applied_at: Time,
+}
+
+/// State of the backup schedule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleStatus {
+    /// The newest schedule slot a snapshot was created for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_time: Option<Time>,
+    /// The next slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_time: Option<Time>,
+}
+
+/// Progress of a restore.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// The snapshot restored from.
+    pub snapshot: String,
+    /// Stopping, Restoring, Completed or Failed.
+    pub phase: RestorePhase,
+    /// What happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+/// Phase of a restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestorePhase {
+    /// Waiting for the server to stop.
+    Stopping,
+    /// The restore Job runs.
+    Restoring,
+    /// The world was replaced; the server runs again.
+    Completed,
+    /// Nothing was changed; see the message.
+    Failed,
 }
 
 /// A reference to the latest completed backup.

@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod cli;
+pub mod schedule;
 pub mod store;
 pub mod stores;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -209,36 +209,11 @@ async fn start(
         Err(e) => return Ok(verdict(BackupPhase::Failed, "StoreNotConfigured", e)),
     };
     let location = snapshot_url(store, prefix, &ns, &snap.spec.server, &name, &snap.uid().unwrap_or_default());
-    let mut credentials = None;
-    if let Some(secret_name) = &store.credentials_secret {
-        let src: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.operator_namespace);
-        let Some(source) = src.get_opt(secret_name).await? else {
-            return Ok(verdict(
-                BackupPhase::Failed,
-                "StoreCredentialsMissing",
-                format!(
-                    "credentials Secret {}/{secret_name} of store {:?} does not exist",
-                    ctx.settings.operator_namespace, store.name
-                ),
-            ));
-        };
-        let copy = Secret {
-            metadata: ObjectMeta {
-                name: Some(creds_name.into()),
-                namespace: Some(ns.clone()),
-                owner_references: Some(vec![owner(snap)]),
-                labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".into(), "craftplane".into())])),
-                ..Default::default()
-            },
-            data: source.data,
-            type_: Some("Opaque".into()),
-            ..Default::default()
-        };
-        Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-            .patch(creds_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&copy))
-            .await?;
-        credentials = Some(creds_name.to_string());
-    }
+    let credentials = match super::server_backup::copy_credentials(ctx, store, &ns, creds_name, &owner(snap)).await {
+        Ok(c) => c,
+        Err(Error::Blocked(m)) => return Ok(verdict(BackupPhase::Failed, "StoreCredentialsMissing", m)),
+        Err(e) => return Err(e),
+    };
     let pod = cached(&ctx.children.pods, &ns, &format!("{}-0", snap.spec.server));
     let node = pod.as_ref().and_then(|p| p.spec.as_ref()?.node_name.clone());
     let running = server.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running) && pod.is_some();
@@ -300,7 +275,7 @@ async fn follow(snap: &BackupSnapshot, ctx: &Context, status: &mut BackupSnapsho
     let Some(location) = status.location.clone() else {
         return Ok(verdict(BackupPhase::Failed, "InvalidStatus", "no location recorded"));
     };
-    let Some(store) = store_for(ctx, &location) else {
+    let Some(store) = super::server_backup::store_for(ctx, &location) else {
         return Ok(verdict(BackupPhase::Failed, "StoreNotConfigured", "the snapshot's store is no longer configured"));
     };
     let settings = match settings(ctx, store).await {
@@ -349,16 +324,6 @@ async fn job_failure(ctx: &Context, ns: &str, job: &str) -> Result<Option<(Strin
     Ok(messages.last().and_then(|(_, m)| BackupError::parse(m)))
 }
 
-/// The configured store a location lies in (longest matching base URL).
-fn store_for<'a>(ctx: &'a Context, location: &str) -> Option<&'a StoreConfig> {
-    ctx.stores
-        .as_ref()?
-        .stores
-        .iter()
-        .filter(|st| location.starts_with(&format!("{}/", st.url.trim_end_matches('/'))))
-        .max_by_key(|st| st.url.len())
-}
-
 /// Deletes the stored objects unless the snapshot is retained.
 async fn cleanup(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
     let Some(location) = snap.status.as_ref().and_then(|s| s.location.clone()) else {
@@ -368,7 +333,7 @@ async fn cleanup(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
         info!(snapshot = %snap.name_any(), %location, "retained: stored objects kept");
         return Ok(Action::await_change());
     }
-    let Some(store) = store_for(ctx, &location) else {
+    let Some(store) = super::server_backup::store_for(ctx, &location) else {
         warn!(snapshot = %snap.name_any(), %location, "store no longer configured; stored objects are left in place");
         return Ok(Action::await_change());
     };

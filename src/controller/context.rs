@@ -74,6 +74,7 @@ pub struct Context {
     pub servers: Store<MinecraftServer>,
     pub tenants: Store<Tenant>,
     pub plugins: Store<crate::api::PluginInstallation>,
+    pub snapshots: Store<crate::api::BackupSnapshot>,
     pub children: Children,
     pub settings: Settings,
     /// Modrinth API client; `None` when disabled.
@@ -97,6 +98,7 @@ impl Context {
         servers: Store<MinecraftServer>,
         tenants: Store<Tenant>,
         plugins: Store<crate::api::PluginInstallation>,
+        snapshots: Store<crate::api::BackupSnapshot>,
         children: Children,
         settings: Settings,
         modrinth: Option<crate::plugins::modrinth::Client>,
@@ -110,6 +112,7 @@ impl Context {
             servers,
             tenants,
             plugins,
+            snapshots,
             children,
             settings,
             modrinth,

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod ping;
 pub mod plugin;
 pub mod server;
+pub mod server_backup;
 pub mod server_status;
 pub mod sku;
 pub mod tenant;
@@ -286,6 +287,8 @@ async fn run_controllers(
     let plugin_api: Api<PluginInstallation> = Api::all(client.clone());
     let plugin_ctrl = Controller::new(plugin_api.clone(), wc.clone());
     let plugin_store = plugin_ctrl.store();
+    let backup_controller = Controller::new(Api::<BackupSnapshot>::all(client.clone()), wc.clone());
+    let snapshot_store = backup_controller.store();
     let stores = match &args.backup_stores {
         Some(p) => Some(crate::backup::stores::Stores::load(p).map_err(|e| anyhow::anyhow!(e))?),
         None => None,
@@ -350,6 +353,7 @@ async fn run_controllers(
         server_store.clone(),
         tenant_store.clone(),
         plugin_store.clone(),
+        snapshot_store.clone(),
         child_stores,
         context::Settings {
             slp_interval: (args.slp_interval > 0).then(|| Duration::from_secs(args.slp_interval)),
@@ -392,6 +396,9 @@ async fn run_controllers(
                 .collect::<Vec<_>>()
         })
         .watches(plugin_api.clone(), wc.clone(), |p| Some(ObjectRef::new(&p.spec.server).within(&p.namespace()?)))
+        .watches(Api::<BackupSnapshot>::all(client.clone()), wc.clone(), |b| {
+            Some(ObjectRef::new(&b.spec.server).within(&b.namespace()?))
+        })
         .reconcile_on(ping_stream)
         .with_config(cfg.clone())
         .graceful_shutdown_on(stop_fut(stop.clone()))
@@ -448,7 +455,7 @@ async fn run_controllers(
         .for_each(|_| futures::future::ready(()));
 
     // Backups: one Job each.
-    let backup_ctrl = Controller::new(Api::<BackupSnapshot>::all(client.clone()), wc.clone())
+    let backup_ctrl = backup_controller
         .owns(Api::<Job>::all(client.clone()), children.clone())
         .with_config(CtrlConfig::default().concurrency(args.concurrency))
         .graceful_shutdown_on(stop_fut(stop.clone()))

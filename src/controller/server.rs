@@ -110,6 +110,11 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         .collect();
     model.plugins = crate::plugins::manifest_for(model.server_type, &mine);
     model.helper_image = ctx.settings.helper_image.clone();
+    let old_status = server.status.clone().unwrap_or_default();
+    let restore = super::server_backup::restore(&server, ctx, old_status.restore.as_ref()).await?;
+    if restore.hold_stopped {
+        model.state = crate::api::server::ServerState::Stopped;
+    }
 
     // 3+4. Build and apply.
     ensure_secret(ctx, &model).await?;
@@ -142,6 +147,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         }
         _ => (None, None),
     };
+    let (schedule, schedule_wait) = super::server_backup::schedule(&server, ctx, old.backup_schedule.as_ref()).await?;
     let status = MinecraftServerStatus {
         phase: Some(p.phase),
         address: resources::service::address(&model, Some(&game)),
@@ -149,7 +155,9 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         version,
         config_revision: Some(revision.clone()),
         config_history: server_status::record_revision(&old.config_history, &revision, model.generation, now),
-        last_backup: old.last_backup.clone(),
+        last_backup: super::server_backup::last_backup(ctx, &server),
+        backup_schedule: schedule,
+        restore: restore.status,
         observed_generation: server.metadata.generation,
         conditions: conditions::merge(
             &old.conditions,
@@ -158,8 +166,16 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
             now,
         ),
     };
+    let restoring = restore.hold_stopped;
     write_status(&server, ctx, &old, status).await?;
-    Ok(Action::requeue(ctx.settings.resync))
+    let mut wait = ctx.settings.resync;
+    if let Some(w) = schedule_wait {
+        wait = wait.min(w);
+    }
+    if restoring {
+        wait = wait.min(std::time::Duration::from_secs(3));
+    }
+    Ok(Action::requeue(wait))
 }
 
 /// Reports a spec that cannot run; an existing workload is left as it is.

@@ -1,0 +1,204 @@
+//! Backup schedules and retention (pure).
+
+use croner::Cron;
+use k8s_openapi::jiff::tz::TimeZone;
+use k8s_openapi::jiff::{SignedDuration, Timestamp, Zoned};
+use std::collections::BTreeSet;
+
+use crate::api::server::Retention;
+
+/// A parsed schedule (UTC).
+#[derive(Clone, Debug)]
+pub struct Schedule(Cron);
+
+impl Schedule {
+    /// Parses five-field cron (six with seconds first) or an
+    /// `@hourly`-style alias.
+    pub fn parse(s: &str) -> Result<Schedule, String> {
+        let fields = s.split_whitespace().count();
+        if !s.starts_with('@') && !(5..=6).contains(&fields) {
+            return Err(format!("schedule {s:?} must have five fields (minute hour day month weekday)"));
+        }
+        let parser = croner::parser::CronParser::builder().seconds(croner::parser::Seconds::Optional).build();
+        parser.parse(s).map(Schedule).map_err(|e| format!("schedule {s:?}: {e}"))
+    }
+
+    /// The first slot strictly after `t`.
+    pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        let z: Zoned = t.to_zoned(TimeZone::UTC);
+        self.0.find_next_occurrence(&z, false).ok().map(|z| z.timestamp())
+    }
+
+    /// What to do now: the newest slot in (`since`, `now`] if any (several
+    /// missed slots give one catch-up, never a burst), and the next slot.
+    pub fn due(&self, since: Timestamp, now: Timestamp) -> (Option<Timestamp>, Option<Timestamp>) {
+        let mut latest = None;
+        let mut t = since;
+        // Walk forward; bounded so a "* * * * *" schedule after a long outage stays cheap.
+        for _ in 0..100_000 {
+            match self.next_after(t) {
+                Some(n) if n <= now => {
+                    latest = Some(n);
+                    t = n;
+                }
+                _ => break,
+            }
+        }
+        (latest, self.next_after(now))
+    }
+}
+
+/// Snapshot name for a slot: `<server>-<yyyymmddhhmm>`, with seconds
+/// appended for schedules that use them (DNS-safe, sortable).
+pub fn snapshot_name(server: &str, slot: Timestamp) -> String {
+    let z = slot.to_zoned(TimeZone::UTC);
+    let mut stamp = format!("{:04}{:02}{:02}{:02}{:02}", z.year(), z.month(), z.day(), z.hour(), z.minute());
+    if z.second() != 0 {
+        stamp.push_str(&format!("{:02}", z.second()));
+    }
+    crate::resources::backup_job::child_name(server, &stamp)
+}
+
+/// A scheduled snapshot as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub name: String,
+    /// When it was taken (completion time, else creation time).
+    pub time: Timestamp,
+    pub completed: bool,
+}
+
+/// Failed scheduled snapshots kept for inspection (newest first).
+pub const KEEP_FAILED: usize = 3;
+
+/// Which scheduled, unpinned snapshots to delete. A completed snapshot is
+/// kept if any of keepLast / keepDaily / keepWeekly keeps it, unless it is
+/// older than maxAge; without any rule all are kept. Of failed ones only the
+/// newest [`KEEP_FAILED`] stay.
+pub fn prune(candidates: &[Candidate], r: &Retention, now: Timestamp) -> Vec<String> {
+    let mut done: Vec<&Candidate> = candidates.iter().filter(|c| c.completed).collect();
+    done.sort_by(|a, b| b.time.cmp(&a.time));
+    let mut keep: BTreeSet<&str> = BTreeSet::new();
+    let any_rule = r.keep_last.is_some() || r.keep_daily.is_some() || r.keep_weekly.is_some();
+    if !any_rule {
+        keep.extend(done.iter().map(|c| c.name.as_str()));
+    }
+    if let Some(n) = r.keep_last {
+        keep.extend(done.iter().take(n.max(0) as usize).map(|c| c.name.as_str()));
+    }
+    let mut by_period = |n: Option<i32>, key: &dyn Fn(&Zoned) -> (i16, i16)| {
+        let Some(n) = n else { return };
+        let mut seen = BTreeSet::new();
+        for c in &done {
+            if seen.len() >= n.max(0) as usize {
+                break;
+            }
+            if seen.insert(key(&c.time.to_zoned(TimeZone::UTC))) {
+                keep.insert(c.name.as_str());
+            }
+        }
+    };
+    by_period(r.keep_daily, &|z| (z.year(), z.day_of_year()));
+    by_period(r.keep_weekly, &|z| {
+        let w = z.date().iso_week_date();
+        (w.year(), i16::from(w.week()))
+    });
+    let max_age = r.max_age.as_deref().and_then(parse_duration);
+    let mut out: Vec<String> = done
+        .iter()
+        .filter(|c| !keep.contains(c.name.as_str()) || max_age.is_some_and(|a| now.duration_since(c.time) > a))
+        .map(|c| c.name.clone())
+        .collect();
+    let mut failed: Vec<&Candidate> = candidates.iter().filter(|c| !c.completed).collect();
+    failed.sort_by(|a, b| b.time.cmp(&a.time));
+    out.extend(failed.iter().skip(KEEP_FAILED).map(|c| c.name.clone()));
+    out.sort();
+    out
+}
+
+/// Parses Go-style durations (`720h`, `90m`, `1h30m`).
+pub fn parse_duration(s: &str) -> Option<SignedDuration> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let c = rest.chars().next()?;
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let (unit, secs) =
+            [("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
+                .into_iter()
+                .filter(|(u, _)| rest.starts_with(u))
+                .max_by_key(|(u, _)| u.len())?;
+        total += num.parse::<f64>().ok()? * secs;
+        num.clear();
+        rest = &rest[unit.len()..];
+    }
+    (num.is_empty() && !s.is_empty()).then(|| SignedDuration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn missed_slots_give_one_catch_up() {
+        let s = Schedule::parse("0 4 * * *").unwrap();
+        // Down for three days: one snapshot for the newest missed slot.
+        let (due, next) = s.due(ts("2026-11-20T04:00:00Z"), ts("2026-11-23T10:00:00Z"));
+        assert_eq!(due, Some(ts("2026-11-23T04:00:00Z")));
+        assert_eq!(next, Some(ts("2026-11-24T04:00:00Z")));
+        let (due, _) = s.due(ts("2026-11-23T04:00:00Z"), ts("2026-11-23T10:00:00Z"));
+        assert_eq!(due, None, "already taken");
+        assert!(Schedule::parse("@daily").is_ok());
+        let every10s = Schedule::parse("*/10 * * * * *").unwrap();
+        assert_eq!(every10s.next_after(ts("2026-11-23T04:00:01Z")), Some(ts("2026-11-23T04:00:10Z")));
+        assert!(Schedule::parse("* * *").is_err());
+        assert!(Schedule::parse("61 * * * *").is_err());
+        assert_eq!(snapshot_name("survival", ts("2026-11-23T04:00:00Z")), "survival-202611230400");
+        assert_eq!(snapshot_name("survival", ts("2026-11-23T04:00:05Z")), "survival-20261123040005");
+    }
+
+    #[test]
+    fn retention_keeps_by_any_rule_and_max_age_wins() {
+        let c = |name: &str, t: &str, completed: bool| Candidate { name: name.into(), time: ts(t), completed };
+        let snaps = vec![
+            c("d1a", "2026-11-20T01:00:00Z", true),
+            c("d1b", "2026-11-20T13:00:00Z", true),
+            c("d2", "2026-11-21T01:00:00Z", true),
+            c("d3", "2026-11-22T01:00:00Z", true),
+            c("old", "2026-10-01T01:00:00Z", true),
+            c("f1", "2026-11-22T02:00:00Z", false),
+            c("f2", "2026-11-22T03:00:00Z", false),
+            c("f3", "2026-11-22T04:00:00Z", false),
+            c("f4", "2026-11-22T05:00:00Z", false),
+        ];
+        let now = ts("2026-11-22T12:00:00Z");
+        let r = |l: Option<i32>, d: Option<i32>, w: Option<i32>, a: Option<&str>| Retention {
+            keep_last: l,
+            keep_daily: d,
+            keep_weekly: w,
+            max_age: a.map(str::to_string),
+        };
+        assert_eq!(prune(&snaps, &r(Some(2), None, None, None), now), vec!["d1a", "d1b", "f1", "old"]);
+        // Daily keeps the newest of each of the last 3 days.
+        assert_eq!(prune(&snaps, &r(None, Some(3), None, None), now), vec!["d1a", "f1", "old"]);
+        // Weekly: 2026-11-22 is a Sunday (ISO week 47 with 11-20); October is another week.
+        assert_eq!(prune(&snaps, &r(None, None, Some(2), None), now), vec!["d1a", "d1b", "d2", "f1"]);
+        // maxAge removes even what a rule keeps.
+        assert_eq!(prune(&snaps, &r(Some(10), None, None, Some("720h")), now), vec!["f1", "old"]);
+        // No rule: keep every completed one.
+        assert_eq!(prune(&snaps, &r(None, None, None, None), now), vec!["f1"]);
+        assert_eq!(parse_duration("1h30m"), Some(SignedDuration::from_secs(5400)));
+        assert_eq!(parse_duration("720h"), Some(SignedDuration::from_hours(720)));
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

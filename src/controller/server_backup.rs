@@ -1,0 +1,313 @@
+//! The backup side of a MinecraftServer: its schedule (creating scheduled
+//! BackupSnapshots, pruning old ones) and `spec.restore` (stop, restore
+//! Job, start again).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use tracing::{info, warn};
+
+use super::context::Context;
+use super::error::Result;
+use crate::api::backup::{BackupPhase, BackupReason, BackupSnapshot, BackupSnapshotSpec};
+use crate::api::server::{BackupScheduleStatus, LastBackup, MinecraftServer, RestorePhase, RestoreStatus};
+use crate::backup::schedule::{self, Candidate, Schedule};
+use crate::backup::stores::StoreConfig;
+use crate::resources::backup_job::{self, JobInput, Task};
+use crate::resources::{FIELD_MANAGER, short_hash};
+
+/// Label on scheduled snapshots.
+pub const SCHEDULED_LABEL: &str = "craftplane.io/scheduled";
+
+fn snapshots_of(ctx: &Context, server: &MinecraftServer) -> Vec<std::sync::Arc<BackupSnapshot>> {
+    let ns = server.namespace();
+    let name = server.name_any();
+    ctx.snapshots.state().into_iter().filter(|s| s.namespace() == ns && s.spec.server == name).collect()
+}
+
+/// The newest Completed snapshot of the server.
+pub fn last_backup(ctx: &Context, server: &MinecraftServer) -> Option<LastBackup> {
+    snapshots_of(ctx, server)
+        .into_iter()
+        .filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(BackupPhase::Completed))
+        .filter_map(|s| Some((s.status.as_ref()?.completed_at.clone()?, s.name_any())))
+        .max_by_key(|(t, _)| t.0)
+        .map(|(t, name)| LastBackup { name, completed_at: Some(t) })
+}
+
+/// Runs the schedule: creates the snapshot of a due slot (one, however
+/// many were missed), prunes by retention. Returns the schedule status and
+/// when to look again.
+pub async fn schedule(
+    server: &MinecraftServer,
+    ctx: &Context,
+    old: Option<&BackupScheduleStatus>,
+) -> Result<(Option<BackupScheduleStatus>, Option<Duration>)> {
+    let Some(policy) = &server.spec.backup else { return Ok((None, None)) };
+    let ns = server.namespace().unwrap_or_default();
+    let name = server.name_any();
+    let sched = match Schedule::parse(&policy.schedule) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(server = %name, namespace = %ns, error = %e, "backup schedule ignored");
+            return Ok((Some(BackupScheduleStatus::default()), None));
+        }
+    };
+    let now = Timestamp::now();
+    let created = server.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+    let since = old.and_then(|o| o.last_scheduled_time.as_ref()).map(|t| t.0).unwrap_or(created);
+    let (due, next) = sched.due(since, now);
+    let mut last = old.and_then(|o| o.last_scheduled_time.clone());
+    if let Some(slot) = due {
+        let snap_name = schedule::snapshot_name(&name, slot);
+        let mut labels = server.labels().clone();
+        labels.insert(SCHEDULED_LABEL.into(), "true".into());
+        labels.insert(crate::resources::SERVER_LABEL.into(), name.clone());
+        let snap = BackupSnapshot {
+            metadata: ObjectMeta {
+                name: Some(snap_name.clone()),
+                namespace: Some(ns.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            spec: BackupSnapshotSpec {
+                server: name.clone(),
+                store: policy.store.clone(),
+                compression: Default::default(),
+                include: vec![],
+                exclude: vec![],
+                retain: false,
+                reason: BackupReason::Scheduled,
+            },
+            status: None,
+        };
+        let api: Api<BackupSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
+        match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &snap).await {
+            Ok(_) => {
+                info!(server = %name, namespace = %ns, snapshot = %snap_name, slot = %slot, "scheduled backup created")
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        last = Some(Time(slot));
+    }
+    // Retention of scheduled, unpinned snapshots.
+    if let Some(r) = &policy.retention {
+        let candidates: Vec<Candidate> = snapshots_of(ctx, server)
+            .iter()
+            .filter(|s| s.spec.reason == BackupReason::Scheduled && !s.spec.retain)
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .filter_map(|s| {
+                let st = s.status.as_ref()?;
+                let completed = match st.phase? {
+                    BackupPhase::Completed => true,
+                    BackupPhase::Failed => false,
+                    _ => return None,
+                };
+                let time = st.completed_at.as_ref().or(s.metadata.creation_timestamp.as_ref())?.0;
+                Some(Candidate { name: s.name_any(), time, completed })
+            })
+            .collect();
+        let api: Api<BackupSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
+        for victim in schedule::prune(&candidates, r, now) {
+            match api.delete(&victim, &DeleteParams::default()).await {
+                Ok(_) => info!(server = %name, namespace = %ns, snapshot = %victim, "pruned by retention"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let wait = next.map(|n| Duration::from_secs_f64(n.duration_since(now).as_secs_f64().max(1.0)));
+    Ok((Some(BackupScheduleStatus { last_scheduled_time: last, next_scheduled_time: next.map(Time) }), wait))
+}
+
+/// Outcome of the restore step.
+pub struct RestoreStep {
+    pub status: Option<RestoreStatus>,
+    /// Keep the server stopped while this is true.
+    pub hold_stopped: bool,
+}
+
+fn restore_status(snapshot: &str, phase: RestorePhase, message: impl Into<String>) -> Option<RestoreStatus> {
+    let done = matches!(phase, RestorePhase::Completed | RestorePhase::Failed);
+    Some(RestoreStatus {
+        snapshot: snapshot.into(),
+        phase,
+        message: Some(message.into()),
+        completed_at: done.then(|| Time(Timestamp::now())),
+    })
+}
+
+/// Drives `spec.restore`: validate → stop → restore Job → start.
+pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&RestoreStatus>) -> Result<RestoreStep> {
+    let Some(req) = &server.spec.restore else {
+        return Ok(RestoreStep { status: None, hold_stopped: false });
+    };
+    let ns = server.namespace().unwrap_or_default();
+    let name = server.name_any();
+    let snap_name = &req.snapshot;
+    // A finished restore of this snapshot stays finished.
+    if let Some(o) = old
+        && &o.snapshot == snap_name
+        && matches!(o.phase, RestorePhase::Completed | RestorePhase::Failed)
+    {
+        return Ok(RestoreStep { status: Some(o.clone()), hold_stopped: false });
+    }
+    let job_name = backup_job::child_name(&name, &format!("restore-{}", &short_hash(snap_name.as_bytes())[..6]));
+    let creds_name = backup_job::child_name(&name, "restore-store");
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let job = jobs.get_opt(&job_name).await?;
+    if job.is_none() {
+        // Check the request before stopping anything.
+        let snap = ctx.snapshots.get(&ObjectRef::new(snap_name).within(&ns));
+        let problem = match snap.as_deref() {
+            None => Some(format!("BackupSnapshot {snap_name:?} does not exist in namespace {ns}")),
+            Some(s) if s.spec.server != name => {
+                Some(format!("BackupSnapshot {snap_name:?} is of server {:?}", s.spec.server))
+            }
+            Some(s) if s.status.as_ref().and_then(|st| st.phase) != Some(BackupPhase::Completed) => {
+                Some(format!("BackupSnapshot {snap_name:?} is not Completed"))
+            }
+            _ => None,
+        };
+        if let Some(p) = problem {
+            return Ok(RestoreStep {
+                status: restore_status(snap_name, RestorePhase::Failed, format!("{p}; the world is unchanged")),
+                hold_stopped: false,
+            });
+        }
+        let snap = snap.expect("checked");
+        // Stop first: the world must not change under the restore.
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        if pods.get_opt(&format!("{name}-0")).await?.is_some() {
+            return Ok(RestoreStep {
+                status: restore_status(snap_name, RestorePhase::Stopping, "stopping the server before the restore"),
+                hold_stopped: true,
+            });
+        }
+        let location = snap.status.as_ref().and_then(|s| s.location.clone()).unwrap_or_default();
+        let Some(store) = store_for(ctx, &location) else {
+            return Ok(RestoreStep {
+                status: restore_status(
+                    snap_name,
+                    RestorePhase::Failed,
+                    format!("no configured store holds {location}; the world is unchanged"),
+                ),
+                hold_stopped: false,
+            });
+        };
+        let owner = OwnerReference {
+            api_version: "craftplane.io/v1alpha1".into(),
+            kind: "MinecraftServer".into(),
+            name: name.clone(),
+            uid: server.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let credentials = copy_credentials(ctx, store, &ns, &creds_name, &owner).await?;
+        let job = backup_job::build(&JobInput {
+            name: job_name.clone(),
+            namespace: ns.clone(),
+            server: name.clone(),
+            owner,
+            snapshot: snap_name.clone(),
+            location: location.clone(),
+            image: ctx.settings.helper_image.clone(),
+            settings: store.config.clone(),
+            credentials,
+            node: None,
+            task: Task::Restore,
+        });
+        jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
+        info!(server = %name, namespace = %ns, snapshot = %snap_name, "restore Job created");
+        return Ok(RestoreStep {
+            status: restore_status(snap_name, RestorePhase::Restoring, format!("restoring from {location}")),
+            hold_stopped: true,
+        });
+    }
+    let job = job.expect("checked");
+    let js = job.status.clone().unwrap_or_default();
+    let failed = js.conditions.iter().flatten().any(|c| c.type_ == "Failed" && c.status == "True");
+    let succeeded = js.succeeded.unwrap_or(0) > 0;
+    if !failed && !succeeded {
+        return Ok(RestoreStep {
+            status: restore_status(snap_name, RestorePhase::Restoring, "the restore Job is running"),
+            hold_stopped: true,
+        });
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    match secrets.delete(&creds_name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let status = if succeeded {
+        restore_status(snap_name, RestorePhase::Completed, format!("world restored from {snap_name}"))
+    } else {
+        let why = failure_message(ctx, &ns, &job_name).await?.unwrap_or_else(|| "the restore Job failed".into());
+        restore_status(snap_name, RestorePhase::Failed, format!("{why}; the world is unchanged"))
+    };
+    Ok(RestoreStep { status, hold_stopped: false })
+}
+
+async fn failure_message(ctx: &Context, ns: &str, job: &str) -> Result<Option<String>> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))).await?;
+    Ok(list
+        .items
+        .iter()
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .filter_map(|cs| cs.state.as_ref()?.terminated.as_ref()?.message.clone())
+        .next_back())
+}
+
+/// The configured store a location lies in (longest matching base URL).
+pub fn store_for<'a>(ctx: &'a Context, location: &str) -> Option<&'a StoreConfig> {
+    ctx.stores
+        .as_ref()?
+        .stores
+        .iter()
+        .filter(|st| location.starts_with(&format!("{}/", st.url.trim_end_matches('/'))))
+        .max_by_key(|st| st.url.len())
+}
+
+/// Copies a store's credentials Secret into `ns` (for a Job there).
+pub async fn copy_credentials(
+    ctx: &Context,
+    store: &StoreConfig,
+    ns: &str,
+    name: &str,
+    owner: &OwnerReference,
+) -> Result<Option<String>> {
+    let Some(source_name) = &store.credentials_secret else { return Ok(None) };
+    let src: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.operator_namespace);
+    let Some(source) = src.get_opt(source_name).await? else {
+        return Err(super::error::Error::Blocked(format!(
+            "credentials Secret {}/{source_name} of store {:?} does not exist",
+            ctx.settings.operator_namespace, store.name
+        )));
+    };
+    let copy = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            owner_references: Some(vec![owner.clone()]),
+            labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".into(), "craftplane".into())])),
+            ..Default::default()
+        },
+        data: source.data,
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&copy))
+        .await?;
+    Ok(Some(name.into()))
+}
