@@ -77,7 +77,7 @@ pub const KEEP_FAILED: usize = 3;
 /// newest [`KEEP_FAILED`] stay.
 pub fn prune(candidates: &[Candidate], r: &Retention, now: Timestamp) -> Vec<String> {
     let mut done: Vec<&Candidate> = candidates.iter().filter(|c| c.completed).collect();
-    done.sort_by(|a, b| b.time.cmp(&a.time));
+    done.sort_by_key(|c| std::cmp::Reverse(c.time));
     let mut keep: BTreeSet<&str> = BTreeSet::new();
     let any_rule = r.keep_last.is_some() || r.keep_daily.is_some() || r.keep_weekly.is_some();
     if !any_rule {
@@ -110,7 +110,7 @@ pub fn prune(candidates: &[Candidate], r: &Retention, now: Timestamp) -> Vec<Str
         .map(|c| c.name.clone())
         .collect();
     let mut failed: Vec<&Candidate> = candidates.iter().filter(|c| !c.completed).collect();
-    failed.sort_by(|a, b| b.time.cmp(&a.time));
+    failed.sort_by_key(|c| std::cmp::Reverse(c.time));
     out.extend(failed.iter().skip(KEEP_FAILED).map(|c| c.name.clone()));
     out.sort();
     out
