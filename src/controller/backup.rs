@@ -186,9 +186,10 @@ async fn start(
 ) -> Result<Verdict> {
     let ns = snap.namespace().unwrap_or_default();
     let name = snap.name_any();
+    // Not (yet) there: GitOps may apply the snapshot before its server.
     let Some(server) = ctx.servers.get(&ObjectRef::new(&snap.spec.server).within(&ns)) else {
         return Ok(verdict(
-            BackupPhase::Failed,
+            BackupPhase::Pending,
             "ServerNotFound",
             format!("MinecraftServer {:?} does not exist in namespace {ns}", snap.spec.server),
         ));

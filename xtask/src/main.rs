@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's developer commands.
 
 mod bench;
+mod bench_backup;
 mod cluster;
 mod e2e;
 mod http;
@@ -62,6 +63,12 @@ enum BenchKind {
         /// Seconds of idleness after convergence in which writes are counted.
         #[arg(long, default_value_t = 120)]
         idle_seconds: u64,
+    },
+    /// craftplane backup of a generated world beside tar | zstd | aws s3 cp.
+    Backup {
+        /// World size in MiB (at least 1024).
+        #[arg(long, default_value_t = 1024)]
+        mib: usize,
     },
 }
 
@@ -131,6 +138,7 @@ fn run() -> Result<ExitCode> {
         Command::Test { args } => return test(&sh, &args),
         Command::Dev => dev(&sh)?,
         Command::E2e => e2e::run(&sh)?,
+        Command::Bench { which: BenchKind::Backup { mib } } => bench_backup::run(&sh, mib)?,
         Command::Bench { which: BenchKind::Scale { servers, idle_seconds } } => {
             bench::scale(&sh, &servers, std::time::Duration::from_secs(idle_seconds))?
         }
