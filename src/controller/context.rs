@@ -152,3 +152,41 @@ where
     use futures::FutureExt;
     matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
+
+/// What the caches keep of each child: only the fields reconcilers read
+/// (hash annotations, status, a few spec fields). Pod templates, pod specs,
+/// rendered configuration and secret data are dropped, which keeps memory
+/// per server small (see BENCHMARKS.md).
+pub mod slim {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret};
+
+    /// Keeps replicas, selector and the template's metadata (config hash).
+    pub fn statefulset(s: &mut StatefulSet) {
+        if let Some(spec) = s.spec.as_mut() {
+            spec.template.spec = None;
+            spec.volume_claim_templates = None;
+        }
+    }
+
+    /// Keeps the node name; status, labels and annotations stay whole.
+    pub fn pod(p: &mut Pod) {
+        if let Some(spec) = p.spec.as_mut() {
+            *spec = PodSpec { node_name: spec.node_name.take(), ..Default::default() };
+        }
+    }
+
+    /// Keeps only the plugin manifest of the data.
+    pub fn config_map(c: &mut ConfigMap) {
+        if let Some(data) = c.data.as_mut() {
+            data.retain(|k, _| k == crate::plugins::MANIFEST_KEY);
+        }
+        c.binary_data = None;
+    }
+
+    /// Existence is all that is read: no secret material in memory.
+    pub fn secret(s: &mut Secret) {
+        s.data = None;
+        s.string_data = None;
+    }
+}

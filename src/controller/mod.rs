@@ -310,6 +310,7 @@ async fn run_controllers(
     fn child_stream<K>(
         api: Api<K>,
         cfg: watcher::Config,
+        slim: fn(&mut K),
     ) -> (reflector::Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
     where
         K: kube::Resource<DynamicType = ()>
@@ -323,19 +324,24 @@ async fn run_controllers(
         let (store, writer) = reflector::store::<K>();
         let stream = watcher(api, cfg)
             .default_backoff()
-            .modify(|o: &mut K| {
+            .modify(move |o: &mut K| {
                 o.meta_mut().managed_fields = None;
+                slim(o);
             })
             .reflect(writer)
             .touched_objects();
         (store, stream)
     }
-    let (sts_store, sts_stream) = child_stream(Api::<StatefulSet>::all(client.clone()), children.clone());
-    let (pvc_store, pvc_stream) = child_stream(Api::<PersistentVolumeClaim>::all(client.clone()), children.clone());
-    let (svc_store, svc_stream) = child_stream(Api::<Service>::all(client.clone()), children.clone());
-    let (cm_store, cm_stream) = child_stream(Api::<ConfigMap>::all(client.clone()), children.clone());
-    let (secret_store, secret_stream) = child_stream(Api::<Secret>::all(client.clone()), children.clone());
-    let (pod_store, pod_stream) = child_stream(Api::<Pod>::all(client.clone()), pods.clone());
+    let (sts_store, sts_stream) =
+        child_stream(Api::<StatefulSet>::all(client.clone()), children.clone(), context::slim::statefulset);
+    let (pvc_store, pvc_stream) =
+        child_stream(Api::<PersistentVolumeClaim>::all(client.clone()), children.clone(), |_| {});
+    let (svc_store, svc_stream) = child_stream(Api::<Service>::all(client.clone()), children.clone(), |_| {});
+    let (cm_store, cm_stream) =
+        child_stream(Api::<ConfigMap>::all(client.clone()), children.clone(), context::slim::config_map);
+    let (secret_store, secret_stream) =
+        child_stream(Api::<Secret>::all(client.clone()), children.clone(), context::slim::secret);
+    let (pod_store, pod_stream) = child_stream(Api::<Pod>::all(client.clone()), pods.clone(), context::slim::pod);
     let child_stores = context::Children {
         statefulsets: sts_store,
         pvcs: pvc_store,

@@ -194,7 +194,8 @@ pub fn run(sh: &Shell, mib: usize) -> Result<()> {
     let bl_size = std::fs::metadata(root.join("bench/baseline/world.tar.zst"))?.len();
 
     // craftplane also verified nothing here; check its snapshot afterwards.
-    let out = Command::new(&bin).args(["backup", "verify", "s3://bench/craftplane"]).envs(env.iter().cloned()).output()?;
+    let out =
+        Command::new(&bin).args(["backup", "verify", "s3://bench/craftplane"]).envs(env.iter().cloned()).output()?;
     if !out.status.success() {
         bail!("verify failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -232,7 +233,8 @@ pub fn run(sh: &Shell, mib: usize) -> Result<()> {
         cp_rss / bl_rss.max(0.1)
     );
     print!("{t}");
-    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(crate::project_root().join("BENCHMARKS.md"))?;
+    let mut f =
+        std::fs::OpenOptions::new().append(true).create(true).open(crate::project_root().join("BENCHMARKS.md"))?;
     f.write_all(t.as_bytes())?;
     Ok(())
 }

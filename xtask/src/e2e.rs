@@ -308,6 +308,26 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
     if !out.status.success() {
         bail!("the backup Job's command failed: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // A snapshot naming a store nobody configured fails with the reason.
+    let bad = cluster.dir.join("bad-snapshot.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: craftplane.io/v1alpha1\nkind: BackupSnapshot\nmetadata: {name: nowhere, namespace: default}\nspec: {server: survival, store: {name: nowhere}}\n",
+    )?;
+    k(&["apply", "-f", &bad.display().to_string()])?;
+    expect(
+        "BackupSnapshot nowhere Failed",
+        &[
+            "get",
+            "backup",
+            "nowhere",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.status.phase}/{.status.conditions[?(@.type==\"Ready\")].reason}",
+        ],
+        "Failed/StoreNotConfigured",
+    )?;
     expect(
         "BackupSnapshot survival-before-1-21-5 Completed",
         &["get", "backup", "survival-before-1-21-5", "-n", "default", "-o", "jsonpath={.status.phase}/{.status.files}"],
@@ -329,6 +349,7 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
         "craftplane_reconciles_total{kind=\"BackupSnapshot\",result=\"ok\"}",
         "craftplane_backup_bytes_total",
         "craftplane_backup_duration_seconds_count",
+        "craftplane_backup_failures_total",
     ];
     let value = |metrics: &str, prefix: &str| -> f64 {
         metrics
