@@ -327,43 +327,24 @@ async fn wrong_credentials_fail_with_a_reason_and_save_on() {
     let mut env = s3.env();
     env[1].1 = "not-the-secret".into();
     let tlog = t.path("tlog");
-    let out = craftplane(
-        &[
-            "backup",
-            "--to",
-            "s3://worlds/x",
-            "--data-dir",
-            p(&world),
-            "--rcon-address",
-            &format!("127.0.0.1:{}", rcon.port),
-        ]
-        .iter()
-        .copied()
-        .chain(["--rcon-password-file", p(&t.path("pw")), "--termination-log", p(&tlog)])
-        .collect::<Vec<_>>(),
-        &env,
-    );
+    let rcon_addr = format!("127.0.0.1:{}", rcon.port);
+    let pw = t.path("pw");
+    let backup_to = |to: &str, env: &[(String, String)]| {
+        craftplane(
+            &["backup", "--to", to, "--data-dir", p(&world), "--rcon-address", &rcon_addr]
+                .into_iter()
+                .chain(["--rcon-password-file", p(&pw), "--termination-log", p(&tlog)])
+                .collect::<Vec<_>>(),
+            env,
+        )
+    };
+    let out = backup_to("s3://worlds/x", &env);
     assert!(!out.status.success());
     assert!(std::fs::read_to_string(&tlog).unwrap_or_default().starts_with("StoreFailed: "), "{}", text(&out));
     assert_eq!(rcon.commands(), vec!["save-off", "save-all flush", "save-on"]);
     // A wrong RCON password fails before anything is written.
-    std::fs::write(t.path("pw"), "wrong").unwrap();
-    let out = craftplane(
-        &[
-            "backup",
-            "--to",
-            "s3://worlds/y",
-            "--data-dir",
-            p(&world),
-            "--rcon-address",
-            &format!("127.0.0.1:{}", rcon.port),
-        ]
-        .iter()
-        .copied()
-        .chain(["--rcon-password-file", p(&t.path("pw")), "--termination-log", p(&tlog)])
-        .collect::<Vec<_>>(),
-        &s3.env(),
-    );
+    std::fs::write(&pw, "wrong").unwrap();
+    let out = backup_to("s3://worlds/y", &s3.env());
     assert!(!out.status.success());
     assert!(std::fs::read_to_string(&tlog).unwrap().starts_with("RconFailed: "), "{}", text(&out));
     assert!(!t.path("s3/worlds/y").exists());

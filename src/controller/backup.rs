@@ -13,7 +13,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -158,19 +157,7 @@ async fn apply(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
         api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         if old.phase != status.phase {
             info!(snapshot = %name, namespace = %ns, phase = ?v.phase, reason = %v.reason, "snapshot phase changed");
-            let _ = ctx
-                .recorder
-                .publish(
-                    &KubeEvent {
-                        type_: if stalled { EventType::Warning } else { EventType::Normal },
-                        reason: v.reason.clone(),
-                        note: Some(v.message.chars().take(1000).collect()),
-                        action: "Backup".into(),
-                        secondary: None,
-                    },
-                    &snap.object_ref(&()),
-                )
-                .await;
+            ctx.event(&snap.object_ref(&()), stalled, &v.reason, &v.message, "Backup").await;
         }
     }
     Ok(if done { Action::await_change() } else { Action::requeue(Duration::from_secs(10)) })

@@ -137,6 +137,28 @@ impl Context {
         f.remove(uid);
     }
 
+    /// Publishes an Event about `obj` (failures to publish are logged only).
+    pub async fn event(
+        &self,
+        obj: &k8s_openapi::api::core::v1::ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: &str,
+        action: &str,
+    ) {
+        use kube::runtime::events::{Event, EventType};
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, obj).await {
+            tracing::warn!(error = %e, "cannot publish event");
+        }
+    }
+
     /// The last ping result of a server.
     pub fn ping(&self, key: &Key) -> Option<Result<slp::Status, String>> {
         self.pings.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()

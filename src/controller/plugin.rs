@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
@@ -101,20 +100,7 @@ pub async fn reconcile(pi: Arc<PluginInstallation>, ctx: Arc<Context>) -> Result
         api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         if old.phase != status.phase {
             info!(plugin = %name, namespace = %ns, phase = ?outcome.phase, reason = %outcome.reason, "plugin phase changed");
-            let type_ = if outcome.stalled { EventType::Warning } else { EventType::Normal };
-            let _ = ctx
-                .recorder
-                .publish(
-                    &KubeEvent {
-                        type_,
-                        reason: outcome.reason.clone(),
-                        note: Some(outcome.message.chars().take(1000).collect()),
-                        action: "Reconcile".into(),
-                        secondary: None,
-                    },
-                    &pi.object_ref(&()),
-                )
-                .await;
+            ctx.event(&pi.object_ref(&()), outcome.stalled, &outcome.reason, &outcome.message, "Reconcile").await;
         }
     }
     ctx.succeeded(&pi.uid().unwrap_or_default());

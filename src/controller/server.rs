@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Servi
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -255,16 +254,8 @@ async fn write_status(
         info!(server = %server.name_any(), namespace = %ns, from = %from, to = %to, "phase changed");
         let ready = new.conditions.iter().find(|c| c.type_ == conditions::READY);
         let failed = new.phase == Some(ServerPhase::Failed) || ready.is_some_and(|c| c.reason.ends_with("NotFound"));
-        let event = KubeEvent {
-            type_: if failed { EventType::Warning } else { EventType::Normal },
-            reason: to.clone(),
-            note: Some(format!("phase {from} → {to}: {}", ready.map(|c| c.message.as_str()).unwrap_or(""))),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
-            warn!(error = %e, "cannot publish event");
-        }
+        let note = format!("phase {from} → {to}: {}", ready.map(|c| c.message.as_str()).unwrap_or(""));
+        ctx.event(&server.object_ref(&()), failed, &to, &note, "Reconcile").await;
     }
     Ok(())
 }

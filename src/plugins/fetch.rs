@@ -279,7 +279,7 @@ enum Attempt {
 }
 
 async fn download_once(http: &reqwest::Client, e: &ManifestEntry, part: &Path, max: u64) -> Result<(), Attempt> {
-    let resp = http.get(&e.url).send().await.map_err(|err| Attempt::Retry(chain(&err)))?;
+    let resp = http.get(&e.url).send().await.map_err(|err| Attempt::Retry(super::error_chain(&err)))?;
     let status = resp.status();
     if status.is_client_error() {
         return Err(Attempt::Fatal(FetchError::new(
@@ -298,7 +298,8 @@ async fn download_once(http: &reqwest::Client, e: &ManifestEntry, part: &Path, m
     let (mut s256, mut s512, mut size) = (Sha256::new(), Sha512::new(), 0u64);
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|err| Attempt::Retry(format!("download interrupted: {}", chain(&err))))?;
+        let chunk =
+            chunk.map_err(|err| Attempt::Retry(format!("download interrupted: {}", super::error_chain(&err))))?;
         size += chunk.len() as u64;
         if size > max {
             return Err(Attempt::Fatal(FetchError::new(
@@ -366,17 +367,6 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {

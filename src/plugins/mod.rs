@@ -193,6 +193,18 @@ pub fn manifest_for(server_type: ServerType, installs: &[&PluginInstallation]) -
     Manifest { version: 1, directory: plugin_directory(server_type).into(), plugins }
 }
 
+/// An error with its sources, one line ("a: b: c").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -264,7 +264,7 @@ impl Client {
     async fn get<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T, ResolveError> {
         let url = format!("{}{path}", self.base);
         let resp = self.http.get(&url).send().await.map_err(|e| {
-            ResolveError::SourceUnreachable(format!("cannot reach Modrinth for {what}: {}", error_chain(&e)))
+            ResolveError::SourceUnreachable(format!("cannot reach Modrinth for {what}: {}", super::error_chain(&e)))
         })?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
@@ -299,17 +299,6 @@ fn check_id(id: &str) -> Result<(), ResolveError> {
         return Err(ResolveError::SourceNotFound(format!("{id:?} is not a Modrinth id or slug")));
     }
     Ok(())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// A resolved Modrinth source.

@@ -231,15 +231,7 @@ pub fn build(m: &ServerModel) -> StatefulSet {
                     termination_grace_period_seconds: Some(i64::from(m.stop_seconds)),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS),
-                        run_as_group: Some(RUN_AS),
-                        fs_group: Some(RUN_AS),
-                        fs_group_change_policy: Some("OnRootMismatch".into()),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(pod_security()),
                     init_containers: Some(vec![init]),
                     volumes: Some(volumes),
                     ..Default::default()
@@ -251,7 +243,23 @@ pub fn build(m: &ServerModel) -> StatefulSet {
     }
 }
 
-fn restricted() -> SecurityContext {
+/// Pod security context of server and Job pods: non-root, the world
+/// volume's group, RuntimeDefault seccomp.
+pub fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        fs_group_change_policy: Some("OnRootMismatch".into()),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// Container security context for craftplane's own containers (Pod
+/// Security "restricted", read-only root filesystem).
+pub fn restricted() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
