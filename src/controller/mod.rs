@@ -262,14 +262,13 @@ async fn run_controllers(
     info!("starting controllers");
     health.set(false, "starting controllers");
 
-    let mut wc = watcher::Config::default().page_size(50);
+    let base = || watcher::Config::default().page_size(50);
+    let mut wc = base();
     if let Some(sel) = &args.watch_label_selector {
         wc = wc.labels(sel);
     }
-    let children = watcher::Config::default().page_size(50).labels("app.kubernetes.io/managed-by=craftplane");
-    let pods = watcher::Config::default()
-        .page_size(50)
-        .labels("app.kubernetes.io/managed-by=craftplane,app.kubernetes.io/component=server");
+    let children = base().labels("app.kubernetes.io/managed-by=craftplane");
+    let pods = base().labels("app.kubernetes.io/managed-by=craftplane,app.kubernetes.io/component=server");
 
     let sku_api: Api<Sku> = Api::all(client.clone());
     let server_api: Api<MinecraftServer> = Api::all(client.clone());
@@ -477,7 +476,7 @@ async fn run_controllers(
     fn by_tenant_label<K: kube::Resource>(o: &K) -> Option<ObjectRef<Tenant>> {
         Some(ObjectRef::new(o.meta().labels.as_ref()?.get(crate::api::tenant::TENANT_LABEL)?))
     }
-    let tenant_objects = watcher::Config::default().page_size(50).labels(crate::api::tenant::TENANT_LABEL);
+    let tenant_objects = base().labels(crate::api::tenant::TENANT_LABEL);
     let tenants_for_skus = tenant_store.clone();
     let tenants_for_servers = tenant_store.clone();
     let tenant_ctrl = tenant_ctrl
@@ -489,7 +488,7 @@ async fn run_controllers(
         .watches(Api::<Sku>::all(client.clone()), wc.clone(), move |_| {
             tenants_for_skus.state().into_iter().map(|t| ObjectRef::from_obj(t.as_ref())).collect::<Vec<_>>()
         })
-        .watches(Api::<MinecraftServer>::all(client.clone()), watcher::Config::default().page_size(50), move |s| {
+        .watches(Api::<MinecraftServer>::all(client.clone()), base(), move |s| {
             let ns = s.namespace()?;
             tenants_for_servers
                 .state()
@@ -543,8 +542,32 @@ async fn run_controllers(
         }
     };
     let housekeeping = housekeeping(ctx.clone(), health.clone());
+    // Each controller on its own task: one busy or stuck controller cannot
+    // starve the others (and they run on every worker thread). Aborted when
+    // this function returns (leadership lost, shutdown).
+    struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            for t in &self.0 {
+                t.abort();
+            }
+        }
+    }
+    let mut tasks = AbortOnDrop(vec![
+        tokio::spawn(server_ctrl),
+        tokio::spawn(sku_ctrl),
+        tokio::spawn(tenant_ctrl),
+        tokio::spawn(plugin_ctrl),
+        tokio::spawn(backup_ctrl),
+        tokio::spawn(readiness),
+    ]);
+    let controllers = async {
+        for t in tasks.0.iter_mut() {
+            let _ = t.await;
+        }
+    };
     let result = tokio::select! {
-        _ = async { tokio::join!(server_ctrl, sku_ctrl, tenant_ctrl, plugin_ctrl, backup_ctrl, readiness) } => Ok(()),
+        _ = controllers => Ok(()),
         _ = pinger => Ok(()),
         _ = reflectors => Ok(()),
         _ = housekeeping => Ok(()),

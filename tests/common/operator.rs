@@ -57,7 +57,10 @@ impl Operator {
             .args(if extra.iter().any(|a| a.starts_with("--slp")) { vec![] } else { vec!["--slp-interval", "0"] })
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,craftplane=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("CRAFTPLANE_TEST_RUST_LOG").unwrap_or_else(|_| "info,craftplane=debug".into()),
+            )
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::null())
             .stderr(file)
