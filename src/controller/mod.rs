@@ -511,8 +511,11 @@ async fn run_controllers(
     let ready_health = health.clone();
     let (sku_ready, server_ready) = (sku_store.clone(), server_store.clone());
     let readiness = async move {
-        let _ = sku_ready.wait_until_ready().await;
-        let _ = server_ready.wait_until_ready().await;
+        // Polled, not awaited: a task parked in wait_until_ready() was seen
+        // never to wake once it ran on its own task.
+        while !context::store_ready(&sku_ready) || !context::store_ready(&server_ready) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         ready_health.set(true, "ok");
         info!("caches synced; ready");
     };
