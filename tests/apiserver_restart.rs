@@ -64,15 +64,9 @@ fn restart_apiserver() -> Duration {
     t0.elapsed()
 }
 
-// Known failure, kept visible as a skipped test (run it with `-- --ignored`):
-// after the restart the child watches (pods, PVCs, StatefulSets, …) stop
-// delivering events and nothing converges within 3 minutes, while the
-// operator process stays up. Seen: with ListSemantic::Any and with
-// MostRecent the watchers loop on 410 "too old resource version" at the
-// same resourceVersion (relists return it again); with streaming lists the
-// child watches are never re-established; sockets with unread data sit in
-// the operator. Investigation notes in issue 9.
-#[ignore = "known failure: watches do not recover after an API server restart (issue 9)"]
+// Found the bug it guards: a watcher error handed to a controller's trigger
+// queue (kube-runtime's applier) could stall that controller for good; the
+// operator now filters watcher errors out of every trigger stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_rides_out_an_api_server_restart() {
     let f = Fixture::new("apirestart").await;

@@ -270,6 +270,62 @@ async fn run_controllers(
     let children = base().labels("app.kubernetes.io/managed-by=craftplane");
     let pods = base().labels("app.kubernetes.io/managed-by=craftplane,app.kubernetes.io/component=server");
 
+    // Every watch stream retries with backoff and never hands an error to a
+    // controller: watcher errors (e.g. while the API server restarts) are
+    // logged here. (An error reaching a controller's trigger queue was the
+    // suspect when controllers stopped reconciling after an API server
+    // restart.)
+    fn no_errors<K: kube::Resource>(
+        kind: &'static str,
+    ) -> impl FnMut(Result<K, watcher::Error>) -> futures::future::Ready<Option<Result<K, watcher::Error>>> {
+        move |r| {
+            futures::future::ready(match r {
+                Ok(o) => Some(Ok(o)),
+                Err(e) => {
+                    warn!(kind, error = %e, "watch failed; retrying");
+                    None
+                }
+            })
+        }
+    }
+    /// A trigger stream (no cache) for `Controller::watches_stream`/`owns_stream`.
+    fn trigger<K>(
+        api: Api<K>,
+        cfg: watcher::Config,
+        kind: &'static str,
+    ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + 'static,
+    {
+        watcher(api, cfg).default_backoff().touched_objects().filter_map(no_errors(kind))
+    }
+    /// The cache and trigger stream of a controller's own kind.
+    fn primary<K>(
+        api: Api<K>,
+        cfg: watcher::Config,
+        kind: &'static str,
+    ) -> (reflector::Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + serde::de::DeserializeOwned
+            + 'static,
+    {
+        let (store, writer) = reflector::store::<K>();
+        let stream = watcher(api, cfg)
+            .default_backoff()
+            .modify(|o: &mut K| {
+                o.meta_mut().managed_fields = None;
+            })
+            .reflect(writer)
+            .applied_objects()
+            .filter_map(no_errors(kind));
+        (store, stream)
+    }
+
     let sku_api: Api<Sku> = Api::all(client.clone());
     let server_api: Api<MinecraftServer> = Api::all(client.clone());
     let (sku_store, sku_writer) = reflector::store::<Sku>();
@@ -279,15 +335,16 @@ async fn run_controllers(
         .for_each(|_| futures::future::ready(()));
 
     let tenant_api: Api<Tenant> = Api::all(client.clone());
-    let tenant_ctrl = Controller::new(tenant_api.clone(), wc.clone());
-    let tenant_store = tenant_ctrl.store();
-    let server_ctrl = Controller::new(server_api.clone(), wc.clone());
-    let server_store = server_ctrl.store();
+    let (tenant_store, tenant_stream) = primary(tenant_api.clone(), wc.clone(), "Tenant");
+    let tenant_ctrl = Controller::for_stream(tenant_stream, tenant_store.clone());
+    let (server_store, server_stream) = primary(server_api.clone(), wc.clone(), "MinecraftServer");
+    let server_ctrl = Controller::for_stream(server_stream, server_store.clone());
     let plugin_api: Api<PluginInstallation> = Api::all(client.clone());
-    let plugin_ctrl = Controller::new(plugin_api.clone(), wc.clone());
-    let plugin_store = plugin_ctrl.store();
-    let backup_controller = Controller::new(Api::<BackupSnapshot>::all(client.clone()), wc.clone());
-    let snapshot_store = backup_controller.store();
+    let (plugin_store, plugin_stream) = primary(plugin_api.clone(), wc.clone(), "PluginInstallation");
+    let plugin_ctrl = Controller::for_stream(plugin_stream, plugin_store.clone());
+    let (snapshot_store, snapshot_stream) =
+        primary(Api::<BackupSnapshot>::all(client.clone()), wc.clone(), "BackupSnapshot");
+    let backup_controller = Controller::for_stream(snapshot_stream, snapshot_store.clone());
     let stores = match &args.backup_stores {
         Some(p) => Some(crate::backup::stores::Stores::load(p).map_err(|e| anyhow::anyhow!(e))?),
         None => None,
@@ -328,7 +385,8 @@ async fn run_controllers(
                 slim(o);
             })
             .reflect(writer)
-            .touched_objects();
+            .touched_objects()
+            .filter_map(no_errors("child"));
         (store, stream)
     }
     let (sts_store, sts_stream) =
@@ -391,7 +449,7 @@ async fn run_controllers(
             let server = pod.labels().get(crate::resources::SERVER_LABEL)?.clone();
             Some(ObjectRef::new(&server).within(&pod.namespace()?))
         })
-        .watches(sku_api.clone(), wc.clone(), move |sku| {
+        .watches_stream(trigger(sku_api.clone(), wc.clone(), "Sku"), move |sku| {
             let name = sku.name_any();
             servers_for_skus
                 .state()
@@ -400,8 +458,10 @@ async fn run_controllers(
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .watches(plugin_api.clone(), wc.clone(), |p| Some(ObjectRef::new(&p.spec.server).within(&p.namespace()?)))
-        .watches(Api::<BackupSnapshot>::all(client.clone()), wc.clone(), |b| {
+        .watches_stream(trigger(plugin_api.clone(), wc.clone(), "PluginInstallation"), |p| {
+            Some(ObjectRef::new(&p.spec.server).within(&p.namespace()?))
+        })
+        .watches_stream(trigger(Api::<BackupSnapshot>::all(client.clone()), wc.clone(), "BackupSnapshot"), |b| {
             Some(ObjectRef::new(&b.spec.server).within(&b.namespace()?))
         })
         .reconcile_on(ping_stream)
@@ -414,8 +474,11 @@ async fn run_controllers(
         )
         .for_each(|_| futures::future::ready(()));
 
-    let sku_ctrl = Controller::new(sku_api, wc.clone())
-        .watches(server_api.clone(), wc.clone(), |s| Some(ObjectRef::new(&s.spec.sku)))
+    let (sku_ctrl_store, sku_stream) = primary(sku_api, wc.clone(), "Sku");
+    let sku_ctrl = Controller::for_stream(sku_stream, sku_ctrl_store)
+        .watches_stream(trigger(server_api.clone(), wc.clone(), "MinecraftServer"), |s| {
+            Some(ObjectRef::new(&s.spec.sku))
+        })
         .with_config(cfg)
         .graceful_shutdown_on(stop_fut(stop.clone()))
         .run(
@@ -442,8 +505,10 @@ async fn run_controllers(
     }
     let (plugins_a, plugins_b) = (plugin_store.clone(), plugin_store.clone());
     let plugin_ctrl = plugin_ctrl
-        .watches(server_api.clone(), wc.clone(), move |s| plugins_of(&plugins_a, s.namespace(), &s.name_any()))
-        .watches(plugin_api, wc.clone(), move |p| {
+        .watches_stream(trigger(server_api.clone(), wc.clone(), "MinecraftServer"), move |s| {
+            plugins_of(&plugins_a, s.namespace(), &s.name_any())
+        })
+        .watches_stream(trigger(plugin_api, wc.clone(), "PluginInstallation"), move |p| {
             let me = p.name_any();
             plugins_of(&plugins_b, p.namespace(), &p.spec.server)
                 .into_iter()
@@ -461,7 +526,7 @@ async fn run_controllers(
 
     // Backups: one Job each.
     let backup_ctrl = backup_controller
-        .owns(Api::<Job>::all(client.clone()), children.clone())
+        .owns_stream(trigger(Api::<Job>::all(client.clone()), children.clone(), "Job"))
         .with_config(CtrlConfig::default().concurrency(args.concurrency))
         .graceful_shutdown_on(stop_fut(stop.clone()))
         .run(
@@ -480,15 +545,29 @@ async fn run_controllers(
     let tenants_for_skus = tenant_store.clone();
     let tenants_for_servers = tenant_store.clone();
     let tenant_ctrl = tenant_ctrl
-        .watches(Api::<Namespace>::all(client.clone()), tenant_objects.clone(), move |o| by_tenant_label(&o))
-        .watches(Api::<RoleBinding>::all(client.clone()), tenant_objects.clone(), move |o| by_tenant_label(&o))
-        .watches(Api::<NetworkPolicy>::all(client.clone()), tenant_objects.clone(), move |o| by_tenant_label(&o))
-        .watches(Api::<ResourceQuota>::all(client.clone()), tenant_objects.clone(), move |o| by_tenant_label(&o))
-        .watches(Api::<LimitRange>::all(client.clone()), tenant_objects.clone(), move |o| by_tenant_label(&o))
-        .watches(Api::<Sku>::all(client.clone()), wc.clone(), move |_| {
+        .watches_stream(trigger(Api::<Namespace>::all(client.clone()), tenant_objects.clone(), "Namespace"), move |o| {
+            by_tenant_label(&o)
+        })
+        .watches_stream(
+            trigger(Api::<RoleBinding>::all(client.clone()), tenant_objects.clone(), "RoleBinding"),
+            move |o| by_tenant_label(&o),
+        )
+        .watches_stream(
+            trigger(Api::<NetworkPolicy>::all(client.clone()), tenant_objects.clone(), "NetworkPolicy"),
+            move |o| by_tenant_label(&o),
+        )
+        .watches_stream(
+            trigger(Api::<ResourceQuota>::all(client.clone()), tenant_objects.clone(), "ResourceQuota"),
+            move |o| by_tenant_label(&o),
+        )
+        .watches_stream(
+            trigger(Api::<LimitRange>::all(client.clone()), tenant_objects.clone(), "LimitRange"),
+            move |o| by_tenant_label(&o),
+        )
+        .watches_stream(trigger(Api::<Sku>::all(client.clone()), wc.clone(), "Sku"), move |_| {
             tenants_for_skus.state().into_iter().map(|t| ObjectRef::from_obj(t.as_ref())).collect::<Vec<_>>()
         })
-        .watches(Api::<MinecraftServer>::all(client.clone()), base(), move |s| {
+        .watches_stream(trigger(Api::<MinecraftServer>::all(client.clone()), base(), "MinecraftServer"), move |s| {
             let ns = s.namespace()?;
             tenants_for_servers
                 .state()
