@@ -29,7 +29,14 @@ fn restart_apiserver() -> Duration {
     // SIGTERM, and SIGKILL if its graceful shutdown (open watches) takes
     // more than 5 s: either way every connection drops.
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    // Gone, or a zombie (its parent, `cargo xtask test`, reaps it later).
+    let running = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().next()).map(|st| st != "Z"))
+            .unwrap_or(false)
+    };
+    while running(pid) {
         if t0.elapsed() > Duration::from_secs(5) {
             Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
         }
