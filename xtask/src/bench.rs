@@ -294,3 +294,81 @@ fn table(rows: &[Row]) -> String {
     }
     t
 }
+
+/// `cargo xtask bench soak`: N servers flapping between Running and Stopped
+/// for a while; the operator's RSS at the start, its peak and at the end.
+pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()> {
+    let tools = tools::ensure(sh)?;
+    cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
+    let bin = crate::project_root().join("target/release/craftplane");
+    let rows = with_cluster(sh, &format!("bench-soak-{}", std::process::id()), |cluster| {
+        let (sku, servers) = write_inputs(cluster, n)?;
+        kubectl(sh, &tools, cluster, &["create", "namespace", NS])?;
+        kubectl(sh, &tools, cluster, &["apply", "-f", &sku.display().to_string()])?;
+        let stopped = cluster.dir.join("bench-servers-stopped.yaml");
+        std::fs::write(
+            &stopped,
+            std::fs::read_to_string(&servers)?.replace("  eula: true\n", "  eula: true\n  state: Stopped\n"),
+        )?;
+        let running = cluster.dir.join("bench-servers-running.yaml");
+        std::fs::write(
+            &running,
+            std::fs::read_to_string(&servers)?.replace("  eula: true\n", "  eula: true\n  state: Running\n"),
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = std::fs::File::create(cluster.dir.join("logs").join("operator.log"))?;
+        let child = Command::new(&bin)
+            .args(["controller", "--slp-interval", "0", "--log-format", "json", "--http-addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("KUBECONFIG", cluster.operator_kubeconfig())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start operator")?;
+        let op = Proc(child);
+        let pid = op.0.id();
+        let t0 = Instant::now();
+        kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &running.display().to_string()])?;
+        let phases =
+            ["get", "minecraftservers", "-n", NS, "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}"];
+        wait_count(sh, &tools, cluster, &phases, "Running", n, t0)?;
+        let (_, start_rss, _) = proc_stats(pid);
+        println!(
+            "bench: {n} servers Running; RSS {start_rss:.1} MiB; flapping every {flip_seconds}s for {minutes} min"
+        );
+        let end = Instant::now() + Duration::from_secs(minutes * 60);
+        let mut flips = 0;
+        let mut samples = Vec::new();
+        while Instant::now() < end {
+            let file = if flips % 2 == 0 { &stopped } else { &running };
+            kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &file.display().to_string()])?;
+            flips += 1;
+            std::thread::sleep(Duration::from_secs(flip_seconds));
+            let (_, rss, _) = proc_stats(pid);
+            samples.push(rss);
+            println!("bench: flip {flips}: RSS {rss:.1} MiB");
+        }
+        // Settle in the Running state, then read the end figures.
+        kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &running.display().to_string()])?;
+        wait_count(sh, &tools, cluster, &phases, "Running", n, Instant::now())?;
+        let (peak, end_rss, cpu) = proc_stats(pid);
+        if op.0.id() != pid {
+            bail!("operator restarted");
+        }
+        Ok((start_rss, peak, end_rss, cpu, flips, samples))
+    })?;
+    let (start_rss, peak, end_rss, cpu, flips, samples) = rows;
+    let date = cmd!(sh, "date -u +%Y-%m-%d").read().unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let text = format!(
+        "\n## Soak: {date}, {cores} cores, {n} servers flapping Running/Stopped every {flip_seconds}s for {minutes} min\n\n| flips | RSS at start (MiB) | peak (MiB) | RSS at end (MiB) | CPU (s) | RSS samples (MiB) |\n|---|---|---|---|---|---|\n| {flips} | {start_rss:.1} | {peak:.1} | {end_rss:.1} | {cpu:.1} | {} |\n",
+        samples.iter().map(|s| format!("{s:.0}")).collect::<Vec<_>>().join(" ")
+    );
+    print!("{text}");
+    let path = crate::project_root().join("BENCHMARKS.md");
+    let mut doc = std::fs::read_to_string(&path).unwrap_or_default();
+    doc.push_str(&text);
+    std::fs::write(&path, doc)?;
+    Ok(())
+}

@@ -64,6 +64,16 @@ enum BenchKind {
         #[arg(long, default_value_t = 120)]
         idle_seconds: u64,
     },
+    /// N servers flapping between Running and Stopped; RSS at start and end.
+    Soak {
+        #[arg(long, default_value_t = 200)]
+        servers: usize,
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Seconds between flips.
+        #[arg(long, default_value_t = 30)]
+        flip_seconds: u64,
+    },
     /// craftplane backup of a generated world beside tar | zstd | aws s3 cp.
     Backup {
         /// World size in MiB (at least 1024).
@@ -139,6 +149,9 @@ fn run() -> Result<ExitCode> {
         Command::Dev => dev(&sh)?,
         Command::E2e => e2e::run(&sh)?,
         Command::Bench { which: BenchKind::Backup { mib } } => bench_backup::run(&sh, mib)?,
+        Command::Bench { which: BenchKind::Soak { servers, minutes, flip_seconds } } => {
+            bench::soak(&sh, servers, minutes, flip_seconds)?
+        }
         Command::Bench { which: BenchKind::Scale { servers, idle_seconds } } => {
             bench::scale(&sh, &servers, std::time::Duration::from_secs(idle_seconds))?
         }
