@@ -262,6 +262,21 @@ async fn failures_are_conditions_never_completed() {
     create_snapshot(&e, "empty", json!({})).await;
     let s = wait_snapshot(&e, "empty", "Failed", |s| phase(s) == Some(BackupPhase::Failed)).await;
     assert!(reason(&s).starts_with("ManifestMissing: "), "{}", reason(&s));
+    // The Job fails (here: its deadline passes, as when its pod is killed
+    // again and again): Failed with the reason, never Completed.
+    create_snapshot(&e, "killed", json!({})).await;
+    wait_job(&e, "killed-backup").await;
+    e.f.api::<Job>()
+        .patch(
+            "killed-backup",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"activeDeadlineSeconds": 1}})),
+        )
+        .await
+        .unwrap();
+    let s = wait_snapshot(&e, "killed", "Failed", |s| phase(s) == Some(BackupPhase::Failed)).await;
+    assert!(reason(&s).starts_with("BackupJobFailed: "), "{}", reason(&s));
+    assert!(s.status.unwrap().manifest_sha256.is_none());
     // No such store.
     create_snapshot(&e, "nostore", json!({"store": {"name": "elsewhere"}})).await;
     let s = wait_snapshot(&e, "nostore", "Failed", |s| phase(s) == Some(BackupPhase::Failed)).await;
