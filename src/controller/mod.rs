@@ -299,12 +299,17 @@ async fn run_controllers(
     {
         watcher(api, cfg).default_backoff().touched_objects().filter_map(no_errors(kind))
     }
-    /// The cache and trigger stream of a controller's own kind.
-    fn primary<K>(
+    /// A cache (managedFields and what `slim` drops left out) and the
+    /// stream of the objects it sees: applied objects for a controller's
+    /// own kind (`deletes: false`), deletions too for children (an owner
+    /// must notice a deleted child).
+    fn cached<K>(
         api: Api<K>,
         cfg: watcher::Config,
         kind: &'static str,
-    ) -> (reflector::Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+        slim: fn(&mut K),
+        deletes: bool,
+    ) -> (reflector::Store<K>, futures::stream::BoxStream<'static, Result<K, watcher::Error>>)
     where
         K: kube::Resource<DynamicType = ()>
             + Clone
@@ -315,24 +320,42 @@ async fn run_controllers(
             + 'static,
     {
         let (store, writer) = reflector::store::<K>();
-        let stream = watcher(api, cfg)
+        let events = watcher(api, cfg)
             .default_backoff()
-            .modify(|o: &mut K| {
+            .modify(move |o: &mut K| {
                 o.meta_mut().managed_fields = None;
+                slim(o);
             })
-            .reflect(writer)
-            .applied_objects()
-            .filter_map(no_errors(kind));
+            .reflect(writer);
+        let stream = if deletes {
+            events.touched_objects().filter_map(no_errors(kind)).boxed()
+        } else {
+            events.applied_objects().filter_map(no_errors(kind)).boxed()
+        };
         (store, stream)
+    }
+    /// The cache and trigger stream of a controller's own kind.
+    fn primary<K>(
+        api: Api<K>,
+        cfg: watcher::Config,
+        kind: &'static str,
+    ) -> (reflector::Store<K>, futures::stream::BoxStream<'static, Result<K, watcher::Error>>)
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + serde::de::DeserializeOwned
+            + 'static,
+    {
+        cached(api, cfg, kind, |_| {}, false)
     }
 
     let sku_api: Api<Sku> = Api::all(client.clone());
     let server_api: Api<MinecraftServer> = Api::all(client.clone());
-    let (sku_store, sku_writer) = reflector::store::<Sku>();
-    let sku_reflector = reflector::reflector(sku_writer, watcher(sku_api.clone(), wc.clone()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(|_| futures::future::ready(()));
+    // One SKU cache: the SKU controller's, read by the other reconcilers too.
+    let (sku_store, sku_stream) = primary(sku_api.clone(), wc.clone(), "Sku");
 
     let tenant_api: Api<Tenant> = Api::all(client.clone());
     let (tenant_store, tenant_stream) = primary(tenant_api.clone(), wc.clone(), "Tenant");
@@ -363,42 +386,28 @@ async fn run_controllers(
     };
     // Caches of the servers' children; the controller is triggered by the
     // same streams that fill them.
-    fn child_stream<K>(
-        api: Api<K>,
-        cfg: watcher::Config,
-        slim: fn(&mut K),
-    ) -> (reflector::Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + serde::de::DeserializeOwned
-            + 'static,
-    {
-        let (store, writer) = reflector::store::<K>();
-        let stream = watcher(api, cfg)
-            .default_backoff()
-            .modify(move |o: &mut K| {
-                o.meta_mut().managed_fields = None;
-                slim(o);
-            })
-            .reflect(writer)
-            .touched_objects()
-            .filter_map(no_errors("child"));
-        (store, stream)
-    }
-    let (sts_store, sts_stream) =
-        child_stream(Api::<StatefulSet>::all(client.clone()), children.clone(), context::slim::statefulset);
-    let (pvc_store, pvc_stream) =
-        child_stream(Api::<PersistentVolumeClaim>::all(client.clone()), children.clone(), |_| {});
-    let (svc_store, svc_stream) = child_stream(Api::<Service>::all(client.clone()), children.clone(), |_| {});
+    let (sts_store, sts_stream) = cached(
+        Api::<StatefulSet>::all(client.clone()),
+        children.clone(),
+        "StatefulSet",
+        context::slim::statefulset,
+        true,
+    );
+    let (pvc_store, pvc_stream) = cached(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        children.clone(),
+        "PersistentVolumeClaim",
+        |_| {},
+        true,
+    );
+    let (svc_store, svc_stream) =
+        cached(Api::<Service>::all(client.clone()), children.clone(), "Service", |_| {}, true);
     let (cm_store, cm_stream) =
-        child_stream(Api::<ConfigMap>::all(client.clone()), children.clone(), context::slim::config_map);
+        cached(Api::<ConfigMap>::all(client.clone()), children.clone(), "ConfigMap", context::slim::config_map, true);
     let (secret_store, secret_stream) =
-        child_stream(Api::<Secret>::all(client.clone()), children.clone(), context::slim::secret);
-    let (pod_store, pod_stream) = child_stream(Api::<Pod>::all(client.clone()), pods.clone(), context::slim::pod);
+        cached(Api::<Secret>::all(client.clone()), children.clone(), "Secret", context::slim::secret, true);
+    let (pod_store, pod_stream) =
+        cached(Api::<Pod>::all(client.clone()), pods.clone(), "Pod", context::slim::pod, true);
     let child_stores = context::Children {
         statefulsets: sts_store,
         pvcs: pvc_store,
@@ -474,8 +483,7 @@ async fn run_controllers(
         )
         .for_each(|_| futures::future::ready(()));
 
-    let (sku_ctrl_store, sku_stream) = primary(sku_api, wc.clone(), "Sku");
-    let sku_ctrl = Controller::for_stream(sku_stream, sku_ctrl_store)
+    let sku_ctrl = Controller::for_stream(sku_stream, sku_store.clone())
         .watches_stream(trigger(server_api.clone(), wc.clone(), "MinecraftServer"), |s| {
             Some(ObjectRef::new(&s.spec.sku))
         })
@@ -607,12 +615,6 @@ async fn run_controllers(
             }
         }
     };
-    let reflectors = async {
-        tokio::select! {
-            _ = sku_reflector => {}
-            _ = stop_fut(stop.clone()) => {}
-        }
-    };
     let lost = async {
         match leadership.as_mut() {
             Some((rx, _)) => loop {
@@ -651,7 +653,6 @@ async fn run_controllers(
     let result = tokio::select! {
         _ = controllers => Ok(()),
         _ = pinger => Ok(()),
-        _ = reflectors => Ok(()),
         _ = housekeeping => Ok(()),
         _ = lost => {
             // Stop reconciling at once: dropping the controllers here cancels them.

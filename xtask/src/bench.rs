@@ -184,28 +184,8 @@ fn operator_run(
     let (sku, servers) = write_inputs(cluster, n)?;
     kubectl(sh, tools, cluster, &["create", "namespace", NS])?;
     kubectl(sh, tools, cluster, &["apply", "-f", &sku.display().to_string()])?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let log = std::fs::File::create(cluster.dir.join("logs").join("operator.log"))?;
-    let child = Command::new(bin)
-        .args(["controller", "--slp-interval", "0", "--log-format", "json"])
-        .args(std::env::var("CRAFTPLANE_BENCH_ARGS").unwrap_or_default().split_whitespace())
-        .arg("--http-addr")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("KUBECONFIG", cluster.operator_kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("start operator")?;
-    let op = Proc(child);
+    let (op, port) = start_operator(bin, cluster)?;
     let pid = op.0.id();
-    let ready_deadline = Instant::now() + Duration::from_secs(30);
-    while crate::http::get(port, "/readyz").map(|b| !b.starts_with("HTTP/1.0 200")).unwrap_or(true) {
-        if Instant::now() > ready_deadline {
-            bail!("operator not ready");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let audit = cluster.audit_log();
     let start_line = line_count(&audit);
     let t0 = Instant::now();
@@ -246,6 +226,34 @@ fn operator_run(
         requests_by_verb,
         idle_writes_per_min: idle_writes as f64 / (idle.as_secs_f64() / 60.0),
     })
+}
+
+/// Starts the operator (operator identity, no Server List Ping, extra flags
+/// from CRAFTPLANE_BENCH_ARGS) and waits until it is ready; returns it and
+/// its HTTP port.
+fn start_operator(bin: &Path, cluster: &Cluster) -> Result<(Proc, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let log = std::fs::File::create(cluster.dir.join("logs").join("operator.log"))?;
+    let child = Command::new(bin)
+        .args(["controller", "--slp-interval", "0", "--log-format", "json"])
+        .args(std::env::var("CRAFTPLANE_BENCH_ARGS").unwrap_or_default().split_whitespace())
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("KUBECONFIG", cluster.operator_kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("start operator")?;
+    let op = Proc(child);
+    let ready_deadline = Instant::now() + Duration::from_secs(30);
+    while crate::http::get(port, "/readyz").map(|b| !b.starts_with("HTTP/1.0 200")).unwrap_or(true) {
+        if Instant::now() > ready_deadline {
+            bail!("operator not ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok((op, port))
 }
 
 fn line_count(path: &Path) -> usize {
@@ -315,18 +323,7 @@ pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()>
             &running,
             std::fs::read_to_string(&servers)?.replace("  eula: true\n", "  eula: true\n  state: Running\n"),
         )?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = std::fs::File::create(cluster.dir.join("logs").join("operator.log"))?;
-        let child = Command::new(&bin)
-            .args(["controller", "--slp-interval", "0", "--log-format", "json", "--http-addr"])
-            .arg(format!("127.0.0.1:{port}"))
-            .env("KUBECONFIG", cluster.operator_kubeconfig())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("start operator")?;
-        let op = Proc(child);
+        let (mut op, _) = start_operator(&bin, cluster)?;
         let pid = op.0.id();
         let t0 = Instant::now();
         kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &running.display().to_string()])?;
@@ -353,8 +350,9 @@ pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()>
         kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &running.display().to_string()])?;
         wait_count(sh, &tools, cluster, &phases, "Running", n, Instant::now())?;
         let (peak, end_rss, cpu) = proc_stats(pid);
-        if op.0.id() != pid {
-            bail!("operator restarted");
+        // The same process ran throughout: it must still be running.
+        if let Some(status) = op.0.try_wait()? {
+            bail!("the operator exited during the soak: {status}");
         }
         Ok((start_rss, peak, end_rss, cpu, flips, samples))
     })?;
