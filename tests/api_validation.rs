@@ -271,6 +271,34 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
             &["spec.owners[0]", "namespace is required"],
         ),
         (
+            "server name starting with a digit",
+            {
+                let mut o = server(json!({}));
+                o["metadata"]["name"] = json!("1st");
+                o
+            },
+            &["a server name must start with a letter"],
+        ),
+        (
+            "tenant name too long for its namespace",
+            {
+                let mut o = tenant(json!({}));
+                o["metadata"]["name"] = json!("t".repeat(57));
+                o
+            },
+            &["a tenant name may have at most 56 characters"],
+        ),
+        (
+            "zero storage",
+            server(json!({"storage": {"size": "0"}})),
+            &["spec.storage.size", "must be greater than zero"],
+        ),
+        (
+            "service account name not a DNS name",
+            tenant(json!({"owners": [{"kind": "ServiceAccount", "name": "bot@x", "namespace": "ci"}]})),
+            &["spec.owners[0]", "ServiceAccount name must be a lowercase DNS subdomain"],
+        ),
+        (
             "bad CIDR",
             tenant(json!({"network": {"allowedIngressCidrs": ["10.0.0.0/33"]}})),
             &["spec.network.allowedIngressCidrs", "CIDR"],

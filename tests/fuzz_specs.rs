@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use craftplane::api::{BackupSnapshot, MinecraftServer, PluginInstallation, Sku, Tenant};
 use craftplane::resources::backup_job::{self, JobInput, Task};
@@ -502,4 +503,236 @@ async fn the_api_server_keeps_out_what_the_types_cannot_take() {
         assert!(accepted.get(kind).is_some_and(|n| *n > 0), "no {kind} was accepted: the generator is too wild");
         assert!(refused.get(kind).is_some_and(|n| *n > 0), "no {kind} was refused");
     }
+}
+
+/// Rewrites a generated spec so it points at this test's objects: the SKU
+/// "small" becomes the fixture's SKU, tenant namespaces get the test's
+/// prefix (so they cannot meet another test's namespaces). Everything else
+/// (garbage included) stays as generated.
+fn localize(kind: &str, mut spec: Value, sku: &str, prefix: &str) -> Value {
+    match kind {
+        "MinecraftServer" if spec["sku"] == "small" => spec["sku"] = json!(sku),
+        "Tenant" => {
+            if let Some(list) = spec.get_mut("namespaces").and_then(Value::as_array_mut) {
+                for n in list.iter_mut().filter(|n| n.is_string()) {
+                    *n = json!(format!("{prefix}{}", n.as_str().unwrap_or_default()));
+                }
+            }
+            if let Some(list) = spec.get_mut("allowedSkus").and_then(Value::as_array_mut) {
+                for n in list.iter_mut().filter(|n| *n == "small") {
+                    *n = json!(sku);
+                }
+            }
+        }
+        _ => {}
+    }
+    spec
+}
+
+/// Bad input through the whole reconcile: generated objects that the real
+/// API server accepts are created for real, under a running operator (with
+/// a Modrinth stand-in and a filesystem backup store, so every reconciler
+/// runs its full path). The operator must not panic or exit, must give
+/// every accepted object a status for its generation, and must let every
+/// one of them be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_reconcile_survives_every_accepted_object() {
+    use common::fixture::{Fixture, tail};
+    use common::operator::{Operator, SHARD_LABEL};
+    use kube::api::{DeleteParams, ListParams};
+
+    let f = Fixture::new("fuzzrec").await;
+    let client = f.client.clone();
+    let modrinth = common::modrinth::start().await;
+    let dir = std::env::temp_dir().join(format!("craftplane-fuzzrec-{}", common::unique_suffix()));
+    std::fs::create_dir_all(dir.join("store")).unwrap();
+    let stores = dir.join("stores.yaml");
+    std::fs::write(
+        &stores,
+        format!("defaultStore: main\nstores:\n- name: main\n  url: file://{}\n", dir.join("store").display()),
+    )
+    .unwrap();
+    let mut op = Operator::start(
+        &f.shard,
+        &[
+            "--modrinth-url",
+            &format!("{}/v2", modrinth.base),
+            "--backup-stores",
+            stores.to_str().unwrap(),
+            "--operator-namespace",
+            &f.ns,
+            "--helper-image",
+            "craftplane:test",
+            "--resync-seconds",
+            "30",
+        ],
+    )
+    .await;
+    // The server the generated plugins and snapshots name ("mc"); "other" stays missing.
+    f.create_server("mc", json!({})).await;
+
+    let prefix = format!("fz{}-", common::unique_suffix());
+    let mut runner = TestRunner::new(Config { cases: 400, ..Config::default() });
+    let dirty = any_object();
+    GARBAGE.with(|g| g.set(0));
+    let clean = any_object();
+    let mut generated: Vec<(&'static str, Value)> =
+        (0..400).map(|i| (if i % 2 == 0 { &dirty } else { &clean }).new_tree(&mut runner).unwrap().current()).collect();
+    // Servers first, so plugins and snapshots meet them as users would apply them.
+    let order =
+        |k: &str| ["MinecraftServer", "Tenant", "PluginInstallation", "BackupSnapshot"].iter().position(|x| *x == k);
+    generated.sort_by_key(|(k, _)| order(k));
+
+    let resource = |kind: &str| match kind {
+        "MinecraftServer" => ApiResource::erase::<MinecraftServer>(&()),
+        "Tenant" => ApiResource::erase::<Tenant>(&()),
+        "PluginInstallation" => ApiResource::erase::<PluginInstallation>(&()),
+        _ => ApiResource::erase::<BackupSnapshot>(&()),
+    };
+    let api_for = |kind: &str| -> Api<DynamicObject> {
+        if kind == "Tenant" {
+            Api::all_with(client.clone(), &resource(kind))
+        } else {
+            Api::namespaced_with(client.clone(), &f.ns, &resource(kind))
+        }
+    };
+    let mut created: Vec<(&'static str, String, i64)> = Vec::new();
+    let mut refused = 0;
+    // One accepted tenant also claims the test's namespace (allowing the
+    // fixture's SKU), so the servers there meet its quota and limits.
+    let mut claimed = false;
+    for (i, (kind, spec)) in generated.into_iter().enumerate() {
+        let name = if kind == "Tenant" { format!("{prefix}t{i}") } else { format!("fz-{i}") };
+        let mut spec = localize(kind, spec, &f.sku, &prefix);
+        let claim = kind == "Tenant"
+            && !claimed
+            && spec.is_object()
+            && spec["namespaces"].is_array() | spec["namespaces"].is_null();
+        if claim {
+            spec["namespaces"] = json!([f.ns]);
+            spec["allowedSkus"] = json!([f.sku]);
+        }
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "labels": {SHARD_LABEL: f.shard}},
+            "spec": spec,
+        }))
+        .unwrap();
+        match api_for(kind).create(&PostParams::default(), &obj).await {
+            Ok(o) => {
+                claimed |= claim;
+                created.push((kind, name, o.metadata.generation.unwrap_or(1)))
+            }
+            Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => refused += 1,
+            Err(e) => panic!("unexpected API error for {kind}: {e}"),
+        }
+    }
+    let mut per_kind = BTreeMap::<&str, usize>::new();
+    for (k, _, _) in &created {
+        *per_kind.entry(*k).or_default() += 1;
+    }
+    println!("whole reconcile: 400 generated, {} created {per_kind:?}, {refused} refused", created.len());
+    for kind in ["MinecraftServer", "Tenant", "PluginInstallation", "BackupSnapshot"] {
+        assert!(per_kind.get(kind).is_some_and(|n| *n >= 5), "too few {kind} accepted to mean anything: {per_kind:?}");
+    }
+
+    // Every accepted object gets a status for its generation.
+    let shard = ListParams::default().labels(&format!("{SHARD_LABEL}={}", f.shard));
+    let mut missing = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        missing.clear();
+        let mut outcomes = BTreeMap::<String, usize>::new();
+        let mut rejected = std::collections::BTreeSet::new();
+        for kind in ["MinecraftServer", "Tenant", "PluginInstallation", "BackupSnapshot"] {
+            let list = api_for(kind).list(&shard).await.unwrap();
+            let seen: BTreeMap<String, &DynamicObject> =
+                list.items.iter().map(|o| (o.metadata.name.clone().unwrap(), o)).collect();
+            for (_, name, _) in created.iter().filter(|(k, _, _)| *k == kind) {
+                let o = seen.get(name).unwrap_or_else(|| panic!("{kind} {name} vanished"));
+                let status = &o.data["status"];
+                if status["observedGeneration"].as_i64() != o.metadata.generation {
+                    missing.push(format!("{kind} {name}: status {status}"));
+                    continue;
+                }
+                let reason = status["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .and_then(|c| c["reason"].as_str())
+                    .unwrap_or("-");
+                let outcome = format!("{kind} {} {reason}", status["phase"].as_str().unwrap_or("-"));
+                *outcomes.entry(outcome).or_default() += 1;
+                if reason == "ChildRejected" {
+                    rejected.insert(format!("{kind} {name}: {}", o.data["spec"]));
+                }
+            }
+        }
+        if let Some(status) = op.try_exit() {
+            panic!("the operator exited ({status}); log:\n{}", tail(&op.log_text(), 60));
+        }
+        if missing.is_empty() {
+            println!("whole reconcile: every accepted object has a status; outcomes:");
+            for (k, n) in &outcomes {
+                println!("  {n:4}  {k}");
+            }
+            for r in &rejected {
+                println!("  refused by the API server when built: {r}");
+            }
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "{} accepted objects have no status for their generation after 180s:\n{}\noperator log tail:\n{}",
+                missing.len(),
+                missing.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
+                tail(&op.log_text(), 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Every one of them can be deleted (no finalizer left hanging), and so
+    // can what the operator made from them (scheduled snapshots outlive
+    // their server by design).
+    // Deletes are repeated for what is left: a server may start a
+    // scheduled snapshot until its own deletion is seen.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut left = Vec::new();
+        for kind in ["MinecraftServer", "Tenant", "PluginInstallation", "BackupSnapshot"] {
+            let api = api_for(kind);
+            for o in api.list(&shard).await.unwrap() {
+                let name = o.metadata.name.unwrap_or_default();
+                if o.metadata.deletion_timestamp.is_none() {
+                    let _ = api.delete(&name, &DeleteParams::default()).await;
+                }
+                left.push(format!("{kind} {name}: finalizers {:?}", o.metadata.finalizers));
+            }
+        }
+        if left.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "{} objects not deleted after 120s:\n{}\noperator log tail:\n{}",
+                left.len(),
+                left.join("\n"),
+                tail(&op.log_text(), 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = op.log_text();
+    assert!(!log.contains("panicked"), "the operator panicked:\n{}", tail(&log, 60));
+    op.stop();
+    // Tenant namespaces are left for the admin on deletion: this test is the admin.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for n in namespaces.list(&ListParams::default()).await.unwrap().items {
+        let name = n.metadata.name.unwrap_or_default();
+        if name.starts_with(&prefix) || name.starts_with(&format!("tenant-{prefix}")) {
+            let _ = namespaces.delete(&name, &DeleteParams::default()).await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    f.cleanup().await;
 }

@@ -810,3 +810,115 @@ async fn owners_quota_and_namespaces_converge_and_deletion_keeps_worlds() {
     }
     w.cleanup().await;
 }
+
+#[tokio::test]
+async fn objects_the_api_server_refuses_stall_with_its_message() {
+    let mut w = World::new("refuse").await;
+    let sku = w.sku("small", true).await;
+    // A cluster admin's own ValidatingAdmissionPolicy refuses LimitRanges
+    // and LoadBalancer Services in namespaces labelled for this test.
+    let label = format!("craftplane.io/test-refuse={}", w.shard);
+    let policy = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: {s}\nspec:\n  failurePolicy: Fail\n  matchConstraints:\n    resourceRules:\n    - apiGroups: [\"\"]\n      apiVersions: [v1]\n      operations: [CREATE, UPDATE]\n      resources: [limitranges, services]\n  validations:\n  - expression: \"object.kind != 'LimitRange'\"\n    message: LimitRanges here are managed by the platform team\n  - expression: \"object.kind != 'Service' || !has(object.spec.type) || object.spec.type != 'LoadBalancer'\"\n    message: LoadBalancer Services need the platform team's approval\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata:\n  name: {s}\nspec:\n  policyName: {s}\n  validationActions: [Deny]\n  matchResources:\n    namespaceSelector:\n      matchLabels: {{craftplane.io/test-refuse: {s}}}\n",
+        s = w.shard
+    );
+    let file = std::env::temp_dir().join(format!("{}-policy.yaml", w.shard));
+    std::fs::write(&file, policy).unwrap();
+    common::apply_yaml_file(&w.admin, file.to_str().unwrap()).await;
+    // The tenant's namespace (adopted by the tenant) and a plain one, both labelled.
+    let tenant_name = format!("{}-lr", w.shard);
+    let nss: Api<Namespace> = Api::all(w.admin.clone());
+    let (key, value) = label.split_once('=').unwrap();
+    for ns in [format!("tenant-{tenant_name}"), format!("{}-plain", w.shard)] {
+        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns, "labels": {key: value}}})).unwrap();
+        nss.create(&PostParams::default(), &n).await.unwrap();
+    }
+    let plain = format!("{}-plain", w.shard);
+    // The policy takes a moment to be enforced.
+    let lr: LimitRange =
+        serde_json::from_value(json!({"metadata": {"name": "probe"}, "spec": {"limits": []}})).unwrap();
+    let probe = Api::<LimitRange>::namespaced(w.admin.clone(), &plain);
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let enforced =
+        common::wait_until(Duration::from_secs(30), || async { probe.create(&dry, &lr).await.is_err() }).await;
+    assert!(enforced.is_ok(), "the test's admission policy is not enforced");
+
+    // Quota below the LimitRange's container defaults: the defaults are
+    // capped to the quota (found by the fuzz test: the API server refused
+    // the LimitRange before).
+    let (tiny, tiny_ns) = w
+        .tenant(
+            "tiny",
+            json!({"owners": [{"kind": "User", "name": "erin"}], "quota": {"cpu": "50m", "memory": "100Mi"}}),
+        )
+        .await;
+    let (refused, _) = w.tenant("lr", json!({"owners": [{"kind": "User", "name": "erin"}]})).await;
+    let server = serde_json::from_value::<MinecraftServer>(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer",
+        "metadata": {"name": "lb", "labels": {SHARD_LABEL: w.shard}},
+        "spec": {"sku": sku, "eula": true, "service": {"type": "LoadBalancer"}},
+    }))
+    .unwrap();
+    let servers = Api::<MinecraftServer>::namespaced(w.admin.clone(), &plain);
+    servers.create(&PostParams::default(), &server).await.unwrap();
+    let op = Operator::start(&w.shard, &[]).await;
+    w.wait_tenant(&tiny, &op, "Ready", ready).await;
+    let lr = Api::<LimitRange>::namespaced(w.admin.clone(), &tiny_ns).get("craftplane-limits").await.unwrap();
+    let item = &lr.spec.unwrap().limits[0];
+    assert_eq!(item.default.as_ref().unwrap()["cpu"].0, "50m");
+    assert_eq!(item.default_request.as_ref().unwrap()["memory"].0, "100Mi");
+
+    let stalled = |conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+        conds.iter().any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "ChildRejected")
+    };
+    let t = w
+        .wait_tenant(&refused, &op, "Stalled/ChildRejected", |t| {
+            t.status.as_ref().is_some_and(|s| s.observed_generation == t.metadata.generation && stalled(&s.conditions))
+        })
+        .await;
+    let ready_cond = |cs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>| {
+        cs.into_iter().find(|c| c.type_ == "Ready").unwrap()
+    };
+    let cond = ready_cond(t.status.unwrap().conditions);
+    println!("tenant: {}: {}", cond.reason, cond.message);
+    assert_eq!(cond.status, "False");
+    assert!(cond.message.contains("LimitRanges here are managed by the platform team"), "{}", cond.message);
+    let api = servers.clone();
+    common::wait_until(Duration::from_secs(60), || async {
+        api.get("lb").await.ok().and_then(|s| s.status).is_some_and(|s| stalled(&s.conditions))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("server lb not Stalled/ChildRejected; log:\n{}", op.log_text()));
+    let cond = ready_cond(servers.get("lb").await.unwrap().status.unwrap().conditions);
+    println!("server: {}: {}", cond.reason, cond.message);
+    assert!(cond.message.contains("LoadBalancer Services need the platform team's approval"), "{}", cond.message);
+
+    // Reported, not retried in a loop: after the reconcile that the status
+    // write itself triggers, no more writes to either.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let since = k8s_openapi::jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = common::operator::operator_writes(since, |e| {
+        let name = e["objectRef"]["name"].as_str().unwrap_or("");
+        name == refused || e["objectRef"]["namespace"].as_str() == Some(plain.as_str())
+    });
+    assert!(writes.is_empty(), "{} writes after the refusal was reported: {writes:?}", writes.len());
+
+    op.stop();
+    let _ = servers.delete("lb", &DeleteParams::default()).await;
+    let (admin, shard) = (w.admin.clone(), w.shard.clone());
+    w.cleanup().await;
+    for ns in [format!("tenant-{tenant_name}"), plain] {
+        let _ = nss.delete(&ns, &DeleteParams::default()).await;
+    }
+    for (kind, plural) in [
+        ("ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings"),
+        ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+    ] {
+        let gvk = kube::api::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+        let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+        let api = Api::<kube::api::DynamicObject>::all_with(admin.clone(), &ar);
+        let _ = api.delete(&shard, &DeleteParams::default()).await;
+    }
+    let _ = std::fs::remove_file(&file);
+}

@@ -38,6 +38,7 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
     status = "MinecraftServerStatus",
     derive = "PartialEq",
     doc = "A Minecraft server run by craftplane.",
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("a server name must start with a letter, hold only lowercase letters, digits and '-', and have at most 52 characters: it names the StatefulSet, its Services and its pod"),
     printcolumn(name = "SKU", type_ = "string", json_path = ".spec.sku"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
@@ -261,8 +262,9 @@ pub enum ServiceType {
 }
 
 /// The world volume.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.size) || !isQuantity(string(self.size)) || quantity(string(self.size)).isGreaterThan(quantity('0'))").message("storage.size must be greater than zero").field_path(".size"))]
 pub struct StorageSpec {
     /// Volume size; at most the SKU's storage. Can grow, never shrink.
     #[serde(default, skip_serializing_if = "Option::is_none")]

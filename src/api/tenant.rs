@@ -22,6 +22,7 @@ use super::common::{Quantity, StoreRef, conditions_schema};
     status = "TenantStatus",
     derive = "PartialEq",
     doc = "A tenant of the platform: owners, namespaces, quota and allowed SKUs.",
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 56").message("a tenant name may have at most 56 characters: its namespace is tenant-<name>"),
     printcolumn(name = "Servers", type_ = "integer", json_path = ".status.usage.servers"),
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.quota.maxServers"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
@@ -60,6 +61,7 @@ pub struct TenantSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)").message("namespace is required for a ServiceAccount and not allowed otherwise"))]
+#[x_kube(validation = kube::core::Rule::new("self.kind != 'ServiceAccount' || (self.name.size() <= 253 && self.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'))").message("a ServiceAccount name must be a lowercase DNS subdomain such as game-bot"))]
 pub struct Subject {
     /// Kind of subject: User, Group or ServiceAccount.
     pub kind: SubjectKind,
@@ -68,7 +70,7 @@ pub struct Subject {
     pub name: String,
     /// Namespace of a ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
 }
 

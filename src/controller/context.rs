@@ -181,7 +181,11 @@ where
 /// per server small (see BENCHMARKS.md).
 pub mod slim {
     use k8s_openapi::api::apps::v1::StatefulSet;
-    use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret};
+    use k8s_openapi::api::core::v1::{
+        ConfigMap, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+        ContainerStatus, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, Pod,
+        PodCondition, PodSpec, PodStatus, Secret, Service, ServicePort, ServiceSpec,
+    };
 
     /// Keeps replicas, selector and the template's metadata (config hash).
     pub fn statefulset(s: &mut StatefulSet) {
@@ -191,10 +195,93 @@ pub mod slim {
         }
     }
 
-    /// Keeps the node name; status, labels and annotations stay whole.
+    /// Keeps the node name and what the status derivation reads: phase,
+    /// message, conditions, and per container its name, waiting reason and
+    /// termination (exit code, message). Addresses, images, resources and
+    /// timestamps are dropped.
     pub fn pod(p: &mut Pod) {
         if let Some(spec) = p.spec.as_mut() {
             *spec = PodSpec { node_name: spec.node_name.take(), ..Default::default() };
+        }
+        if let Some(st) = p.status.as_mut() {
+            *st = PodStatus {
+                phase: st.phase.take(),
+                message: st.message.take(),
+                conditions: st.conditions.take().map(|cs| {
+                    cs.into_iter()
+                        .map(|c| PodCondition {
+                            type_: c.type_,
+                            status: c.status,
+                            message: c.message,
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                container_statuses: st.container_statuses.take().map(containers),
+                init_container_statuses: st.init_container_statuses.take().map(containers),
+                ..Default::default()
+            };
+        }
+    }
+
+    fn containers(list: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
+        let state = |s: ContainerState| ContainerState {
+            waiting: s.waiting.map(|w| ContainerStateWaiting { reason: w.reason, message: w.message }),
+            running: s.running.map(|_| ContainerStateRunning::default()),
+            terminated: s.terminated.map(|t| ContainerStateTerminated {
+                exit_code: t.exit_code,
+                message: t.message,
+                finished_at: t.finished_at,
+                ..Default::default()
+            }),
+        };
+        list.into_iter()
+            .map(|c| ContainerStatus {
+                name: c.name,
+                state: c.state.map(state),
+                last_state: c.last_state.map(state),
+                ready: c.ready,
+                restart_count: c.restart_count,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// Keeps type and ports (for the address) and the load balancer status.
+    pub fn service(s: &mut Service) {
+        if let Some(spec) = s.spec.as_mut() {
+            *spec = ServiceSpec {
+                type_: spec.type_.take(),
+                ports: spec.ports.take().map(|ps| {
+                    ps.into_iter()
+                        .map(|p| ServicePort {
+                            name: p.name,
+                            port: p.port,
+                            node_port: p.node_port,
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                ..Default::default()
+            };
+        }
+    }
+
+    /// Keeps the status phase and the requested size.
+    pub fn pvc(c: &mut PersistentVolumeClaim) {
+        if let Some(spec) = c.spec.as_mut() {
+            *spec = PersistentVolumeClaimSpec {
+                resources: spec.resources.take(),
+                storage_class_name: spec.storage_class_name.take(),
+                ..Default::default()
+            };
+        }
+        if let Some(st) = c.status.as_mut() {
+            *st = PersistentVolumeClaimStatus {
+                phase: st.phase.take(),
+                capacity: st.capacity.take(),
+                ..Default::default()
+            };
         }
     }
 

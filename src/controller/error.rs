@@ -23,6 +23,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// The API server's message when it refused an object as invalid (422):
+    /// retrying cannot help until the spec changes, so reconcilers report
+    /// it as a Stalled condition instead of retrying.
+    pub fn rejected(&self) -> Option<&str> {
+        match self {
+            Error::Kube(kube::Error::Api(e)) if e.code == 422 => Some(&e.message),
+            _ => None,
+        }
+    }
+
     /// Metric label for the failure class.
     pub fn category(&self) -> &'static str {
         match self {

@@ -397,11 +397,11 @@ async fn run_controllers(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         children.clone(),
         "PersistentVolumeClaim",
-        |_| {},
+        context::slim::pvc,
         true,
     );
     let (svc_store, svc_stream) =
-        cached(Api::<Service>::all(client.clone()), children.clone(), "Service", |_| {}, true);
+        cached(Api::<Service>::all(client.clone()), children.clone(), "Service", context::slim::service, true);
     let (cm_store, cm_stream) =
         cached(Api::<ConfigMap>::all(client.clone()), children.clone(), "ConfigMap", context::slim::config_map, true);
     let (secret_store, secret_stream) =

@@ -33,7 +33,10 @@ pub async fn reconcile(server: Arc<MinecraftServer>, ctx: Arc<Context>) -> Resul
     let uid = server.uid().unwrap_or_default();
     let result = finalizer(&api, FINALIZER, server, |event| async {
         match event {
-            Event::Apply(s) => apply(s, &ctx).await,
+            Event::Apply(s) => match apply(s.clone(), &ctx).await {
+                Err(e) if e.rejected().is_some() => report_rejected(&s, &ctx, &e).await,
+                r => r,
+            },
             Event::Cleanup(s) => cleanup(s, &ctx).await,
         }
     })
@@ -197,6 +200,26 @@ async fn report_invalid(
     status.conditions = conditions::merge(
         &old.conditions,
         &conditions::kstatus(false, true, invalid.reason(), &message),
+        server.metadata.generation,
+        Timestamp::now(),
+    );
+    write_status(server, ctx, &old, status).await?;
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// An object built from the spec was refused by the API server: Stalled
+/// with the API's message (the phase stays as it was); checked again at the
+/// next resync or spec change.
+async fn report_rejected(server: &MinecraftServer, ctx: &Context, e: &Error) -> Result<Action> {
+    let old = server.status.clone().unwrap_or_default();
+    let message = format!("the API server refused an object built from this spec: {}", e.rejected().unwrap_or(""));
+    warn!(server = %server.name_any(), namespace = ?server.namespace(), error = %message, "spec rejected");
+    let mut status = old.clone();
+    status.phase = Some(old.phase.unwrap_or(ServerPhase::Pending));
+    status.observed_generation = server.metadata.generation;
+    status.conditions = conditions::merge(
+        &old.conditions,
+        &conditions::kstatus(false, true, "ChildRejected", &message),
         server.metadata.generation,
         Timestamp::now(),
     );

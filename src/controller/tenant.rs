@@ -38,7 +38,10 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     let uid = tenant.uid().unwrap_or_default();
     let r = finalizer(&api, FINALIZER, tenant, |event| async {
         match event {
-            Event::Apply(t) => apply(t, &ctx).await,
+            Event::Apply(t) => match apply(t.clone(), &ctx).await {
+                Err(e) if e.rejected().is_some() => report_rejected(&t, &ctx, &e).await,
+                r => r,
+            },
             Event::Cleanup(t) => cleanup(t, &ctx).await,
         }
     })
@@ -245,6 +248,27 @@ fn format_bytes(b: f64) -> String {
     } else {
         b.to_string()
     }
+}
+
+/// An object built from the spec was refused by the API server (e.g. an
+/// owner name that RBAC does not accept): Stalled with the API's message;
+/// checked again at the next resync or spec change.
+async fn report_rejected(t: &Tenant, ctx: &Context, e: &Error) -> Result<Action> {
+    let old = t.status.clone().unwrap_or_default();
+    let message = format!("the API server refused an object built from this spec: {}", e.rejected().unwrap_or(""));
+    warn!(tenant = %t.name_any(), error = %message, "spec rejected");
+    let status = TenantStatus {
+        observed_generation: t.metadata.generation,
+        conditions: conditions::merge(
+            &old.conditions,
+            &conditions::kstatus(false, true, "ChildRejected", &message),
+            t.metadata.generation,
+            Timestamp::now(),
+        ),
+        ..old.clone()
+    };
+    write_status(t, ctx, &old, status).await?;
+    Ok(Action::requeue(ctx.settings.resync))
 }
 
 async fn write_status(t: &Tenant, ctx: &Context, old: &TenantStatus, new: TenantStatus) -> Result<()> {

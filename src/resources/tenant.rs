@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use super::{GAME_PORT, RCON_PORT};
+use crate::api::common::parse_quantity;
 use crate::api::tenant::{SubjectKind, TENANT_LABEL, Tenant};
 use crate::api::{GROUP, VERSION};
 
@@ -408,8 +409,17 @@ pub fn limit_range(t: &Tenant, ns: &str) -> LimitRange {
     if let Some(m) = q.and_then(|q| q.memory.as_ref()) {
         max.insert("memory".to_string(), Quantity(m.to_string()));
     }
+    // Defaults never above the maximum (the API server refuses that): a
+    // quota smaller than a default becomes the default.
+    let capped = |key: &str, value: &str| {
+        let limit = max.get(key).filter(|m| match (parse_quantity(&m.0), parse_quantity(value)) {
+            (Some(m), Some(v)) => m < v,
+            _ => false,
+        });
+        limit.cloned().unwrap_or_else(|| Quantity(value.into()))
+    };
     let pair = |cpu: &str, mem: &str| {
-        BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(mem.into()))])
+        BTreeMap::from([("cpu".to_string(), capped("cpu", cpu)), ("memory".to_string(), capped("memory", mem))])
     };
     LimitRange {
         metadata: meta(t, LIMITS, Some(ns), "quota"),
@@ -434,5 +444,44 @@ pub fn policy_config_map(t: &Tenant, ns: &str, effective_skus: &[String]) -> Con
             ("allowedSkus".to_string(), effective_skus.join(",")),
         ])),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(quota: serde_json::Value) -> Tenant {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "t", "uid": "u"},
+            "spec": {"owners": [{"kind": "User", "name": "a"}], "quota": quota}
+        }))
+        .unwrap()
+    }
+
+    fn item(t: &Tenant) -> LimitRangeItem {
+        limit_range(t, "ns").spec.unwrap().limits.remove(0)
+    }
+
+    #[test]
+    fn container_defaults_never_exceed_the_quota() {
+        // Found by the whole-reconcile fuzz test: a quota below the
+        // defaults made the API server refuse the LimitRange.
+        let small = item(&tenant(serde_json::json!({"cpu": "50m", "memory": "100Mi"})));
+        let get = |m: &Option<BTreeMap<String, Quantity>>, k: &str| m.as_ref().unwrap()[k].0.clone();
+        assert_eq!(get(&small.default, "cpu"), "50m");
+        assert_eq!(get(&small.default_request, "cpu"), "50m");
+        assert_eq!(get(&small.default, "memory"), "100Mi");
+        assert_eq!(get(&small.default_request, "memory"), "100Mi");
+        let big = item(&tenant(serde_json::json!({"cpu": "4", "memory": "8Gi"})));
+        assert_eq!(get(&big.default, "cpu"), "500m");
+        assert_eq!(get(&big.default_request, "memory"), "128Mi");
+        assert_eq!(get(&big.max, "memory"), "8Gi");
+        let zero = item(&tenant(serde_json::json!({"cpu": 0, "memory": "0"})));
+        assert_eq!(get(&zero.default_request, "memory"), "0");
+        assert_eq!(get(&zero.default, "cpu"), "0");
+        let none = item(&tenant(serde_json::json!({"maxServers": 3})));
+        assert_eq!(get(&none.default, "memory"), "512Mi");
+        assert!(none.max.is_none());
     }
 }
