@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::Client;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
 use super::metrics::Metrics;
@@ -69,7 +69,8 @@ pub type Key = (String, String);
 pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    /// Who publishes Events (controller and instance).
+    pub reporter: Reporter,
     pub skus: Store<Sku>,
     pub servers: Store<MinecraftServer>,
     pub tenants: Store<Tenant>,
@@ -93,7 +94,7 @@ impl Context {
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
-        recorder: Recorder,
+        reporter: Reporter,
         skus: Store<Sku>,
         servers: Store<MinecraftServer>,
         tenants: Store<Tenant>,
@@ -107,7 +108,7 @@ impl Context {
         Context {
             client,
             metrics,
-            recorder,
+            reporter,
             skus,
             servers,
             tenants,
@@ -154,7 +155,12 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, obj).await {
+        // A Recorder per Event: kube's Recorder keeps every Event it
+        // published for 6 minutes (to count repeats as a series), which at
+        // 10,000 servers is tens of MiB; ours are phase changes that rarely
+        // repeat.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, obj).await {
             tracing::warn!(error = %e, "cannot publish event");
         }
     }

@@ -201,7 +201,7 @@ async fn run_controllers(
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
     use kube::runtime::controller::{Config as CtrlConfig, Controller};
-    use kube::runtime::events::{Recorder, Reporter};
+    use kube::runtime::events::Reporter;
     use kube::runtime::reflector::{self, ObjectRef};
     use kube::runtime::{WatchStreamExt, watcher};
 
@@ -420,7 +420,7 @@ async fn run_controllers(
     let ctx = Arc::new(context::Context::new(
         client.clone(),
         metrics.clone(),
-        Recorder::new(client.clone(), reporter),
+        reporter,
         sku_store.clone(),
         server_store.clone(),
         tenant_store.clone(),
