@@ -250,8 +250,8 @@ fn format_bytes(b: f64) -> String {
     }
 }
 
-/// An object built from the spec was refused by the API server (e.g. an
-/// owner name that RBAC does not accept): Stalled with the API's message;
+/// An object built from the spec was refused by the API server (e.g. by a
+/// cluster admin's admission policy): Stalled with the API's message;
 /// checked again at the next resync or spec change.
 async fn report_rejected(t: &Tenant, ctx: &Context, e: &Error) -> Result<Action> {
     let old = t.status.clone().unwrap_or_default();
