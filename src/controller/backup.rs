@@ -202,7 +202,7 @@ async fn start(
         Err(Error::Blocked(m)) => return Ok(verdict(BackupPhase::Failed, "StoreCredentialsMissing", m)),
         Err(e) => return Err(e),
     };
-    let pod = cached(&ctx.children.pods, &ns, &format!("{}-0", snap.spec.server));
+    let pod = cached(&ctx.children.pods, &ns, &format!("{}-0", snap.spec.server)).map(super::lean::Pod::into_full);
     let node = pod.as_ref().and_then(|p| p.spec.as_ref()?.node_name.clone());
     let running = server.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running) && pod.is_some();
     let mut flags =

@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -34,12 +33,12 @@ pub struct Settings {
 /// reconcile reads them without API requests.
 #[derive(Clone)]
 pub struct Children {
-    pub statefulsets: Store<StatefulSet>,
-    pub pvcs: Store<PersistentVolumeClaim>,
-    pub services: Store<Service>,
+    pub statefulsets: Store<super::lean::StatefulSet>,
+    pub pvcs: Store<super::lean::PersistentVolumeClaim>,
+    pub services: Store<super::lean::Service>,
     pub config_maps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
-    pub pods: Store<Pod>,
+    pub pods: Store<super::lean::Pod>,
 }
 
 impl Children {
@@ -186,48 +185,57 @@ where
 /// rendered configuration and secret data are dropped, which keeps memory
 /// per server small (see BENCHMARKS.md).
 pub mod slim {
-    use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{
         ConfigMap, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-        ContainerStatus, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, Pod,
-        PodCondition, PodSpec, PodStatus, Secret, Service, ServicePort, ServiceSpec,
+        ContainerStatus, PodCondition, PodStatus, Secret,
     };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    /// Keeps replicas, selector and the template's metadata (config hash).
-    pub fn statefulset(s: &mut StatefulSet) {
-        if let Some(spec) = s.spec.as_mut() {
-            spec.template.spec = None;
-            spec.volume_claim_templates = None;
+    /// Metadata of a child: the server label (maps a pod to its server),
+    /// the hash annotations (no-op writes, rollout state), owner references
+    /// (map a child to its server), deletion timestamp and identity. Other
+    /// labels, annotations and finalizers are dropped: per object they cost
+    /// more than the fields the reconcilers read.
+    pub fn meta(m: &mut ObjectMeta) {
+        use crate::resources::{APPLIED_HASH, CONFIG_HASH, SERVER_LABEL};
+        m.managed_fields = None;
+        m.finalizers = None;
+        m.generate_name = None;
+        if let Some(labels) = m.labels.as_mut() {
+            labels.retain(|k, _| k == SERVER_LABEL);
+        }
+        if let Some(annotations) = m.annotations.as_mut() {
+            annotations.retain(|k, _| k == APPLIED_HASH || k == CONFIG_HASH);
+        }
+        for map in [&mut m.labels, &mut m.annotations] {
+            if map.as_ref().is_some_and(|l| l.is_empty()) {
+                *map = None;
+            }
         }
     }
 
-    /// Keeps the node name and what the status derivation reads: phase,
+    /// Keeps what the status derivation reads of a pod's status: phase,
     /// message, conditions, and per container its name, waiting reason and
-    /// termination (exit code, message). Addresses, images, resources and
-    /// timestamps are dropped.
-    pub fn pod(p: &mut Pod) {
-        if let Some(spec) = p.spec.as_mut() {
-            *spec = PodSpec { node_name: spec.node_name.take(), ..Default::default() };
-        }
-        if let Some(st) = p.status.as_mut() {
-            *st = PodStatus {
-                phase: st.phase.take(),
-                message: st.message.take(),
-                conditions: st.conditions.take().map(|cs| {
-                    cs.into_iter()
-                        .map(|c| PodCondition {
-                            type_: c.type_,
-                            status: c.status,
-                            message: c.message,
-                            ..Default::default()
-                        })
-                        .collect()
-                }),
-                container_statuses: st.container_statuses.take().map(containers),
-                init_container_statuses: st.init_container_statuses.take().map(containers),
-                ..Default::default()
-            };
-        }
+    /// termination (exit code, message). Addresses, images and timestamps
+    /// are dropped.
+    pub fn pod_status(st: &mut PodStatus) {
+        *st = PodStatus {
+            phase: st.phase.take(),
+            message: st.message.take(),
+            conditions: st.conditions.take().map(|cs| {
+                cs.into_iter()
+                    .map(|c| PodCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        message: c.message,
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            container_statuses: st.container_statuses.take().map(containers),
+            init_container_statuses: st.init_container_statuses.take().map(containers),
+            ..Default::default()
+        };
     }
 
     fn containers(list: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
@@ -253,46 +261,9 @@ pub mod slim {
             .collect()
     }
 
-    /// Keeps type and ports (for the address) and the load balancer status.
-    pub fn service(s: &mut Service) {
-        if let Some(spec) = s.spec.as_mut() {
-            *spec = ServiceSpec {
-                type_: spec.type_.take(),
-                ports: spec.ports.take().map(|ps| {
-                    ps.into_iter()
-                        .map(|p| ServicePort {
-                            name: p.name,
-                            port: p.port,
-                            node_port: p.node_port,
-                            ..Default::default()
-                        })
-                        .collect()
-                }),
-                ..Default::default()
-            };
-        }
-    }
-
-    /// Keeps the status phase and the requested size.
-    pub fn pvc(c: &mut PersistentVolumeClaim) {
-        if let Some(spec) = c.spec.as_mut() {
-            *spec = PersistentVolumeClaimSpec {
-                resources: spec.resources.take(),
-                storage_class_name: spec.storage_class_name.take(),
-                ..Default::default()
-            };
-        }
-        if let Some(st) = c.status.as_mut() {
-            *st = PersistentVolumeClaimStatus {
-                phase: st.phase.take(),
-                capacity: st.capacity.take(),
-                ..Default::default()
-            };
-        }
-    }
-
     /// Keeps only the plugin manifest of the data.
     pub fn config_map(c: &mut ConfigMap) {
+        meta(&mut c.metadata);
         if let Some(data) = c.data.as_mut() {
             data.retain(|k, _| k == crate::plugins::MANIFEST_KEY);
         }
@@ -301,7 +272,81 @@ pub mod slim {
 
     /// Existence is all that is read: no secret material in memory.
     pub fn secret(s: &mut Secret) {
+        meta(&mut s.metadata);
         s.data = None;
         s.string_data = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slim;
+    use crate::controller::lean;
+    use serde_json::json;
+
+    /// The cached pod keeps what reconcilers read (server label, hash
+    /// annotations, owner, deletion, status) and drops the rest.
+    #[test]
+    fn a_slim_pod_keeps_what_reconcilers_read() {
+        let mut lean: lean::Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": "s-0", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
+                "deletionTimestamp": "2026-11-29T00:00:00Z",
+                "finalizers": ["example.com/hold"],
+                "labels": {"craftplane.io/server": "s", "app.kubernetes.io/name": "minecraft-server",
+                           "controller-revision-hash": "s-abc"},
+                "annotations": {"craftplane.io/config-hash": "h1", "craftplane.io/applied-hash": "h2",
+                                "kubectl.kubernetes.io/restartedAt": "now"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "s", "uid": "u0",
+                                     "controller": true}]
+            },
+            "spec": {"nodeName": "n1", "containers": [{"name": "server", "image": "itzg/minecraft-server"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1",
+                       "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-29T00:00:00Z"}],
+                       "containerStatuses": [{"name": "server", "ready": true, "restartCount": 2, "image": "i",
+                                              "imageID": "x", "state": {"running": {"startedAt": "2026-11-29T00:00:00Z"}}}]}
+        }))
+        .unwrap();
+        lean.slim();
+        let pod = lean.into_full();
+        let m = &pod.metadata;
+        assert_eq!(m.labels.as_ref().unwrap().keys().collect::<Vec<_>>(), ["craftplane.io/server"]);
+        assert_eq!(
+            m.annotations.as_ref().unwrap().keys().collect::<Vec<_>>(),
+            ["craftplane.io/applied-hash", "craftplane.io/config-hash"]
+        );
+        assert!(m.finalizers.is_none());
+        assert!(m.deletion_timestamp.is_some());
+        assert_eq!(m.owner_references.as_ref().unwrap()[0].name, "s");
+        assert_eq!(
+            (m.name.as_deref(), m.namespace.as_deref(), m.uid.as_deref()),
+            (Some("s-0"), Some("ns"), Some("u1"))
+        );
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("n1"));
+        assert!(spec.containers.is_empty());
+        let st = pod.status.as_ref().unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        assert!(st.pod_ip.is_none());
+        let c = &st.container_statuses.as_ref().unwrap()[0];
+        assert_eq!((c.name.as_str(), c.ready, c.restart_count), ("server", true, 2));
+        assert!(c.state.as_ref().unwrap().running.is_some());
+        assert!(c.image.is_empty());
+    }
+
+    /// A child without labels or annotations worth keeping ends with none
+    /// (no empty maps held per object).
+    #[test]
+    fn a_slim_child_holds_no_empty_maps() {
+        let mut secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": {"name": "s-rcon", "labels": {"app.kubernetes.io/name": "minecraft-server"},
+                         "annotations": {"other": "x"}},
+            "data": {"password": "c2VjcmV0"}
+        }))
+        .unwrap();
+        slim::secret(&mut secret);
+        assert!(secret.metadata.labels.is_none());
+        assert!(secret.metadata.annotations.is_none());
+        assert!(secret.data.is_none());
     }
 }

@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod http;
+pub mod lean;
 pub mod metrics;
 pub mod ping;
 pub mod plugin;
@@ -198,8 +199,7 @@ async fn run_controllers(
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     use futures::StreamExt;
-    use k8s_openapi::api::apps::v1::StatefulSet;
-    use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     use kube::runtime::controller::{Config as CtrlConfig, Controller};
     use kube::runtime::events::Reporter;
     use kube::runtime::reflector::{self, ObjectRef};
@@ -387,27 +387,27 @@ async fn run_controllers(
     // Caches of the servers' children; the controller is triggered by the
     // same streams that fill them.
     let (sts_store, sts_stream) = cached(
-        Api::<StatefulSet>::all(client.clone()),
+        Api::<lean::StatefulSet>::all(client.clone()),
         children.clone(),
         "StatefulSet",
-        context::slim::statefulset,
+        lean::StatefulSet::slim,
         true,
     );
     let (pvc_store, pvc_stream) = cached(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
+        Api::<lean::PersistentVolumeClaim>::all(client.clone()),
         children.clone(),
         "PersistentVolumeClaim",
-        context::slim::pvc,
+        lean::PersistentVolumeClaim::slim,
         true,
     );
     let (svc_store, svc_stream) =
-        cached(Api::<Service>::all(client.clone()), children.clone(), "Service", context::slim::service, true);
+        cached(Api::<lean::Service>::all(client.clone()), children.clone(), "Service", lean::Service::slim, true);
     let (cm_store, cm_stream) =
         cached(Api::<ConfigMap>::all(client.clone()), children.clone(), "ConfigMap", context::slim::config_map, true);
     let (secret_store, secret_stream) =
         cached(Api::<Secret>::all(client.clone()), children.clone(), "Secret", context::slim::secret, true);
     let (pod_store, pod_stream) =
-        cached(Api::<Pod>::all(client.clone()), pods.clone(), "Pod", context::slim::pod, true);
+        cached(Api::<lean::Pod>::all(client.clone()), pods.clone(), "Pod", lean::Pod::slim, true);
     let child_stores = context::Children {
         statefulsets: sts_store,
         pvcs: pvc_store,

@@ -282,7 +282,7 @@ fn install_progress(
             waiting,
         );
     }
-    let pod = cached(&ctx.children.pods, &ns, &format!("{sname}-0"));
+    let pod = cached(&ctx.children.pods, &ns, &format!("{sname}-0")).map(super::lean::Pod::into_full);
     if let Some(failure) = pod.as_ref().and_then(fetch_failure) {
         let mine = failure.plugin.as_deref().is_none_or(|p| p == name || p.starts_with(&format!("{name}+")));
         if mine {
@@ -290,6 +290,7 @@ fn install_progress(
         }
     }
     let sts_hash = cached(&ctx.children.statefulsets, &ns, &sname)
+        .map(super::lean::StatefulSet::into_full)
         .and_then(|s| s.spec?.template.metadata?.annotations?.get(CONFIG_HASH).cloned());
     let pod_hash = pod.as_ref().and_then(|p| p.annotations().get(CONFIG_HASH).cloned());
     let running = server.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running);
