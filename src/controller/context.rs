@@ -181,9 +181,10 @@ where
 }
 
 /// What the caches keep of each child: only the fields reconcilers read
-/// (hash annotations, status, a few spec fields). Pod templates, pod specs,
-/// rendered configuration and secret data are dropped, which keeps memory
-/// per server small (see BENCHMARKS.md).
+/// (hash annotations, status, a few spec fields). Pods, StatefulSets,
+/// Services and PVCs are decoded into the lean types of `super::lean`, whose
+/// `slim` use these; of ConfigMaps only the plugin manifest is kept and of
+/// Secrets no data. This keeps memory per server small (see BENCHMARKS.md).
 pub mod slim {
     use k8s_openapi::api::core::v1::{
         ConfigMap, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
