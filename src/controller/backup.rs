@@ -19,7 +19,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::conditions;
-use super::context::{Context, cached};
+use super::context::{Context, cached_full};
 use super::error::{Error, Result};
 use crate::api::backup::{BackupPhase, BackupSnapshot, BackupSnapshotStatus};
 use crate::api::server::ServerPhase;
@@ -202,7 +202,7 @@ async fn start(
         Err(Error::Blocked(m)) => return Ok(verdict(BackupPhase::Failed, "StoreCredentialsMissing", m)),
         Err(e) => return Err(e),
     };
-    let pod = cached(&ctx.children.pods, &ns, &format!("{}-0", snap.spec.server)).map(super::lean::Pod::into_full);
+    let pod = cached_full(&ctx.children.pods, &ns, &format!("{}-0", snap.spec.server));
     let node = pod.as_ref().and_then(|p| p.spec.as_ref()?.node_name.clone());
     let running = server.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running) && pod.is_some();
     let mut flags =

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -36,8 +35,8 @@ pub struct Children {
     pub statefulsets: Store<super::lean::StatefulSet>,
     pub pvcs: Store<super::lean::PersistentVolumeClaim>,
     pub services: Store<super::lean::Service>,
-    pub config_maps: Store<ConfigMap>,
-    pub secrets: Store<Secret>,
+    pub config_maps: Store<super::lean::ConfigMap>,
+    pub secrets: Store<super::lean::Secret>,
     pub pods: Store<super::lean::Pod>,
 }
 
@@ -59,6 +58,14 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
     store.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns)).map(|o| (*o).clone())
+}
+
+/// A cached child by namespace and name, as its full type (see `lean`).
+pub fn cached_full<L>(store: &Store<L>, ns: &str, name: &str) -> Option<L::Full>
+where
+    L: super::lean::Lean + kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    cached(store, ns, name).map(L::into_full)
 }
 
 /// Key of a namespaced object.
@@ -183,12 +190,11 @@ where
 /// What the caches keep of each child: only the fields reconcilers read
 /// (hash annotations, status, a few spec fields). Pods, StatefulSets,
 /// Services and PVCs are decoded into the lean types of `super::lean`, whose
-/// `slim` use these; of ConfigMaps only the plugin manifest is kept and of
-/// Secrets no data. This keeps memory per server small (see BENCHMARKS.md).
+/// `slim` use these. This keeps memory per server small (see BENCHMARKS.md).
 pub mod slim {
     use k8s_openapi::api::core::v1::{
-        ConfigMap, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-        ContainerStatus, PodCondition, PodStatus, Secret,
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+        PodCondition, PodStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -261,28 +267,11 @@ pub mod slim {
             })
             .collect()
     }
-
-    /// Keeps only the plugin manifest of the data.
-    pub fn config_map(c: &mut ConfigMap) {
-        meta(&mut c.metadata);
-        if let Some(data) = c.data.as_mut() {
-            data.retain(|k, _| k == crate::plugins::MANIFEST_KEY);
-        }
-        c.binary_data = None;
-    }
-
-    /// Existence is all that is read: no secret material in memory.
-    pub fn secret(s: &mut Secret) {
-        meta(&mut s.metadata);
-        s.data = None;
-        s.string_data = None;
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::slim;
-    use crate::controller::lean;
+    use crate::controller::lean::{self, Lean};
     use serde_json::json;
 
     /// The cached pod keeps what reconcilers read (server label, hash
@@ -309,6 +298,8 @@ mod tests {
         }))
         .unwrap();
         lean.slim();
+        assert_eq!(lean.server(), Some("s"));
+        assert!(lean.metadata.labels.is_none() && lean.metadata.annotations.is_none());
         let pod = lean.into_full();
         let m = &pod.metadata;
         assert_eq!(m.labels.as_ref().unwrap().keys().collect::<Vec<_>>(), ["craftplane.io/server"]);
@@ -335,19 +326,28 @@ mod tests {
         assert!(c.image.is_empty());
     }
 
-    /// A child without labels or annotations worth keeping ends with none
-    /// (no empty maps held per object).
+    /// A cached child holds no label or annotation map (the kept ones live
+    /// outside `ObjectMeta`) and a Secret no data; the full type has them back.
     #[test]
-    fn a_slim_child_holds_no_empty_maps() {
-        let mut secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-            "metadata": {"name": "s-rcon", "labels": {"app.kubernetes.io/name": "minecraft-server"},
-                         "annotations": {"other": "x"}},
+    fn a_slim_child_holds_no_maps() {
+        let mut secret: lean::Secret = serde_json::from_value(json!({
+            "metadata": {"name": "s-rcon", "labels": {"app.kubernetes.io/name": "minecraft-server", "craftplane.io/server": "s"},
+                         "annotations": {"other": "x", "craftplane.io/applied-hash": "h"}},
             "data": {"password": "c2VjcmV0"}
         }))
         .unwrap();
-        slim::secret(&mut secret);
+        secret.slim();
         assert!(secret.metadata.labels.is_none());
         assert!(secret.metadata.annotations.is_none());
-        assert!(secret.data.is_none());
+        let full = secret.into_full();
+        assert!(full.data.is_none());
+        assert_eq!(
+            full.metadata.labels.unwrap().into_iter().collect::<Vec<_>>(),
+            [("craftplane.io/server".into(), "s".into())]
+        );
+        assert_eq!(
+            full.metadata.annotations.unwrap().into_iter().collect::<Vec<_>>(),
+            [("craftplane.io/applied-hash".into(), "h".into())]
+        );
     }
 }

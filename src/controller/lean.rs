@@ -1,20 +1,69 @@
 //! Lean copies of the children the caches hold, decoded straight from the
 //! watch stream. A `k8s_openapi` Pod or StatefulSet is ~2.5 KB before any of
 //! its fields is set (every optional struct is inline), a Service or PVC
-//! ~1 KB; these keep only what the reconcilers read, so at 10,000 servers
-//! the caches hold tens of MiB less. Readers get the full type back with
-//! `into_full`, with just those fields set.
+//! ~1 KB, and each label or annotation map a ~500-byte B-tree node; these
+//! keep only what the reconcilers read (the kept labels and annotations in
+//! `Marks`), so at 10,000 servers the caches hold tens of MiB less. Readers
+//! get the full type back with `Lean::into_full`, with just those fields set.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet as FullStatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim as FullPersistentVolumeClaim, PersistentVolumeClaimStatus, Pod as FullPod, PodSpec,
-    PodStatus, PodTemplateSpec, Service as FullService, ServicePort, ServiceSpec, ServiceStatus,
+    ConfigMap as FullConfigMap, PersistentVolumeClaim as FullPersistentVolumeClaim, PersistentVolumeClaimStatus,
+    Pod as FullPod, PodSpec, PodStatus, PodTemplateSpec, Secret as FullSecret, Service as FullService, ServicePort,
+    ServiceSpec, ServiceStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
+
+use crate::resources::{APPLIED_HASH, CONFIG_HASH, SERVER_LABEL};
+
+/// A lean cached type and the full `k8s_openapi` type it stands for.
+pub trait Lean {
+    /// The full type.
+    type Full;
+    /// The full type with the cached fields set.
+    fn into_full(self) -> Self::Full;
+}
+
+/// The labels and annotations of a child that reconcilers read, held
+/// outside `ObjectMeta`: a `BTreeMap` allocates a ~500-byte node even for
+/// one entry, and every cached child had two.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Marks {
+    server: Option<Box<str>>,
+    applied_hash: Option<Box<str>>,
+    config_hash: Option<Box<str>>,
+}
+
+impl Marks {
+    /// Slims the metadata (see `slim::meta`) and moves the kept labels and
+    /// annotations out of it.
+    fn take(m: &mut ObjectMeta) -> Marks {
+        super::context::slim::meta(m);
+        let mut labels = m.labels.take().unwrap_or_default();
+        let mut annotations = m.annotations.take().unwrap_or_default();
+        Marks {
+            server: labels.remove(SERVER_LABEL).map(Into::into),
+            applied_hash: annotations.remove(APPLIED_HASH).map(Into::into),
+            config_hash: annotations.remove(CONFIG_HASH).map(Into::into),
+        }
+    }
+
+    /// Puts the kept labels and annotations back.
+    fn restore(self, m: &mut ObjectMeta) {
+        if let Some(v) = self.server {
+            m.labels.get_or_insert_with(Default::default).insert(SERVER_LABEL.into(), v.into());
+        }
+        for (k, v) in [(APPLIED_HASH, self.applied_hash), (CONFIG_HASH, self.config_hash)] {
+            if let Some(v) = v {
+                m.annotations.get_or_insert_with(Default::default).insert(k.into(), v.into());
+            }
+        }
+    }
+}
 
 macro_rules! resource {
     ($t:ty, $kind:literal, $group:literal, $version:literal, $plural:literal) => {
@@ -49,6 +98,8 @@ macro_rules! resource {
 pub struct StatefulSet {
     #[serde(default)]
     pub metadata: ObjectMeta,
+    #[serde(skip)]
+    marks: Marks,
     #[serde(default)]
     spec: Option<StatefulSetSpecLean>,
 }
@@ -67,8 +118,11 @@ struct TemplateLean {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 struct TemplateMetaLean {
+    /// Decoded, then emptied by `slim` into `config_hash`.
     #[serde(default)]
     annotations: Option<BTreeMap<String, String>>,
+    #[serde(skip)]
+    config_hash: Option<Box<str>>,
 }
 
 resource!(StatefulSet, "StatefulSet", "apps", "v1", "statefulsets");
@@ -77,22 +131,38 @@ impl StatefulSet {
     /// Keeps the child metadata the reconcilers read and only the config
     /// hash of the template's annotations.
     pub fn slim(&mut self) {
-        super::context::slim::meta(&mut self.metadata);
-        if let Some(a) = self.spec.as_mut().and_then(|s| s.template.metadata.annotations.as_mut()) {
-            a.retain(|k, _| k == crate::resources::CONFIG_HASH);
+        self.marks = Marks::take(&mut self.metadata);
+        if let Some(t) = self.spec.as_mut().map(|s| &mut s.template.metadata) {
+            t.config_hash = t.annotations.take().and_then(|mut a| a.remove(CONFIG_HASH)).map(Into::into);
         }
     }
 
-    /// The full type with the cached fields set.
-    pub fn into_full(self) -> FullStatefulSet {
+    /// The config hash on the pod template (the configuration pods start
+    /// with), once slimmed.
+    pub fn config_hash(&self) -> Option<&str> {
+        self.spec.as_ref()?.template.metadata.config_hash.as_deref()
+    }
+}
+
+impl Lean for StatefulSet {
+    type Full = FullStatefulSet;
+    fn into_full(self) -> FullStatefulSet {
+        let mut metadata = self.metadata;
+        self.marks.restore(&mut metadata);
         FullStatefulSet {
-            metadata: self.metadata,
-            spec: self.spec.map(|s| StatefulSetSpec {
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta { annotations: s.template.metadata.annotations, ..Default::default() }),
-                    spec: None,
-                },
-                ..Default::default()
+            metadata,
+            spec: self.spec.map(|s| {
+                let TemplateMetaLean { mut annotations, config_hash } = s.template.metadata;
+                if let Some(h) = config_hash {
+                    annotations.get_or_insert_with(Default::default).insert(CONFIG_HASH.into(), h.into());
+                }
+                StatefulSetSpec {
+                    template: PodTemplateSpec {
+                        metadata: Some(ObjectMeta { annotations, ..Default::default() }),
+                        spec: None,
+                    },
+                    ..Default::default()
+                }
             }),
             status: None,
         }
@@ -104,6 +174,8 @@ impl StatefulSet {
 pub struct Pod {
     #[serde(default)]
     pub metadata: ObjectMeta,
+    #[serde(skip)]
+    marks: Marks,
     #[serde(default)]
     spec: Option<PodSpecLean>,
     #[serde(default)]
@@ -122,16 +194,27 @@ impl Pod {
     /// Keeps the child metadata and what the status derivation reads of
     /// the status (see `slim::pod_status`).
     pub fn slim(&mut self) {
-        super::context::slim::meta(&mut self.metadata);
+        self.marks = Marks::take(&mut self.metadata);
         if let Some(st) = self.status.as_mut() {
             super::context::slim::pod_status(st);
         }
     }
+}
 
-    /// The full type with the cached fields set.
-    pub fn into_full(self) -> FullPod {
+impl Pod {
+    /// The server the pod belongs to (its server label), once slimmed.
+    pub fn server(&self) -> Option<&str> {
+        self.marks.server.as_deref()
+    }
+}
+
+impl Lean for Pod {
+    type Full = FullPod;
+    fn into_full(self) -> FullPod {
+        let mut metadata = self.metadata;
+        self.marks.restore(&mut metadata);
         FullPod {
-            metadata: self.metadata,
+            metadata,
             spec: self.spec.map(|s| PodSpec { node_name: s.node_name, ..Default::default() }),
             status: self.status,
         }
@@ -144,6 +227,8 @@ impl Pod {
 pub struct Service {
     #[serde(default)]
     pub metadata: ObjectMeta,
+    #[serde(skip)]
+    marks: Marks,
     #[serde(default)]
     spec: Option<ServiceSpecLean>,
     #[serde(default)]
@@ -163,7 +248,7 @@ resource!(Service, "Service", "", "v1", "services");
 impl Service {
     /// Keeps the child metadata, and of the ports their name and numbers.
     pub fn slim(&mut self) {
-        super::context::slim::meta(&mut self.metadata);
+        self.marks = Marks::take(&mut self.metadata);
         if let Some(ports) = self.spec.as_mut().and_then(|s| s.ports.as_mut()) {
             for p in ports {
                 *p = ServicePort { name: p.name.take(), port: p.port, node_port: p.node_port, ..Default::default() };
@@ -173,11 +258,15 @@ impl Service {
             st.conditions = None;
         }
     }
+}
 
-    /// The full type with the cached fields set.
-    pub fn into_full(self) -> FullService {
+impl Lean for Service {
+    type Full = FullService;
+    fn into_full(self) -> FullService {
+        let mut metadata = self.metadata;
+        self.marks.restore(&mut metadata);
         FullService {
-            metadata: self.metadata,
+            metadata,
             spec: self.spec.map(|s| ServiceSpec { type_: s.type_, ports: s.ports, ..Default::default() }),
             status: self.status,
         }
@@ -189,6 +278,8 @@ impl Service {
 pub struct PersistentVolumeClaim {
     #[serde(default)]
     pub metadata: ObjectMeta,
+    #[serde(skip)]
+    marks: Marks,
     #[serde(default)]
     status: Option<PvcStatusLean>,
 }
@@ -204,16 +295,90 @@ resource!(PersistentVolumeClaim, "PersistentVolumeClaim", "", "v1", "persistentv
 impl PersistentVolumeClaim {
     /// Keeps the child metadata.
     pub fn slim(&mut self) {
-        super::context::slim::meta(&mut self.metadata);
+        self.marks = Marks::take(&mut self.metadata);
     }
+}
 
-    /// The full type with the cached fields set.
-    pub fn into_full(self) -> FullPersistentVolumeClaim {
+impl Lean for PersistentVolumeClaim {
+    type Full = FullPersistentVolumeClaim;
+    fn into_full(self) -> FullPersistentVolumeClaim {
+        let mut metadata = self.metadata;
+        self.marks.restore(&mut metadata);
         FullPersistentVolumeClaim {
-            metadata: self.metadata,
+            metadata,
             spec: None,
             status: self.status.map(|s| PersistentVolumeClaimStatus { phase: s.phase, ..Default::default() }),
         }
+    }
+}
+
+/// A ConfigMap as cached: the plugin manifest of its data.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ConfigMap {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(skip)]
+    marks: Marks,
+    /// Decoded, then emptied by `slim` into `manifest`.
+    #[serde(default)]
+    data: Option<BTreeMap<String, String>>,
+    #[serde(skip)]
+    manifest: Option<String>,
+}
+
+resource!(ConfigMap, "ConfigMap", "", "v1", "configmaps");
+
+impl ConfigMap {
+    /// Keeps the child metadata and the plugin manifest.
+    pub fn slim(&mut self) {
+        self.marks = Marks::take(&mut self.metadata);
+        self.manifest = self.data.take().and_then(|mut d| d.remove(crate::plugins::MANIFEST_KEY));
+    }
+
+    /// The plugin manifest (JSON), once slimmed.
+    pub fn manifest(&self) -> Option<&str> {
+        self.manifest.as_deref()
+    }
+}
+
+impl Lean for ConfigMap {
+    type Full = FullConfigMap;
+    fn into_full(self) -> FullConfigMap {
+        let mut metadata = self.metadata;
+        self.marks.restore(&mut metadata);
+        let mut data = self.data;
+        if let Some(m) = self.manifest {
+            data.get_or_insert_with(Default::default).insert(crate::plugins::MANIFEST_KEY.into(), m);
+        }
+        FullConfigMap { metadata, data, ..Default::default() }
+    }
+}
+
+/// A Secret as cached: its metadata only; existence is all that is read,
+/// so no secret material is kept in memory.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Secret {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(skip)]
+    marks: Marks,
+}
+
+resource!(Secret, "Secret", "", "v1", "secrets");
+
+impl Secret {
+    /// Keeps the child metadata.
+    pub fn slim(&mut self) {
+        self.marks = Marks::take(&mut self.metadata);
+    }
+}
+
+impl Lean for Secret {
+    type Full = FullSecret;
+    fn into_full(self) -> FullSecret {
+        let mut metadata = self.metadata;
+        self.marks.restore(&mut metadata);
+        FullSecret { metadata, ..Default::default() }
     }
 }
 
@@ -289,6 +454,7 @@ mod tests {
         });
         let mut lean: StatefulSet = serde_json::from_value(full).unwrap();
         lean.slim();
+        assert_eq!(lean.config_hash(), Some("c1"));
         let back = lean.into_full();
         let a = back.metadata.annotations.unwrap();
         assert_eq!(a.len(), 1);
@@ -322,6 +488,7 @@ mod tests {
     #[test]
     fn bare_objects_decode() {
         let s: StatefulSet = serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap();
+        assert_eq!(s.config_hash(), None);
         assert!(s.into_full().spec.is_none());
         let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {}})).unwrap();
         assert!(p.into_full().spec.unwrap().node_name.is_none());

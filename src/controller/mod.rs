@@ -199,7 +199,6 @@ async fn run_controllers(
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     use futures::StreamExt;
-    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     use kube::runtime::controller::{Config as CtrlConfig, Controller};
     use kube::runtime::events::Reporter;
     use kube::runtime::reflector::{self, ObjectRef};
@@ -403,9 +402,9 @@ async fn run_controllers(
     let (svc_store, svc_stream) =
         cached(Api::<lean::Service>::all(client.clone()), children.clone(), "Service", lean::Service::slim, true);
     let (cm_store, cm_stream) =
-        cached(Api::<ConfigMap>::all(client.clone()), children.clone(), "ConfigMap", context::slim::config_map, true);
+        cached(Api::<lean::ConfigMap>::all(client.clone()), children.clone(), "ConfigMap", lean::ConfigMap::slim, true);
     let (secret_store, secret_stream) =
-        cached(Api::<Secret>::all(client.clone()), children.clone(), "Secret", context::slim::secret, true);
+        cached(Api::<lean::Secret>::all(client.clone()), children.clone(), "Secret", lean::Secret::slim, true);
     let (pod_store, pod_stream) =
         cached(Api::<lean::Pod>::all(client.clone()), pods.clone(), "Pod", lean::Pod::slim, true);
     let child_stores = context::Children {
@@ -454,10 +453,7 @@ async fn run_controllers(
         .owns_stream(svc_stream)
         .owns_stream(cm_stream)
         .owns_stream(secret_stream)
-        .watches_stream(pod_stream, |pod| {
-            let server = pod.labels().get(crate::resources::SERVER_LABEL)?.clone();
-            Some(ObjectRef::new(&server).within(&pod.namespace()?))
-        })
+        .watches_stream(pod_stream, |pod| Some(ObjectRef::new(pod.server()?).within(&pod.namespace()?)))
         .watches_stream(trigger(sku_api.clone(), wc.clone(), "Sku"), move |sku| {
             let name = sku.name_any();
             servers_for_skus

@@ -15,13 +15,13 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::conditions::{self, Cond};
-use super::context::{Context, cached};
+use super::context::{Context, cached, cached_full};
 use super::error::Result;
 use crate::api::plugin::{PluginInstallation, PluginInstallationStatus, PluginPhase, ResolvedArtifact};
 use crate::api::server::{MinecraftServer, ServerPhase};
 use crate::plugins::fetch::FetchError;
 use crate::plugins::modrinth::{self, ResolveError};
-use crate::plugins::{self, MANIFEST_KEY, Manifest};
+use crate::plugins::{self, Manifest};
 use crate::resources::{CONFIG_HASH, FIELD_MANAGER};
 
 /// Outcome of one evaluation: phase, condition reason and message.
@@ -264,8 +264,7 @@ fn install_progress(
     let ns = pi.namespace().unwrap_or_default();
     let sname = server.name_any();
     let manifest: Option<Manifest> = cached(&ctx.children.config_maps, &ns, &format!("{sname}-config"))
-        .and_then(|cm| cm.data?.get(MANIFEST_KEY).cloned())
-        .and_then(|j| serde_json::from_str(&j).ok());
+        .and_then(|cm| serde_json::from_str(cm.manifest()?).ok());
     let wanted = pi.status.as_ref().and_then(|s| s.resolved.as_ref()).map(|r| r.url.clone());
     let listed =
         manifest.as_ref().is_some_and(|m| m.plugins.iter().any(|e| e.name == name && Some(&e.url) == wanted.as_ref()));
@@ -282,16 +281,14 @@ fn install_progress(
             waiting,
         );
     }
-    let pod = cached(&ctx.children.pods, &ns, &format!("{sname}-0")).map(super::lean::Pod::into_full);
+    let pod = cached_full(&ctx.children.pods, &ns, &format!("{sname}-0"));
     if let Some(failure) = pod.as_ref().and_then(fetch_failure) {
         let mine = failure.plugin.as_deref().is_none_or(|p| p == name || p.starts_with(&format!("{name}+")));
         if mine {
             return (Outcome::new(PluginPhase::Failed, false, true, failure.reason, failure.message.clone()), waiting);
         }
     }
-    let sts_hash = cached(&ctx.children.statefulsets, &ns, &sname)
-        .map(super::lean::StatefulSet::into_full)
-        .and_then(|s| s.spec?.template.metadata?.annotations?.get(CONFIG_HASH).cloned());
+    let sts_hash = cached(&ctx.children.statefulsets, &ns, &sname).and_then(|s| s.config_hash().map(String::from));
     let pod_hash = pod.as_ref().and_then(|p| p.annotations().get(CONFIG_HASH).cloned());
     let running = server.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running);
     if running && sts_hash.is_some() && sts_hash == pod_hash {

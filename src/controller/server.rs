@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::conditions;
-use super::context::{Context, cached};
+use super::context::{Context, cached, cached_full};
 use super::error::{Error, Result};
 use super::server_status::{self, Observed};
 use crate::api::server::{MinecraftServer, MinecraftServerStatus, Players, ServerPhase};
@@ -92,7 +92,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(std::time::Duration::from_millis(500)));
     }
     let ch = &ctx.children;
-    let observed_sts = cached(&ch.statefulsets, &ns, &name).map(super::lean::StatefulSet::into_full);
+    let observed_sts = cached_full(&ch.statefulsets, &ns, &name);
     let sku = ctx.skus.get(&ObjectRef::new(&server.spec.sku));
     let provisioned = observed_sts.is_some();
     let tenant = ctx.tenants.state().into_iter().find(|t| {
@@ -121,30 +121,26 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     // 3+4. Build and apply.
     ensure_secret(ctx, &model).await?;
     let cm_api: Api<ConfigMap> = Api::namespaced(c.clone(), &ns);
-    apply_child(&cm_api, cached(&ch.config_maps, &ns, &model.config_map_name()), resources::config_map::build(&model))
-        .await?;
-    let pvc = apply_child(
-        &pvc_api,
-        cached(&ch.pvcs, &ns, &model.pvc_name()).map(super::lean::PersistentVolumeClaim::into_full),
-        resources::pvc::build(&model, true),
+    apply_child(
+        &cm_api,
+        cached_full(&ch.config_maps, &ns, &model.config_map_name()),
+        resources::config_map::build(&model),
     )
     .await?;
+    let pvc = apply_child(&pvc_api, cached_full(&ch.pvcs, &ns, &model.pvc_name()), resources::pvc::build(&model, true))
+        .await?;
     let game = apply_child(
         &svc_api,
-        cached(&ch.services, &ns, &model.game_service_name()).map(super::lean::Service::into_full),
+        cached_full(&ch.services, &ns, &model.game_service_name()),
         resources::service::game(&model),
     )
     .await?;
-    apply_child(
-        &svc_api,
-        cached(&ch.services, &ns, &model.rcon_service_name()).map(super::lean::Service::into_full),
-        resources::service::rcon(&model),
-    )
-    .await?;
+    apply_child(&svc_api, cached_full(&ch.services, &ns, &model.rcon_service_name()), resources::service::rcon(&model))
+        .await?;
     let sts = apply_child(&sts_api, observed_sts, resources::statefulset::build(&model)).await?;
 
     // 5. Status from what the cluster reports.
-    let pod = cached(&ch.pods, &ns, &format!("{name}-0")).map(super::lean::Pod::into_full);
+    let pod = cached_full(&ch.pods, &ns, &format!("{name}-0"));
     let key = (ns.clone(), name.clone());
     let ping = ctx.ping(&key);
     let observed = Observed { statefulset: Some(&sts), pod: pod.as_ref(), pvc: Some(&pvc), ping: ping.as_ref() };
