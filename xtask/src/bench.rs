@@ -19,7 +19,8 @@ const SKU: &str = "apiVersion: craftplane.io/v1alpha1\nkind: Sku\nmetadata:\n  n
 
 struct Row {
     n: usize,
-    baseline: Duration,
+    /// None when the baseline was skipped.
+    baseline: Option<Duration>,
     craftplane: Duration,
     peak_rss_mib: f64,
     idle_rss_mib: f64,
@@ -40,23 +41,29 @@ impl Drop for Proc {
     }
 }
 
-pub fn scale(sh: &Shell, counts: &[usize], idle: Duration) -> Result<()> {
+pub fn scale(sh: &Shell, counts: &[usize], idle: Duration, skip_baseline: bool) -> Result<()> {
     let tools = tools::ensure(sh)?;
     cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
     let bin = crate::project_root().join("target/release/craftplane");
     let mut rows = Vec::new();
     for &n in counts {
-        println!("bench: N={n}: baseline (children applied directly)");
-        let baseline =
-            with_cluster(sh, &format!("bench-base-{}", std::process::id()), |c| baseline(sh, &tools, &bin, c, n))?;
-        println!("bench: N={n}: baseline {:.1}s; craftplane", baseline.as_secs_f64());
+        let baseline = if skip_baseline {
+            println!("bench: N={n}: baseline skipped; craftplane");
+            None
+        } else {
+            println!("bench: N={n}: baseline (children applied directly)");
+            let b =
+                with_cluster(sh, &format!("bench-base-{}", std::process::id()), |c| baseline(sh, &tools, &bin, c, n))?;
+            println!("bench: N={n}: baseline {:.1}s; craftplane", b.as_secs_f64());
+            Some(b)
+        };
         let row = with_cluster(sh, &format!("bench-cp-{}", std::process::id()), |c| {
             operator_run(sh, &tools, &bin, c, n, idle, baseline)
         })?;
         println!(
-            "bench: N={n}: craftplane {:.1}s (x{:.2}), peak RSS {:.1} MiB, idle writes/min {:.1}",
+            "bench: N={n}: craftplane {:.1}s (x{}), peak RSS {:.1} MiB, idle writes/min {:.1}",
             row.craftplane.as_secs_f64(),
-            row.craftplane.as_secs_f64() / baseline.as_secs_f64(),
+            ratio(&row),
             row.peak_rss_mib,
             row.idle_writes_per_min
         );
@@ -156,7 +163,9 @@ fn apply_parallel(tools: &Tools, cluster: &Cluster, file: &Path) -> Result<()> {
 /// Polls until `count` lines of `kubectl get` output equal `want`. Each
 /// poll lists all N objects, so it polls less often for large N (every
 /// N/1,000 s, at least every 0.5 s) to keep its own load on the machine
-/// small, and allows 30 minutes plus 0.3 s per object.
+/// small, and allows 30 minutes plus 0.3 s per object. Prints progress once
+/// a minute, followed by what `progress` returns.
+#[allow(clippy::too_many_arguments)] // what to poll, what to count, when it started, what to report
 fn wait_count(
     sh: &Shell,
     tools: &Tools,
@@ -165,14 +174,22 @@ fn wait_count(
     want: &str,
     n: usize,
     t0: Instant,
+    progress: &dyn Fn() -> String,
 ) -> Result<Duration> {
     let deadline = t0 + Duration::from_secs(1800) + Duration::from_millis(300 * n as u64);
     let every = Duration::from_millis(500.max(n as u64));
+    let mut last_report = Instant::now();
     loop {
         let out = kubectl(sh, tools, cluster, args).unwrap_or_default();
         let done = out.lines().filter(|l| l.trim() == want).count();
         if done >= n {
             return Ok(t0.elapsed());
+        }
+        // Progress once a minute, so a long run that is stopped still tells
+        // how far it got (and, for the operator, at what memory).
+        if last_report.elapsed() >= Duration::from_secs(60) {
+            last_report = Instant::now();
+            println!("bench: {done}/{n} {want} after {:.0}s{}", t0.elapsed().as_secs_f64(), progress());
         }
         if Instant::now() > deadline {
             bail!("only {done}/{n} reached {want} after {:.0} min", t0.elapsed().as_secs_f64() / 60.0);
@@ -197,6 +214,7 @@ fn baseline(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, n: usize) 
         "1",
         n,
         t0,
+        &String::new,
     )
 }
 
@@ -236,7 +254,7 @@ fn operator_run(
     cluster: &Cluster,
     n: usize,
     idle: Duration,
-    baseline: Duration,
+    baseline: Option<Duration>,
 ) -> Result<Row> {
     let (sku, servers) = write_inputs(cluster, n)?;
     kubectl(sh, tools, cluster, &["create", "namespace", NS])?;
@@ -255,6 +273,10 @@ fn operator_run(
         "Running",
         n,
         t0,
+        &|| {
+            let (peak, rss, cpu) = proc_stats(pid);
+            format!("; operator RSS {rss:.1} MiB (peak {peak:.1}, code pages {:.1}), CPU {cpu:.0}s", rss_file_mib(pid))
+        },
     )?;
     let converged_line = line_count(&audit);
     let requests_by_verb = operator_requests(&audit, start_line, converged_line, |_| true);
@@ -336,6 +358,11 @@ fn operator_requests(path: &Path, from: usize, to: usize, verb_ok: impl Fn(&str)
     out
 }
 
+/// craftplane's time over the baseline's, or "—" without a baseline.
+fn ratio(r: &Row) -> String {
+    r.baseline.map_or("—".into(), |b| format!("{:.2}", r.craftplane.as_secs_f64() / b.as_secs_f64()))
+}
+
 fn table(rows: &[Row]) -> String {
     let mut t = String::from(
         "| N | baseline (s) | craftplane (s) | ratio | peak RSS (MiB) | RSS after idle (MiB) | of which code pages (MiB) | CPU (s) | reconciles | API requests / server | idle writes / min | requests by verb |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -345,11 +372,11 @@ fn table(rows: &[Row]) -> String {
         let verbs: Vec<String> = r.requests_by_verb.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             t,
-            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {} |",
             r.n,
-            r.baseline.as_secs_f64(),
+            r.baseline.map_or("skipped".into(), |b| format!("{:.1}", b.as_secs_f64())),
             r.craftplane.as_secs_f64(),
-            r.craftplane.as_secs_f64() / r.baseline.as_secs_f64(),
+            ratio(r),
             r.peak_rss_mib,
             r.idle_rss_mib,
             r.idle_file_mib,
@@ -389,7 +416,7 @@ pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()>
         kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &running.display().to_string()])?;
         let phases =
             ["get", "minecraftservers", "-n", NS, "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}"];
-        wait_count(sh, &tools, cluster, &phases, "Running", n, t0)?;
+        wait_count(sh, &tools, cluster, &phases, "Running", n, t0, &String::new)?;
         let (_, start_rss, _) = proc_stats(pid);
         println!(
             "bench: {n} servers Running; RSS {start_rss:.1} MiB; flapping every {flip_seconds}s for {minutes} min"
@@ -408,7 +435,7 @@ pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()>
         }
         // Settle in the Running state, then read the end figures.
         kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &running.display().to_string()])?;
-        wait_count(sh, &tools, cluster, &phases, "Running", n, Instant::now())?;
+        wait_count(sh, &tools, cluster, &phases, "Running", n, Instant::now(), &String::new)?;
         let (peak, end_rss, cpu) = proc_stats(pid);
         // The same process ran throughout: it must still be running.
         if let Some(status) = op.0.try_wait()? {

@@ -63,6 +63,10 @@ enum BenchKind {
         /// Seconds of idleness after convergence in which writes are counted.
         #[arg(long, default_value_t = 120)]
         idle_seconds: u64,
+        /// Run only the operator side (no baseline, no ratio): for counts
+        /// whose baseline alone outlasts the time at hand.
+        #[arg(long)]
+        skip_baseline: bool,
     },
     /// N servers flapping between Running and Stopped; RSS at start and end.
     Soak {
@@ -152,8 +156,8 @@ fn run() -> Result<ExitCode> {
         Command::Bench { which: BenchKind::Soak { servers, minutes, flip_seconds } } => {
             bench::soak(&sh, servers, minutes, flip_seconds)?
         }
-        Command::Bench { which: BenchKind::Scale { servers, idle_seconds } } => {
-            bench::scale(&sh, &servers, std::time::Duration::from_secs(idle_seconds))?
+        Command::Bench { which: BenchKind::Scale { servers, idle_seconds, skip_baseline } } => {
+            bench::scale(&sh, &servers, std::time::Duration::from_secs(idle_seconds), skip_baseline)?
         }
     }
     Ok(ExitCode::SUCCESS)
