@@ -187,39 +187,14 @@ where
     matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
-/// What the caches keep of each child: only the fields reconcilers read
-/// (hash annotations, status, a few spec fields). Pods, StatefulSets,
-/// Services and PVCs are decoded into the lean types of `super::lean`, whose
-/// `slim` use these. This keeps memory per server small (see BENCHMARKS.md).
+/// What the pod cache keeps of a pod's status; the lean types of
+/// `super::lean` keep the rest of what reconcilers read of each child. This
+/// keeps memory per server small (see BENCHMARKS.md).
 pub mod slim {
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
         PodCondition, PodStatus,
     };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    /// Metadata of a child: the server label (maps a pod to its server),
-    /// the hash annotations (no-op writes, rollout state), owner references
-    /// (map a child to its server), deletion timestamp and identity. Other
-    /// labels, annotations and finalizers are dropped: per object they cost
-    /// more than the fields the reconcilers read.
-    pub fn meta(m: &mut ObjectMeta) {
-        use crate::resources::{APPLIED_HASH, CONFIG_HASH, SERVER_LABEL};
-        m.managed_fields = None;
-        m.finalizers = None;
-        m.generate_name = None;
-        if let Some(labels) = m.labels.as_mut() {
-            labels.retain(|k, _| k == SERVER_LABEL);
-        }
-        if let Some(annotations) = m.annotations.as_mut() {
-            annotations.retain(|k, _| k == APPLIED_HASH || k == CONFIG_HASH);
-        }
-        for map in [&mut m.labels, &mut m.annotations] {
-            if map.as_ref().is_some_and(|l| l.is_empty()) {
-                *map = None;
-            }
-        }
-    }
 
     /// Keeps what the status derivation reads of a pod's status: phase,
     /// message, conditions, and per container its name, waiting reason and

@@ -39,10 +39,14 @@ pub struct Marks {
 }
 
 impl Marks {
-    /// Slims the metadata (see `slim::meta`) and moves the kept labels and
-    /// annotations out of it.
+    /// Slims a child's metadata to what reconcilers read — name, namespace,
+    /// identity, owner references, deletion timestamp — and moves the kept
+    /// labels and annotations out of it; managed fields, finalizers and all
+    /// other labels and annotations are dropped.
     fn take(m: &mut ObjectMeta) -> Marks {
-        super::context::slim::meta(m);
+        m.managed_fields = None;
+        m.finalizers = None;
+        m.generate_name = None;
         let mut labels = m.labels.take().unwrap_or_default();
         let mut annotations = m.annotations.take().unwrap_or_default();
         Marks {
@@ -52,8 +56,8 @@ impl Marks {
         }
     }
 
-    /// Puts the kept labels and annotations back.
-    fn restore(self, m: &mut ObjectMeta) {
+    /// The metadata with the kept labels and annotations put back.
+    fn restore(self, mut m: ObjectMeta) -> ObjectMeta {
         if let Some(v) = self.server {
             m.labels.get_or_insert_with(Default::default).insert(SERVER_LABEL.into(), v.into());
         }
@@ -62,6 +66,7 @@ impl Marks {
                 m.annotations.get_or_insert_with(Default::default).insert(k.into(), v.into());
             }
         }
+        m
     }
 }
 
@@ -147,8 +152,7 @@ impl StatefulSet {
 impl Lean for StatefulSet {
     type Full = FullStatefulSet;
     fn into_full(self) -> FullStatefulSet {
-        let mut metadata = self.metadata;
-        self.marks.restore(&mut metadata);
+        let metadata = self.marks.restore(self.metadata);
         FullStatefulSet {
             metadata,
             spec: self.spec.map(|s| {
@@ -199,9 +203,7 @@ impl Pod {
             super::context::slim::pod_status(st);
         }
     }
-}
 
-impl Pod {
     /// The server the pod belongs to (its server label), once slimmed.
     pub fn server(&self) -> Option<&str> {
         self.marks.server.as_deref()
@@ -211,8 +213,7 @@ impl Pod {
 impl Lean for Pod {
     type Full = FullPod;
     fn into_full(self) -> FullPod {
-        let mut metadata = self.metadata;
-        self.marks.restore(&mut metadata);
+        let metadata = self.marks.restore(self.metadata);
         FullPod {
             metadata,
             spec: self.spec.map(|s| PodSpec { node_name: s.node_name, ..Default::default() }),
@@ -263,8 +264,7 @@ impl Service {
 impl Lean for Service {
     type Full = FullService;
     fn into_full(self) -> FullService {
-        let mut metadata = self.metadata;
-        self.marks.restore(&mut metadata);
+        let metadata = self.marks.restore(self.metadata);
         FullService {
             metadata,
             spec: self.spec.map(|s| ServiceSpec { type_: s.type_, ports: s.ports, ..Default::default() }),
@@ -302,8 +302,7 @@ impl PersistentVolumeClaim {
 impl Lean for PersistentVolumeClaim {
     type Full = FullPersistentVolumeClaim;
     fn into_full(self) -> FullPersistentVolumeClaim {
-        let mut metadata = self.metadata;
-        self.marks.restore(&mut metadata);
+        let metadata = self.marks.restore(self.metadata);
         FullPersistentVolumeClaim {
             metadata,
             spec: None,
@@ -344,8 +343,7 @@ impl ConfigMap {
 impl Lean for ConfigMap {
     type Full = FullConfigMap;
     fn into_full(self) -> FullConfigMap {
-        let mut metadata = self.metadata;
-        self.marks.restore(&mut metadata);
+        let metadata = self.marks.restore(self.metadata);
         let mut data = self.data;
         if let Some(m) = self.manifest {
             data.get_or_insert_with(Default::default).insert(crate::plugins::MANIFEST_KEY.into(), m);
@@ -376,8 +374,7 @@ impl Secret {
 impl Lean for Secret {
     type Full = FullSecret;
     fn into_full(self) -> FullSecret {
-        let mut metadata = self.metadata;
-        self.marks.restore(&mut metadata);
+        let metadata = self.marks.restore(self.metadata);
         FullSecret { metadata, ..Default::default() }
     }
 }
