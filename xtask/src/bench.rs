@@ -177,10 +177,10 @@ type Hint<'a> = &'a dyn Fn() -> Option<usize>;
 /// lists every N/1,000 s (at least every 0.5 s) to keep its own load on the
 /// machine small. With a hint it lists only once the hint reports the goal
 /// reached (then every N/1,000 s until the list agrees; as without a hint
-/// while the hint is unreadable), so the answer still
-/// comes from the API server while timing stays to the second. Allows 30
-/// minutes plus 1 s per object (10,000 servers take hours on 2 cores). Prints progress once a minute, followed by
-/// what `progress` returns.
+/// while the hint is unreadable), so the answer still comes from the API
+/// server while timing stays to the second. Allows 30 minutes plus 1 s per
+/// object (10,000 servers take hours on 2 cores). Prints progress once a
+/// minute, followed by what `progress` returns.
 fn wait_count(
     sh: &Shell,
     tools: &Tools,
