@@ -10,10 +10,11 @@ use common::operator::{Operator, operator_writes};
 use craftplane::api::server::ServerPhase;
 use craftplane::api::{MinecraftServer, Sku};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use common::fixture::{Fixture, tail};
@@ -62,6 +63,11 @@ async fn server_reaches_running_with_every_child() {
         let svc = f.api::<Service>().get(svc).await.expect("service");
         assert!(owned_by_server(&svc.metadata));
     }
+    // Players' Service has a cluster IP; the internal RCON one is headless.
+    let cluster_ip = |svc: Service| svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+    let game_ip = cluster_ip(f.api::<Service>().get("alpha").await.unwrap());
+    assert!(game_ip.parse::<std::net::IpAddr>().is_ok(), "game Service cluster IP: {game_ip:?}");
+    assert_eq!(cluster_ip(f.api::<Service>().get("alpha-rcon").await.unwrap()), "None");
     let cm = f.api::<ConfigMap>().get("alpha-config").await.expect("configmap");
     assert!(owned_by_server(&cm.metadata));
     let props = &cm.data.unwrap()["server.properties"];
@@ -94,6 +100,65 @@ async fn server_reaches_running_with_every_child() {
         .filter_map(|e| e.reason.clone())
         .collect();
     assert!(reasons.contains(&"Running".to_string()), "events: {reasons:?}");
+    op.stop();
+    f.cleanup().await;
+}
+
+/// An RCON Service made by an older release, with a cluster IP (which
+/// cannot be removed in place), is replaced by the headless one.
+#[tokio::test]
+async fn an_rcon_service_with_a_cluster_ip_is_replaced_by_a_headless_one() {
+    let f = Fixture::new("rcon-headless").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("delta", json!({})).await;
+    f.wait("delta", "Running", &op, is_running_and_ready).await;
+    op.stop();
+
+    let svcs = f.api::<Service>();
+    let current = svcs.get("delta-rcon").await.unwrap();
+    svcs.delete("delta-rcon", &DeleteParams::default()).await.unwrap();
+    let gone =
+        common::wait_until(Duration::from_secs(30), || async { svcs.get_opt("delta-rcon").await.unwrap().is_none() })
+            .await;
+    assert!(gone.is_ok(), "the headless Service was not deleted");
+    // Same name, labels, owner and applied-hash annotation; a cluster IP.
+    let spec = current.spec.clone().unwrap();
+    let old = Service {
+        metadata: ObjectMeta {
+            name: Some("delta-rcon".into()),
+            labels: current.metadata.labels.clone(),
+            annotations: current.metadata.annotations.clone(),
+            owner_references: current.metadata.owner_references.clone(),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: spec.selector,
+            ports: spec.ports,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let old = svcs.create(&PostParams::default(), &old).await.unwrap();
+    let old_ip = old.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
+    assert!(old_ip.parse::<std::net::IpAddr>().is_ok(), "old-style Service got no cluster IP: {old_ip:?}");
+
+    let op = Operator::start(&f.shard, &[]).await;
+    let replaced = common::wait_until(Duration::from_secs(60), || async {
+        svcs.get_opt("delta-rcon")
+            .await
+            .unwrap()
+            .is_some_and(|s| s.uid() != old.uid() && s.spec.and_then(|sp| sp.cluster_ip).as_deref() == Some("None"))
+    })
+    .await;
+    assert!(replaced.is_ok(), "the RCON Service was not replaced by a headless one\n{}", tail(&op.log_text(), 20));
+    // The replacement is kept (not deleted again from a stale cache), and
+    // the server stays Running and Ready.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = svcs.get("delta-rcon").await.unwrap();
+    assert_eq!(kept.spec.and_then(|s| s.cluster_ip).as_deref(), Some("None"));
+    let s = f.wait("delta", "Running", &op, is_running_and_ready).await;
+    assert!(s.status.unwrap().conditions.iter().all(|c| c.type_ != "Stalled" || c.status == "False"));
     op.stop();
     f.cleanup().await;
 }

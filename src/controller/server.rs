@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -70,6 +70,29 @@ where
     desired.meta_mut().annotations.get_or_insert_with(Default::default).insert(APPLIED_HASH.into(), hash);
     let name = desired.meta().name.clone().ok_or(Error::MissingField("metadata.name"))?;
     Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?)
+}
+
+/// The RCON Service of an older release had a cluster IP, which cannot be
+/// taken away: such a Service is deleted (only that object: a UID
+/// precondition, so a stale cache cannot delete its successor) and `None`
+/// returned, so the caller creates the headless one.
+async fn replace_if_not_headless(api: &Api<Service>, observed: Option<Service>) -> Result<Option<Service>> {
+    let Some(svc) = observed else { return Ok(None) };
+    if resources::service::is_headless(&svc) {
+        return Ok(Some(svc));
+    }
+    let name = svc.metadata.name.clone().ok_or(Error::MissingField("metadata.name"))?;
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions { uid: svc.metadata.uid.clone(), resource_version: None }),
+        ..Default::default()
+    };
+    match api.delete(&name, &dp).await {
+        Ok(_) => {}
+        // Gone already, or already replaced (its UID differs).
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(None)
 }
 
 async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
@@ -135,8 +158,9 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         resources::service::game(&model),
     )
     .await?;
-    apply_child(&svc_api, cached_full(&ch.services, &ns, &model.rcon_service_name()), resources::service::rcon(&model))
-        .await?;
+    let rcon = cached_full(&ch.services, &ns, &model.rcon_service_name());
+    let rcon = replace_if_not_headless(&svc_api, rcon).await?;
+    apply_child(&svc_api, rcon, resources::service::rcon(&model)).await?;
     let sts = apply_child(&sts_api, observed_sts, resources::statefulset::build(&model)).await?;
 
     // 5. Status from what the cluster reports.

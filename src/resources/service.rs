@@ -12,6 +12,15 @@ use crate::api::server::ServiceType;
 /// mc-router's annotation naming the hostname a Service answers for.
 pub const MC_ROUTER_HOST_ANNOTATION: &str = "mc-router.itzg.me/externalServerName";
 
+/// `spec.clusterIP` of a headless Service.
+pub const HEADLESS: &str = "None";
+
+/// Whether an observed Service is headless. `clusterIP` cannot change once
+/// set, so a Service that should be headless but is not must be replaced.
+pub fn is_headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some(HEADLESS)
+}
+
 /// The Service players connect to.
 pub fn game(m: &ServerModel) -> Service {
     let s = &m.service;
@@ -52,7 +61,11 @@ pub fn game(m: &ServerModel) -> Service {
 }
 
 /// The internal RCON Service: cluster-internal only (NetworkPolicies let
-/// only the operator's namespace reach it).
+/// only the operator's namespace reach it) and headless: its DNS name
+/// resolves to the pod, so a server does not take a second cluster IP (one
+/// of a finite service range, a proxy rule on every node, and an IP
+/// allocation the API server pays for per Service) for a port that only
+/// short-lived backup connections use.
 pub fn rcon(m: &ServerModel) -> Service {
     Service {
         metadata: ObjectMeta {
@@ -64,6 +77,7 @@ pub fn rcon(m: &ServerModel) -> Service {
         },
         spec: Some(K8sServiceSpec {
             type_: Some("ClusterIP".into()),
+            cluster_ip: Some(HEADLESS.into()),
             selector: Some(m.selector_labels()),
             ports: Some(vec![ServicePort {
                 name: Some("rcon".into()),
