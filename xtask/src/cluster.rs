@@ -17,6 +17,9 @@ use crate::tools::{self, Tools};
 /// Number of fake kwok nodes.
 const NODES: usize = 3;
 /// Service IP range of the local cluster (objects only: no traffic is sent there).
+/// Paths of kube-controller-manager and kube-scheduler open to anonymous
+/// requests.
+const PROFILING_PATHS: &str = "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics,/debug/pprof/*";
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 const SERVICE_IP: &str = "10.96.0.1";
 
@@ -180,6 +183,10 @@ impl Cluster {
                 "--concurrent-gc-syncs=50".into(),
                 "--kube-api-qps=200".into(),
                 "--kube-api-burst=400".into(),
+                // CPU profiles and metrics without credentials (it listens on
+                // 127.0.0.1 only): where the control plane spends its time
+                // decides what a large bench can reach.
+                PROFILING_PATHS.into(),
             ],
         )?;
         self.spawn(
@@ -193,6 +200,10 @@ impl Cluster {
                 "--leader-elect=false".into(),
                 "--kube-api-qps=200".into(),
                 "--kube-api-burst=400".into(),
+                // CPU profiles and metrics without credentials (it listens on
+                // 127.0.0.1 only): where the control plane spends its time
+                // decides what a large bench can reach.
+                PROFILING_PATHS.into(),
             ],
         )?;
         self.spawn(
