@@ -19,6 +19,7 @@ const SKU: &str = "apiVersion: craftplane.io/v1alpha1\nkind: Sku\nmetadata:\n  n
 
 struct Row {
     n: usize,
+    namespaces: usize,
     /// None when the baseline was skipped.
     baseline: Option<Duration>,
     craftplane: Duration,
@@ -41,7 +42,9 @@ impl Drop for Proc {
     }
 }
 
-pub fn scale(sh: &Shell, counts: &[usize], idle: Duration, skip_baseline: bool) -> Result<()> {
+/// `namespaces`: how many namespaces the servers are spread over (1: all in
+/// `bench`; more: `bench-000`, `bench-001`, … in equal contiguous shares).
+pub fn scale(sh: &Shell, counts: &[usize], idle: Duration, skip_baseline: bool, namespaces: usize) -> Result<()> {
     let tools = tools::ensure(sh)?;
     cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
     let bin = crate::project_root().join("target/release/craftplane");
@@ -52,13 +55,14 @@ pub fn scale(sh: &Shell, counts: &[usize], idle: Duration, skip_baseline: bool) 
             None
         } else {
             println!("bench: N={n}: baseline (children applied directly)");
-            let b =
-                with_cluster(sh, &format!("bench-base-{}", std::process::id()), |c| baseline(sh, &tools, &bin, c, n))?;
+            let b = with_cluster(sh, &format!("bench-base-{}", std::process::id()), |c| {
+                baseline(sh, &tools, &bin, c, Spread { n, namespaces })
+            })?;
             println!("bench: N={n}: baseline {:.1}s; craftplane", b.as_secs_f64());
             Some(b)
         };
         let row = with_cluster(sh, &format!("bench-cp-{}", std::process::id()), |c| {
-            operator_run(sh, &tools, &bin, c, n, idle, baseline)
+            operator_run(sh, &tools, &bin, c, Spread { n, namespaces }, idle, baseline)
         })?;
         println!(
             "bench: N={n}: craftplane {:.1}s (x{}), peak RSS {:.1} MiB, idle writes/min {:.1}",
@@ -98,18 +102,46 @@ fn with_cluster<T>(sh: &Shell, name: &str, f: impl FnOnce(&Cluster) -> Result<T>
     Ok(v)
 }
 
-fn write_inputs(cluster: &Cluster, n: usize) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+/// N servers over some namespaces.
+#[derive(Clone, Copy)]
+struct Spread {
+    n: usize,
+    namespaces: usize,
+}
+
+impl Spread {
+    fn namespace(self, i: usize) -> String {
+        if self.namespaces <= 1 { NS.to_string() } else { format!("{NS}-{:03}", i * self.namespaces / self.n) }
+    }
+}
+
+/// Writes the SKU and the servers, creates their namespaces; returns the
+/// SKU's and the servers' files.
+fn write_inputs(
+    sh: &Shell,
+    tools: &Tools,
+    cluster: &Cluster,
+    spread: Spread,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let sku = cluster.dir.join("bench-sku.yaml");
     std::fs::write(&sku, SKU)?;
     let servers = cluster.dir.join("bench-servers.yaml");
     let mut text = String::new();
-    for i in 0..n {
+    let mut namespaces = std::collections::BTreeSet::new();
+    for i in 0..spread.n {
+        let ns = spread.namespace(i);
         let _ = write!(
             text,
-            "---\napiVersion: craftplane.io/v1alpha1\nkind: MinecraftServer\nmetadata:\n  name: s{i:05}\n  namespace: {NS}\nspec:\n  sku: bench\n  eula: true\n  type: PAPER\n  version: \"1.21.4\"\n"
+            "---\napiVersion: craftplane.io/v1alpha1\nkind: MinecraftServer\nmetadata:\n  name: s{i:05}\n  namespace: {ns}\nspec:\n  sku: bench\n  eula: true\n  type: PAPER\n  version: \"1.21.4\"\n"
         );
+        namespaces.insert(ns);
     }
     std::fs::write(&servers, text)?;
+    let ns_file = cluster.dir.join("bench-namespaces.yaml");
+    let docs: Vec<String> =
+        namespaces.iter().map(|ns| format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n")).collect();
+    std::fs::write(&ns_file, format!("---\n{}", docs.join("---\n")))?;
+    kubectl(sh, tools, cluster, &["apply", "-f", &ns_file.display().to_string()])?;
     Ok((sku, servers))
 }
 
@@ -232,16 +264,15 @@ fn servers_in_phase(port: u16, phase: &str) -> Option<usize> {
     metrics.lines().find_map(|l| l.strip_prefix(&key)?.trim().parse::<f64>().ok()).map(|v| v as usize)
 }
 
-fn baseline(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, n: usize) -> Result<Duration> {
-    let (sku, servers) = write_inputs(cluster, n)?;
-    kubectl(sh, tools, cluster, &["create", "namespace", NS])?;
+fn baseline(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, spread: Spread) -> Result<Duration> {
+    let n = spread.n;
+    let (sku, servers) = write_inputs(sh, tools, cluster, spread)?;
     let rendered = cmd!(sh, "{bin} render --servers {servers} --skus {sku} --no-owner").quiet().read()?;
     let children = cluster.dir.join("bench-children.yaml");
     std::fs::write(&children, rendered)?;
     let t0 = Instant::now();
     apply_parallel(tools, cluster, &children)?;
-    let args =
-        ["get", "statefulsets", "-n", NS, "-o", "jsonpath={range .items[*]}{.status.readyReplicas}{\"\\n\"}{end}"];
+    let args = ["get", "statefulsets", "-A", "-o", "jsonpath={range .items[*]}{.status.readyReplicas}{\"\\n\"}{end}"];
     wait_count(sh, tools, cluster, &Goal { args: &args, want: "1", n, t0 }, None, &String::new)
 }
 
@@ -279,12 +310,12 @@ fn operator_run(
     tools: &Tools,
     bin: &Path,
     cluster: &Cluster,
-    n: usize,
+    spread: Spread,
     idle: Duration,
     baseline: Option<Duration>,
 ) -> Result<Row> {
-    let (sku, servers) = write_inputs(cluster, n)?;
-    kubectl(sh, tools, cluster, &["create", "namespace", NS])?;
+    let n = spread.n;
+    let (sku, servers) = write_inputs(sh, tools, cluster, spread)?;
     kubectl(sh, tools, cluster, &["apply", "-f", &sku.display().to_string()])?;
     let (op, port) = start_operator(bin, cluster)?;
     let pid = op.0.id();
@@ -292,7 +323,7 @@ fn operator_run(
     let start_line = line_count(&audit);
     let t0 = Instant::now();
     apply_parallel(tools, cluster, &servers)?;
-    let args = ["get", "minecraftservers", "-n", NS, "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}"];
+    let args = ["get", "minecraftservers", "-A", "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}"];
     let took = wait_count(
         sh,
         tools,
@@ -323,6 +354,7 @@ fn operator_run(
     let idle_file_mib = rss_file_mib(pid);
     Ok(Row {
         n,
+        namespaces: spread.namespaces,
         baseline,
         craftplane: took,
         peak_rss_mib,
@@ -403,7 +435,7 @@ fn table(rows: &[Row]) -> String {
         let _ = writeln!(
             t,
             "| {} | {} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {} |",
-            r.n,
+            if r.namespaces > 1 { format!("{} in {} namespaces", r.n, r.namespaces) } else { r.n.to_string() },
             r.baseline.map_or("skipped".into(), |b| format!("{:.1}", b.as_secs_f64())),
             r.craftplane.as_secs_f64(),
             ratio(r),
@@ -427,8 +459,7 @@ pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()>
     cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
     let bin = crate::project_root().join("target/release/craftplane");
     let rows = with_cluster(sh, &format!("bench-soak-{}", std::process::id()), |cluster| {
-        let (sku, servers) = write_inputs(cluster, n)?;
-        kubectl(sh, &tools, cluster, &["create", "namespace", NS])?;
+        let (sku, servers) = write_inputs(sh, &tools, cluster, Spread { n, namespaces: 1 })?;
         kubectl(sh, &tools, cluster, &["apply", "-f", &sku.display().to_string()])?;
         let stopped = cluster.dir.join("bench-servers-stopped.yaml");
         std::fs::write(

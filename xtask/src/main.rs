@@ -67,6 +67,11 @@ enum BenchKind {
         /// whose baseline alone outlasts the time at hand.
         #[arg(long)]
         skip_baseline: bool,
+        /// Namespaces the servers are spread over, as tenants' servers are
+        /// (1: all in one namespace, the worst case for the controllers'
+        /// per-namespace lists).
+        #[arg(long, default_value_t = 1)]
+        namespaces: usize,
     },
     /// N servers flapping between Running and Stopped; RSS at start and end.
     Soak {
@@ -156,8 +161,8 @@ fn run() -> Result<ExitCode> {
         Command::Bench { which: BenchKind::Soak { servers, minutes, flip_seconds } } => {
             bench::soak(&sh, servers, minutes, flip_seconds)?
         }
-        Command::Bench { which: BenchKind::Scale { servers, idle_seconds, skip_baseline } } => {
-            bench::scale(&sh, &servers, std::time::Duration::from_secs(idle_seconds), skip_baseline)?
+        Command::Bench { which: BenchKind::Scale { servers, idle_seconds, skip_baseline, namespaces } } => {
+            bench::scale(&sh, &servers, std::time::Duration::from_secs(idle_seconds), skip_baseline, namespaces)?
         }
     }
     Ok(ExitCode::SUCCESS)
