@@ -17,6 +17,10 @@ use crate::tools::{self, Tools};
 const NS: &str = "bench";
 const SKU: &str = "apiVersion: craftplane.io/v1alpha1\nkind: Sku\nmetadata:\n  name: bench\nspec:\n  resources: {cpu: 100m, memory: 512Mi, storage: 1Gi}\n  jvm: {heapPercent: 50}\n  maxPlayers: 10\n";
 
+/// `kubectl get` listing every server's phase, a line each.
+const SERVER_PHASES: [&str; 5] =
+    ["get", "minecraftservers", "-A", "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}"];
+
 struct Row {
     n: usize,
     namespaces: usize,
@@ -323,12 +327,11 @@ fn operator_run(
     let start_line = line_count(&audit);
     let t0 = Instant::now();
     apply_parallel(tools, cluster, &servers)?;
-    let args = ["get", "minecraftservers", "-A", "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}"];
     let took = wait_count(
         sh,
         tools,
         cluster,
-        &Goal { args: &args, want: "Running", n, t0 },
+        &Goal { args: &SERVER_PHASES, want: "Running", n, t0 },
         Some(&|| servers_in_phase(port, "Running")),
         &|| {
             let (peak, rss, cpu) = proc_stats(pid);
@@ -475,10 +478,15 @@ pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()>
         let pid = op.0.id();
         let t0 = Instant::now();
         kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &running.display().to_string()])?;
-        let phases =
-            ["get", "minecraftservers", "-n", NS, "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}"];
         let hint = || servers_in_phase(port, "Running");
-        wait_count(sh, &tools, cluster, &Goal { args: &phases, want: "Running", n, t0 }, Some(&hint), &String::new)?;
+        wait_count(
+            sh,
+            &tools,
+            cluster,
+            &Goal { args: &SERVER_PHASES, want: "Running", n, t0 },
+            Some(&hint),
+            &String::new,
+        )?;
         let (_, start_rss, _) = proc_stats(pid);
         println!(
             "bench: {n} servers Running; RSS {start_rss:.1} MiB; flapping every {flip_seconds}s for {minutes} min"
@@ -497,7 +505,7 @@ pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()>
         }
         // Settle in the Running state, then read the end figures.
         kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &running.display().to_string()])?;
-        let goal = Goal { args: &phases, want: "Running", n, t0: Instant::now() };
+        let goal = Goal { args: &SERVER_PHASES, want: "Running", n, t0: Instant::now() };
         wait_count(sh, &tools, cluster, &goal, Some(&hint), &String::new)?;
         let (peak, end_rss, cpu) = proc_stats(pid);
         // The same process ran throughout: it must still be running.
