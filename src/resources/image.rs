@@ -43,7 +43,7 @@ fn parse(v: &str) -> Option<(u32, u32, u32)> {
 
 /// The operator's own image (runs `craftplane fetch-plugins` in server
 /// pods); the controller's `--helper-image` overrides it.
-pub const OPERATOR_IMAGE: &str = concat!("ghcr.io/craftplane/craftplane:", env!("CARGO_PKG_VERSION"));
+pub const OPERATOR_IMAGE: &str = concat!("localhost/craftplane:", env!("CARGO_PKG_VERSION"));
 
 #[cfg(test)]
 mod tests {

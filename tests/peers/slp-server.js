@@ -10,7 +10,8 @@ const version = process.argv[4] || '1.20.4';
 
 const server = mc.createServer({
   'online-mode': false,
-  host: '127.0.0.1',
+  // SLP_HOST: where real pods reach it (the real node's host address).
+  host: process.env.SLP_HOST || '127.0.0.1',
   port: 0,
   version,
   motd: 'craftplane test peer',

@@ -97,7 +97,7 @@ pub fn scale(sh: &Shell, counts: &[usize], idle: Duration, skip_baseline: bool, 
 }
 
 fn with_cluster<T>(sh: &Shell, name: &str, f: impl FnOnce(&Cluster) -> Result<T>) -> Result<T> {
-    let cluster = Cluster::ephemeral(name);
+    let cluster = Cluster::ephemeral(name).kwok_only();
     cluster.up(sh)?;
     let r = f(&cluster);
     let d = cluster.down();

@@ -1,7 +1,10 @@
-//! `cargo xtask e2e`: the chart rendered by helm installed on a fresh local
-//! control plane, the operator running as the chart's ServiceAccount (so
-//! its least-privilege RBAC is what is tested), examples/ applied, every
-//! object checked, metrics scraped.
+//! `cargo xtask e2e`: the Helm chart installed with `helm install` on a
+//! fresh local control plane, with the operator image built by
+//! `cargo xtask images` loaded into the real node: the operator runs as two
+//! real pods (in-cluster config, the chart's ServiceAccount and RBAC, leader
+//! election, probes), examples/ are applied and checked, metrics are
+//! scraped from the leader pod through the API server, the leader's
+//! container is killed and the other replica takes over.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,15 +20,30 @@ const NS: &str = "craftplane-system";
 pub fn run(sh: &Shell) -> Result<()> {
     let t0 = Instant::now();
     let tools = tools::ensure(sh)?;
-    cmd!(sh, "cargo build --quiet --bin craftplane").run()?;
+    // The image first: a build error shows before a cluster starts.
+    let image = crate::images::build_operator(sh)?;
     let cluster = Cluster::ephemeral(&format!("e2e-{}", std::process::id()));
     cluster.up(sh)?;
-    let result = steps(sh, &tools, &cluster);
+    let result = cluster.import_images(sh, &[&image]).and_then(|()| steps(sh, &tools, &cluster));
+    if result.is_err() {
+        dump_operator_pods(sh, &tools, &cluster);
+    }
     let stopped = cluster.down();
     result?;
     stopped?;
     println!("e2e: passed in {:.0?}", t0.elapsed());
     Ok(())
+}
+
+/// On failure: what the operator pods said and how they are.
+fn dump_operator_pods(sh: &Shell, tools: &Tools, cluster: &Cluster) {
+    let kubectl = &tools.kubectl;
+    let kc = cluster.kubeconfig();
+    let _ = cmd!(sh, "{kubectl} --kubeconfig {kc} get pods -A -o wide").run();
+    let _ = cmd!(sh, "{kubectl} --kubeconfig {kc} describe pods -n {NS}").run();
+    let _ =
+        cmd!(sh, "{kubectl} --kubeconfig {kc} logs -n {NS} -l app.kubernetes.io/name=craftplane --tail=40 --prefix")
+            .run();
 }
 
 struct Operator(Child);
@@ -45,47 +63,21 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
         let out = cmd!(sh, "{kubectl} --kubeconfig {kc} {args...}").quiet().read()?;
         Ok(out)
     };
+    // Servers on this machine that pods reach: they listen on the host end
+    // of the real node's veth.
+    let host = cluster.host_ip();
+    if cluster.node().is_none() {
+        bail!("the e2e suite needs the real node");
+    }
 
-    println!("e2e: helm lint + template");
-    let kube_version = crate::versions::KUBERNETES;
-    cmd!(sh, "{helm} lint charts/craftplane --strict").quiet().run()?;
-    let rendered = cmd!(
-        sh,
-        "{helm} template craftplane charts/craftplane --namespace {NS} --kube-version {kube_version} --include-crds --set replicaCount=1 --set metrics.prometheusRule.enabled=false --set backup.defaultStore=main --set backup.stores[0].name=main --set backup.stores[0].url=s3://backups/e2e --set backup.stores[0].credentialsSecret=backup-s3"
-    )
-    .quiet()
-    .read()?;
-    let file = cluster.dir.join("chart.yaml");
-    std::fs::write(&file, &rendered)?;
-    k(&["create", "namespace", NS])?;
-    // The chart's pods must pass Pod Security "restricted" (kwok then marks
-    // the pod Running; no container runs here, so it never takes the Lease).
-    k(&["label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted"])?;
-    println!("e2e: installing the rendered chart");
-    let f = file.display().to_string();
-    k(&["apply", "--server-side", "--force-conflicts", "-f", &f])?;
-
-    // The operator runs outside the cluster (no image can be built here) as
-    // the chart's ServiceAccount.
-    let token = k(&["create", "token", "craftplane", "-n", NS, "--duration=2h"])?;
-    let server = k(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"])?;
-    let ca = cluster.dir.join("pki").join("ca.crt");
-    let sa_kc = cluster.dir.join("sa.kubeconfig");
-    std::fs::write(
-        &sa_kc,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: craftplane\n  user:\n    token: {}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: craftplane\ncurrent-context: c\n",
-            ca.display(),
-            token.trim()
-        ),
-    )?;
     // Server List Ping goes to an independent peer (npm minecraft-protocol)
-    // reporting 3 of 20 players: pods here run no containers.
+    // reporting 3 of 20 players: the example servers are kwok pods here.
     let node_modules = tools::ensure_npm_peers(sh)?;
     let mut peer = Command::new("node")
         .arg(crate::project_root().join("tests/peers/slp-server.js"))
         .args(["3", "20", "1.21.4"])
         .env("NODE_PATH", &node_modules)
+        .env("SLP_HOST", &host)
         .stdout(Stdio::piped())
         .spawn()
         .context("start the Server List Ping peer (node)")?;
@@ -102,9 +94,9 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         std::fs::copy(crate::project_root().join("tests/data/modrinth").join(file), dir.join("version"))?;
     }
-    let mr_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mr_port = free_port(&host)?;
     let mr = Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &mr_port.to_string(), "--directory"])
+        .args(["-m", "http.server", "--bind", &host, &mr_port.to_string(), "--directory"])
         .arg(&mr_root)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -116,24 +108,51 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
     let s3s = tools::ensure_s3s_fs(sh)?;
     let s3_root = cluster.dir.join("s3");
     std::fs::create_dir_all(s3_root.join("backups"))?;
-    let s3_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let s3_port = free_port(&host)?;
     let s3 = Command::new(&s3s)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &s3_port.to_string(),
-            "--access-key",
-            "e2e",
-            "--secret-key",
-            "e2e-secret",
-        ])
+        .args(["--host", &host, "--port", &s3_port.to_string(), "--access-key", "e2e", "--secret-key", "e2e-secret"])
         .arg(&s3_root)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("start s3s-fs")?;
     let _s3 = Operator(s3);
+
+    println!("e2e: helm lint");
+    cmd!(sh, "{helm} lint charts/craftplane --strict").quiet().run()?;
+    // What a cluster admin writes: the image they pushed (here: loaded into
+    // the node), the node pool, the object store, the Modrinth mirror.
+    let image = crate::images::operator_image();
+    let (repo, tag) = image.rsplit_once(':').context("image tag")?;
+    let values = cluster.dir.join("values-e2e.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            "image: {{repository: {repo}, tag: \"{tag}\", pullPolicy: Never}}
+replicaCount: 2
+leaderElection: {{enabled: true, leaseDurationSeconds: 15}}
+serverListPingInterval: 2
+metrics: {{prometheusRule: {{enabled: false}}}}
+modrinth: {{url: \"http://{host}:{mr_port}/v2\"}}
+extraArgs: [\"--slp-address={host}:{peer_port}\"]
+nodeSelector: {{{label}: {value}}}
+tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]
+backup:
+  defaultStore: main
+  stores:
+  - name: main
+    url: s3://backups/e2e
+    config: {{AWS_ENDPOINT: \"http://{host}:{s3_port}\", AWS_ALLOW_HTTP: \"true\", AWS_REGION: us-east-1}}
+    credentialsSecret: backup-s3
+",
+            label = crate::node::LABEL.0,
+            value = crate::node::LABEL.1,
+            taint = crate::node::TAINT_KEY,
+        ),
+    )?;
+    k(&["create", "namespace", NS])?;
+    // The chart's pods must pass Pod Security "restricted".
+    k(&["label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted"])?;
     k(&[
         "create",
         "secret",
@@ -144,38 +163,54 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
         "--from-literal=AWS_ACCESS_KEY_ID=e2e",
         "--from-literal=AWS_SECRET_ACCESS_KEY=e2e-secret",
     ])?;
-    let stores_file = cluster.dir.join("backup-stores.yaml");
-    std::fs::write(
-        &stores_file,
-        format!(
-            "defaultStore: main\nstores:\n- name: main\n  url: s3://backups/e2e\n  config:\n    AWS_ENDPOINT: http://127.0.0.1:{s3_port}\n    AWS_ALLOW_HTTP: \"true\"\n    AWS_REGION: us-east-1\n  credentialsSecret: backup-s3\n"
-        ),
-    )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let log_path = cluster.dir.join("logs").join("operator.log");
-    let log = std::fs::File::create(&log_path)?;
-    let child = Command::new(crate::project_root().join("target/debug/craftplane"))
-        .args(["controller", "--leader-elect", "--operator-namespace", NS, "--slp-interval", "2"])
-        .arg("--slp-address")
-        .arg(format!("127.0.0.1:{peer_port}"))
-        .arg("--http-addr")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--modrinth-url")
-        .arg(format!("http://127.0.0.1:{mr_port}/v2"))
-        .arg("--backup-stores")
-        .arg(&stores_file)
-        .env("KUBECONFIG", &sa_kc)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("start the operator")?;
-    let mut operator = Operator(child);
-    let operator_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    println!("e2e: helm install (image {image}, 2 replicas on the real node)");
+    let t_install = Instant::now();
+    cmd!(sh, "{helm} install craftplane charts/craftplane --kubeconfig {kc} --namespace {NS} -f {values} --wait --timeout 180s")
+        .quiet()
+        .run()
+        .context("helm install did not become ready")?;
+    println!("e2e: ok   chart installed, Deployment Available in {:.0?}", t_install.elapsed());
+    let pods_json = k(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "json"])?;
+    let pods: serde_json::Value = serde_json::from_str(&pods_json)?;
+    let pods = pods["items"].as_array().context("pods")?.clone();
+    if pods.len() != 2 {
+        bail!("expected 2 operator pods, found {}", pods.len());
+    }
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().unwrap_or("");
+        let node = p["spec"]["nodeName"].as_str().unwrap_or("");
+        let ready = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if node != crate::node::NODE_NAME || !ready {
+            bail!("operator pod {name} on {node:?}, ready {ready}: expected Ready on {}", crate::node::NODE_NAME);
+        }
+    }
+    println!("e2e: ok   both operator pods Ready (readiness /readyz, liveness /healthz) on {}", crate::node::NODE_NAME);
+    let leader_pod = |k: &dyn Fn(&[&str]) -> Result<String>| -> Result<String> {
+        let holder = k(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
+        let pods = k(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "name"])?;
+        pods.lines()
+            .map(|p| p.trim_start_matches("pod/").to_string())
+            .find(|p| !holder.is_empty() && holder.starts_with(&format!("{p}-")))
+            .with_context(|| format!("no operator pod holds the Lease (holder {holder:?})"))
+    };
+    let leader = retry(Duration::from_secs(60), || leader_pod(&k))?;
+    println!("e2e: ok   leader Lease held by pod {leader}");
+    let operator_log = || -> String {
+        let mut out = String::new();
+        for p in k(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "name"])
+            .unwrap_or_default()
+            .lines()
+        {
+            out.push_str(&k(&["logs", "-n", NS, p, "--tail=200"]).unwrap_or_default());
+            out.push_str(&k(&["logs", "-n", NS, p, "--previous", "--tail=200"]).unwrap_or_default());
+        }
+        out
+    };
 
-    k(&["wait", "--for=condition=Available", "deployment/craftplane", "-n", NS, "--timeout=60s"])
-        .context("the chart's Deployment never became Available (Pod Security?)")?;
-    println!("e2e: ok   chart Deployment Available under Pod Security restricted");
     println!("e2e: applying examples/");
     k(&["apply", "-R", "-f", "examples/"])?;
 
@@ -294,13 +329,13 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--rcon-address") {
         args.drain(i..i + 4);
     }
-    let out = Command::new(crate::project_root().join("target/debug/craftplane"))
+    let out = Command::new(crate::images::release_binary())
         .args(&args)
         .args(["--termination-log", "/nonexistent/x"])
         .envs([
             ("AWS_ACCESS_KEY_ID", "e2e".to_string()),
             ("AWS_SECRET_ACCESS_KEY", "e2e-secret".into()),
-            ("AWS_ENDPOINT", format!("http://127.0.0.1:{s3_port}")),
+            ("AWS_ENDPOINT", format!("http://{host}:{s3_port}")),
             ("AWS_ALLOW_HTTP", "true".into()),
             ("AWS_REGION", "us-east-1".into()),
         ])
@@ -334,7 +369,8 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
         "Completed/50",
     )?;
 
-    // Metrics after the run (gauges refresh every 5 s: poll briefly).
+    // Metrics scraped from the leader pod, through the API server's pod proxy
+    // (gauges refresh every 5 s: poll briefly).
     let families = [
         "craftplane_reconciles_total{kind=\"MinecraftServer\",result=\"ok\"}",
         "craftplane_reconciles_total{kind=\"Sku\",result=\"ok\"}",
@@ -358,9 +394,10 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
+    let scrape = |pod: &str| k(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics")]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let metrics = loop {
-        let m = http_get(port, "/metrics").context("scrape /metrics")?;
+        let m = scrape(&leader).context("scrape the leader pod's /metrics")?;
         if families.iter().all(|f| value(&m, f) > 0.0) {
             break m;
         }
@@ -378,37 +415,103 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
             bail!("metric family {family} is not exposed");
         }
     }
+
+    // Failover: kill the leader's container (SIGKILL, no Lease release);
+    // the standby takes the Lease once it expires and goes on reconciling.
+    let pod_field = |pod: &str, path: &str| k(&["get", "pod", pod, "-n", NS, "-o", &format!("jsonpath={path}")]);
+    let container_id = pod_field(&leader, "{.status.containerStatuses[0].containerID}")?;
+    let id = container_id.strip_prefix("containerd://").context("containerd container id")?.to_string();
+    let node = cluster.node().context("real node")?;
+    let t_kill = Instant::now();
+    let out = node.ctr().args(["tasks", "kill", "--signal", "SIGKILL", &id]).output()?;
+    if !out.status.success() {
+        bail!("ctr tasks kill {id}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let new_leader = retry(Duration::from_secs(60), || {
+        let l = leader_pod(&k)?;
+        if l == leader {
+            bail!("still held by {leader}");
+        }
+        Ok(l)
+    })?;
+    println!("e2e: ok   leader {leader} killed; {new_leader} took the Lease after {:.0?}", t_kill.elapsed());
+    retry(Duration::from_secs(30), || {
+        let m = scrape(&new_leader)?;
+        if value(&m, "craftplane_leader") != 1.0 {
+            bail!("craftplane_leader is not 1 on {new_leader}");
+        }
+        Ok(())
+    })?;
+    // The new leader reconciles: a new SKU gets its status.
+    let sku = cluster.dir.join("sku-after-failover.yaml");
+    std::fs::write(
+        &sku,
+        "apiVersion: craftplane.io/v1alpha1\nkind: Sku\nmetadata: {name: after-failover}\nspec:\n  resources: {cpu: 500m, memory: 1Gi, storage: 1Gi}\n  maxPlayers: 5\n",
+    )?;
+    k(&["apply", "-f", &sku.display().to_string()])?;
+    expect(
+        "Sku after-failover Ready (reconciled by the new leader)",
+        &["get", "sku", "after-failover", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+        "True",
+    )?;
+    // The killed container is restarted by the kubelet (liveness of the
+    // process) and becomes Ready again as the standby.
+    retry(Duration::from_secs(60), || {
+        let restarts = pod_field(&leader, "{.status.containerStatuses[0].restartCount}")?;
+        let ready = pod_field(&leader, "{.status.containerStatuses[0].ready}")?;
+        if restarts.trim() == "0" || ready.trim() != "true" {
+            bail!("{leader}: restarts {restarts}, ready {ready}");
+        }
+        Ok(())
+    })?;
+    println!("e2e: ok   {leader} restarted by the kubelet and Ready again as standby");
+
     let log = operator_log();
     if log.contains("forbidden") || log.contains("Forbidden") {
         bail!("the operator hit RBAC denials with the chart's ServiceAccount:\n{}", tail(&log, 40));
     }
-    // Clean shutdown.
-    let _ = Command::new("kill").args(["-TERM", &operator.0.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = operator.0.try_wait()? {
-            if !status.success() {
-                bail!("operator exited with {status}");
-            }
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("operator did not stop after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if !log.contains("became the leader") {
+        bail!("no operator log line says it became the leader:\n{}", tail(&log, 40));
     }
+    // Clean shutdown on SIGTERM (as on a rollout): the container exits 0.
+    let container_id = pod_field(&new_leader, "{.status.containerStatuses[0].containerID}")?;
+    let id = container_id.strip_prefix("containerd://").context("containerd container id")?.to_string();
+    let out = node.ctr().args(["tasks", "kill", "--signal", "SIGTERM", &id]).output()?;
+    if !out.status.success() {
+        bail!("ctr tasks kill {id}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    retry(Duration::from_secs(60), || {
+        let code = pod_field(&new_leader, "{.status.containerStatuses[0].lastState.terminated.exitCode}")?;
+        if code.trim().is_empty() {
+            bail!("{new_leader} has not restarted yet");
+        }
+        if code.trim() != "0" {
+            return Ok(Err(anyhow::anyhow!("{new_leader} exited with {code} on SIGTERM")));
+        }
+        Ok(Ok(()))
+    })??;
+    println!("e2e: ok   {new_leader} exited 0 on SIGTERM");
     Ok(())
+}
+
+/// A free TCP port on `host`.
+fn free_port(host: &str) -> Result<u16> {
+    Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
+}
+
+/// Calls `f` until it succeeds or `timeout` passes (then its last error).
+fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }
 
 fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn http_get(port: u16, path: &str) -> Result<String> {
-    let buf = crate::http::get(port, path)?;
-    if !buf.starts_with("HTTP/1.0 200") && !buf.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {}", buf.lines().next().unwrap_or(""));
-    }
-    Ok(buf)
 }

@@ -5,6 +5,8 @@ mod bench_backup;
 mod cluster;
 mod e2e;
 mod http;
+mod images;
+mod node;
 mod tools;
 mod versions;
 
@@ -39,8 +41,12 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Build the Go components into ~/.cache/craftplane without starting anything.
+    /// Build the Go components into ~/.cache/craftplane and install the real
+    /// node's Debian packages, without starting anything.
     Tools,
+    /// Build craftplane's OCI images (operator, pause) into
+    /// ~/.cache/craftplane/images; load them into the dev cluster's real node.
+    Images,
     /// The main job: control plane up, CRDs installed, examples applied, operator running.
     Dev,
     /// Benchmarks (figures printed and appended to BENCHMARKS.md).
@@ -144,8 +150,11 @@ fn run() -> Result<ExitCode> {
             ClusterAction::Kubeconfig => println!("{}", Cluster::dev().kubeconfig().display()),
         },
         Command::Crds => write_crds(&sh)?,
+        Command::Images => images::run(&sh)?,
         Command::Tools => {
             let t = tools::ensure(&sh)?;
+            node::ensure_packages(&sh)?;
+            images::ensure_pause(&sh)?;
             let npm = tools::ensure_npm_peers(&sh)?;
             let s3 = tools::ensure_s3s_fs(&sh)?;
             eprintln!(
@@ -190,7 +199,9 @@ fn test(sh: &Shell, args: &[String]) -> Result<ExitCode> {
     tools::ensure(sh)?;
     let node_modules = tools::ensure_npm_peers(sh)?;
     let s3s_fs = tools::ensure_s3s_fs(sh)?;
-    let cluster = Cluster::ephemeral(&format!("test-{}", std::process::id()));
+    // The integration tests use kwok pods only; the real node is started by
+    // the lifecycle test and the e2e suite on their own control planes.
+    let cluster = Cluster::ephemeral(&format!("test-{}", std::process::id())).kwok_only();
     let started = cluster.up(sh);
     let result = started.map(|()| {
         let kc = cluster.kubeconfig();

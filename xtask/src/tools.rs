@@ -29,6 +29,11 @@ pub struct Tools {
     pub kwok: PathBuf,
     pub kwok_stages: PathBuf,
     pub helm: PathBuf,
+    /// The real node's kubelet and kube-proxy (same Kubernetes release).
+    pub kubelet: PathBuf,
+    pub kube_proxy: PathBuf,
+    /// Cluster DNS for the real node's pods.
+    pub coredns: PathBuf,
 }
 
 impl Tools {
@@ -44,11 +49,17 @@ impl Tools {
             kwok: b.join(format!("kwok-{}", versions::KWOK)),
             kwok_stages: b.join(format!("kwok-stages-{}-r2.yaml", versions::KWOK)),
             helm: b.join(format!("helm-{}", versions::HELM)),
+            kubelet: b.join(format!("kubelet-{k}")),
+            kube_proxy: b.join(format!("kube-proxy-{k}")),
+            coredns: b.join(format!("coredns-{}", versions::COREDNS)),
         }
     }
 
-    fn all(&self) -> [&Path; 8] {
+    fn all(&self) -> [&Path; 11] {
         [
+            &self.kubelet,
+            &self.kube_proxy,
+            &self.coredns,
             &self.helm,
             &self.etcd,
             &self.kube_apiserver,
@@ -79,12 +90,16 @@ pub fn ensure(sh: &Shell) -> Result<Tools> {
         ("kube-controller-manager", &tools.kube_controller_manager),
         ("kube-scheduler", &tools.kube_scheduler),
         ("kubectl", &tools.kubectl),
+        ("kubelet", &tools.kubelet),
+        ("kube-proxy", &tools.kube_proxy),
     ];
     if k8s_cmds.iter().any(|(_, p)| !p.exists()) {
         let dir = prepare_kubernetes_module(sh)?;
+        // Without the version stamp the kubelet reports v0.0.0-master.
+        let stamp = format!("-X k8s.io/component-base/version.gitVersion={}", versions::KUBERNETES);
         for (name, out) in k8s_cmds {
             if !out.exists() {
-                go_build(sh, &dir, &format!("k8s.io/kubernetes/cmd/{name}"), out)?;
+                go_build(sh, &dir, &format!("k8s.io/kubernetes/cmd/{name}"), out, &stamp)?;
             }
         }
     }
@@ -96,18 +111,28 @@ pub fn ensure(sh: &Shell) -> Result<Tools> {
             versions::ETCD,
             "go.etcd.io/etcd/server/v3",
         )?;
-        go_build(sh, &dir, "go.etcd.io/etcd/server/v3", &tools.etcd)?;
+        go_build(sh, &dir, "go.etcd.io/etcd/server/v3", &tools.etcd, "")?;
     }
     if !tools.kwok.exists() || !tools.kwok_stages.exists() {
         let dir = prepare_simple_module(sh, "kwok", "sigs.k8s.io/kwok", versions::KWOK, "sigs.k8s.io/kwok/cmd/kwok")?;
         if !tools.kwok.exists() {
-            go_build(sh, &dir, "sigs.k8s.io/kwok/cmd/kwok", &tools.kwok)?;
+            go_build(sh, &dir, "sigs.k8s.io/kwok/cmd/kwok", &tools.kwok, "")?;
         }
         write_kwok_stages(sh, &dir, &tools.kwok_stages)?;
     }
     if !tools.helm.exists() {
         let dir = prepare_simple_module(sh, "helm", "helm.sh/helm/v3", versions::HELM, "helm.sh/helm/v3/cmd/helm")?;
-        go_build(sh, &dir, "helm.sh/helm/v3/cmd/helm", &tools.helm)?;
+        go_build(sh, &dir, "helm.sh/helm/v3/cmd/helm", &tools.helm, "")?;
+    }
+    if !tools.coredns.exists() {
+        let dir = prepare_simple_module(
+            sh,
+            "coredns",
+            "github.com/coredns/coredns",
+            versions::COREDNS,
+            "github.com/coredns/coredns",
+        )?;
+        go_build(sh, &dir, "github.com/coredns/coredns", &tools.coredns, "")?;
     }
     let missing = tools.missing();
     if !missing.is_empty() {
@@ -140,15 +165,29 @@ fn check_go(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
-fn go_build(sh: &Shell, dir: &Path, pkg: &str, out: &Path) -> Result<()> {
+fn go_build(sh: &Shell, dir: &Path, pkg: &str, out: &Path, extra_ldflags: &str) -> Result<()> {
     eprintln!("xtask: building {pkg} (cached afterwards in {})", out.display());
     let _d = sh.push_dir(dir);
     let tmp = out.with_extension("partial");
-    let ldflags = "-ldflags=-s -w";
+    let ldflags = format!("-ldflags=-s -w {extra_ldflags}");
     cmd!(sh, "go build -trimpath {ldflags} -o {tmp} {pkg}").run().with_context(|| format!("go build {pkg}"))?;
     std::fs::rename(&tmp, out)?;
     Ok(())
 }
+
+/// The k8s.io/kubernetes module's source in the Go module cache (for files
+/// that are not Go packages, such as `build/pause/linux/pause.c`).
+pub fn kubernetes_module_source(sh: &Shell) -> Result<PathBuf> {
+    let dir = prepare_kubernetes_module(sh)?;
+    let _d = sh.push_dir(&dir);
+    let format = "{{.Dir}}";
+    let src = cmd!(sh, "go list -m -f {format} k8s.io/kubernetes").quiet().read()?;
+    Ok(PathBuf::from(src.trim()))
+}
+
+/// Commands built from the k8s.io/kubernetes module.
+const KUBERNETES_COMMANDS: [&str; 6] =
+    ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy"];
 
 /// A wrapper module that requires k8s.io/kubernetes and pins each staging
 /// module it requires (`v0.0.0` + `replace => ./staging/...` upstream) to the
@@ -156,7 +195,9 @@ fn go_build(sh: &Shell, dir: &Path, pkg: &str, out: &Path) -> Result<()> {
 fn prepare_kubernetes_module(sh: &Shell) -> Result<PathBuf> {
     let k8s = versions::KUBERNETES;
     let dir = cache_dir().join("go").join(format!("kubernetes-{k8s}"));
-    if dir.join("go.sum").exists() {
+    let imports: String = KUBERNETES_COMMANDS.iter().map(|c| format!("\t_ \"k8s.io/kubernetes/cmd/{c}\"\n")).collect();
+    let tools_go = format!("//go:build tools\n\npackage tools\n\nimport (\n{imports})\n");
+    if dir.join("go.sum").exists() && std::fs::read_to_string(dir.join("tools.go")).ok().as_deref() == Some(&tools_go) {
         return Ok(dir);
     }
     sh.create_dir(&dir)?;
@@ -179,10 +220,7 @@ fn prepare_kubernetes_module(sh: &Shell) -> Result<PathBuf> {
         "go.mod",
         format!("module craftplane.local/kubernetes\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes {k8s}\n\nreplace (\n{replaces})\n"),
     )?;
-    sh.write_file(
-        "tools.go",
-        "//go:build tools\n\npackage tools\n\nimport (\n\t_ \"k8s.io/kubernetes/cmd/kube-apiserver\"\n\t_ \"k8s.io/kubernetes/cmd/kube-controller-manager\"\n\t_ \"k8s.io/kubernetes/cmd/kube-scheduler\"\n\t_ \"k8s.io/kubernetes/cmd/kubectl\"\n)\n",
-    )?;
+    sh.write_file("tools.go", tools_go)?;
     cmd!(sh, "go mod tidy").run()?;
     Ok(dir)
 }

@@ -2,12 +2,14 @@
 //! Change them here and nowhere else.
 
 /// k8s.io/kubernetes release (kube-apiserver, kube-controller-manager,
-/// kube-scheduler, kubectl).
+/// kube-scheduler, kubectl, and the real node's kubelet and kube-proxy).
 pub const KUBERNETES: &str = "v1.36.3";
 /// The matching k8s.io staging modules (v0.x of the same minor/patch).
 pub const KUBERNETES_STAGING: &str = "v0.36.3";
 /// go.etcd.io/etcd/server/v3.
 pub const ETCD: &str = "v3.6.16";
+/// github.com/coredns/coredns: cluster DNS for the real node's pods.
+pub const COREDNS: &str = "v1.15.0";
 /// sigs.k8s.io/kwok.
 pub const KWOK: &str = "v0.8.0";
 /// helm.sh/helm/v3 (chart lint/template in tests and e2e).
