@@ -398,6 +398,7 @@ fn exercise(kind: &str, obj: &Value) -> Option<bool> {
                 settings: BTreeMap::new(),
                 credentials: None,
                 node: None,
+                placement: None,
                 task: Task::Backup { flags, rcon: b.spec.retain },
             });
             Some(true)

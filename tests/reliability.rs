@@ -95,6 +95,7 @@ async fn every_generated_pod_template_passes_pod_security_restricted() {
             settings: BTreeMap::from([("AWS_REGION".into(), "x".into())]),
             credentials: Some("creds".into()),
             node: Some("kwok-node-0".into()),
+            placement: None,
             task,
         });
         let spec = job.spec.unwrap().template.spec.unwrap();

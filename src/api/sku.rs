@@ -68,6 +68,11 @@ pub struct SkuSpec {
     /// Price shown to tenants; informational, craftplane does not bill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Price>,
+    /// Nodes the servers of this SKU run on (a node pool the admin reserves
+    /// for game servers). Their backup and restore Jobs get the same.
+    /// Tenants cannot choose nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
     /// Whether new servers may use this SKU. Setting it to false stops new
     /// servers from choosing it; existing servers keep running.
     #[serde(default = "default_true")]
@@ -76,6 +81,22 @@ pub struct SkuSpec {
 
 fn default_true() -> bool {
     true
+}
+
+/// Node selection for a SKU's pods.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Node labels the pods require (their `nodeSelector`), e.g.
+    /// `{node-pool: games}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate, e.g. those of a node pool reserved for game
+    /// servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
 }
 
 /// CPU, memory and storage of a SKU.

@@ -228,6 +228,7 @@ async fn start(
         settings: store.config.clone(),
         credentials,
         node,
+        placement: ctx.sku_placement(&server.spec.sku),
         task: Task::Backup { flags, rcon: running },
     });
     Api::<Job>::namespaced(ctx.client.clone(), &ns)

@@ -95,6 +95,11 @@ pub struct Context {
 }
 
 impl Context {
+    /// The placement of a SKU (for a server's Jobs), from the SKU cache.
+    pub fn sku_placement(&self, sku: &str) -> Option<crate::api::sku::Placement> {
+        self.skus.get(&kube::runtime::reflector::ObjectRef::new(sku))?.spec.placement.clone()
+    }
+
     // One argument per shared cache: grouping them would only rename them.
     #[allow(clippy::too_many_arguments)]
     pub fn new(

@@ -223,6 +223,7 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
             settings: store.config.clone(),
             credentials,
             node: None,
+            placement: ctx.sku_placement(&server.spec.sku),
             task: Task::Restore,
         });
         jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;

@@ -49,6 +49,8 @@ pub struct JobInput {
     pub credentials: Option<String>,
     /// Node of the server's pod: the world volume is ReadWriteOnce.
     pub node: Option<String>,
+    /// The server's SKU placement (node selector, tolerations).
+    pub placement: Option<crate::api::sku::Placement>,
     pub task: Task,
 }
 
@@ -194,6 +196,8 @@ pub fn build(i: &JobInput) -> Job {
                     affinity,
                     security_context: Some(pod_security()),
                     volumes: Some(volumes),
+                    node_selector: i.placement.as_ref().map(|p| p.node_selector.clone()).filter(|s| !s.is_empty()),
+                    tolerations: i.placement.as_ref().map(|p| p.tolerations.clone()).filter(|t| !t.is_empty()),
                     ..Default::default()
                 }),
             },
@@ -229,6 +233,7 @@ mod tests {
             settings: BTreeMap::from([("AWS_REGION".into(), "eu-west-1".into())]),
             credentials: Some("nightly-store".into()),
             node: Some("node-2".into()),
+            placement: None,
             task: Task::Backup { flags: vec!["--compression".into(), "zstd".into()], rcon: true },
         };
         let job = serde_json::to_value(build(&i)).unwrap();

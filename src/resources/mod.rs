@@ -97,6 +97,8 @@ pub struct ServerModel {
     pub heap_mb: u64,
     pub storage_size: String,
     pub storage_class: Option<String>,
+    /// Node selection from the SKU (pods and the server's Jobs).
+    pub placement: Option<crate::api::sku::Placement>,
     pub max_players: i32,
     pub motd: Option<String>,
     /// server.properties from SKU defaults ⊕ spec overrides.
@@ -235,6 +237,7 @@ pub fn validate(
         heap_mb,
         storage_size,
         storage_class,
+        placement: sku.spec.placement.clone(),
         max_players,
         motd: spec.motd.clone(),
         properties,

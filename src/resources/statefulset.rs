@@ -234,6 +234,8 @@ pub fn build(m: &ServerModel) -> StatefulSet {
                     security_context: Some(pod_security()),
                     init_containers: Some(vec![init]),
                     volumes: Some(volumes),
+                    node_selector: m.placement.as_ref().map(|p| p.node_selector.clone()).filter(|s| !s.is_empty()),
+                    tolerations: m.placement.as_ref().map(|p| p.tolerations.clone()).filter(|t| !t.is_empty()),
                     ..Default::default()
                 }),
             },

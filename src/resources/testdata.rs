@@ -25,6 +25,7 @@ pub fn sku(name: &str) -> Sku {
             allowed_server_types: vec![],
             storage_class_name: None,
             price: None,
+            placement: None,
             available: true,
         },
     );

@@ -314,3 +314,47 @@ fn a_tenant_limits_the_skus_of_new_servers() {
     open.spec.allowed_skus.clear();
     assert!(validate(&s, Some(&sku("small")), Some(&open), false).is_ok(), "an empty list allows every SKU");
 }
+
+/// A SKU's placement puts the server pod on the admin's node pool, and the
+/// server's backup/restore Jobs beside it.
+#[test]
+fn sku_placement_reaches_the_pod_and_the_jobs() {
+    let mut k = sku("small");
+    k.spec.placement = Some(crate::api::sku::Placement {
+        node_selector: BTreeMap::from([("pool".into(), "games".into())]),
+        tolerations: vec![k8s_openapi::api::core::v1::Toleration {
+            key: Some("games".into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }],
+    });
+    let s = server("survival", "sku: small\neula: true\n");
+    let m = validate(&s, Some(&k), None, false).expect("valid");
+    let sts = serde_json::to_value(statefulset::build(&m)).unwrap();
+    let pod = &sts["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["pool"], "games");
+    assert_eq!(pod["tolerations"][0]["key"], "games");
+    let job = serde_json::to_value(backup_job::build(&backup_job::JobInput {
+        name: "j".into(),
+        namespace: "n".into(),
+        server: "survival".into(),
+        owner: Default::default(),
+        snapshot: "s".into(),
+        location: "s3://b/x".into(),
+        image: "i".into(),
+        settings: BTreeMap::new(),
+        credentials: None,
+        node: None,
+        placement: m.placement.clone(),
+        task: backup_job::Task::Restore,
+    }))
+    .unwrap();
+    let jp = &job["spec"]["template"]["spec"];
+    assert_eq!(jp["nodeSelector"]["pool"], "games");
+    assert_eq!(jp["tolerations"][0]["effect"], "NoSchedule");
+    // Without placement, neither is set (pods go wherever the scheduler puts them).
+    let plain =
+        serde_json::to_value(statefulset::build(&validate(&s, Some(&sku("small")), None, false).unwrap())).unwrap();
+    assert!(plain["spec"]["template"]["spec"].get("nodeSelector").is_none());
+}

@@ -304,6 +304,147 @@ fn shared_libraries(sh: &Shell, bin: &Path) -> Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
+/// The stand-in for itzg/minecraft-server (tests/images/test-server): a
+/// TEST image, never a user default.
+pub fn test_server_image() -> String {
+    format!("localhost/craftplane-test-server:{}", operator_version())
+}
+
+/// Minecraft versions the test image carries protocol data for.
+const TEST_SERVER_VERSIONS: [&str; 1] = ["1.21.4"];
+
+/// Builds the test server image: Node.js (the host's, with the libraries it
+/// links), the stand-in's scripts and its npm dependencies (flying-squid, a
+/// Java Edition server), minecraft-data pruned to the versions above.
+pub fn build_test_server(sh: &Shell) -> Result<PathBuf> {
+    let src = crate::project_root().join("tests/images/test-server");
+    let lock = std::fs::read(src.join("package-lock.json")).context("tests/images/test-server/package-lock.json")?;
+    let npm = images_dir().join(format!("test-server-npm-{}", &sha256_hex(&lock)[..16]));
+    if !npm.join("node_modules").exists() {
+        std::fs::create_dir_all(&npm)?;
+        std::fs::copy(src.join("package.json"), npm.join("package.json"))?;
+        std::fs::write(npm.join("package-lock.json"), &lock)?;
+        let _d = sh.push_dir(&npm);
+        cmd!(sh, "npm ci --omit=dev --no-audit --no-fund").run().context("npm ci for the test server image")?;
+    }
+    let node = Path::new("/usr/bin/node");
+    if !node.exists() {
+        bail!("the test server image packs the host's Node.js: /usr/bin/node is missing");
+    }
+    let mut layer = Layer::default();
+    layer.copy(node, "usr/bin/node", 0o755)?;
+    for lib in shared_libraries(sh, node)? {
+        let path = lib.display().to_string();
+        layer.copy(&lib, &path, 0o755)?;
+    }
+    let keep = minecraft_data_keep(&npm.join("node_modules/minecraft-data/minecraft-data/data/dataPaths.json"))?;
+    let root = "opt/craftplane-test-server";
+    add_tree(&mut layer, &npm.join("node_modules"), &format!("{root}/node_modules"), &|rel: &str| {
+        // minecraft-data ships every version (~500 MB): keep what the
+        // carried versions read, and the common tables.
+        match rel.strip_prefix("minecraft-data/minecraft-data/data/") {
+            Some(d) => {
+                let mut parts = d.splitn(3, '/');
+                match (parts.next(), parts.next()) {
+                    (Some(edition @ ("pc" | "bedrock")), Some(ver)) => {
+                        ver == "common" || keep.contains(&format!("{edition}/{ver}"))
+                    }
+                    _ => true,
+                }
+            }
+            None => !rel.starts_with(".bin"),
+        }
+    })?;
+    for f in ["server.js", "package.json"] {
+        let mode = if f.ends_with(".js") { 0o755 } else { 0o644 };
+        layer.copy(&src.join(f), &format!("{root}/{f}"), mode)?;
+    }
+    for e in std::fs::read_dir(src.join("bin"))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        layer.copy(&e.path(), &format!("{root}/bin/{name}"), 0o755)?;
+    }
+    for e in std::fs::read_dir(&src)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".js") && name != "server.js" && name != "selftest.js" {
+            layer.copy(&e.path(), &format!("{root}/{name}"), 0o644)?;
+        }
+    }
+    layer.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/sbin/nologin\nminecraft:x:1000:1000:minecraft:/data:/sbin/nologin\n".to_vec(),
+    );
+    layer.file("etc/group", 0o644, b"root:x:0:\nminecraft:x:1000:\n".to_vec());
+    layer.file("etc/nsswitch.conf", 0o644, b"hosts: files dns\n".to_vec());
+    layer.dir("tmp", 0o1777);
+    layer.dir("data", 0o777);
+    let name = test_server_image();
+    let out = archive_path(&name);
+    std::fs::create_dir_all(images_dir())?;
+    let mut labels = BTreeMap::new();
+    labels.insert("org.opencontainers.image.title", "craftplane-test-server".to_string());
+    labels.insert(
+        "org.opencontainers.image.description",
+        "TEST stand-in for itzg/minecraft-server (flying-squid); never a user default".to_string(),
+    );
+    write_oci_archive(
+        &out,
+        &name,
+        &layer,
+        &Config {
+            user: "1000:1000",
+            entrypoint: vec!["/opt/craftplane-test-server/server.js"],
+            cmd: vec![],
+            env: vec!["PATH=/opt/craftplane-test-server/bin:/usr/local/bin:/usr/bin:/bin", "NODE_ENV=production"],
+            labels,
+        },
+    )?;
+    eprintln!("xtask: image {name} → {}", out.display());
+    Ok(out)
+}
+
+/// `edition/version` directories minecraft-data reads for the carried versions.
+fn minecraft_data_keep(data_paths: &Path) -> Result<std::collections::BTreeSet<String>> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(data_paths)?)?;
+    let mut keep = std::collections::BTreeSet::new();
+    for ver in TEST_SERVER_VERSIONS {
+        let paths = v["pc"][ver].as_object().with_context(|| format!("minecraft-data has no pc {ver}"))?;
+        for p in paths.values().filter_map(|p| p.as_str()) {
+            keep.insert(p.to_string());
+        }
+    }
+    Ok(keep)
+}
+
+/// Adds the regular files under `host` (symlinks skipped) at `at`, those
+/// whose path relative to `host` passes `keep` (a directory that fails it
+/// is skipped whole).
+fn add_tree(layer: &mut Layer, host: &Path, at: &str, keep: &dyn Fn(&str) -> bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![(host.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().to_string();
+            let r = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            if !keep(&r) {
+                continue;
+            }
+            let t = e.file_type()?;
+            if t.is_dir() {
+                layer.dir(&format!("{at}/{r}"), 0o755);
+                stack.push((e.path(), r));
+            } else if t.is_file() {
+                let mode = e.metadata()?.permissions().mode() & 0o755;
+                layer.copy(&e.path(), &format!("{at}/{r}"), mode | 0o444)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds the pause image (Kubernetes' pause.c, static) when missing.
 pub fn ensure_pause(sh: &Shell) -> Result<PathBuf> {
     let name = pause_image();
