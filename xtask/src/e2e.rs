@@ -307,8 +307,11 @@ backup:
     let job_name = "survival-before-1-21-5-backup";
     let deadline = Instant::now() + Duration::from_secs(60);
     let args_json = loop {
-        if let Ok(a) =
-            k(&["get", "job", job_name, "-n", "default", "-o", "jsonpath={.spec.template.spec.containers[0].args}"])
+        let jsonpath = "jsonpath={.spec.template.spec.containers[0].args}";
+        if let Ok(a) = cmd!(sh, "{kubectl} --kubeconfig {kc} get job {job_name} -n default -o {jsonpath}")
+            .quiet()
+            .ignore_stderr()
+            .read()
             && !a.is_empty()
         {
             break a;
@@ -416,25 +419,57 @@ backup:
         }
     }
 
-    // Failover: kill the leader's container (SIGKILL, no Lease release);
-    // the standby takes the Lease once it expires and goes on reconciling.
+    // Failover 1: the leader hangs (its container frozen: no renewals, no
+    // exit). The standby pod takes the Lease once it expires.
     let pod_field = |pod: &str, path: &str| k(&["get", "pod", pod, "-n", NS, "-o", &format!("jsonpath={path}")]);
-    let container_id = pod_field(&leader, "{.status.containerStatuses[0].containerID}")?;
-    let id = container_id.strip_prefix("containerd://").context("containerd container id")?.to_string();
+    let container_of = |pod: &str| -> Result<String> {
+        let id = pod_field(pod, "{.status.containerStatuses[0].containerID}")?;
+        Ok(id.strip_prefix("containerd://").context("containerd container id")?.to_string())
+    };
     let node = cluster.node().context("real node")?;
-    let t_kill = Instant::now();
-    let out = node.ctr().args(["tasks", "kill", "--signal", "SIGKILL", &id]).output()?;
-    if !out.status.success() {
-        bail!("ctr tasks kill {id}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let new_leader = retry(Duration::from_secs(60), || {
+    let ctr = |args: &[&str]| -> Result<()> {
+        let out = node.ctr().args(args).output()?;
+        if !out.status.success() {
+            bail!("ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    let frozen = container_of(&leader)?;
+    let t_freeze = Instant::now();
+    ctr(&["tasks", "pause", &frozen])?;
+    let standby = retry(Duration::from_secs(60), || {
         let l = leader_pod(&k)?;
         if l == leader {
             bail!("still held by {leader}");
         }
         Ok(l)
+    });
+    ctr(&["tasks", "resume", &frozen])?;
+    let standby = standby?;
+    println!("e2e: ok   leader {leader} frozen; standby {standby} took the Lease after {:.0?}", t_freeze.elapsed());
+    retry(Duration::from_secs(30), || {
+        let m = scrape(&standby)?;
+        if value(&m, "craftplane_leader") != 1.0 {
+            bail!("craftplane_leader is not 1 on {standby}");
+        }
+        Ok(())
     })?;
-    println!("e2e: ok   leader {leader} killed; {new_leader} took the Lease after {:.0?}", t_kill.elapsed());
+    // Failover 2: the (new) leader's container is killed (SIGKILL, no
+    // Lease release). A new leader process — the standby, or the killed
+    // pod's restarted container, whichever sees the Lease expire first —
+    // holds it and goes on reconciling.
+    let holder_before = k(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
+    let killed = standby.clone();
+    let t_kill = Instant::now();
+    ctr(&["tasks", "kill", "--signal", "SIGKILL", &container_of(&killed)?])?;
+    let new_leader = retry(Duration::from_secs(60), || {
+        let holder = k(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
+        if holder == holder_before || holder.is_empty() {
+            bail!("still held by {holder_before}");
+        }
+        leader_pod(&k)
+    })?;
+    println!("e2e: ok   leader {killed} killed; {new_leader} holds the Lease after {:.0?}", t_kill.elapsed());
     retry(Duration::from_secs(30), || {
         let m = scrape(&new_leader)?;
         if value(&m, "craftplane_leader") != 1.0 {
@@ -457,14 +492,14 @@ backup:
     // The killed container is restarted by the kubelet (liveness of the
     // process) and becomes Ready again as the standby.
     retry(Duration::from_secs(60), || {
-        let restarts = pod_field(&leader, "{.status.containerStatuses[0].restartCount}")?;
-        let ready = pod_field(&leader, "{.status.containerStatuses[0].ready}")?;
+        let restarts = pod_field(&killed, "{.status.containerStatuses[0].restartCount}")?;
+        let ready = pod_field(&killed, "{.status.containerStatuses[0].ready}")?;
         if restarts.trim() == "0" || ready.trim() != "true" {
-            bail!("{leader}: restarts {restarts}, ready {ready}");
+            bail!("{killed}: restarts {restarts}, ready {ready}");
         }
         Ok(())
     })?;
-    println!("e2e: ok   {leader} restarted by the kubelet and Ready again as standby");
+    println!("e2e: ok   {killed} restarted by the kubelet and Ready again");
 
     let log = operator_log();
     if log.contains("forbidden") || log.contains("Forbidden") {
@@ -474,15 +509,12 @@ backup:
         bail!("no operator log line says it became the leader:\n{}", tail(&log, 40));
     }
     // Clean shutdown on SIGTERM (as on a rollout): the container exits 0.
-    let container_id = pod_field(&new_leader, "{.status.containerStatuses[0].containerID}")?;
-    let id = container_id.strip_prefix("containerd://").context("containerd container id")?.to_string();
-    let out = node.ctr().args(["tasks", "kill", "--signal", "SIGTERM", &id]).output()?;
-    if !out.status.success() {
-        bail!("ctr tasks kill {id}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let before = pod_field(&new_leader, "{.status.containerStatuses[0].restartCount}")?;
+    ctr(&["tasks", "kill", "--signal", "SIGTERM", &container_of(&new_leader)?])?;
     retry(Duration::from_secs(60), || {
         let code = pod_field(&new_leader, "{.status.containerStatuses[0].lastState.terminated.exitCode}")?;
-        if code.trim().is_empty() {
+        let restarts = pod_field(&new_leader, "{.status.containerStatuses[0].restartCount}")?;
+        if restarts == before || code.trim().is_empty() {
             bail!("{new_leader} has not restarted yet");
         }
         if code.trim() != "0" {

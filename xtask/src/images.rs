@@ -219,16 +219,17 @@ fn release_target() -> PathBuf {
     cache_dir().join("target")
 }
 
-/// The release binary the operator image is packed from.
+/// The release binary the operator image is packed from (profile `image`:
+/// release with thin LTO, see Cargo.toml).
 pub fn release_binary() -> PathBuf {
-    release_target().join("release").join("craftplane")
+    release_target().join("image").join("craftplane")
 }
 
 /// Builds the operator image from the release binary and returns its archive.
 pub fn build_operator(sh: &Shell) -> Result<PathBuf> {
     let target = release_target();
     eprintln!("xtask: building the release binary (target dir {})", target.display());
-    cmd!(sh, "cargo build --release --locked --bin craftplane --target-dir {target}").run()?;
+    cmd!(sh, "cargo build --profile image --locked --bin craftplane --target-dir {target}").run()?;
     let bin = release_binary();
     let mut layer = Layer::default();
     layer.copy(&bin, "craftplane", 0o755)?;
@@ -477,12 +478,13 @@ pub fn ensure_pause(sh: &Shell) -> Result<PathBuf> {
 pub fn run(sh: &Shell) -> Result<()> {
     let pause = ensure_pause(sh)?;
     let operator = build_operator(sh)?;
+    let test_server = build_test_server(sh)?;
     let dev = crate::cluster::Cluster::dev();
     if dev.node_running() {
-        dev.import_images(sh, &[&pause, &operator])?;
+        dev.import_images(sh, &[&pause, &operator, &test_server])?;
         eprintln!("xtask: loaded into the dev cluster's node ({})", dev.containerd_socket().display());
     }
-    println!("{}\n{}", operator.display(), pause.display());
+    println!("{}\n{}\n{}", operator.display(), test_server.display(), pause.display());
     Ok(())
 }
 
