@@ -234,6 +234,10 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
             &["spec.properties", "property names"],
         ),
         ("zero max players", server(json!({"maxPlayers": 0})), &["spec.maxPlayers"]),
+        ("motd with a newline", server(json!({"motd": "line one\nline two"})), &["spec.motd", "line breaks"]),
+        ("motd with a tab", server(json!({"motd": "a\tb"})), &["spec.motd", "control characters"]),
+        ("motd with an escape", server(json!({"motd": "\u{1b}[31mred"})), &["spec.motd", "control characters"]),
+        ("motd with a C1 control", server(json!({"motd": "a\u{85}b"})), &["spec.motd", "control characters"]),
         ("port out of range", server(json!({"service": {"port": 70000}})), &["spec.service.port"]),
         (
             "nodePort on ClusterIP",
@@ -364,6 +368,26 @@ async fn invalid_objects_are_rejected_with_the_field_named() {
     common::delete_namespace(&client, &ns).await;
     assert!(cases.len() >= 15);
     assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// What the stricter rules must still let through.
+#[tokio::test]
+async fn valid_edge_cases_are_accepted() {
+    let client = common::client().await;
+    common::ensure_crds(&client).await;
+    let ns = common::namespace(&client, "valid").await;
+    let cases = [
+        ("two-line motd escape", server(json!({"motd": "Line one\\nLine two"}))),
+        ("motd with formatting codes", server(json!({"motd": "A §l§cMinecraft§r §nserver ☃"}))),
+    ];
+    let mut failures = Vec::new();
+    for (what, obj) in &cases {
+        if let Err(msg) = create_dry_run(&client, &ns, obj).await {
+            failures.push(format!("{what}: rejected: {msg}"));
+        }
+    }
+    common::delete_namespace(&client, &ns).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[tokio::test]

@@ -22,6 +22,13 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
     "enforce-whitelist",
 ];
 
+/// CEL rule on `spec.motd`: no C0/C1 control characters (line breaks,
+/// tabs, escape sequences), the same set as Rust's `char::is_control`.
+pub const MOTD_RULE: &str = r"!self.matches('[\\x00-\\x1f\\x7f-\\x9f]')";
+/// Message of [`MOTD_RULE`].
+pub const MOTD_MESSAGE: &str =
+    r"motd must not contain line breaks or other control characters; write \n (a backslash and n) for a second line";
+
 /// A Minecraft server. The operator runs it as a StatefulSet of the
 /// itzg/minecraft-server image with a world volume, Services, a config map and
 /// an RCON secret, and reports its phase, address and players.
@@ -80,9 +87,13 @@ pub struct MinecraftServerSpec {
     #[x_kube(validation = kube::core::Rule::new("self.all(k, k.size() <= 128 && k.matches('^[a-z0-9][a-z0-9.-]*$'))").message("property names must be lowercase server.properties keys such as view-distance"))]
     #[x_kube(validation = kube::core::Rule::new("self.all(k, !(k in ['enable-rcon', 'rcon.password', 'rcon.port', 'server-port', 'query.port', 'motd', 'max-players', 'white-list', 'enforce-whitelist']))").message("this property is managed by craftplane; use spec.motd, spec.maxPlayers, spec.whitelist or spec.service instead"))]
     pub properties: BTreeMap<String, String>,
-    /// Message of the day shown in the server list.
+    /// Message of the day shown in the server list. Line breaks and other
+    /// control characters are refused (the server would mangle them); for
+    /// a second line write the two characters `\n`, which the image turns
+    /// into a line break. Formatting codes (`§l`, `§c`, …) are fine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
+    #[x_kube(validation = kube::core::Rule::new(MOTD_RULE).message(MOTD_MESSAGE))]
     pub motd: Option<String>,
     /// Maximum players; at most the SKU's maxPlayers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

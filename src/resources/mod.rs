@@ -214,6 +214,16 @@ pub fn validate(
         properties.remove(*key);
     }
     properties::check_values(&properties).map_err(InvalidSpec::InvalidField)?;
+    // Admission refuses these (CEL on spec.motd); an object stored before
+    // that rule existed still must not reach server.properties.
+    if let Some(motd) = &spec.motd
+        && motd.chars().any(char::is_control)
+    {
+        return Err(InvalidSpec::InvalidField(
+            "motd contains a line break or another control character; write \\n (a backslash and n) for a second line"
+                .into(),
+        ));
+    }
     let storage_class = spec
         .storage
         .as_ref()

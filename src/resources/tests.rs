@@ -112,6 +112,25 @@ fn sku_rules_become_typed_errors() {
 }
 
 #[test]
+fn motd_with_control_characters_is_refused() {
+    let v = |motd: &str| {
+        let mut s = server("a", "sku: small\neula: true\n");
+        s.spec.motd = Some(motd.into());
+        validate(&s, Some(&sku("small")), None, false)
+    };
+    for bad in ["line one\nline two", "a\rb", "tab\there", "\u{1b}[31mred", "nul\0", "c1\u{85}next line"] {
+        let err = v(bad).unwrap_err();
+        assert_eq!(err.reason(), "InvalidSpec", "{bad:?}");
+        assert!(err.to_string().contains("motd"), "{err}");
+    }
+    // The escape the image turns into a second line, formatting codes and
+    // other Unicode are fine.
+    for good in ["Line one\\nLine two", "A §l§cMinecraft§r server", "Grüße ☃"] {
+        assert_eq!(v(good).unwrap().motd.as_deref(), Some(good));
+    }
+}
+
+#[test]
 fn config_hash_changes_with_config_but_not_with_whitelist_members() {
     let base = "sku: small\neula: true\nwhitelist: [Notch]\n";
     let h =
