@@ -16,15 +16,14 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::error::Result;
-use crate::api::backup::{BackupPhase, BackupReason, BackupSnapshot, BackupSnapshotSpec};
+use crate::api::backup::{BackupPhase, BackupReason, BackupSnapshot};
 use crate::api::server::{BackupScheduleStatus, LastBackup, MinecraftServer, RestorePhase, RestoreStatus};
 use crate::backup::schedule::{self, Candidate, Schedule};
 use crate::backup::stores::StoreConfig;
 use crate::resources::backup_job::{self, JobInput, Task};
 use crate::resources::{FIELD_MANAGER, short_hash};
 
-/// Label on scheduled snapshots.
-pub const SCHEDULED_LABEL: &str = "craftplane.io/scheduled";
+pub use crate::resources::snapshot::SCHEDULED_LABEL;
 
 fn snapshots_of(ctx: &Context, server: &MinecraftServer) -> Vec<std::sync::Arc<BackupSnapshot>> {
     let ns = server.namespace();
@@ -66,28 +65,8 @@ pub async fn schedule(
     let (due, next) = sched.due(since, now);
     let mut last = old.and_then(|o| o.last_scheduled_time.clone());
     if let Some(slot) = due {
-        let snap_name = schedule::snapshot_name(&name, slot);
-        let mut labels = server.labels().clone();
-        labels.insert(SCHEDULED_LABEL.into(), "true".into());
-        labels.insert(crate::resources::SERVER_LABEL.into(), name.clone());
-        let snap = BackupSnapshot {
-            metadata: ObjectMeta {
-                name: Some(snap_name.clone()),
-                namespace: Some(ns.clone()),
-                labels: Some(labels),
-                ..Default::default()
-            },
-            spec: BackupSnapshotSpec {
-                server: name.clone(),
-                store: policy.store.clone(),
-                compression: Default::default(),
-                include: vec![],
-                exclude: vec![],
-                retain: false,
-                reason: BackupReason::Scheduled,
-            },
-            status: None,
-        };
+        let snap = crate::resources::snapshot::scheduled(&name, &ns, server.labels(), policy, slot);
+        let snap_name = snap.name_any();
         let api: Api<BackupSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
         match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &snap).await {
             Ok(_) => {

@@ -11,6 +11,7 @@ pub mod properties;
 pub mod pvc;
 pub mod secret;
 pub mod service;
+pub mod snapshot;
 pub mod statefulset;
 pub mod tenant;
 
