@@ -249,6 +249,21 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
         ("unknown field", server(json!({"colour": "blue"})), &["unknown field", "spec.colour"]),
         ("bad whitelist name", server(json!({"whitelist": ["not a player"]})), &["spec.whitelist[0]"]),
         ("bad backup schedule", server(json!({"backup": {"schedule": "daily"}})), &["spec.backup.schedule"]),
+        (
+            "backup schedule minute 61",
+            server(json!({"backup": {"schedule": "61 * * * *"}})),
+            &["spec.backup.schedule", "cron expression"],
+        ),
+        (
+            "backup schedule of words",
+            server(json!({"backup": {"schedule": "a b c d e"}})),
+            &["spec.backup.schedule", "cron expression"],
+        ),
+        (
+            "backup schedule @midnight",
+            server(json!({"backup": {"schedule": "@midnight"}})),
+            &["spec.backup.schedule", "cron expression"],
+        ),
         ("jvm arg without dash", server(json!({"jvmArgs": ["Xmx4G"]})), &["spec.jvmArgs[0]"]),
         (
             "unknown deletion policy",
@@ -379,6 +394,9 @@ async fn valid_edge_cases_are_accepted() {
     let cases = [
         ("two-line motd escape", server(json!({"motd": "Line one\\nLine two"}))),
         ("motd with formatting codes", server(json!({"motd": "A §l§cMinecraft§r §nserver ☃"}))),
+        ("schedule with seconds", server(json!({"backup": {"schedule": "*/10 * * * * *"}}))),
+        ("schedule with names and steps", server(json!({"backup": {"schedule": "0 */6 ? JAN-JUN MON-FRI"}}))),
+        ("schedule alias", server(json!({"backup": {"schedule": "@daily"}}))),
     ];
     let mut failures = Vec::new();
     for (what, obj) in &cases {

@@ -468,3 +468,36 @@ async fn restore_stops_the_server_runs_the_job_and_starts_it_again() {
     e.f.cleanup().await;
     let _ = std::fs::remove_dir_all(&e.dir);
 }
+
+fn condition<'a>(
+    s: &'a craftplane::api::MinecraftServer,
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    s.status.as_ref()?.conditions.iter().find(|c| c.type_ == t)
+}
+
+/// A schedule of the right shape that the parser still refuses is reported
+/// on the server (it used to be a log line only), and the server's status
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_that_slips_through_admission_is_a_condition() {
+    let f = Fixture::new("backup-badcron").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    // Three letters pass the admission shape check, but name no weekday.
+    f.create_server("mc", json!({"backup": {"schedule": "0 4 * * MOO"}})).await;
+    let s = f
+        .wait("mc", "BackupSchedule=False, reason InvalidSchedule", &op, |s| {
+            condition(s, "BackupSchedule").is_some_and(|c| c.status == "False" && c.reason == "InvalidSchedule")
+        })
+        .await;
+    assert!(condition(&s, "BackupSchedule").unwrap().message.contains("MOO"));
+    assert!(s.status.as_ref().unwrap().phase.is_some(), "the server's status is reported");
+    // Fixing the schedule clears it.
+    f.patch_spec("mc", json!({"backup": {"schedule": "0 4 * * MON"}})).await;
+    f.wait("mc", "BackupSchedule=True", &op, |s| {
+        condition(s, "BackupSchedule").is_some_and(|c| c.status == "True" && c.reason == "Scheduled")
+    })
+    .await;
+    op.stop();
+    f.cleanup().await;
+}

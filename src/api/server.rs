@@ -288,16 +288,14 @@ pub struct StorageSpec {
 }
 
 /// Scheduled backups.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicy {
     /// Cron schedule in UTC: five fields (e.g. `0 4 * * *`), six with
     /// seconds first, or `@daily`-style. Missed slots while the operator was
     /// down give one catch-up snapshot, not one per slot.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4,5}\S+)$")
-    )]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new(schedule_rule()).message(SCHEDULE_MESSAGE))]
     pub schedule: String,
     /// Which scheduled snapshots to keep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +303,41 @@ pub struct BackupPolicy {
     /// Store for scheduled snapshots; default: the tenant's store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreRef>,
+}
+
+/// Message of the CEL rule on `backup.schedule`.
+pub const SCHEDULE_MESSAGE: &str = "schedule must be a cron expression in UTC: five fields (minute hour day-of-month month day-of-week, e.g. '0 4 * * *'), six with seconds first, or @hourly, @daily, @weekly, @monthly, @yearly; each value within its field's range";
+
+/// CEL rule on `backup.schedule`: [`schedule_pattern`] must match.
+pub fn schedule_rule() -> String {
+    format!("self.matches('{}')", schedule_pattern())
+}
+
+/// The shape of a cron schedule as admission checks it (RE2 syntax, no
+/// backslashes or quotes so it embeds in a CEL string as is): five fields,
+/// six with seconds first, each a list of `*`, values or ranges within the
+/// field's bounds with an optional `/step`, plus the extensions croner
+/// accepts (`?`, `L`, `W` in day-of-month; `?`, `L`, `#n` in day-of-week;
+/// three-letter month and weekday names), or an `@daily`-style alias.
+/// The reconciler parses the schedule again (croner) and reports what
+/// slips through as the `BackupSchedule` condition.
+pub fn schedule_pattern() -> String {
+    fn field(value: &str, extra: &str) -> String {
+        let item = format!("([*]|{value}(-{value})?)(/[0-9]{{1,2}})?");
+        let item = if extra.is_empty() { format!("({item})") } else { format!("({item}|{extra})") };
+        format!("{item}(,{item})*")
+    }
+    let sixty = field("[0-5]?[0-9]", "");
+    let hour = field("(2[0-3]|[01]?[0-9])", "");
+    let dom_value = "(3[01]|[12][0-9]|0?[1-9])";
+    let dom = field(dom_value, &format!("[?]|L|LW|{dom_value}W"));
+    let month = field("(1[0-2]|0?[1-9]|[A-Za-z]{3})", "");
+    let dow_value = "([0-7]|[A-Za-z]{3})";
+    let dow = field(dow_value, &format!("[?]|L|{dow_value}(L|#[1-5])"));
+    let sp = "[ ]+";
+    format!(
+        "^((?i:@(yearly|annually|monthly|weekly|daily|hourly))|({sixty}{sp})?{sixty}{sp}{hour}{sp}{dom}{sp}{month}{sp}{dow})$"
+    )
 }
 
 /// Retention of scheduled, unpinned snapshots. A snapshot is kept if any rule

@@ -180,7 +180,9 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         }
         _ => (None, None),
     };
-    let (schedule, schedule_wait) = super::server_backup::schedule(&server, ctx, old.backup_schedule.as_ref()).await?;
+    let schedule = super::server_backup::schedule(&server, ctx, old.backup_schedule.as_ref()).await?;
+    let mut conds = conditions::kstatus(ready, stalled, &p.reason, &p.message);
+    conds.extend(schedule.condition);
     let status = MinecraftServerStatus {
         phase: Some(p.phase),
         address: resources::service::address(&model, Some(&game)),
@@ -189,20 +191,15 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         config_revision: Some(revision.clone()),
         config_history: server_status::record_revision(&old.config_history, &revision, model.generation, now),
         last_backup: super::server_backup::last_backup(ctx, &server),
-        backup_schedule: schedule,
+        backup_schedule: schedule.status,
         restore: restore.status,
         observed_generation: server.metadata.generation,
-        conditions: conditions::merge(
-            &old.conditions,
-            &conditions::kstatus(ready, stalled, &p.reason, &p.message),
-            server.metadata.generation,
-            now,
-        ),
+        conditions: conditions::merge(&old.conditions, &conds, server.metadata.generation, now),
     };
     let restoring = restore.hold_stopped;
     write_status(&server, ctx, &old, status).await?;
     let mut wait = ctx.settings.resync;
-    if let Some(w) = schedule_wait {
+    if let Some(w) = schedule.wait {
         wait = wait.min(w);
     }
     if restoring {

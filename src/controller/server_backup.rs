@@ -14,10 +14,13 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
+use super::conditions::Cond;
 use super::context::Context;
 use super::error::Result;
 use crate::api::backup::{BackupPhase, BackupReason, BackupSnapshot};
-use crate::api::server::{BackupScheduleStatus, LastBackup, MinecraftServer, RestorePhase, RestoreStatus};
+use crate::api::server::{
+    BackupPolicy, BackupScheduleStatus, LastBackup, MinecraftServer, RestorePhase, RestoreStatus,
+};
 use crate::backup::schedule::{self, Candidate, Schedule};
 use crate::backup::stores::StoreConfig;
 use crate::resources::backup_job::{self, JobInput, Task};
@@ -41,22 +44,54 @@ pub fn last_backup(ctx: &Context, server: &MinecraftServer) -> Option<LastBackup
         .map(|(t, name)| LastBackup { name, completed_at: Some(t) })
 }
 
+/// Condition type on servers with `spec.backup`: True while the schedule
+/// runs, False with a reason when it cannot.
+pub const BACKUP_SCHEDULE: &str = "BackupSchedule";
+
+/// Outcome of the schedule step.
+#[derive(Debug, Default)]
+pub struct ScheduleStep {
+    pub status: Option<BackupScheduleStatus>,
+    /// When to look again.
+    pub wait: Option<Duration>,
+    /// The [`BACKUP_SCHEDULE`] condition (None without a schedule).
+    pub condition: Option<Cond>,
+}
+
+/// Parses a policy's schedule; what admission let through but the parser
+/// refuses becomes a False [`BACKUP_SCHEDULE`] condition, reason
+/// `InvalidSchedule`.
+pub fn parse_schedule(policy: &BackupPolicy) -> std::result::Result<Schedule, Cond> {
+    Schedule::parse(&policy.schedule).map_err(|e| {
+        Cond::new(
+            BACKUP_SCHEDULE,
+            false,
+            "InvalidSchedule",
+            format!("{e}; no scheduled snapshots are taken until spec.backup.schedule is fixed"),
+        )
+    })
+}
+
 /// Runs the schedule: creates the snapshot of a due slot (one, however
-/// many were missed), prunes by retention. Returns the schedule status and
-/// when to look again.
+/// many were missed), prunes by retention. Returns the schedule status,
+/// when to look again and the schedule's condition.
 pub async fn schedule(
     server: &MinecraftServer,
     ctx: &Context,
     old: Option<&BackupScheduleStatus>,
-) -> Result<(Option<BackupScheduleStatus>, Option<Duration>)> {
-    let Some(policy) = &server.spec.backup else { return Ok((None, None)) };
+) -> Result<ScheduleStep> {
+    let Some(policy) = &server.spec.backup else { return Ok(ScheduleStep::default()) };
     let ns = server.namespace().unwrap_or_default();
     let name = server.name_any();
-    let sched = match Schedule::parse(&policy.schedule) {
+    let sched = match parse_schedule(policy) {
         Ok(s) => s,
-        Err(e) => {
-            warn!(server = %name, namespace = %ns, error = %e, "backup schedule ignored");
-            return Ok((Some(BackupScheduleStatus::default()), None));
+        Err(cond) => {
+            warn!(server = %name, namespace = %ns, error = %cond.message, "backup schedule invalid");
+            let status = BackupScheduleStatus {
+                last_scheduled_time: old.and_then(|o| o.last_scheduled_time.clone()),
+                next_scheduled_time: None,
+            };
+            return Ok(ScheduleStep { status: Some(status), wait: None, condition: Some(cond) });
         }
     };
     let now = Timestamp::now();
@@ -104,7 +139,20 @@ pub async fn schedule(
         }
     }
     let wait = next.map(|n| Duration::from_secs_f64(n.duration_since(now).as_secs_f64().max(1.0)));
-    Ok((Some(BackupScheduleStatus { last_scheduled_time: last, next_scheduled_time: next.map(Time) }), wait))
+    let condition = match next {
+        Some(n) => Cond::new(BACKUP_SCHEDULE, true, "Scheduled", format!("next scheduled snapshot at {n}")),
+        None => Cond::new(
+            BACKUP_SCHEDULE,
+            false,
+            "InvalidSchedule",
+            format!("schedule {:?} has no future slot; no scheduled snapshots are taken", policy.schedule),
+        ),
+    };
+    Ok(ScheduleStep {
+        status: Some(BackupScheduleStatus { last_scheduled_time: last, next_scheduled_time: next.map(Time) }),
+        wait,
+        condition: Some(condition),
+    })
 }
 
 /// Outcome of the restore step.
@@ -289,4 +337,22 @@ pub async fn copy_credentials(
         .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&copy))
         .await?;
     Ok(Some(name.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(schedule: &str) -> BackupPolicy {
+        BackupPolicy { schedule: schedule.into(), retention: None, store: None }
+    }
+
+    #[test]
+    fn a_schedule_the_parser_refuses_is_a_condition() {
+        // Three letters pass the admission shape check, but name no weekday.
+        let c = parse_schedule(&policy("0 4 * * MOO")).unwrap_err();
+        assert_eq!((c.type_, c.status, c.reason.as_str()), (BACKUP_SCHEDULE, false, "InvalidSchedule"));
+        assert!(c.message.contains("MOO"), "{}", c.message);
+        assert!(parse_schedule(&policy("0 4 * * MON")).is_ok());
+    }
 }
