@@ -501,3 +501,39 @@ async fn a_schedule_that_slips_through_admission_is_a_condition() {
     op.stop();
     f.cleanup().await;
 }
+
+/// A scheduled snapshot the API refuses (here the namespace's quota of
+/// BackupSnapshots, as a tenant's maxBackups sets it) is a condition on
+/// the server, and the server's status keeps following its spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_scheduled_snapshot_is_a_condition_and_the_server_goes_on() {
+    let f = Fixture::new("backup-quota").await;
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-backups"},
+        "spec": {"hard": {"count/backupsnapshots.craftplane.io": "0"}},
+    }))
+    .unwrap();
+    f.api::<k8s_openapi::api::core::v1::ResourceQuota>().create(&PostParams::default(), &quota).await.unwrap();
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("mc", json!({"backup": {"schedule": "* * * * * *"}})).await;
+    let s = f
+        .wait("mc", "BackupSchedule=False, reason SnapshotCreateFailed", &op, |s| {
+            condition(s, "BackupSchedule").is_some_and(|c| c.status == "False" && c.reason == "SnapshotCreateFailed")
+        })
+        .await;
+    let msg = &condition(&s, "BackupSchedule").unwrap().message;
+    assert!(msg.contains("quota"), "{msg}");
+    let st = s.status.as_ref().unwrap();
+    assert!(st.phase.is_some() && st.config_revision.is_some(), "the rest of the status is written: {st:?}");
+    assert_eq!(st.observed_generation, s.metadata.generation);
+    // The server still follows spec changes.
+    f.patch_spec("mc", json!({"maxPlayers": 7})).await;
+    f.wait("mc", "the new generation observed", &op, |s| {
+        s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+            && s.metadata.generation > Some(1)
+    })
+    .await;
+    assert!(f.api::<BackupSnapshot>().list(&Default::default()).await.unwrap().items.is_empty());
+    op.stop();
+    f.cleanup().await;
+}

@@ -48,6 +48,18 @@ pub fn last_backup(ctx: &Context, server: &MinecraftServer) -> Option<LastBackup
 /// runs, False with a reason when it cannot.
 pub const BACKUP_SCHEDULE: &str = "BackupSchedule";
 
+/// A failed scheduled create or prune is tried again this soon (or at the
+/// next slot, if sooner).
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+
+/// The API server's message for an API error, the error itself otherwise.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Outcome of the schedule step.
 #[derive(Debug, Default)]
 pub struct ScheduleStep {
@@ -99,18 +111,30 @@ pub async fn schedule(
     let since = old.and_then(|o| o.last_scheduled_time.as_ref()).map(|t| t.0).unwrap_or(created);
     let (due, next) = sched.due(since, now);
     let mut last = old.and_then(|o| o.last_scheduled_time.clone());
+    // A failed create or prune is reported, never fails the server's
+    // reconcile (its status would stop updating); the slot stays due.
+    let mut problem: Option<Cond> = None;
     if let Some(slot) = due {
         let snap = crate::resources::snapshot::scheduled(&name, &ns, server.labels(), policy, slot);
         let snap_name = snap.name_any();
         let api: Api<BackupSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
         match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &snap).await {
             Ok(_) => {
-                info!(server = %name, namespace = %ns, snapshot = %snap_name, slot = %slot, "scheduled backup created")
+                info!(server = %name, namespace = %ns, snapshot = %snap_name, slot = %slot, "scheduled backup created");
+                last = Some(Time(slot));
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
+            Err(kube::Error::Api(e)) if e.code == 409 => last = Some(Time(slot)),
+            Err(e) => {
+                let why = api_message(&e);
+                warn!(server = %name, namespace = %ns, snapshot = %snap_name, error = %why, "scheduled backup not created");
+                problem = Some(Cond::new(
+                    BACKUP_SCHEDULE,
+                    false,
+                    "SnapshotCreateFailed",
+                    format!("the scheduled snapshot {snap_name} of {slot} could not be created: {why}; retried"),
+                ));
+            }
         }
-        last = Some(Time(slot));
     }
     // Retention of scheduled, unpinned snapshots.
     if let Some(r) = &policy.retention {
@@ -134,14 +158,29 @@ pub async fn schedule(
             match api.delete(&victim, &DeleteParams::default()).await {
                 Ok(_) => info!(server = %name, namespace = %ns, snapshot = %victim, "pruned by retention"),
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let why = api_message(&e);
+                    warn!(server = %name, namespace = %ns, snapshot = %victim, error = %why, "prune failed");
+                    problem.get_or_insert_with(|| {
+                        Cond::new(
+                            BACKUP_SCHEDULE,
+                            false,
+                            "PruneFailed",
+                            format!("snapshot {victim} could not be deleted by retention: {why}; retried"),
+                        )
+                    });
+                }
             }
         }
     }
-    let wait = next.map(|n| Duration::from_secs_f64(n.duration_since(now).as_secs_f64().max(1.0)));
-    let condition = match next {
-        Some(n) => Cond::new(BACKUP_SCHEDULE, true, "Scheduled", format!("next scheduled snapshot at {n}")),
-        None => Cond::new(
+    let mut wait = next.map(|n| Duration::from_secs_f64(n.duration_since(now).as_secs_f64().max(1.0)));
+    if problem.is_some() {
+        wait = Some(wait.map_or(RETRY_AFTER_FAILURE, |w| w.min(RETRY_AFTER_FAILURE)));
+    }
+    let condition = match (problem, next) {
+        (Some(p), _) => p,
+        (None, Some(n)) => Cond::new(BACKUP_SCHEDULE, true, "Scheduled", format!("next scheduled snapshot at {n}")),
+        (None, None) => Cond::new(
             BACKUP_SCHEDULE,
             false,
             "InvalidSchedule",
