@@ -431,6 +431,12 @@ pub struct MinecraftServerStatus {
     /// Version the server reports over Server List Ping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What `spec.version: LATEST` or `SNAPSHOT` was resolved to, once: the
+    /// Minecraft version the image runs and plugins are resolved for. It
+    /// does not move when a newer Minecraft comes out; set `spec.version`
+    /// to upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_version: Option<ResolvedVersion>,
     /// Hash of the rendered configuration currently applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_revision: Option<String>,
@@ -454,6 +460,16 @@ pub struct MinecraftServerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// A moving version alias resolved to a concrete Minecraft version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedVersion {
+    /// The alias: LATEST or SNAPSHOT.
+    pub from: String,
+    /// The Minecraft version it meant when resolved, e.g. `26.1`.
+    pub version: String,
 }
 
 /// Player counts.

@@ -136,6 +136,17 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     model.plugins = crate::plugins::manifest_for(model.server_type, &mine);
     model.helper_image = ctx.settings.helper_image.clone();
     let old_status = server.status.clone().unwrap_or_default();
+    // LATEST/SNAPSHOT: resolved once, then kept (see resources::version).
+    let spec_version = &server.spec.version;
+    let recorded = old_status.resolved_version.as_ref();
+    let latest = if resources::version::is_alias(spec_version) && !recorded.is_some_and(|r| &r.from == spec_version) {
+        ctx.latest_versions().await
+    } else {
+        None
+    };
+    let (version, resolved_version) = resources::version::effective(spec_version, recorded, latest.as_ref());
+    let unresolved = resources::version::is_alias(&version);
+    model.set_version(version, server.spec.image.is_none());
     let restore = super::server_backup::restore(&server, ctx, old_status.restore.as_ref()).await?;
     if restore.hold_stopped {
         model.state = crate::api::server::ServerState::Stopped;
@@ -188,6 +199,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         address: resources::service::address(&model, Some(&game)),
         players,
         version,
+        resolved_version,
         config_revision: Some(revision.clone()),
         config_history: server_status::record_revision(&old.config_history, &revision, model.generation, now),
         last_backup: super::server_backup::last_backup(ctx, &server),
@@ -204,6 +216,9 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     }
     if restoring {
         wait = wait.min(std::time::Duration::from_secs(3));
+    }
+    if unresolved {
+        wait = wait.min(std::time::Duration::from_secs(60));
     }
     Ok(Action::requeue(wait))
 }

@@ -14,6 +14,7 @@ pub mod service;
 pub mod snapshot;
 pub mod statefulset;
 pub mod tenant;
+pub mod version;
 
 use std::collections::BTreeMap;
 
@@ -271,6 +272,15 @@ fn default_service() -> ServiceSpec {
 }
 
 impl ServerModel {
+    /// Runs `version` (what LATEST/SNAPSHOT resolved to); the default image
+    /// (`default_image`: no `spec.image`) follows it.
+    pub fn set_version(&mut self, version: String, default_image: bool) {
+        if default_image {
+            self.image = image::default_image(&version);
+        }
+        self.version = version;
+    }
+
     /// Labels every child carries; the selector uses a subset.
     pub fn labels(&self, component: &str) -> BTreeMap<String, String> {
         let mut l = self.selector_labels();

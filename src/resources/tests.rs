@@ -111,6 +111,28 @@ fn sku_rules_become_typed_errors() {
     assert_eq!(validate(&s, Some(&sku("small")), None, false).unwrap_err().reason(), "InvalidSpec");
 }
 
+/// A LATEST server runs the version LATEST was resolved to: the image's
+/// Java and its VERSION follow it (the image would otherwise download
+/// whatever is newest at each start).
+#[test]
+fn a_resolved_latest_runs_that_version() {
+    let s = server("a", "sku: small\neula: true\n");
+    assert_eq!(s.spec.version, "LATEST");
+    let mut m = validate(&s, Some(&sku("small")), None, false).unwrap();
+    m.set_version("1.20.4".into(), true);
+    assert_eq!(m.image, image::default_image("1.20.4"));
+    assert!(m.image.ends_with("-java17"), "{}", m.image);
+    let sts = statefulset::build(&m);
+    let c = &sts.spec.unwrap().template.spec.unwrap().containers[0];
+    let version = c.env.iter().flatten().find(|e| e.name == "VERSION").and_then(|e| e.value.clone());
+    assert_eq!(version.as_deref(), Some("1.20.4"));
+    // spec.image stays as given.
+    let mut m = validate(&s, Some(&sku("small")), None, false).unwrap();
+    m.image = "example.com/mc:custom".into();
+    m.set_version("1.20.4".into(), false);
+    assert_eq!(m.image, "example.com/mc:custom");
+}
+
 #[test]
 fn motd_with_control_characters_is_refused() {
     let v = |motd: &str| {
