@@ -139,7 +139,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     // LATEST/SNAPSHOT: resolved once, then kept (see resources::version).
     let spec_version = &server.spec.version;
     let recorded = old_status.resolved_version.as_ref();
-    let latest = if resources::version::is_alias(spec_version) && !recorded.is_some_and(|r| &r.from == spec_version) {
+    let latest = if resources::version::is_alias(spec_version) && recorded.is_none_or(|r| &r.from != spec_version) {
         ctx.latest_versions().await
     } else {
         None
