@@ -463,7 +463,36 @@ async fn restore_stops_the_server_runs_the_job_and_starts_it_again() {
                 && st.and_then(|s| s.phase) == Some(ServerPhase::Running)
         })
         .await;
-    assert_eq!(s.status.unwrap().restore.unwrap().snapshot, "snap");
+    let first = s.status.unwrap().restore.unwrap();
+    assert_eq!(first.snapshot, "snap");
+    let first_job = first.job.clone().expect("the request names its Job");
+    assert_eq!(restore_job.metadata.name.as_deref(), Some(first_job.as_str()));
+    // The finished Job is cleaned up; its result stays in the status.
+    let gone = common::wait_until(Duration::from_secs(30), || async {
+        e.f.api::<Job>().get_opt(&first_job).await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone.is_ok(), "finished restore Job {first_job} not deleted\n{}", tail(&e.op.log_text(), 20));
+
+    // The documented retry: clear spec.restore (the result stays), set it again.
+    e.f.patch_spec("mc", json!({"restore": null})).await;
+    e.f.wait("mc", "request cleared, result kept", &e.op, |s| {
+        s.status.as_ref().and_then(|s| s.restore.as_ref()).is_some_and(|r| {
+            r.request_generation.is_none() && r.phase == craftplane::api::server::RestorePhase::Completed
+        })
+    })
+    .await;
+    e.f.patch_spec("mc", json!({"restore": {"snapshot": "snap"}})).await;
+    let s =
+        e.f.wait("mc", "a second restore with its own Job, Completed", &e.op, |s| {
+            s.status.as_ref().and_then(|s| s.restore.as_ref()).is_some_and(|r| {
+                r.job.as_deref().is_some_and(|j| j != first_job)
+                    && r.phase == craftplane::api::server::RestorePhase::Completed
+            }) && s.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running)
+        })
+        .await;
+    let second = s.status.unwrap().restore.unwrap();
+    assert!(second.completed_at.unwrap().0 > first.completed_at.unwrap().0, "the second request ran");
     e.op.stop();
     e.f.cleanup().await;
     let _ = std::fs::remove_dir_all(&e.dir);

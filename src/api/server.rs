@@ -519,6 +519,15 @@ pub struct RestoreStatus {
     /// When it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// The server's generation when this request was accepted, while
+    /// `spec.restore` asks for it. Removed (the result stays) when
+    /// `spec.restore` is cleared: setting it again is a new request that
+    /// runs its own Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_generation: Option<i64>,
+    /// The restore Job of this request (deleted once its result is here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// Phase of a restore.

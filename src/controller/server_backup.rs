@@ -201,32 +201,68 @@ pub struct RestoreStep {
     pub hold_stopped: bool,
 }
 
-fn restore_status(snapshot: &str, phase: RestorePhase, message: impl Into<String>) -> Option<RestoreStatus> {
-    let done = matches!(phase, RestorePhase::Completed | RestorePhase::Failed);
-    Some(RestoreStatus {
-        snapshot: snapshot.into(),
-        phase,
-        message: Some(message.into()),
-        completed_at: done.then(|| Time(Timestamp::now())),
-    })
+/// One restore request: its snapshot, the generation it was accepted at and
+/// its Job.
+struct Request<'a> {
+    snapshot: &'a str,
+    generation: i64,
+    job: String,
 }
 
-/// Drives `spec.restore`: validate → stop → restore Job → start.
+impl Request<'_> {
+    fn status(&self, phase: RestorePhase, message: impl Into<String>) -> Option<RestoreStatus> {
+        let done = matches!(phase, RestorePhase::Completed | RestorePhase::Failed);
+        Some(RestoreStatus {
+            snapshot: self.snapshot.into(),
+            phase,
+            message: Some(message.into()),
+            completed_at: done.then(|| Time(Timestamp::now())),
+            request_generation: Some(self.generation),
+            job: Some(self.job.clone()),
+        })
+    }
+}
+
+/// The Job name of a restore request: per snapshot and request, so a
+/// retried restore never finds the Job of an earlier one.
+pub fn restore_job_name(server: &str, snapshot: &str, request_generation: i64) -> String {
+    let key = format!("{snapshot}/{request_generation}");
+    backup_job::child_name(server, &format!("restore-{}", &short_hash(key.as_bytes())[..8]))
+}
+
+/// Whether `old` is the status of the request `spec.restore` still makes
+/// (same snapshot, not cleared since). A status written before requests
+/// were tracked (no job recorded) counts as current, so an upgrade never
+/// runs a finished restore again.
+pub fn is_current_request(old: &RestoreStatus, snapshot: &str) -> bool {
+    old.snapshot == snapshot && (old.request_generation.is_some() || old.job.is_none())
+}
+
+/// Drives `spec.restore`: validate → stop → restore Job → start. Each
+/// request (`spec.restore` set, or set again after being cleared) runs its
+/// own Job; the finished Job is deleted once its result is in the status,
+/// and the result stays there after `spec.restore` is cleared.
 pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&RestoreStatus>) -> Result<RestoreStep> {
     let Some(req) = &server.spec.restore else {
-        return Ok(RestoreStep { status: None, hold_stopped: false });
+        // The request is over; its result stays.
+        let status = old.map(|o| RestoreStatus { request_generation: None, ..o.clone() });
+        return Ok(RestoreStep { status, hold_stopped: false });
     };
     let ns = server.namespace().unwrap_or_default();
     let name = server.name_any();
     let snap_name = &req.snapshot;
-    // A finished restore of this snapshot stays finished.
-    if let Some(o) = old
-        && &o.snapshot == snap_name
+    let current = old.filter(|o| is_current_request(o, snap_name));
+    // A finished request stays finished.
+    if let Some(o) = current
         && matches!(o.phase, RestorePhase::Completed | RestorePhase::Failed)
     {
         return Ok(RestoreStep { status: Some(o.clone()), hold_stopped: false });
     }
-    let job_name = backup_job::child_name(&name, &format!("restore-{}", &short_hash(snap_name.as_bytes())[..6]));
+    let generation =
+        current.and_then(|o| o.request_generation).unwrap_or_else(|| server.metadata.generation.unwrap_or(0));
+    let job_name =
+        current.and_then(|o| o.job.clone()).unwrap_or_else(|| restore_job_name(&name, snap_name, generation));
+    let request = Request { snapshot: snap_name, generation, job: job_name.clone() };
     let creds_name = backup_job::child_name(&name, "restore-store");
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let job = jobs.get_opt(&job_name).await?;
@@ -245,7 +281,7 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         };
         if let Some(p) = problem {
             return Ok(RestoreStep {
-                status: restore_status(snap_name, RestorePhase::Failed, format!("{p}; the world is unchanged")),
+                status: request.status(RestorePhase::Failed, format!("{p}; the world is unchanged")),
                 hold_stopped: false,
             });
         }
@@ -254,15 +290,14 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
         if pods.get_opt(&format!("{name}-0")).await?.is_some() {
             return Ok(RestoreStep {
-                status: restore_status(snap_name, RestorePhase::Stopping, "stopping the server before the restore"),
+                status: request.status(RestorePhase::Stopping, "stopping the server before the restore"),
                 hold_stopped: true,
             });
         }
         let location = snap.status.as_ref().and_then(|s| s.location.clone()).unwrap_or_default();
         let Some(store) = store_for(ctx, &location) else {
             return Ok(RestoreStep {
-                status: restore_status(
-                    snap_name,
+                status: request.status(
                     RestorePhase::Failed,
                     format!("no configured store holds {location}; the world is unchanged"),
                 ),
@@ -294,7 +329,7 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
         info!(server = %name, namespace = %ns, snapshot = %snap_name, "restore Job created");
         return Ok(RestoreStep {
-            status: restore_status(snap_name, RestorePhase::Restoring, format!("restoring from {location}")),
+            status: request.status(RestorePhase::Restoring, format!("restoring from {location}")),
             hold_stopped: true,
         });
     }
@@ -304,7 +339,7 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
     let succeeded = js.succeeded.unwrap_or(0) > 0;
     if !failed && !succeeded {
         return Ok(RestoreStep {
-            status: restore_status(snap_name, RestorePhase::Restoring, "the restore Job is running"),
+            status: request.status(RestorePhase::Restoring, "the restore Job is running"),
             hold_stopped: true,
         });
     }
@@ -315,11 +350,18 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         Err(e) => return Err(e.into()),
     }
     let status = if succeeded {
-        restore_status(snap_name, RestorePhase::Completed, format!("world restored from {snap_name}"))
+        request.status(RestorePhase::Completed, format!("world restored from {snap_name}"))
     } else {
         let why = failure_message(ctx, &ns, &job_name).await?.unwrap_or_else(|| "the restore Job failed".into());
-        restore_status(snap_name, RestorePhase::Failed, format!("{why}; the world is unchanged"))
+        request.status(RestorePhase::Failed, format!("{why}; the world is unchanged"))
     };
+    // The result is in the status now: the finished Job (and its pod) can go.
+    let dp = DeleteParams { propagation_policy: Some(kube::api::PropagationPolicy::Background), ..Default::default() };
+    match jobs.delete(&job_name, &dp).await {
+        Ok(_) => info!(server = %name, namespace = %ns, job = %job_name, "finished restore Job deleted"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
     Ok(RestoreStep { status, hold_stopped: false })
 }
 
@@ -384,6 +426,30 @@ mod tests {
 
     fn policy(schedule: &str) -> BackupPolicy {
         BackupPolicy { schedule: schedule.into(), retention: None, store: None }
+    }
+
+    /// Each restore request gets its own Job; a cleared request is over,
+    /// while a status from before requests were tracked stays current (an
+    /// upgrade must not run a finished restore again).
+    #[test]
+    fn each_restore_request_has_its_own_job() {
+        let first = restore_job_name("mc", "snap", 3);
+        assert_ne!(first, restore_job_name("mc", "snap", 5), "set again later: another Job");
+        assert_ne!(first, restore_job_name("mc", "other", 3));
+        assert_eq!(first, restore_job_name("mc", "snap", 3), "stable within a request");
+        assert!(first.len() <= 63 && restore_job_name(&"m".repeat(52), "snap", 3).len() <= 63);
+        let status = |generation: Option<i64>, job: Option<&str>| RestoreStatus {
+            snapshot: "snap".into(),
+            phase: RestorePhase::Completed,
+            message: None,
+            completed_at: None,
+            request_generation: generation,
+            job: job.map(str::to_string),
+        };
+        assert!(is_current_request(&status(Some(3), Some(&first)), "snap"));
+        assert!(!is_current_request(&status(Some(3), Some(&first)), "other"));
+        assert!(!is_current_request(&status(None, Some(&first)), "snap"), "cleared: a new request");
+        assert!(is_current_request(&status(None, None), "snap"), "written by an older release");
     }
 
     #[test]
