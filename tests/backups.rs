@@ -409,6 +409,17 @@ async fn restore_stops_the_server_runs_the_job_and_starts_it_again() {
     assert_eq!(s.status.unwrap().phase, Some(ServerPhase::Running), "the server keeps running");
 
     e.f.patch_spec("mc", json!({"restore": {"snapshot": "snap"}})).await;
+    // While the restore runs the server is Restoring and not Ready (it read
+    // Stopped/Ready=True).
+    let s =
+        e.f.wait("mc", "phase Restoring, Ready=False", &e.op, |s| {
+            s.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Restoring)
+                && s.status.as_ref().is_some_and(|st| {
+                    st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "Restoring")
+                })
+        })
+        .await;
+    assert!(s.status.unwrap().conditions.iter().all(|c| c.type_ != "Ready" || c.status == "False"));
     // Stopped first, then a restore Job with the snapshot's location.
     let restore_job = {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

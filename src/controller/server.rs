@@ -179,7 +179,11 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     let key = (ns.clone(), name.clone());
     let ping = ctx.ping(&key);
     let observed = Observed { statefulset: Some(&sts), pod: pod.as_ref(), pvc: Some(&pvc), ping: ping.as_ref() };
-    let p = server_status::phase(model.state, &observed);
+    let p = if restore.hold_stopped {
+        server_status::restoring(restore.status.as_ref())
+    } else {
+        server_status::phase(model.state, &observed)
+    };
     let ready = server_status::is_ready(model.state, p.phase);
     let stalled = p.phase == ServerPhase::Failed;
     let old = server.status.clone().unwrap_or_default();
