@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use craftplane::api::{BackupSnapshot, MinecraftServer, PluginInstallation, Sku, Tenant};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, ValidationDirective};
-use kube::{Client, Resource};
 use serde_json::{Value, json};
 
 fn api_resource(kind: &str) -> (ApiResource, bool) {
@@ -234,6 +232,10 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
             &["spec.properties", "property names"],
         ),
         ("zero max players", server(json!({"maxPlayers": 0})), &["spec.maxPlayers"]),
+        ("motd with a newline", server(json!({"motd": "line one\nline two"})), &["spec.motd", "line breaks"]),
+        ("motd with a tab", server(json!({"motd": "a\tb"})), &["spec.motd", "control characters"]),
+        ("motd with an escape", server(json!({"motd": "\u{1b}[31mred"})), &["spec.motd", "control characters"]),
+        ("motd with a C1 control", server(json!({"motd": "a\u{85}b"})), &["spec.motd", "control characters"]),
         ("port out of range", server(json!({"service": {"port": 70000}})), &["spec.service.port"]),
         (
             "nodePort on ClusterIP",
@@ -245,6 +247,21 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
         ("unknown field", server(json!({"colour": "blue"})), &["unknown field", "spec.colour"]),
         ("bad whitelist name", server(json!({"whitelist": ["not a player"]})), &["spec.whitelist[0]"]),
         ("bad backup schedule", server(json!({"backup": {"schedule": "daily"}})), &["spec.backup.schedule"]),
+        (
+            "backup schedule minute 61",
+            server(json!({"backup": {"schedule": "61 * * * *"}})),
+            &["spec.backup.schedule", "cron expression"],
+        ),
+        (
+            "backup schedule of words",
+            server(json!({"backup": {"schedule": "a b c d e"}})),
+            &["spec.backup.schedule", "cron expression"],
+        ),
+        (
+            "backup schedule @midnight",
+            server(json!({"backup": {"schedule": "@midnight"}})),
+            &["spec.backup.schedule", "cron expression"],
+        ),
         ("jvm arg without dash", server(json!({"jvmArgs": ["Xmx4G"]})), &["spec.jvmArgs[0]"]),
         (
             "unknown deletion policy",
@@ -366,6 +383,29 @@ async fn invalid_objects_are_rejected_with_the_field_named() {
     assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
+/// What the stricter rules must still let through.
+#[tokio::test]
+async fn valid_edge_cases_are_accepted() {
+    let client = common::client().await;
+    common::ensure_crds(&client).await;
+    let ns = common::namespace(&client, "valid").await;
+    let cases = [
+        ("two-line motd escape", server(json!({"motd": "Line one\\nLine two"}))),
+        ("motd with formatting codes", server(json!({"motd": "A §l§cMinecraft§r §nserver ☃"}))),
+        ("schedule with seconds", server(json!({"backup": {"schedule": "*/10 * * * * *"}}))),
+        ("schedule with names and steps", server(json!({"backup": {"schedule": "0 */6 ? JAN-JUN MON-FRI"}}))),
+        ("schedule alias", server(json!({"backup": {"schedule": "@daily"}}))),
+    ];
+    let mut failures = Vec::new();
+    for (what, obj) in &cases {
+        if let Err(msg) = create_dry_run(&client, &ns, obj).await {
+            failures.push(format!("{what}: rejected: {msg}"));
+        }
+    }
+    common::delete_namespace(&client, &ns).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[tokio::test]
 async fn immutable_fields_cannot_change() {
     let client = common::client().await;
@@ -433,15 +473,29 @@ async fn defaults_are_applied_by_the_api_server() {
     common::ensure_crds(&client).await;
     let ns = common::namespace(&client, "defaults").await;
     let obj = json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer", "metadata": {"name": "minimal"},
-                     "spec": {"sku": "small", "eula": true}});
+                     "spec": {"sku": "small", "eula": true, "service": {}, "gracefulStop": {}}});
     apply(&client, &ns, &obj, false).await.expect("minimal server");
-    let api: Api<MinecraftServer> = Api::namespaced(client.clone(), &ns);
-    let s = api.get("minimal").await.unwrap();
-    assert_eq!(s.spec.version, "LATEST");
-    assert_eq!(s.spec.server_type, craftplane::api::server::ServerType::Vanilla);
-    assert_eq!(s.spec.state, craftplane::api::server::ServerState::Running);
-    assert_eq!(s.spec.deletion_policy, craftplane::api::server::DeletionPolicy::Retain);
-    assert_eq!(MinecraftServer::kind(&()), "MinecraftServer");
+    // The raw object as stored: a typed read would fill in the same values
+    // from serde defaults even if the API server applied none.
+    let req = http::Request::get(format!("/apis/craftplane.io/v1alpha1/namespaces/{ns}/minecraftservers/minimal"))
+        .body(Vec::new())
+        .unwrap();
+    let raw: Value = client.request(req).await.expect("get raw");
+    let spec = &raw["spec"];
+    let mut missing = Vec::new();
+    for (path, want) in [
+        ("/version", json!("LATEST")),
+        ("/type", json!("VANILLA")),
+        ("/state", json!("Running")),
+        ("/deletionPolicy", json!("Retain")),
+        ("/service/type", json!("ClusterIP")),
+        ("/service/port", json!(25565)),
+        ("/gracefulStop/timeoutSeconds", json!(120)),
+    ] {
+        if spec.pointer(path) != Some(&want) {
+            missing.push(format!("spec{path}: want {want}, stored {:?}", spec.pointer(path)));
+        }
+    }
     common::delete_namespace(&client, &ns).await;
-    let _ = Duration::from_secs(0);
+    assert!(missing.is_empty(), "defaults not applied by the API server:\n{}", missing.join("\n"));
 }

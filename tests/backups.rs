@@ -409,6 +409,17 @@ async fn restore_stops_the_server_runs_the_job_and_starts_it_again() {
     assert_eq!(s.status.unwrap().phase, Some(ServerPhase::Running), "the server keeps running");
 
     e.f.patch_spec("mc", json!({"restore": {"snapshot": "snap"}})).await;
+    // While the restore runs the server is Restoring and not Ready (it read
+    // Stopped/Ready=True).
+    let s =
+        e.f.wait("mc", "phase Restoring, Ready=False", &e.op, |s| {
+            s.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Restoring)
+                && s.status.as_ref().is_some_and(|st| {
+                    st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "Restoring")
+                })
+        })
+        .await;
+    assert!(s.status.unwrap().conditions.iter().all(|c| c.type_ != "Ready" || c.status == "False"));
     // Stopped first, then a restore Job with the snapshot's location.
     let restore_job = {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -463,8 +474,106 @@ async fn restore_stops_the_server_runs_the_job_and_starts_it_again() {
                 && st.and_then(|s| s.phase) == Some(ServerPhase::Running)
         })
         .await;
-    assert_eq!(s.status.unwrap().restore.unwrap().snapshot, "snap");
+    let first = s.status.unwrap().restore.unwrap();
+    assert_eq!(first.snapshot, "snap");
+    let first_job = first.job.clone().expect("the request names its Job");
+    assert_eq!(restore_job.metadata.name.as_deref(), Some(first_job.as_str()));
+    // The finished Job is cleaned up; its result stays in the status.
+    let gone = common::wait_until(Duration::from_secs(30), || async {
+        e.f.api::<Job>().get_opt(&first_job).await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone.is_ok(), "finished restore Job {first_job} not deleted\n{}", tail(&e.op.log_text(), 20));
+
+    // The documented retry: clear spec.restore (the result stays), set it again.
+    e.f.patch_spec("mc", json!({"restore": null})).await;
+    e.f.wait("mc", "request cleared, result kept", &e.op, |s| {
+        s.status.as_ref().and_then(|s| s.restore.as_ref()).is_some_and(|r| {
+            r.request_generation.is_none() && r.phase == craftplane::api::server::RestorePhase::Completed
+        })
+    })
+    .await;
+    e.f.patch_spec("mc", json!({"restore": {"snapshot": "snap"}})).await;
+    let s =
+        e.f.wait("mc", "a second restore with its own Job, Completed", &e.op, |s| {
+            s.status.as_ref().and_then(|s| s.restore.as_ref()).is_some_and(|r| {
+                r.job.as_deref().is_some_and(|j| j != first_job)
+                    && r.phase == craftplane::api::server::RestorePhase::Completed
+            }) && s.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running)
+        })
+        .await;
+    let second = s.status.unwrap().restore.unwrap();
+    assert!(second.completed_at.unwrap().0 > first.completed_at.unwrap().0, "the second request ran");
     e.op.stop();
     e.f.cleanup().await;
     let _ = std::fs::remove_dir_all(&e.dir);
+}
+
+fn condition<'a>(
+    s: &'a craftplane::api::MinecraftServer,
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    s.status.as_ref()?.conditions.iter().find(|c| c.type_ == t)
+}
+
+/// A schedule of the right shape that the parser still refuses is reported
+/// on the server (it used to be a log line only), and the server's status
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_that_slips_through_admission_is_a_condition() {
+    let f = Fixture::new("backup-badcron").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    // Three letters pass the admission shape check, but name no weekday.
+    f.create_server("mc", json!({"backup": {"schedule": "0 4 * * MOO"}})).await;
+    let s = f
+        .wait("mc", "BackupSchedule=False, reason InvalidSchedule", &op, |s| {
+            condition(s, "BackupSchedule").is_some_and(|c| c.status == "False" && c.reason == "InvalidSchedule")
+        })
+        .await;
+    assert!(condition(&s, "BackupSchedule").unwrap().message.contains("MOO"));
+    assert!(s.status.as_ref().unwrap().phase.is_some(), "the server's status is reported");
+    // Fixing the schedule clears it.
+    f.patch_spec("mc", json!({"backup": {"schedule": "0 4 * * MON"}})).await;
+    f.wait("mc", "BackupSchedule=True", &op, |s| {
+        condition(s, "BackupSchedule").is_some_and(|c| c.status == "True" && c.reason == "Scheduled")
+    })
+    .await;
+    op.stop();
+    f.cleanup().await;
+}
+
+/// A scheduled snapshot the API refuses (here the namespace's quota of
+/// BackupSnapshots, as a tenant's maxBackups sets it) is a condition on
+/// the server, and the server's status keeps following its spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_scheduled_snapshot_is_a_condition_and_the_server_goes_on() {
+    let f = Fixture::new("backup-quota").await;
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-backups"},
+        "spec": {"hard": {"count/backupsnapshots.craftplane.io": "0"}},
+    }))
+    .unwrap();
+    f.api::<k8s_openapi::api::core::v1::ResourceQuota>().create(&PostParams::default(), &quota).await.unwrap();
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("mc", json!({"backup": {"schedule": "* * * * * *"}})).await;
+    let s = f
+        .wait("mc", "BackupSchedule=False, reason SnapshotCreateFailed", &op, |s| {
+            condition(s, "BackupSchedule").is_some_and(|c| c.status == "False" && c.reason == "SnapshotCreateFailed")
+        })
+        .await;
+    let msg = &condition(&s, "BackupSchedule").unwrap().message;
+    assert!(msg.contains("quota"), "{msg}");
+    let st = s.status.as_ref().unwrap();
+    assert!(st.phase.is_some() && st.config_revision.is_some(), "the rest of the status is written: {st:?}");
+    assert_eq!(st.observed_generation, s.metadata.generation);
+    // The server still follows spec changes.
+    f.patch_spec("mc", json!({"maxPlayers": 7})).await;
+    f.wait("mc", "the new generation observed", &op, |s| {
+        s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+            && s.metadata.generation > Some(1)
+    })
+    .await;
+    assert!(f.api::<BackupSnapshot>().list(&Default::default()).await.unwrap().items.is_empty());
+    op.stop();
+    f.cleanup().await;
 }

@@ -293,3 +293,57 @@ async fn a_checksum_mismatch_in_the_pod_becomes_a_condition() {
     op.stop();
     f.cleanup().await;
 }
+
+/// A server on LATEST gets LATEST resolved once (status.resolvedVersion),
+/// its plugins resolve for that version (they were all Incompatible: the
+/// operator asked Modrinth for Minecraft "LATEST"), the image runs it, and
+/// a newer Minecraft later does not move the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_server_resolves_latest_once_and_its_plugins_for_it() {
+    let modrinth = common::modrinth::start().await;
+    let tags = |newest: &str| {
+        common::files::Reply::Body(
+            serde_json::to_vec(&json!([
+                {"version": newest, "version_type": "release", "date": "2026-11-01T00:00:00Z", "major": false},
+                {"version": "1.21.4", "version_type": "release", "date": "2024-12-03T10:12:57Z", "major": false},
+                {"version": "24w46a", "version_type": "snapshot", "date": "2024-11-13T12:00:00Z", "major": false},
+            ]))
+            .unwrap(),
+        )
+    };
+    // Newest release 1.21.4 (the newest the recorded luckperms supports).
+    modrinth.set("/v2/tag/game_version", tags("1.21.4"));
+    let f = Fixture::new("plugins-latest").await;
+    let url = format!("{}/v2", modrinth.base);
+    let op = Operator::start(&f.shard, &["--modrinth-url", &url]).await;
+    f.create_server("paper", json!({"type": "PAPER", "version": "LATEST"})).await;
+    create_plugin(&f, "luckperms", "paper", json!({"source": {"modrinth": {"project": "luckperms"}}})).await;
+    let s = f
+        .wait("paper", "status.resolvedVersion", &op, |s| {
+            s.status.as_ref().and_then(|st| st.resolved_version.as_ref()).is_some()
+        })
+        .await;
+    let r = s.status.unwrap().resolved_version.unwrap();
+    assert_eq!((r.from.as_str(), r.version.as_str()), ("LATEST", "1.21.4"));
+    let p = wait_plugin(&f, "luckperms", "Resolved", &op, |p| {
+        matches!(phase(p), Some(PluginPhase::Resolved | PluginPhase::Installed))
+    })
+    .await;
+    assert_eq!(p.status.unwrap().resolved_for.as_deref(), Some("PAPER 1.21.4"));
+    let sts = f.api::<StatefulSet>().get("paper").await.unwrap();
+    let c = &sts.spec.unwrap().template.spec.unwrap().containers[0];
+    let version = c.env.iter().flatten().find(|e| e.name == "VERSION").and_then(|e| e.value.clone());
+    assert_eq!(version.as_deref(), Some("1.21.4"));
+    assert!(c.image.as_deref().unwrap().ends_with("-java21"), "{:?}", c.image);
+    // A newer Minecraft appears: the server stays where it is.
+    modrinth.set("/v2/tag/game_version", tags("26.1"));
+    f.patch_spec("paper", json!({"maxPlayers": 5})).await;
+    let s = f
+        .wait("paper", "the new generation observed", &op, |s| {
+            s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+        })
+        .await;
+    assert_eq!(s.status.unwrap().resolved_version.unwrap().version, "1.21.4");
+    op.stop();
+    f.cleanup().await;
+}

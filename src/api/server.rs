@@ -22,6 +22,13 @@ pub const RESERVED_PROPERTIES: &[&str] = &[
     "enforce-whitelist",
 ];
 
+/// CEL rule on `spec.motd`: no C0/C1 control characters (line breaks,
+/// tabs, escape sequences), the same set as Rust's `char::is_control`.
+pub const MOTD_RULE: &str = r"!self.matches('[\\x00-\\x1f\\x7f-\\x9f]')";
+/// Message of [`MOTD_RULE`].
+pub const MOTD_MESSAGE: &str =
+    r"motd must not contain line breaks or other control characters; write \n (a backslash and n) for a second line";
+
 /// A Minecraft server. The operator runs it as a StatefulSet of the
 /// itzg/minecraft-server image with a world volume, Services, a config map and
 /// an RCON secret, and reports its phase, address and players.
@@ -80,9 +87,13 @@ pub struct MinecraftServerSpec {
     #[x_kube(validation = kube::core::Rule::new("self.all(k, k.size() <= 128 && k.matches('^[a-z0-9][a-z0-9.-]*$'))").message("property names must be lowercase server.properties keys such as view-distance"))]
     #[x_kube(validation = kube::core::Rule::new("self.all(k, !(k in ['enable-rcon', 'rcon.password', 'rcon.port', 'server-port', 'query.port', 'motd', 'max-players', 'white-list', 'enforce-whitelist']))").message("this property is managed by craftplane; use spec.motd, spec.maxPlayers, spec.whitelist or spec.service instead"))]
     pub properties: BTreeMap<String, String>,
-    /// Message of the day shown in the server list.
+    /// Message of the day shown in the server list. Line breaks and other
+    /// control characters are refused (the server would mangle them); for
+    /// a second line write the two characters `\n`, which the image turns
+    /// into a line break. Formatting codes (`§l`, `§c`, …) are fine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
+    #[x_kube(validation = kube::core::Rule::new(MOTD_RULE).message(MOTD_MESSAGE))]
     pub motd: Option<String>,
     /// Maximum players; at most the SKU's maxPlayers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -277,16 +288,14 @@ pub struct StorageSpec {
 }
 
 /// Scheduled backups.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicy {
     /// Cron schedule in UTC: five fields (e.g. `0 4 * * *`), six with
     /// seconds first, or `@daily`-style. Missed slots while the operator was
     /// down give one catch-up snapshot, not one per slot.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4,5}\S+)$")
-    )]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new(schedule_rule()).message(SCHEDULE_MESSAGE))]
     pub schedule: String,
     /// Which scheduled snapshots to keep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -294,6 +303,41 @@ pub struct BackupPolicy {
     /// Store for scheduled snapshots; default: the tenant's store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreRef>,
+}
+
+/// Message of the CEL rule on `backup.schedule`.
+pub const SCHEDULE_MESSAGE: &str = "schedule must be a cron expression in UTC: five fields (minute hour day-of-month month day-of-week, e.g. '0 4 * * *'), six with seconds first, or @hourly, @daily, @weekly, @monthly, @yearly; each value within its field's range";
+
+/// CEL rule on `backup.schedule`: [`schedule_pattern`] must match.
+pub fn schedule_rule() -> String {
+    format!("self.matches('{}')", schedule_pattern())
+}
+
+/// The shape of a cron schedule as admission checks it (RE2 syntax, no
+/// backslashes or quotes so it embeds in a CEL string as is): five fields,
+/// six with seconds first, each a list of `*`, values or ranges within the
+/// field's bounds with an optional `/step`, plus the extensions croner
+/// accepts (`?`, `L`, `W` in day-of-month; `?`, `L`, `#n` in day-of-week;
+/// three-letter month and weekday names), or an `@daily`-style alias.
+/// The reconciler parses the schedule again (croner) and reports what
+/// slips through as the `BackupSchedule` condition.
+pub fn schedule_pattern() -> String {
+    fn field(value: &str, extra: &str) -> String {
+        let item = format!("([*]|{value}(-{value})?)(/[0-9]{{1,2}})?");
+        let item = if extra.is_empty() { format!("({item})") } else { format!("({item}|{extra})") };
+        format!("{item}(,{item})*")
+    }
+    let sixty = field("[0-5]?[0-9]", "");
+    let hour = field("(2[0-3]|[01]?[0-9])", "");
+    let dom_value = "(3[01]|[12][0-9]|0?[1-9])";
+    let dom = field(dom_value, &format!("[?]|L|LW|{dom_value}W"));
+    let month = field("(1[0-2]|0?[1-9]|[A-Za-z]{3})", "");
+    let dow_value = "([0-7]|[A-Za-z]{3})";
+    let dow = field(dow_value, &format!("[?]|L|{dow_value}(L|#[1-5])"));
+    let sp = "[ ]+";
+    format!(
+        "^((?i:@(yearly|annually|monthly|weekly|daily|hourly))|({sixty}{sp})?{sixty}{sp}{hour}{sp}{dom}{sp}{month}{sp}{dow})$"
+    )
 }
 
 /// Retention of scheduled, unpinned snapshots. A snapshot is kept if any rule
@@ -387,6 +431,12 @@ pub struct MinecraftServerStatus {
     /// Version the server reports over Server List Ping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What `spec.version: LATEST` or `SNAPSHOT` was resolved to, once: the
+    /// Minecraft version the image runs and plugins are resolved for. It
+    /// does not move when a newer Minecraft comes out; set `spec.version`
+    /// to upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_version: Option<ResolvedVersion>,
     /// Hash of the rendered configuration currently applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_revision: Option<String>,
@@ -410,6 +460,16 @@ pub struct MinecraftServerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// A moving version alias resolved to a concrete Minecraft version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedVersion {
+    /// The alias: LATEST or SNAPSHOT.
+    pub from: String,
+    /// The Minecraft version it meant when resolved, e.g. `26.1`.
+    pub version: String,
 }
 
 /// Player counts.
@@ -459,6 +519,15 @@ pub struct RestoreStatus {
     /// When it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// The server's generation when this request was accepted, while
+    /// `spec.restore` asks for it. Removed (the result stays) when
+    /// `spec.restore` is cleared: setting it again is a new request that
+    /// runs its own Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_generation: Option<i64>,
+    /// The restore Job of this request (deleted once its result is here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// Phase of a restore.

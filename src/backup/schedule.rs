@@ -166,6 +166,62 @@ mod tests {
         assert_eq!(snapshot_name("survival", ts("2026-11-23T04:00:05Z")), "survival-20261123040005");
     }
 
+    /// The admission rule on backup.schedule (its pattern, run here with the
+    /// regex crate) accepts what the reconciler's parser accepts among
+    /// common schedules, and refuses the malformed ones.
+    #[test]
+    fn admission_pattern_agrees_with_the_parser() {
+        let pattern = regex::Regex::new(&crate::api::server::schedule_pattern()).unwrap();
+        let good = [
+            "0 4 * * *",
+            "*/5 * * * *",
+            "*/10 * * * * *",
+            "0 0 1 * *",
+            "30 2 * * 1-5",
+            "0 0,12 * * *",
+            "15 3 1-7 * MON",
+            "0 4 * JAN,JUL SUN",
+            "0 4 ? * 5#2",
+            "0 4 L * *",
+            "0 4 15W * *",
+            "0 4 * * 5L",
+            "0 22 * * 7",
+            "5-55/10 * * * *",
+            "0 */6 ? JAN-JUN MON-FRI",
+            "@daily",
+            "@hourly",
+            "@weekly",
+            "@monthly",
+            "@yearly",
+            "@annually",
+        ];
+        for s in good {
+            assert!(Schedule::parse(s).is_ok(), "parser refuses {s:?}");
+            assert!(pattern.is_match(s), "admission would refuse {s:?}");
+        }
+        let bad = [
+            "daily",
+            "@midnight",
+            "61 * * * *",
+            "0 24 * * *",
+            "0 4 32 * *",
+            "0 4 0 * *",
+            "0 4 * 13 *",
+            "0 4 * * 8",
+            "a b c d e",
+            "* * *",
+            "* * * * * * *",
+            "0 4 * * * extra",
+            "*/5  * * * * * *",
+        ];
+        for s in bad {
+            assert!(Schedule::parse(s).is_err(), "parser accepts {s:?}");
+            assert!(!pattern.is_match(s), "admission would accept {s:?}");
+        }
+        // No quote or backslash: the pattern is embedded in a CEL string.
+        assert!(!crate::api::server::schedule_pattern().contains(['\\', '\'']));
+    }
+
     #[test]
     fn retention_keeps_by_any_rule_and_max_age_wins() {
         let c = |name: &str, t: &str, completed: bool| Candidate { name: name.into(), time: ts(t), completed };

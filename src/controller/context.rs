@@ -92,6 +92,9 @@ pub struct Context {
     pub pings: Mutex<HashMap<Key, Result<slp::Status, String>>>,
     /// Consecutive failures per object UID, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The newest Minecraft versions (from Modrinth) and when they were
+    /// fetched; see [`Context::latest_versions`].
+    latest: tokio::sync::Mutex<Option<(std::time::Instant, Option<crate::resources::version::LatestVersions>)>>,
 }
 
 impl Context {
@@ -131,7 +134,37 @@ impl Context {
             stores,
             pings: Mutex::default(),
             failures: Mutex::default(),
+            latest: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// The newest Minecraft release and snapshot, fetched from Modrinth at
+    /// most every 30 minutes (every 5 after a failure, keeping the last
+    /// good answer); `None` when Modrinth is disabled or never answered.
+    pub async fn latest_versions(&self) -> Option<crate::resources::version::LatestVersions> {
+        let client = self.modrinth.as_ref()?;
+        let mut cache = self.latest.lock().await;
+        if let Some((at, v)) = cache.as_ref() {
+            let ttl = Duration::from_secs(if v.is_some() { 1800 } else { 300 });
+            if at.elapsed() < ttl {
+                return v.clone();
+            }
+        }
+        let fetched = match tokio::time::timeout(Duration::from_secs(5), client.game_versions()).await {
+            Ok(Ok(tags)) => crate::plugins::modrinth::latest_versions(&tags),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot resolve LATEST/SNAPSHOT");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("cannot resolve LATEST/SNAPSHOT: Modrinth did not answer in 5 s");
+                None
+            }
+        };
+        let previous = cache.as_ref().and_then(|(_, v)| v.clone());
+        let value = fetched.or(previous);
+        *cache = Some((std::time::Instant::now(), value.clone()));
+        value
     }
 
     /// Records a failure of `uid`; returns the backoff before the next try

@@ -39,9 +39,11 @@ impl Outcome {
     }
 }
 
-/// The server's type and version as resolution input, e.g. `PAPER 1.21.4`.
+/// The server's type and version as resolution input, e.g. `PAPER 1.21.4`
+/// (LATEST/SNAPSHOT as resolved in the server's status).
 fn resolved_for(server: &MinecraftServer) -> String {
-    format!("{} {}", server.spec.server_type.as_str(), server.spec.version)
+    let version = crate::resources::version::minecraft_version(server).unwrap_or_else(|| server.spec.version.clone());
+    format!("{} {version}", server.spec.server_type.as_str())
 }
 
 /// Reconciles one PluginInstallation.
@@ -144,6 +146,21 @@ async fn evaluate(
         status.config_files_hash = None;
     }
 
+    if !fresh && pi.spec.source.modrinth.is_some() && crate::resources::version::minecraft_version(server).is_none() {
+        return Ok((
+            Outcome::new(
+                PluginPhase::Pending,
+                false,
+                false,
+                "VersionNotResolved",
+                format!(
+                    "waiting for the server's version {} to be resolved to a Minecraft version (its status.resolvedVersion)",
+                    server.spec.version
+                ),
+            ),
+            Duration::from_secs(30),
+        ));
+    }
     if !fresh {
         match resolve(pi, server, ctx).await {
             Ok((artifact, deps)) => {
@@ -231,9 +248,11 @@ async fn resolve(
     let Some(client) = &ctx.modrinth else {
         return Err(ResolveError::SourceUnreachable("Modrinth is disabled in this operator (--modrinth-url)".into()));
     };
-    let target = modrinth::Target {
-        loaders: loaders.iter().map(|s| s.to_string()).collect(),
-        game_version: server.spec.version.clone(),
+    let Some(target) = plugins::modrinth_target(server) else {
+        return Err(ResolveError::SourceUnreachable(format!(
+            "the server's version {} is not resolved yet",
+            server.spec.version
+        )));
     };
     // Projects other installations on this server provide.
     let ns = pi.namespace().unwrap_or_default();

@@ -136,6 +136,17 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     model.plugins = crate::plugins::manifest_for(model.server_type, &mine);
     model.helper_image = ctx.settings.helper_image.clone();
     let old_status = server.status.clone().unwrap_or_default();
+    // LATEST/SNAPSHOT: resolved once, then kept (see resources::version).
+    let spec_version = &server.spec.version;
+    let recorded = old_status.resolved_version.as_ref();
+    let latest = if resources::version::is_alias(spec_version) && recorded.is_none_or(|r| &r.from != spec_version) {
+        ctx.latest_versions().await
+    } else {
+        None
+    };
+    let (version, resolved_version) = resources::version::effective(spec_version, recorded, latest.as_ref());
+    let unresolved = resources::version::is_alias(&version);
+    model.set_version(version, server.spec.image.is_none());
     let restore = super::server_backup::restore(&server, ctx, old_status.restore.as_ref()).await?;
     if restore.hold_stopped {
         model.state = crate::api::server::ServerState::Stopped;
@@ -168,7 +179,11 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     let key = (ns.clone(), name.clone());
     let ping = ctx.ping(&key);
     let observed = Observed { statefulset: Some(&sts), pod: pod.as_ref(), pvc: Some(&pvc), ping: ping.as_ref() };
-    let p = server_status::phase(model.state, &observed);
+    let p = if restore.hold_stopped {
+        server_status::restoring(restore.status.as_ref())
+    } else {
+        server_status::phase(model.state, &observed)
+    };
     let ready = server_status::is_ready(model.state, p.phase);
     let stalled = p.phase == ServerPhase::Failed;
     let old = server.status.clone().unwrap_or_default();
@@ -180,33 +195,34 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         }
         _ => (None, None),
     };
-    let (schedule, schedule_wait) = super::server_backup::schedule(&server, ctx, old.backup_schedule.as_ref()).await?;
+    let schedule = super::server_backup::schedule(&server, ctx, old.backup_schedule.as_ref()).await?;
+    let mut conds = conditions::kstatus(ready, stalled, &p.reason, &p.message);
+    conds.extend(schedule.condition);
     let status = MinecraftServerStatus {
         phase: Some(p.phase),
         address: resources::service::address(&model, Some(&game)),
         players,
         version,
+        resolved_version,
         config_revision: Some(revision.clone()),
         config_history: server_status::record_revision(&old.config_history, &revision, model.generation, now),
         last_backup: super::server_backup::last_backup(ctx, &server),
-        backup_schedule: schedule,
+        backup_schedule: schedule.status,
         restore: restore.status,
         observed_generation: server.metadata.generation,
-        conditions: conditions::merge(
-            &old.conditions,
-            &conditions::kstatus(ready, stalled, &p.reason, &p.message),
-            server.metadata.generation,
-            now,
-        ),
+        conditions: conditions::merge(&old.conditions, &conds, server.metadata.generation, now),
     };
     let restoring = restore.hold_stopped;
     write_status(&server, ctx, &old, status).await?;
     let mut wait = ctx.settings.resync;
-    if let Some(w) = schedule_wait {
+    if let Some(w) = schedule.wait {
         wait = wait.min(w);
     }
     if restoring {
         wait = wait.min(std::time::Duration::from_secs(3));
+    }
+    if unresolved {
+        wait = wait.min(std::time::Duration::from_secs(60));
     }
     Ok(Action::requeue(wait))
 }

@@ -14,17 +14,19 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
+use super::conditions::Cond;
 use super::context::Context;
 use super::error::Result;
-use crate::api::backup::{BackupPhase, BackupReason, BackupSnapshot, BackupSnapshotSpec};
-use crate::api::server::{BackupScheduleStatus, LastBackup, MinecraftServer, RestorePhase, RestoreStatus};
+use crate::api::backup::{BackupPhase, BackupReason, BackupSnapshot};
+use crate::api::server::{
+    BackupPolicy, BackupScheduleStatus, LastBackup, MinecraftServer, RestorePhase, RestoreStatus,
+};
 use crate::backup::schedule::{self, Candidate, Schedule};
 use crate::backup::stores::StoreConfig;
 use crate::resources::backup_job::{self, JobInput, Task};
 use crate::resources::{FIELD_MANAGER, short_hash};
 
-/// Label on scheduled snapshots.
-pub const SCHEDULED_LABEL: &str = "craftplane.io/scheduled";
+pub use crate::resources::snapshot::SCHEDULED_LABEL;
 
 fn snapshots_of(ctx: &Context, server: &MinecraftServer) -> Vec<std::sync::Arc<BackupSnapshot>> {
     let ns = server.namespace();
@@ -42,22 +44,66 @@ pub fn last_backup(ctx: &Context, server: &MinecraftServer) -> Option<LastBackup
         .map(|(t, name)| LastBackup { name, completed_at: Some(t) })
 }
 
+/// Condition type on servers with `spec.backup`: True while the schedule
+/// runs, False with a reason when it cannot.
+pub const BACKUP_SCHEDULE: &str = "BackupSchedule";
+
+/// A failed scheduled create or prune is tried again this soon (or at the
+/// next slot, if sooner).
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+
+/// The API server's message for an API error, the error itself otherwise.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Outcome of the schedule step.
+#[derive(Debug, Default)]
+pub struct ScheduleStep {
+    pub status: Option<BackupScheduleStatus>,
+    /// When to look again.
+    pub wait: Option<Duration>,
+    /// The [`BACKUP_SCHEDULE`] condition (None without a schedule).
+    pub condition: Option<Cond>,
+}
+
+/// Parses a policy's schedule; what admission let through but the parser
+/// refuses becomes a False [`BACKUP_SCHEDULE`] condition, reason
+/// `InvalidSchedule`.
+pub fn parse_schedule(policy: &BackupPolicy) -> std::result::Result<Schedule, Cond> {
+    Schedule::parse(&policy.schedule).map_err(|e| {
+        Cond::new(
+            BACKUP_SCHEDULE,
+            false,
+            "InvalidSchedule",
+            format!("{e}; no scheduled snapshots are taken until spec.backup.schedule is fixed"),
+        )
+    })
+}
+
 /// Runs the schedule: creates the snapshot of a due slot (one, however
-/// many were missed), prunes by retention. Returns the schedule status and
-/// when to look again.
+/// many were missed), prunes by retention. Returns the schedule status,
+/// when to look again and the schedule's condition.
 pub async fn schedule(
     server: &MinecraftServer,
     ctx: &Context,
     old: Option<&BackupScheduleStatus>,
-) -> Result<(Option<BackupScheduleStatus>, Option<Duration>)> {
-    let Some(policy) = &server.spec.backup else { return Ok((None, None)) };
+) -> Result<ScheduleStep> {
+    let Some(policy) = &server.spec.backup else { return Ok(ScheduleStep::default()) };
     let ns = server.namespace().unwrap_or_default();
     let name = server.name_any();
-    let sched = match Schedule::parse(&policy.schedule) {
+    let sched = match parse_schedule(policy) {
         Ok(s) => s,
-        Err(e) => {
-            warn!(server = %name, namespace = %ns, error = %e, "backup schedule ignored");
-            return Ok((Some(BackupScheduleStatus::default()), None));
+        Err(cond) => {
+            warn!(server = %name, namespace = %ns, error = %cond.message, "backup schedule invalid");
+            let status = BackupScheduleStatus {
+                last_scheduled_time: old.and_then(|o| o.last_scheduled_time.clone()),
+                next_scheduled_time: None,
+            };
+            return Ok(ScheduleStep { status: Some(status), wait: None, condition: Some(cond) });
         }
     };
     let now = Timestamp::now();
@@ -65,38 +111,30 @@ pub async fn schedule(
     let since = old.and_then(|o| o.last_scheduled_time.as_ref()).map(|t| t.0).unwrap_or(created);
     let (due, next) = sched.due(since, now);
     let mut last = old.and_then(|o| o.last_scheduled_time.clone());
+    // A failed create or prune is reported, never fails the server's
+    // reconcile (its status would stop updating); the slot stays due.
+    let mut problem: Option<Cond> = None;
     if let Some(slot) = due {
-        let snap_name = schedule::snapshot_name(&name, slot);
-        let mut labels = server.labels().clone();
-        labels.insert(SCHEDULED_LABEL.into(), "true".into());
-        labels.insert(crate::resources::SERVER_LABEL.into(), name.clone());
-        let snap = BackupSnapshot {
-            metadata: ObjectMeta {
-                name: Some(snap_name.clone()),
-                namespace: Some(ns.clone()),
-                labels: Some(labels),
-                ..Default::default()
-            },
-            spec: BackupSnapshotSpec {
-                server: name.clone(),
-                store: policy.store.clone(),
-                compression: Default::default(),
-                include: vec![],
-                exclude: vec![],
-                retain: false,
-                reason: BackupReason::Scheduled,
-            },
-            status: None,
-        };
+        let snap = crate::resources::snapshot::scheduled(&name, &ns, server.labels(), policy, slot);
+        let snap_name = snap.name_any();
         let api: Api<BackupSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
         match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &snap).await {
             Ok(_) => {
-                info!(server = %name, namespace = %ns, snapshot = %snap_name, slot = %slot, "scheduled backup created")
+                info!(server = %name, namespace = %ns, snapshot = %snap_name, slot = %slot, "scheduled backup created");
+                last = Some(Time(slot));
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
+            Err(kube::Error::Api(e)) if e.code == 409 => last = Some(Time(slot)),
+            Err(e) => {
+                let why = api_message(&e);
+                warn!(server = %name, namespace = %ns, snapshot = %snap_name, error = %why, "scheduled backup not created");
+                problem = Some(Cond::new(
+                    BACKUP_SCHEDULE,
+                    false,
+                    "SnapshotCreateFailed",
+                    format!("the scheduled snapshot {snap_name} of {slot} could not be created: {why}; retried"),
+                ));
+            }
         }
-        last = Some(Time(slot));
     }
     // Retention of scheduled, unpinned snapshots.
     if let Some(r) = &policy.retention {
@@ -120,12 +158,40 @@ pub async fn schedule(
             match api.delete(&victim, &DeleteParams::default()).await {
                 Ok(_) => info!(server = %name, namespace = %ns, snapshot = %victim, "pruned by retention"),
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let why = api_message(&e);
+                    warn!(server = %name, namespace = %ns, snapshot = %victim, error = %why, "prune failed");
+                    problem.get_or_insert_with(|| {
+                        Cond::new(
+                            BACKUP_SCHEDULE,
+                            false,
+                            "PruneFailed",
+                            format!("snapshot {victim} could not be deleted by retention: {why}; retried"),
+                        )
+                    });
+                }
             }
         }
     }
-    let wait = next.map(|n| Duration::from_secs_f64(n.duration_since(now).as_secs_f64().max(1.0)));
-    Ok((Some(BackupScheduleStatus { last_scheduled_time: last, next_scheduled_time: next.map(Time) }), wait))
+    let mut wait = next.map(|n| Duration::from_secs_f64(n.duration_since(now).as_secs_f64().max(1.0)));
+    if problem.is_some() {
+        wait = Some(wait.map_or(RETRY_AFTER_FAILURE, |w| w.min(RETRY_AFTER_FAILURE)));
+    }
+    let condition = match (problem, next) {
+        (Some(p), _) => p,
+        (None, Some(n)) => Cond::new(BACKUP_SCHEDULE, true, "Scheduled", format!("next scheduled snapshot at {n}")),
+        (None, None) => Cond::new(
+            BACKUP_SCHEDULE,
+            false,
+            "InvalidSchedule",
+            format!("schedule {:?} has no future slot; no scheduled snapshots are taken", policy.schedule),
+        ),
+    };
+    Ok(ScheduleStep {
+        status: Some(BackupScheduleStatus { last_scheduled_time: last, next_scheduled_time: next.map(Time) }),
+        wait,
+        condition: Some(condition),
+    })
 }
 
 /// Outcome of the restore step.
@@ -135,32 +201,68 @@ pub struct RestoreStep {
     pub hold_stopped: bool,
 }
 
-fn restore_status(snapshot: &str, phase: RestorePhase, message: impl Into<String>) -> Option<RestoreStatus> {
-    let done = matches!(phase, RestorePhase::Completed | RestorePhase::Failed);
-    Some(RestoreStatus {
-        snapshot: snapshot.into(),
-        phase,
-        message: Some(message.into()),
-        completed_at: done.then(|| Time(Timestamp::now())),
-    })
+/// One restore request: its snapshot, the generation it was accepted at and
+/// its Job.
+struct Request<'a> {
+    snapshot: &'a str,
+    generation: i64,
+    job: String,
 }
 
-/// Drives `spec.restore`: validate → stop → restore Job → start.
+impl Request<'_> {
+    fn status(&self, phase: RestorePhase, message: impl Into<String>) -> Option<RestoreStatus> {
+        let done = matches!(phase, RestorePhase::Completed | RestorePhase::Failed);
+        Some(RestoreStatus {
+            snapshot: self.snapshot.into(),
+            phase,
+            message: Some(message.into()),
+            completed_at: done.then(|| Time(Timestamp::now())),
+            request_generation: Some(self.generation),
+            job: Some(self.job.clone()),
+        })
+    }
+}
+
+/// The Job name of a restore request: per snapshot and request, so a
+/// retried restore never finds the Job of an earlier one.
+pub fn restore_job_name(server: &str, snapshot: &str, request_generation: i64) -> String {
+    let key = format!("{snapshot}/{request_generation}");
+    backup_job::child_name(server, &format!("restore-{}", &short_hash(key.as_bytes())[..8]))
+}
+
+/// Whether `old` is the status of the request `spec.restore` still makes
+/// (same snapshot, not cleared since). A status written before requests
+/// were tracked (no job recorded) counts as current, so an upgrade never
+/// runs a finished restore again.
+pub fn is_current_request(old: &RestoreStatus, snapshot: &str) -> bool {
+    old.snapshot == snapshot && (old.request_generation.is_some() || old.job.is_none())
+}
+
+/// Drives `spec.restore`: validate → stop → restore Job → start. Each
+/// request (`spec.restore` set, or set again after being cleared) runs its
+/// own Job; the finished Job is deleted once its result is in the status,
+/// and the result stays there after `spec.restore` is cleared.
 pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&RestoreStatus>) -> Result<RestoreStep> {
     let Some(req) = &server.spec.restore else {
-        return Ok(RestoreStep { status: None, hold_stopped: false });
+        // The request is over; its result stays.
+        let status = old.map(|o| RestoreStatus { request_generation: None, ..o.clone() });
+        return Ok(RestoreStep { status, hold_stopped: false });
     };
     let ns = server.namespace().unwrap_or_default();
     let name = server.name_any();
     let snap_name = &req.snapshot;
-    // A finished restore of this snapshot stays finished.
-    if let Some(o) = old
-        && &o.snapshot == snap_name
+    let current = old.filter(|o| is_current_request(o, snap_name));
+    // A finished request stays finished.
+    if let Some(o) = current
         && matches!(o.phase, RestorePhase::Completed | RestorePhase::Failed)
     {
         return Ok(RestoreStep { status: Some(o.clone()), hold_stopped: false });
     }
-    let job_name = backup_job::child_name(&name, &format!("restore-{}", &short_hash(snap_name.as_bytes())[..6]));
+    let generation =
+        current.and_then(|o| o.request_generation).unwrap_or_else(|| server.metadata.generation.unwrap_or(0));
+    let job_name =
+        current.and_then(|o| o.job.clone()).unwrap_or_else(|| restore_job_name(&name, snap_name, generation));
+    let request = Request { snapshot: snap_name, generation, job: job_name.clone() };
     let creds_name = backup_job::child_name(&name, "restore-store");
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let job = jobs.get_opt(&job_name).await?;
@@ -179,7 +281,7 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         };
         if let Some(p) = problem {
             return Ok(RestoreStep {
-                status: restore_status(snap_name, RestorePhase::Failed, format!("{p}; the world is unchanged")),
+                status: request.status(RestorePhase::Failed, format!("{p}; the world is unchanged")),
                 hold_stopped: false,
             });
         }
@@ -188,15 +290,14 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
         if pods.get_opt(&format!("{name}-0")).await?.is_some() {
             return Ok(RestoreStep {
-                status: restore_status(snap_name, RestorePhase::Stopping, "stopping the server before the restore"),
+                status: request.status(RestorePhase::Stopping, "stopping the server before the restore"),
                 hold_stopped: true,
             });
         }
         let location = snap.status.as_ref().and_then(|s| s.location.clone()).unwrap_or_default();
         let Some(store) = store_for(ctx, &location) else {
             return Ok(RestoreStep {
-                status: restore_status(
-                    snap_name,
+                status: request.status(
                     RestorePhase::Failed,
                     format!("no configured store holds {location}; the world is unchanged"),
                 ),
@@ -229,7 +330,7 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
         info!(server = %name, namespace = %ns, snapshot = %snap_name, "restore Job created");
         return Ok(RestoreStep {
-            status: restore_status(snap_name, RestorePhase::Restoring, format!("restoring from {location}")),
+            status: request.status(RestorePhase::Restoring, format!("restoring from {location}")),
             hold_stopped: true,
         });
     }
@@ -239,7 +340,7 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
     let succeeded = js.succeeded.unwrap_or(0) > 0;
     if !failed && !succeeded {
         return Ok(RestoreStep {
-            status: restore_status(snap_name, RestorePhase::Restoring, "the restore Job is running"),
+            status: request.status(RestorePhase::Restoring, "the restore Job is running"),
             hold_stopped: true,
         });
     }
@@ -250,11 +351,18 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         Err(e) => return Err(e.into()),
     }
     let status = if succeeded {
-        restore_status(snap_name, RestorePhase::Completed, format!("world restored from {snap_name}"))
+        request.status(RestorePhase::Completed, format!("world restored from {snap_name}"))
     } else {
         let why = failure_message(ctx, &ns, &job_name).await?.unwrap_or_else(|| "the restore Job failed".into());
-        restore_status(snap_name, RestorePhase::Failed, format!("{why}; the world is unchanged"))
+        request.status(RestorePhase::Failed, format!("{why}; the world is unchanged"))
     };
+    // The result is in the status now: the finished Job (and its pod) can go.
+    let dp = DeleteParams { propagation_policy: Some(kube::api::PropagationPolicy::Background), ..Default::default() };
+    match jobs.delete(&job_name, &dp).await {
+        Ok(_) => info!(server = %name, namespace = %ns, job = %job_name, "finished restore Job deleted"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
     Ok(RestoreStep { status, hold_stopped: false })
 }
 
@@ -311,4 +419,46 @@ pub async fn copy_credentials(
         .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&copy))
         .await?;
     Ok(Some(name.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(schedule: &str) -> BackupPolicy {
+        BackupPolicy { schedule: schedule.into(), retention: None, store: None }
+    }
+
+    /// Each restore request gets its own Job; a cleared request is over,
+    /// while a status from before requests were tracked stays current (an
+    /// upgrade must not run a finished restore again).
+    #[test]
+    fn each_restore_request_has_its_own_job() {
+        let first = restore_job_name("mc", "snap", 3);
+        assert_ne!(first, restore_job_name("mc", "snap", 5), "set again later: another Job");
+        assert_ne!(first, restore_job_name("mc", "other", 3));
+        assert_eq!(first, restore_job_name("mc", "snap", 3), "stable within a request");
+        assert!(first.len() <= 63 && restore_job_name(&"m".repeat(52), "snap", 3).len() <= 63);
+        let status = |generation: Option<i64>, job: Option<&str>| RestoreStatus {
+            snapshot: "snap".into(),
+            phase: RestorePhase::Completed,
+            message: None,
+            completed_at: None,
+            request_generation: generation,
+            job: job.map(str::to_string),
+        };
+        assert!(is_current_request(&status(Some(3), Some(&first)), "snap"));
+        assert!(!is_current_request(&status(Some(3), Some(&first)), "other"));
+        assert!(!is_current_request(&status(None, Some(&first)), "snap"), "cleared: a new request");
+        assert!(is_current_request(&status(None, None), "snap"), "written by an older release");
+    }
+
+    #[test]
+    fn a_schedule_the_parser_refuses_is_a_condition() {
+        // Three letters pass the admission shape check, but name no weekday.
+        let c = parse_schedule(&policy("0 4 * * MOO")).unwrap_err();
+        assert_eq!((c.type_, c.status, c.reason.as_str()), (BACKUP_SCHEDULE, false, "InvalidSchedule"));
+        assert!(c.message.contains("MOO"), "{}", c.message);
+        assert!(parse_schedule(&policy("0 4 * * MON")).is_ok());
+    }
 }

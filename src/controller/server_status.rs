@@ -113,6 +113,14 @@ pub fn phase(desired: ServerState, o: &Observed) -> PhaseInfo {
 }
 
 /// Whether the phase satisfies the desired state (the Ready condition).
+/// While a restore holds the server stopped: phase Restoring (never
+/// Ready), whatever the scaled-down workload looks like; the message says
+/// how far the restore is.
+pub fn restoring(restore: Option<&crate::api::server::RestoreStatus>) -> PhaseInfo {
+    let message = restore.and_then(|r| r.message.clone()).unwrap_or_else(|| "restoring a snapshot".into());
+    info(ServerPhase::Restoring, "Restoring", message)
+}
+
 pub fn is_ready(desired: ServerState, phase: ServerPhase) -> bool {
     matches!(
         (desired, phase),
@@ -148,6 +156,29 @@ mod tests {
 
     fn sts() -> StatefulSet {
         serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap()
+    }
+
+    /// A restore shows as Restoring, never Ready (the held-stopped workload
+    /// alone reads Stopped, which is Ready for a stopped server).
+    #[test]
+    fn a_running_restore_is_restoring_and_not_ready() {
+        use crate::api::server::{RestorePhase, RestoreStatus};
+        let r = RestoreStatus {
+            snapshot: "snap".into(),
+            phase: RestorePhase::Restoring,
+            message: Some("the restore Job is running".into()),
+            completed_at: None,
+            request_generation: Some(2),
+            job: Some("mc-restore-x".into()),
+        };
+        let p = restoring(Some(&r));
+        assert_eq!(
+            (p.phase, p.reason.as_str(), p.message.as_str()),
+            (ServerPhase::Restoring, "Restoring", "the restore Job is running")
+        );
+        assert!(!is_ready(ServerState::Stopped, p.phase));
+        assert!(!is_ready(ServerState::Running, p.phase));
+        assert_eq!(restoring(None).phase, ServerPhase::Restoring);
     }
 
     #[test]

@@ -73,6 +73,16 @@ impl Manifest {
     }
 }
 
+/// What a Modrinth plugin of `server` must run on: its loaders and its
+/// Minecraft version (LATEST/SNAPSHOT as resolved in its status; `None`
+/// until then).
+pub fn modrinth_target(server: &crate::api::MinecraftServer) -> Option<modrinth::Target> {
+    Some(modrinth::Target {
+        loaders: loaders(server.spec.server_type).iter().map(|s| s.to_string()).collect(),
+        game_version: crate::resources::version::minecraft_version(server)?,
+    })
+}
+
 /// Folder plugins (or mods) of a server type live in, relative to /data.
 pub fn plugin_directory(t: ServerType) -> &'static str {
     match t {

@@ -38,6 +38,32 @@ pub struct Version {
     pub dependencies: Vec<Dependency>,
 }
 
+/// A Minecraft version Modrinth knows (`GET /tag/game_version`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct GameVersion {
+    pub version: String,
+    /// release, snapshot, alpha or beta.
+    pub version_type: String,
+    /// Release date (RFC 3339).
+    #[serde(default)]
+    pub date: String,
+}
+
+/// The newest release and the newest release-or-snapshot (by date) of
+/// Modrinth's version list; `None` without any release.
+pub fn latest_versions(tags: &[GameVersion]) -> Option<crate::resources::version::LatestVersions> {
+    let newest = |ok: &dyn Fn(&str) -> bool| {
+        tags.iter()
+            .filter(|t| ok(&t.version_type))
+            .filter_map(|t| Some((t.date.parse::<k8s_openapi::jiff::Timestamp>().ok()?, &t.version)))
+            .max_by_key(|(d, _)| *d)
+            .map(|(_, v)| v.clone())
+    };
+    let release = newest(&|t| t == "release")?;
+    let snapshot = newest(&|t| t == "release" || t == "snapshot").unwrap_or_else(|| release.clone());
+    Some(crate::resources::version::LatestVersions { release, snapshot })
+}
+
 /// A file of a version.
 #[derive(Clone, Debug, Deserialize)]
 pub struct File {
@@ -287,6 +313,11 @@ impl Client {
         self.get(&format!("/project/{id}/version"), &format!("project {id:?}")).await
     }
 
+    /// GET /tag/game_version: every Minecraft version, newest first.
+    pub async fn game_versions(&self) -> Result<Vec<GameVersion>, ResolveError> {
+        self.get("/tag/game_version", "the list of Minecraft versions").await
+    }
+
     /// GET /version/{id}
     pub async fn version(&self, id: &str) -> Result<Version, ResolveError> {
         check_id(id)?;
@@ -429,6 +460,46 @@ mod tests {
 
     fn target(loaders: &[&str], game: &str) -> Target {
         Target { loaders: loaders.iter().map(|s| s.to_string()).collect(), game_version: game.into() }
+    }
+
+    /// A server on LATEST resolves plugins for the version LATEST meant
+    /// (it used to ask Modrinth for Minecraft "LATEST": always Incompatible).
+    #[test]
+    fn a_latest_server_resolves_plugins_for_the_version_latest_meant() {
+        use crate::api::server::{MinecraftServerStatus, ResolvedVersion};
+        let mut s = crate::resources::testdata::server("mc", "sku: small\neula: true\ntype: PAPER\n");
+        assert_eq!(s.spec.version, "LATEST");
+        assert_eq!(super::super::modrinth_target(&s), None, "not resolved yet: nothing to ask Modrinth");
+        s.status = Some(MinecraftServerStatus {
+            resolved_version: Some(ResolvedVersion { from: "LATEST".into(), version: "1.21.4".into() }),
+            ..Default::default()
+        });
+        let t = super::super::modrinth_target(&s).unwrap();
+        assert_eq!(t.game_version, "1.21.4");
+        let versions = vec![v("a", "5.4", "2024-12-10T00:00:00Z", &["1.21.4"], &["paper"], "release")];
+        assert_eq!(pick("luckperms", &versions, &t, None).unwrap().id, "a");
+        // Switched to SNAPSHOT: the LATEST resolution no longer applies.
+        s.spec.version = "SNAPSHOT".into();
+        assert_eq!(super::super::modrinth_target(&s), None);
+    }
+
+    #[test]
+    fn latest_and_snapshot_from_modrinths_version_list() {
+        let tags: Vec<GameVersion> = serde_json::from_str(
+            r#"[
+              {"version": "26.2-snapshot-1", "version_type": "snapshot", "date": "2026-11-20T10:00:00Z", "major": false},
+              {"version": "26.1.2", "version_type": "release", "date": "2026-10-01T10:00:00Z", "major": false},
+              {"version": "26.1", "version_type": "release", "date": "2026-03-24T10:00:00Z", "major": true},
+              {"version": "b1.7.3", "version_type": "beta", "date": "2011-07-08T00:00:00Z", "major": false}
+            ]"#,
+        )
+        .unwrap();
+        let l = latest_versions(&tags).unwrap();
+        assert_eq!((l.release.as_str(), l.snapshot.as_str()), ("26.1.2", "26.2-snapshot-1"));
+        // A release newer than every snapshot is also what SNAPSHOT means.
+        let l = latest_versions(&tags[1..]).unwrap();
+        assert_eq!(l.snapshot, "26.1.2");
+        assert_eq!(latest_versions(&tags[3..]), None, "no release");
     }
 
     #[test]

@@ -11,8 +11,10 @@ pub mod properties;
 pub mod pvc;
 pub mod secret;
 pub mod service;
+pub mod snapshot;
 pub mod statefulset;
 pub mod tenant;
+pub mod version;
 
 use std::collections::BTreeMap;
 
@@ -216,6 +218,16 @@ pub fn validate(
         properties.remove(*key);
     }
     properties::check_values(&properties).map_err(InvalidSpec::InvalidField)?;
+    // Admission refuses these (CEL on spec.motd); an object stored before
+    // that rule existed still must not reach server.properties.
+    if let Some(motd) = &spec.motd
+        && motd.chars().any(char::is_control)
+    {
+        return Err(InvalidSpec::InvalidField(
+            "motd contains a line break or another control character; write \\n (a backslash and n) for a second line"
+                .into(),
+        ));
+    }
     let storage_class = spec
         .storage
         .as_ref()
@@ -263,6 +275,15 @@ fn default_service() -> ServiceSpec {
 }
 
 impl ServerModel {
+    /// Runs `version` (what LATEST/SNAPSHOT resolved to); the default image
+    /// (`default_image`: no `spec.image`) follows it.
+    pub fn set_version(&mut self, version: String, default_image: bool) {
+        if default_image {
+            self.image = image::default_image(&version);
+        }
+        self.version = version;
+    }
+
     /// Labels every child carries; the selector uses a subset.
     pub fn labels(&self, component: &str) -> BTreeMap<String, String> {
         let mut l = self.selector_labels();

@@ -111,6 +111,47 @@ fn sku_rules_become_typed_errors() {
     assert_eq!(validate(&s, Some(&sku("small")), None, false).unwrap_err().reason(), "InvalidSpec");
 }
 
+/// A LATEST server runs the version LATEST was resolved to: the image's
+/// Java and its VERSION follow it (the image would otherwise download
+/// whatever is newest at each start).
+#[test]
+fn a_resolved_latest_runs_that_version() {
+    let s = server("a", "sku: small\neula: true\n");
+    assert_eq!(s.spec.version, "LATEST");
+    let mut m = validate(&s, Some(&sku("small")), None, false).unwrap();
+    m.set_version("1.20.4".into(), true);
+    assert_eq!(m.image, image::default_image("1.20.4"));
+    assert!(m.image.ends_with("-java17"), "{}", m.image);
+    let sts = statefulset::build(&m);
+    let c = &sts.spec.unwrap().template.spec.unwrap().containers[0];
+    let version = c.env.iter().flatten().find(|e| e.name == "VERSION").and_then(|e| e.value.clone());
+    assert_eq!(version.as_deref(), Some("1.20.4"));
+    // spec.image stays as given.
+    let mut m = validate(&s, Some(&sku("small")), None, false).unwrap();
+    m.image = "example.com/mc:custom".into();
+    m.set_version("1.20.4".into(), false);
+    assert_eq!(m.image, "example.com/mc:custom");
+}
+
+#[test]
+fn motd_with_control_characters_is_refused() {
+    let v = |motd: &str| {
+        let mut s = server("a", "sku: small\neula: true\n");
+        s.spec.motd = Some(motd.into());
+        validate(&s, Some(&sku("small")), None, false)
+    };
+    for bad in ["line one\nline two", "a\rb", "tab\there", "\u{1b}[31mred", "nul\0", "c1\u{85}next line"] {
+        let err = v(bad).unwrap_err();
+        assert_eq!(err.reason(), "InvalidSpec", "{bad:?}");
+        assert!(err.to_string().contains("motd"), "{err}");
+    }
+    // The escape the image turns into a second line, formatting codes and
+    // other Unicode are fine.
+    for good in ["Line one\\nLine two", "A §l§cMinecraft§r server", "Grüße ☃"] {
+        assert_eq!(v(good).unwrap().motd.as_deref(), Some(good));
+    }
+}
+
 #[test]
 fn config_hash_changes_with_config_but_not_with_whitelist_members() {
     let base = "sku: small\neula: true\nwhitelist: [Notch]\n";
@@ -274,12 +315,23 @@ mod properties_of_any_accepted_spec {
                     // The grace period always covers the image's stop duration.
                     let (stop, announce) = statefulset::stop_budget(&m);
                     prop_assert!(i64::from(stop + announce) < pod.termination_grace_period_seconds.unwrap());
-                    // Every property survives rendering.
+                    // The rendered server.properties is exactly the SKU's
+                    // defaults overridden by the spec's properties (computed
+                    // here from the input, not from the model), managed keys
+                    // left out.
                     let rendered = &cm.data.unwrap()[config_map::PROPERTIES_KEY];
-                    for (k, v) in &m.properties {
-                        let line = format!("{k}={v}\n");
-                        prop_assert!(rendered.contains(&line));
-                    }
+                    let parsed: BTreeMap<String, String> = rendered
+                        .lines()
+                        .map(|l| {
+                            let (k, v) = l.split_once('=').expect("name=value line");
+                            (k.to_string(), v.to_string())
+                        })
+                        .collect();
+                    prop_assert_eq!(parsed.len(), rendered.lines().count(), "no key twice");
+                    let mut want = sku("small").spec.default_properties;
+                    want.extend(s.spec.properties.clone());
+                    want.retain(|k, _| !crate::api::server::RESERVED_PROPERTIES.contains(&k.as_str()));
+                    prop_assert_eq!(parsed, want);
                 }
                 Err(e) => {
                     // Only SKU limits can refuse a schema-valid spec here.

@@ -1,0 +1,92 @@
+//! The BackupSnapshot a backup schedule creates for one slot.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+
+use super::SERVER_LABEL;
+use crate::api::backup::{BackupReason, BackupSnapshot, BackupSnapshotSpec};
+use crate::api::server::BackupPolicy;
+use crate::backup::schedule;
+
+/// Label on scheduled snapshots.
+pub const SCHEDULED_LABEL: &str = "craftplane.io/scheduled";
+/// Prefix of the labels craftplane owns; only these are copied from a server
+/// to its scheduled snapshots.
+pub const OWN_LABEL_PREFIX: &str = "craftplane.io/";
+
+/// The labels of a scheduled snapshot: the server's `craftplane.io/` labels
+/// (e.g. its tenant) and the schedule's own. Nothing else is copied: a GitOps
+/// tool's tracking labels (Argo CD's `app.kubernetes.io/instance`, Flux's
+/// `kustomize.toolkit.fluxcd.io/*`) on a snapshot it did not create would
+/// make it prune the snapshot, and the finalizer would delete its archive.
+pub fn scheduled_labels(server: &str, server_labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = server_labels
+        .iter()
+        .filter(|(k, _)| k.starts_with(OWN_LABEL_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(SCHEDULED_LABEL.into(), "true".into());
+    labels.insert(SERVER_LABEL.into(), server.into());
+    labels
+}
+
+/// The snapshot for `slot` of `server`'s schedule.
+pub fn scheduled(
+    server: &str,
+    namespace: &str,
+    server_labels: &BTreeMap<String, String>,
+    policy: &BackupPolicy,
+    slot: Timestamp,
+) -> BackupSnapshot {
+    BackupSnapshot {
+        metadata: ObjectMeta {
+            name: Some(schedule::snapshot_name(server, slot)),
+            namespace: Some(namespace.into()),
+            labels: Some(scheduled_labels(server, server_labels)),
+            ..Default::default()
+        },
+        spec: BackupSnapshotSpec {
+            server: server.into(),
+            store: policy.store.clone(),
+            compression: Default::default(),
+            include: vec![],
+            exclude: vec![],
+            retain: false,
+            reason: BackupReason::Scheduled,
+        },
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduled_snapshots_copy_only_craftplanes_labels() {
+        let server_labels = BTreeMap::from([
+            ("app.kubernetes.io/instance".to_string(), "argo-app".to_string()),
+            ("kustomize.toolkit.fluxcd.io/name".into(), "apps".into()),
+            ("kustomize.toolkit.fluxcd.io/namespace".into(), "flux-system".into()),
+            ("team".into(), "blue".into()),
+            ("craftplane.io/tenant".into(), "acme".into()),
+        ]);
+        let policy = BackupPolicy { schedule: "@daily".into(), retention: None, store: None };
+        let slot: Timestamp = "2026-11-23T04:00:00Z".parse().unwrap();
+        let snap = scheduled("survival", "tenant-acme", &server_labels, &policy, slot);
+        let labels = snap.metadata.labels.unwrap();
+        assert_eq!(
+            labels,
+            BTreeMap::from([
+                ("craftplane.io/scheduled".to_string(), "true".to_string()),
+                ("craftplane.io/server".into(), "survival".into()),
+                ("craftplane.io/tenant".into(), "acme".into()),
+            ])
+        );
+        assert_eq!(snap.metadata.name.as_deref(), Some("survival-202611230400"));
+        assert_eq!(snap.spec.reason, BackupReason::Scheduled);
+        assert_eq!(snap.spec.server, "survival");
+    }
+}
