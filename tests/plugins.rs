@@ -152,7 +152,7 @@ async fn url_plugins_resolve_enter_the_manifest_and_roll_the_pod() {
     let init = &pod_spec.init_containers.as_ref().unwrap()[0];
     assert_eq!(init.name, "fetch-plugins");
     assert!(
-        init.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == "/craftplane/plugin-config/luckperms"),
+        init.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == "/etc/craftplane/plugin-config/luckperms"),
         "{:?}",
         init.volume_mounts
     );

@@ -34,7 +34,7 @@ const PART_SUFFIX: &str = ".part";
 #[derive(Clone, Debug, clap::Args)]
 pub struct FetchArgs {
     /// The manifest written by the operator.
-    #[arg(long, default_value = "/craftplane/manifest/plugins.json")]
+    #[arg(long, default_value = "/etc/craftplane/manifest/plugins.json")]
     pub manifest: PathBuf,
     /// The server's data directory (the world volume).
     #[arg(long, default_value = "/data")]

@@ -14,9 +14,9 @@ use crate::api::server::ServerType;
 pub const MANIFEST_KEY: &str = "plugins.json";
 /// Where the init-container finds each plugin's `configFiles` ConfigMap:
 /// `<CONFIG_ROOT>/<entry name>/`.
-pub const CONFIG_ROOT: &str = "/craftplane/plugin-config";
+pub const CONFIG_ROOT: &str = "/etc/craftplane/plugin-config";
 /// Where the init-container finds the manifest.
-pub const MANIFEST_DIR: &str = "/craftplane/manifest";
+pub const MANIFEST_DIR: &str = "/etc/craftplane/manifest";
 
 /// The plugins a server should have, in the order they are installed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

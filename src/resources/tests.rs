@@ -410,3 +410,26 @@ fn sku_placement_reaches_the_pod_and_the_jobs() {
         serde_json::to_value(statefulset::build(&validate(&s, Some(&sku("small")), None, false).unwrap())).unwrap();
     assert!(plain["spec"]["template"]["spec"].get("nodeSelector").is_none());
 }
+
+/// The operator image holds its binary at `/craftplane` (a file: see
+/// `cargo xtask images`); a volume mounted under it cannot be created, so
+/// the init-container never started on a real node.
+#[test]
+fn helper_containers_mount_nothing_under_the_binary_path() {
+    let s = server("survival", "sku: small\neula: true\n");
+    let m = validate(&s, Some(&sku("small")), None, false).expect("valid");
+    let sts = statefulset::build(&m);
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let mounts: Vec<String> = pod
+        .init_containers
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|c| c.volume_mounts.clone().unwrap_or_default())
+        .map(|v| v.mount_path)
+        .collect();
+    assert!(!mounts.is_empty());
+    for p in mounts {
+        assert!(p != "/craftplane" && !p.starts_with("/craftplane/"), "mount {p} under the image's binary /craftplane");
+    }
+    assert!(!crate::plugins::CONFIG_ROOT.starts_with("/craftplane/"));
+}

@@ -4,7 +4,10 @@
 //! real pods (in-cluster config, the chart's ServiceAccount and RBAC, leader
 //! election, probes), examples/ are applied and checked, metrics are
 //! scraped from the leader pod through the API server, the leader's
-//! container is killed and the other replica takes over.
+//! container is killed and the other replica takes over. A MinecraftServer
+//! on the stand-in server image (tests/images/test-server) runs on the real
+//! node: Ready through its probes, players and version from the operator's
+//! in-cluster Server List Ping, joined by a real client through its Service.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,11 +23,12 @@ const NS: &str = "craftplane-system";
 pub fn run(sh: &Shell) -> Result<()> {
     let t0 = Instant::now();
     let tools = tools::ensure(sh)?;
-    // The image first: a build error shows before a cluster starts.
+    // The images first: a build error shows before a cluster starts.
     let image = crate::images::build_operator(sh)?;
+    let test_server = crate::images::build_test_server(sh)?;
     let cluster = Cluster::ephemeral(&format!("e2e-{}", std::process::id()));
     cluster.up(sh)?;
-    let result = cluster.import_images(sh, &[&image]).and_then(|()| steps(sh, &tools, &cluster));
+    let result = cluster.import_images(sh, &[&image, &test_server]).and_then(|()| steps(sh, &tools, &cluster));
     if result.is_err() {
         dump_operator_pods(sh, &tools, &cluster);
     }
@@ -70,22 +74,7 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
         bail!("the e2e suite needs the real node");
     }
 
-    // Server List Ping goes to an independent peer (npm minecraft-protocol)
-    // reporting 3 of 20 players: the example servers are kwok pods here.
     let node_modules = tools::ensure_npm_peers(sh)?;
-    let mut peer = Command::new("node")
-        .arg(crate::project_root().join("tests/peers/slp-server.js"))
-        .args(["3", "20", "1.21.4"])
-        .env("NODE_PATH", &node_modules)
-        .env("SLP_HOST", &host)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("start the Server List Ping peer (node)")?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(peer.stdout.take().context("peer stdout")?), &mut line)?;
-    let peer_port: u16 =
-        line.trim().strip_prefix("listening ").and_then(|p| p.parse().ok()).context("peer did not start")?;
-    let _peer = Operator(peer);
     // Modrinth: recorded API responses (tests/data/modrinth) served as
     // plain files by Python's http.server in place of api.modrinth.com.
     let mr_root = cluster.dir.join("modrinth");
@@ -134,7 +123,6 @@ leaderElection: {{enabled: true, leaseDurationSeconds: 15}}
 serverListPingInterval: 2
 metrics: {{prometheusRule: {{enabled: false}}}}
 modrinth: {{url: \"http://{host}:{mr_port}/v2\"}}
-extraArgs: [\"--slp-address={host}:{peer_port}\"]
 nodeSelector: {{{label}: {value}}}
 tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]
 backup:
@@ -276,16 +264,6 @@ backup:
         &["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.leaseDurationSeconds}"],
         "15",
     )?;
-    expect(
-        "survival players (Server List Ping)",
-        &["get", "mcs", "survival", "-n", "default", "-o", "jsonpath={.status.players.online}/{.status.players.max}"],
-        "3/20",
-    )?;
-    expect(
-        "survival version (Server List Ping)",
-        &["get", "mcs", "survival", "-n", "default", "-o", "jsonpath={.status.version}"],
-        "1.21.4",
-    )?;
     for plugin in ["luckperms", "chunky"] {
         expect(
             &format!("PluginInstallation {plugin} Installed (recorded Modrinth API)"),
@@ -372,6 +350,149 @@ backup:
         "Completed/50",
     )?;
 
+    // A real server: the stand-in image (tests/images/test-server), a SKU
+    // whose placement is the real node, probes and in-cluster Server List
+    // Ping doing the rest.
+    let real = cluster.dir.join("real-server.yaml");
+    std::fs::write(
+        &real,
+        format!(
+            "apiVersion: craftplane.io/v1alpha1
+kind: Sku
+metadata: {{name: real-node}}
+spec:
+  displayName: Real node (test)
+  resources: {{cpu: 500m, memory: 1Gi, storage: 1Gi}}
+  maxPlayers: 8
+  storageClassName: {sc}
+  placement:
+    nodeSelector: {{{label}: {value}}}
+    tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]
+---
+apiVersion: craftplane.io/v1alpha1
+kind: MinecraftServer
+metadata: {{name: real, namespace: default}}
+spec:
+  sku: real-node
+  eula: true
+  version: \"1.21.4\"
+  motd: craftplane e2e
+  image: {image}
+",
+            sc = crate::node::STORAGE_CLASS,
+            label = crate::node::LABEL.0,
+            value = crate::node::LABEL.1,
+            taint = crate::node::TAINT_KEY,
+            image = crate::images::test_server_image(),
+        ),
+    )?;
+    let t_apply = Instant::now();
+    k(&["apply", "-f", &real.display().to_string()])?;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let ready = k(&[
+            "get",
+            "mcs",
+            "real",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.status.phase}/{.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .unwrap_or_default();
+        if ready == "Running/True" {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = cmd!(sh, "{kubectl} --kubeconfig {kc} describe pod real-0 -n default").run();
+            let _ = cmd!(sh, "{kubectl} --kubeconfig {kc} logs real-0 -n default --all-containers --tail=50").run();
+            bail!("MinecraftServer real not Running/Ready: {ready}\noperator log:\n{}", tail(&operator_log(), 30));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let to_ready = t_apply.elapsed();
+    println!("e2e: ok   MinecraftServer real Running/Ready on a real pod {to_ready:.1?} after kubectl apply");
+    // Where that time went (API server timestamps, 1 s resolution): the
+    // operator's share until the StatefulSet exists, the kubelet's until the
+    // server container starts, the server's own start and the probes.
+    let at = |args: &[&str]| -> Option<i64> { parse_rfc3339(&k(args).ok()?) };
+    let applied = at(&["get", "mcs", "real", "-n", "default", "-o", "jsonpath={.metadata.creationTimestamp}"]);
+    let sts = at(&["get", "statefulset", "real", "-n", "default", "-o", "jsonpath={.metadata.creationTimestamp}"]);
+    let pod = at(&["get", "pod", "real-0", "-n", "default", "-o", "jsonpath={.metadata.creationTimestamp}"]);
+    let started = at(&[
+        "get",
+        "pod",
+        "real-0",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.running.startedAt}",
+    ]);
+    let ready = at(&[
+        "get",
+        "pod",
+        "real-0",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
+    ]);
+    let server_log = k(&["logs", "real-0", "-n", "default", "-c", "minecraft"]).unwrap_or_default();
+    let done = server_log.lines().find_map(|l| l.split("Done (").nth(1)?.split(')').next().map(str::to_string));
+    if let (Some(a), Some(b), Some(p), Some(c), Some(r)) = (applied, sts, pod, started, ready) {
+        println!(
+            "e2e: timing apply→StatefulSet {}s (operator), StatefulSet→pod {}s, pod→container started {}s (scheduling, volume, init-container fetch-plugins), started→Ready {}s (server start {}, probes); total {}s",
+            b - a,
+            p - b,
+            c - p,
+            r - c,
+            done.as_deref().unwrap_or("?"),
+            r - a
+        );
+    }
+    let node_name = k(&["get", "pod", "real-0", "-n", "default", "-o", "jsonpath={.spec.nodeName}"])?;
+    if node_name != crate::node::NODE_NAME {
+        bail!("real-0 runs on {node_name}, not the real node");
+    }
+    expect(
+        "real players and version (the operator's in-cluster Server List Ping)",
+        &[
+            "get",
+            "mcs",
+            "real",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.status.players.online}/{.status.players.max} {.status.version}",
+        ],
+        "0/8 1.21.4",
+    )?;
+    // A real protocol client joins through the game Service's cluster IP,
+    // from the node's network (where cluster IPs route).
+    let ip = k(&["get", "service", "real", "-n", "default", "-o", "jsonpath={.spec.clusterIP}"])?;
+    let join = r#"
+const mc = require('minecraft-protocol');
+const c = mc.createClient({ host: process.argv[1], port: 25565, username: 'alice', version: '1.21.4', auth: 'offline' });
+const t = setTimeout(() => { console.log('timeout'); process.exit(1); }, 20000);
+c.on('login', () => { console.log('joined'); clearTimeout(t); setTimeout(() => { c.end(); process.exit(0); }, 500); });
+c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+"#;
+    let node = cluster.node().context("real node")?;
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", node.netns()))
+        .args(["node", "-e", join, &ip])
+        .env("NODE_PATH", &node_modules)
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if said != "joined" {
+        bail!("a client could not join real through {ip}:25565: {said} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let log = k(&["logs", "real-0", "-n", "default", "-c", "minecraft"])?;
+    if !log.contains("alice") {
+        bail!("the server's log does not show alice joining:\n{}", tail(&log, 20));
+    }
+    println!("e2e: ok   a minecraft-protocol client joined real through its Service ({ip}:25565)");
+
     // Metrics scraped from the leader pod, through the API server's pod proxy
     // (gauges refresh every 5 s: poll briefly).
     let families = [
@@ -384,7 +505,6 @@ backup:
         "craftplane_managed_objects{kind=\"MinecraftServer\"}",
         "craftplane_servers{phase=\"Running\"}",
         "craftplane_leader",
-        "craftplane_players_online{namespace=\"default\",server=\"survival\"}",
         "craftplane_reconciles_total{kind=\"BackupSnapshot\",result=\"ok\"}",
         "craftplane_backup_bytes_total",
         "craftplane_backup_duration_seconds_count",
@@ -401,12 +521,14 @@ backup:
     let deadline = Instant::now() + Duration::from_secs(20);
     let metrics = loop {
         let m = scrape(&leader).context("scrape the leader pod's /metrics")?;
-        if families.iter().all(|f| value(&m, f) > 0.0) {
+        // The real server's players gauge exists (its value is 0).
+        let players = m.contains("craftplane_players_online{namespace=\"default\",server=\"real\"}");
+        if players && families.iter().all(|f| value(&m, f) > 0.0) {
             break m;
         }
         if Instant::now() > deadline {
             let missing: Vec<_> = families.iter().filter(|f| value(&m, f) <= 0.0).collect();
-            bail!("metrics not positive: {missing:?}\n{m}");
+            bail!("metrics not positive: {missing:?}, real server's players gauge present: {players}\n{m}");
         }
         std::thread::sleep(Duration::from_millis(500));
     };
@@ -526,6 +648,23 @@ backup:
     Ok(())
 }
 
+/// Seconds since the epoch of an RFC 3339 UTC timestamp (`2026-12-01T10:00:00Z`).
+fn parse_rfc3339(t: &str) -> Option<i64> {
+    let t = t.trim();
+    let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let h: Vec<i64> = time.split(':').map(|p| p.split('.').next()?.parse().ok()).collect::<Option<_>>()?;
+    let (y, m, day) = (d[0], d[1], d[2]);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + h[0] * 3600 + h[1] * 60 + h[2])
+}
+
 /// A free TCP port on `host`.
 fn free_port(host: &str) -> Result<u16> {
     Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
@@ -540,6 +679,17 @@ fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
             Err(e) if Instant::now() > deadline => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_timestamps_parse() {
+        assert_eq!(super::parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(super::parse_rfc3339("2026-12-01T11:34:20Z"), Some(1_796_124_860));
+        assert_eq!(super::parse_rfc3339("2024-02-29T00:00:01Z"), Some(1_709_164_801));
+        assert_eq!(super::parse_rfc3339(""), None);
     }
 }
 

@@ -43,6 +43,13 @@ pub const TAINT_KEY: &str = "craftplane.io/real-node";
 pub const LABEL: (&str, &str) = ("craftplane.io/node", "real");
 /// ClusterIP of the `kube-dns` Service.
 pub const DNS_SERVICE_IP: &str = "10.96.0.10";
+/// StorageClass of the real node's volumes: `local` PersistentVolumes (the
+/// kubelet gives them the pod's fsGroup, which the controller-manager's
+/// hostPath provisioner, mode 0750 root, cannot), bound when a pod is
+/// scheduled.
+pub const STORAGE_CLASS: &str = "craftplane-real-node";
+/// How many such volumes are made.
+const VOLUMES: usize = 12;
 
 /// Host sysctls the kubelet sets (it refuses to run with
 /// `protectKernelDefaults` unless they already have its values).
@@ -303,6 +310,8 @@ ports:
             ),
         )?;
         cmd!(sh, "{kubectl} --kubeconfig {kc} apply -f {dns}").quiet().ignore_stdout().run()?;
+        let volumes = self.write_volumes()?;
+        cmd!(sh, "{kubectl} --kubeconfig {kc} apply -f {volumes}").quiet().ignore_stdout().run()?;
         let node = format!("node/{NODE_NAME}");
         wait_for("real node registered", Duration::from_secs(90), || {
             cmd!(sh, "{kubectl} --kubeconfig {kc} get {node}").quiet().ignore_stdout().ignore_stderr().run().is_ok()
@@ -320,6 +329,25 @@ ports:
             }
         }
         Ok(())
+    }
+
+    /// The StorageClass and the `local` PersistentVolumes of the real node
+    /// (directories under the node's state, removed with it).
+    fn write_volumes(&self) -> Result<PathBuf> {
+        let mut yaml = format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: {STORAGE_CLASS}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\nreclaimPolicy: Retain\n"
+        );
+        for i in 0..VOLUMES {
+            let dir = self.dir.join("volumes").join(format!("pv-{i}"));
+            fs::create_dir_all(&dir)?;
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: craftplane-real-node-{i}\n  labels: {{craftplane.io/real-node-volume: \"true\"}}\nspec:\n  capacity: {{storage: 20Gi}}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  storageClassName: {STORAGE_CLASS}\n  local: {{path: {path}}}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions:\n        - {{key: kubernetes.io/hostname, operator: In, values: [{NODE_NAME}]}}\n",
+                path = dir.display()
+            ));
+        }
+        let file = self.dir.join("volumes.yaml");
+        fs::write(&file, yaml)?;
+        Ok(file)
     }
 
     /// `ctr` against this node's containerd, namespace k8s.io (the CRI's).
