@@ -220,6 +220,7 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
         ("eula missing", server(json!({"eula": null})), &["spec.eula", "Required"]),
         ("unknown server type", server(json!({"type": "BEDROCK"})), &["spec.type", "Unsupported value"]),
         ("malformed version", server(json!({"version": "1.21.x"})), &["spec.version"]),
+        ("snapshot without a number", server(json!({"version": "26.1-snapshot"})), &["spec.version"]),
         ("sku missing", server(json!({"sku": null})), &["spec.sku", "Required"]),
         (
             "managed property",
@@ -395,6 +396,10 @@ async fn valid_edge_cases_are_accepted() {
         ("schedule with seconds", server(json!({"backup": {"schedule": "*/10 * * * * *"}}))),
         ("schedule with names and steps", server(json!({"backup": {"schedule": "0 */6 ? JAN-JUN MON-FRI"}}))),
         ("schedule alias", server(json!({"backup": {"schedule": "@daily"}}))),
+        ("new-style snapshot version", server(json!({"version": "26.1-snapshot-1"}))),
+        ("new-style pre-release version", server(json!({"version": "26.1-pre-1"}))),
+        ("new-style release candidate", server(json!({"version": "26.1-rc-2"}))),
+        ("old-style release candidate", server(json!({"version": "1.21.5-rc1"}))),
     ];
     let mut failures = Vec::new();
     for (what, obj) in &cases {

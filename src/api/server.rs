@@ -69,11 +69,15 @@ pub struct MinecraftServerSpec {
     /// SPIGOT, BUKKIT, FABRIC, QUILT, FORGE or NEOFORGE.
     #[serde(default, rename = "type")]
     pub server_type: ServerType,
-    /// Minecraft version such as `1.21.4`, or `LATEST` / `SNAPSHOT`.
+    /// Minecraft version such as `1.21.4`, `1.21.5-rc1`, `24w14a`, `26.1`,
+    /// `26.1-snapshot-1`, `26.1-pre-1`, `26.1-rc-1`, or `LATEST` /
+    /// `SNAPSHOT` (resolved once, see `status.resolvedVersion`).
     #[serde(default = "default_version")]
     #[schemars(
         length(min = 1, max = 32),
-        regex(pattern = r"^(LATEST|SNAPSHOT|[0-9]+\.[0-9]+(\.[0-9]+)?(-(pre|rc)[0-9]+)?|[0-9]{2}w[0-9]{2}[a-z])$")
+        regex(
+            pattern = r"^(LATEST|SNAPSHOT|[0-9]+\.[0-9]+(\.[0-9]+)?(-(pre|rc)[0-9]+|-(snapshot|pre|rc)-[0-9]+)?|[0-9]{2}w[0-9]{2}[a-z])$"
+        )
     )]
     pub version: String,
     /// Running starts the server; Stopped scales it to zero and keeps the world.

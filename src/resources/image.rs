@@ -178,6 +178,8 @@ mod tests {
             ("1.21.11", "java21"),
             ("26.1", "java25"),
             ("26.1-snapshot-1", "java25"),
+            ("26.1-pre-2", "java25"),
+            ("26.1-rc-1", "java25"),
             ("26.2", "java25"),
             // LATEST and SNAPSHOT are the newest Minecraft: 26.x today.
             ("LATEST", "java25"),
