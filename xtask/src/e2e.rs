@@ -541,6 +541,16 @@ c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         }
     }
 
+    // The pod holding the Lease says so in its craftplane_leader gauge.
+    let reports_leader = |pod: &str| {
+        retry(Duration::from_secs(30), || {
+            let m = scrape(pod)?;
+            if value(&m, "craftplane_leader") != 1.0 {
+                bail!("craftplane_leader is not 1 on {pod}");
+            }
+            Ok(())
+        })
+    };
     // Failover 1: the leader hangs (its container frozen: no renewals, no
     // exit). The standby pod takes the Lease once it expires.
     let pod_field = |pod: &str, path: &str| k(&["get", "pod", pod, "-n", NS, "-o", &format!("jsonpath={path}")]);
@@ -569,13 +579,7 @@ c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
     ctr(&["tasks", "resume", &frozen])?;
     let standby = standby?;
     println!("e2e: ok   leader {leader} frozen; standby {standby} took the Lease after {:.0?}", t_freeze.elapsed());
-    retry(Duration::from_secs(30), || {
-        let m = scrape(&standby)?;
-        if value(&m, "craftplane_leader") != 1.0 {
-            bail!("craftplane_leader is not 1 on {standby}");
-        }
-        Ok(())
-    })?;
+    reports_leader(&standby)?;
     // Failover 2: the (new) leader's container is killed (SIGKILL, no
     // Lease release). A new leader process — the standby, or the killed
     // pod's restarted container, whichever sees the Lease expire first —
@@ -592,13 +596,7 @@ c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         leader_pod(&k)
     })?;
     println!("e2e: ok   leader {killed} killed; {new_leader} holds the Lease after {:.0?}", t_kill.elapsed());
-    retry(Duration::from_secs(30), || {
-        let m = scrape(&new_leader)?;
-        if value(&m, "craftplane_leader") != 1.0 {
-            bail!("craftplane_leader is not 1 on {new_leader}");
-        }
-        Ok(())
-    })?;
+    reports_leader(&new_leader)?;
     // The new leader reconciles: a new SKU gets its status.
     let sku = cluster.dir.join("sku-after-failover.yaml");
     std::fs::write(
@@ -682,6 +680,11 @@ fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     }
 }
 
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -691,9 +694,4 @@ mod tests {
         assert_eq!(super::parse_rfc3339("2024-02-29T00:00:01Z"), Some(1_709_164_801));
         assert_eq!(super::parse_rfc3339(""), None);
     }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
+use crate::cluster::wait_for;
 use crate::tools::{self, Tools};
 
 /// The real node's name.
@@ -772,15 +773,4 @@ fn find_dirs(root: &Path) -> Vec<PathBuf> {
         out.push(d);
     }
     out
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    bail!("{what} not ready after {timeout:?}")
 }
