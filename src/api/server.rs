@@ -103,8 +103,9 @@ pub struct MinecraftServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_players: Option<i32>,
-    /// Players allowed to join. Empty turns the whitelist off. Applied live
-    /// over RCON.
+    /// Players allowed to join. Empty turns the whitelist off. A change does
+    /// not restart the server: it takes effect at the server's next start
+    /// (the image reads the list when it starts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 1000),
@@ -114,7 +115,8 @@ pub struct MinecraftServerSpec {
     )]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub whitelist: Vec<String>,
-    /// Server operators (player names or UUIDs). Applied live over RCON.
+    /// Server operators (player names or UUIDs). A change does not restart
+    /// the server: it takes effect at the server's next start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 100),

@@ -29,7 +29,8 @@ const STOP_MARGIN: i32 = 15;
 const ANNOUNCE_SECONDS: i32 = 10;
 
 /// Hash of everything that needs a restart to take effect (not whitelist or
-/// ops: those are applied live). Goes on the pod template and into
+/// ops: a change to those does not restart the server; the image reads them
+/// from the ConfigMap at its next start). Goes on the pod template and into
 /// `status.configRevision`.
 pub fn config_hash(m: &ServerModel) -> String {
     let env: Vec<(String, String)> = static_env(m).into_iter().map(|e| (e.name, e.value.unwrap_or_default())).collect();
