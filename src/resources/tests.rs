@@ -161,7 +161,11 @@ fn config_hash_changes_with_config_but_not_with_whitelist_members() {
     assert_eq!(h0, h(base), "deterministic");
     assert_ne!(h0, h(&format!("{base}properties: {{pvp: 'false'}}\n")), "a property rolls the pod");
     assert_ne!(h0, h(&format!("{base}motd: hi\n")), "the motd rolls the pod");
-    assert_eq!(h0, h("sku: small\neula: true\nwhitelist: [Notch, jeb_]\n"), "whitelist members do not restart the server");
+    assert_eq!(
+        h0,
+        h("sku: small\neula: true\nwhitelist: [Notch, jeb_]\n"),
+        "whitelist members do not restart the server"
+    );
     assert_ne!(h0, h("sku: small\neula: true\n"), "turning the whitelist off rolls the pod");
 }
 
