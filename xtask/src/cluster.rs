@@ -65,7 +65,7 @@ impl Cluster {
     }
 
     /// Loads OCI archives into the real node's containerd.
-    pub fn import_images(&self, _sh: &Shell, archives: &[&Path]) -> Result<()> {
+    pub fn import_images(&self, archives: &[&Path]) -> Result<()> {
         let node = self.node().context("this cluster has no real node")?;
         node.import(archives)
     }
@@ -274,7 +274,7 @@ impl Cluster {
         self.bootstrap_objects(sh, &tools)?;
         self.install_crds(sh, &tools)?;
         if let Some(node) = &node {
-            node.start(sh, &tools, &self.dir, ports.apiserver)
+            node.start(sh, &tools, &self.dir)
                 .with_context(|| format!("starting the real node (logs in {})", node.dir.join("logs").display()))?;
         }
         for c in COMPONENTS {
@@ -302,20 +302,10 @@ impl Cluster {
     }
 
     fn spawn(&self, name: &str, bin: &Path, args: &[String]) -> Result<()> {
-        use std::os::unix::process::CommandExt;
-        let log = fs::File::create(self.log_file(name))?;
-        let child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Own process group: a Ctrl-C of the caller does not take it down,
-            // `cluster down` does.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        fs::write(self.pid_file(name), child.id().to_string())?;
-        Ok(())
+        let mut command = Command::new(bin);
+        command.args(args);
+        spawn_logged(command, &self.log_file(name), &self.pid_file(name))
+            .with_context(|| format!("starting {}", bin.display()))
     }
 
     /// CA, serving certificate, ServiceAccount signing key, static tokens and
@@ -574,6 +564,17 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(250));
     }
     bail!("{what} not ready after {timeout:?}")
+}
+
+/// Starts a component with its output in `log`, in a process group of its
+/// own (a Ctrl-C of the caller does not take it down, `cluster down` does),
+/// and records its pid.
+pub(crate) fn spawn_logged(mut command: Command, log: &Path, pid_file: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let log = fs::File::create(log)?;
+    let child = command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).spawn()?;
+    fs::write(pid_file, child.id().to_string())?;
+    Ok(())
 }
 
 pub(crate) fn read_pid(path: &Path) -> Option<u32> {

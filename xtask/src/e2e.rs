@@ -28,7 +28,7 @@ pub fn run(sh: &Shell) -> Result<()> {
     let test_server = crate::images::build_test_server(sh)?;
     let cluster = Cluster::ephemeral(&format!("e2e-{}", std::process::id()));
     cluster.up(sh)?;
-    let result = cluster.import_images(sh, &[&image, &test_server]).and_then(|()| steps(sh, &tools, &cluster));
+    let result = cluster.import_images(&[&image, &test_server]).and_then(|()| steps(sh, &tools, &cluster));
     if result.is_err() {
         dump_operator_pods(sh, &tools, &cluster);
     }

@@ -88,6 +88,24 @@ impl Layer {
         Ok(())
     }
 
+    /// A dynamically linked host binary at `path`, with the shared
+    /// libraries it loads at the paths the loader finds them.
+    fn executable(&mut self, sh: &Shell, host: &Path, path: &str) -> Result<()> {
+        self.copy(host, path, 0o755)?;
+        for lib in shared_libraries(sh, host)? {
+            let p = lib.display().to_string();
+            self.copy(&lib, &p, 0o755)?;
+        }
+        Ok(())
+    }
+
+    /// `/etc/passwd` and `/etc/group` with root and the user the image runs as.
+    fn users(&mut self, user: &str, id: u32, home: &str) {
+        let passwd = format!("root:x:0:0:root:/root:/sbin/nologin\n{user}:x:{id}:{id}:{user}:{home}:/sbin/nologin\n");
+        self.file("etc/passwd", 0o644, passwd.into_bytes());
+        self.file("etc/group", 0o644, format!("root:x:0:\n{user}:x:{id}:\n").into_bytes());
+    }
+
     /// The layer as an uncompressed tar.
     fn tar(&self) -> Result<Vec<u8>> {
         let mut b = tar::Builder::new(Vec::new());
@@ -207,6 +225,15 @@ fn write_oci_archive(out: &Path, name: &str, layer: &Layer, config: &Config) -> 
     Ok(())
 }
 
+/// Writes the image `name` into its archive under [`images_dir`].
+fn pack(name: &str, layer: &Layer, config: &Config) -> Result<PathBuf> {
+    let out = archive_path(name);
+    std::fs::create_dir_all(images_dir())?;
+    write_oci_archive(&out, name, layer, config)?;
+    eprintln!("xtask: image {name} → {}", out.display());
+    Ok(out)
+}
+
 /// Archive path of an image name (`localhost/craftplane:0.1.0` →
 /// `…/images/localhost_craftplane_0.1.0.oci.tar`).
 pub fn archive_path(name: &str) -> PathBuf {
@@ -232,11 +259,7 @@ pub fn build_operator(sh: &Shell) -> Result<PathBuf> {
     cmd!(sh, "cargo build --profile image --locked --bin craftplane --target-dir {target}").run()?;
     let bin = release_binary();
     let mut layer = Layer::default();
-    layer.copy(&bin, "craftplane", 0o755)?;
-    for lib in shared_libraries(sh, &bin)? {
-        let path = lib.display().to_string();
-        layer.copy(&lib, &path, 0o755)?;
-    }
+    layer.executable(sh, &bin, "craftplane")?;
     // glibc's name service: hosts from /etc/hosts (the kubelet writes it)
     // and DNS (the pod's resolv.conf).
     for lib in ["libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2"] {
@@ -246,12 +269,7 @@ pub fn build_operator(sh: &Shell) -> Result<PathBuf> {
         }
     }
     layer.file("etc/nsswitch.conf", 0o644, b"hosts: files dns\nnetworks: files\n".to_vec());
-    layer.file(
-        "etc/passwd",
-        0o644,
-        b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n".to_vec(),
-    );
-    layer.file("etc/group", 0o644, b"root:x:0:\nnonroot:x:65532:\n".to_vec());
+    layer.users("nonroot", 65532, "/home/nonroot");
     let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
     if !ca.exists() {
         bail!("{} is missing: install Debian's ca-certificates (apt-get install ca-certificates)", ca.display());
@@ -260,13 +278,10 @@ pub fn build_operator(sh: &Shell) -> Result<PathBuf> {
     layer.dir("tmp", 0o1777);
     layer.dir("home/nonroot", 0o700);
     let name = operator_image();
-    let out = archive_path(&name);
-    std::fs::create_dir_all(images_dir())?;
     let mut labels = BTreeMap::new();
     labels.insert("org.opencontainers.image.title", "craftplane".to_string());
     labels.insert("org.opencontainers.image.version", operator_version().to_string());
-    write_oci_archive(
-        &out,
+    pack(
         &name,
         &layer,
         &Config {
@@ -279,9 +294,7 @@ pub fn build_operator(sh: &Shell) -> Result<PathBuf> {
             ],
             labels,
         },
-    )?;
-    eprintln!("xtask: image {name} → {}", out.display());
-    Ok(out)
+    )
 }
 
 /// The shared libraries `bin` loads, as the dynamic loader resolves them.
@@ -333,11 +346,7 @@ pub fn build_test_server(sh: &Shell) -> Result<PathBuf> {
         bail!("the test server image packs the host's Node.js: /usr/bin/node is missing");
     }
     let mut layer = Layer::default();
-    layer.copy(node, "usr/bin/node", 0o755)?;
-    for lib in shared_libraries(sh, node)? {
-        let path = lib.display().to_string();
-        layer.copy(&lib, &path, 0o755)?;
-    }
+    layer.executable(sh, node, "usr/bin/node")?;
     let keep = minecraft_data_keep(&npm.join("node_modules/minecraft-data/minecraft-data/data/dataPaths.json"))?;
     let root = "opt/craftplane-test-server";
     add_tree(&mut layer, &npm.join("node_modules"), &format!("{root}/node_modules"), &|rel: &str| {
@@ -372,26 +381,18 @@ pub fn build_test_server(sh: &Shell) -> Result<PathBuf> {
             layer.copy(&e.path(), &format!("{root}/{name}"), 0o644)?;
         }
     }
-    layer.file(
-        "etc/passwd",
-        0o644,
-        b"root:x:0:0:root:/root:/sbin/nologin\nminecraft:x:1000:1000:minecraft:/data:/sbin/nologin\n".to_vec(),
-    );
-    layer.file("etc/group", 0o644, b"root:x:0:\nminecraft:x:1000:\n".to_vec());
+    layer.users("minecraft", 1000, "/data");
     layer.file("etc/nsswitch.conf", 0o644, b"hosts: files dns\n".to_vec());
     layer.dir("tmp", 0o1777);
     layer.dir("data", 0o777);
     let name = test_server_image();
-    let out = archive_path(&name);
-    std::fs::create_dir_all(images_dir())?;
     let mut labels = BTreeMap::new();
     labels.insert("org.opencontainers.image.title", "craftplane-test-server".to_string());
     labels.insert(
         "org.opencontainers.image.description",
         "TEST stand-in for itzg/minecraft-server (flying-squid); never a user default".to_string(),
     );
-    write_oci_archive(
-        &out,
+    pack(
         &name,
         &layer,
         &Config {
@@ -401,9 +402,7 @@ pub fn build_test_server(sh: &Shell) -> Result<PathBuf> {
             env: vec!["PATH=/opt/craftplane-test-server/bin:/usr/local/bin:/usr/bin:/bin", "NODE_ENV=production"],
             labels,
         },
-    )?;
-    eprintln!("xtask: image {name} → {}", out.display());
-    Ok(out)
+    )
 }
 
 /// `edition/version` directories minecraft-data reads for the carried versions.
@@ -464,13 +463,11 @@ pub fn ensure_pause(sh: &Shell) -> Result<PathBuf> {
         .context("compiling pause.c needs gcc and the static glibc (Debian gcc, libc6-dev)")?;
     let mut layer = Layer::default();
     layer.copy(&bin, "pause", 0o755)?;
-    write_oci_archive(
-        &out,
+    pack(
         &name,
         &layer,
         &Config { user: "65535:65535", entrypoint: vec!["/pause"], cmd: vec![], env: vec![], labels: BTreeMap::new() },
-    )?;
-    Ok(out)
+    )
 }
 
 /// `cargo xtask images`: build every image; load them into the dev
@@ -481,7 +478,7 @@ pub fn run(sh: &Shell) -> Result<()> {
     let test_server = build_test_server(sh)?;
     let dev = crate::cluster::Cluster::dev();
     if dev.node_running() {
-        dev.import_images(sh, &[&pause, &operator, &test_server])?;
+        dev.import_images(&[&pause, &operator, &test_server])?;
         eprintln!("xtask: loaded into the dev cluster's node ({})", dev.containerd_socket().display());
     }
     println!("{}\n{}\n{}", operator.display(), test_server.display(), pause.display());

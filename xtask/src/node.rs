@@ -115,9 +115,9 @@ impl Node {
         self.dir.join("containerd").join("containerd.sock")
     }
 
-    /// Chooses a free index and creates the namespace, veth and routes.
+    /// Chooses a free index and creates the namespace, veth and routes
+    /// (after [`ensure_packages`]).
     pub fn create_network(cluster_dir: &Path) -> Result<Node> {
-        check_packages()?;
         let dir = cluster_dir.join("node");
         fs::create_dir_all(&dir)?;
         let index = (1..=250u8)
@@ -161,7 +161,7 @@ impl Node {
 
     /// Writes the configuration and starts containerd, the kubelet,
     /// kube-proxy and CoreDNS; waits until the node is Ready.
-    pub fn start(&self, sh: &Shell, tools: &Tools, cluster_dir: &Path, api_port: u16) -> Result<()> {
+    pub fn start(&self, sh: &Shell, tools: &Tools, cluster_dir: &Path) -> Result<()> {
         let d = &self.dir;
         for sub in
             ["containerd/root", "containerd/state", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "logs", "run"]
@@ -323,7 +323,6 @@ ports:
             .ignore_stdout()
             .run()
             .with_context(|| format!("the real node did not become Ready; see {}", self.log("kubelet").display()))?;
-        let _ = api_port;
         for c in COMPONENTS {
             if !self.is_running(c) {
                 bail!("{c} exited during start-up; see {}", self.log(c).display());
@@ -476,22 +475,11 @@ disabled_plugins = [\"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snap
     }
 
     fn spawn_in_netns(&self, name: &str, bin: &Path, args: &[String]) -> Result<()> {
-        use std::os::unix::process::CommandExt;
-        let log = fs::File::create(self.log(name))?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.netns()))
-            .arg("--")
-            .arg(bin)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {name} in {}", self.netns()))?;
-        // nsenter execs the command: the pid is the component's.
-        fs::write(self.pid_file(name), child.id().to_string())?;
-        Ok(())
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/run/netns/{}", self.netns())).arg("--").arg(bin).args(args);
+        // nsenter execs the command: the pid recorded is the component's.
+        crate::cluster::spawn_logged(command, &self.log(name), &self.pid_file(name))
+            .with_context(|| format!("starting {name} in {}", self.netns()))
     }
 
     /// Stops the node and undoes everything it changed on the host.
@@ -668,27 +656,18 @@ const DEBIAN_PACKAGES: [&str; 9] = [
 ];
 
 fn check_packages() -> Result<()> {
-    let need = [
-        "/usr/bin/containerd",
-        "/usr/bin/containerd-shim-runc-v2",
-        "/usr/bin/ctr",
-        "/usr/sbin/runc",
-        "/usr/lib/cni/bridge",
-        "/usr/lib/cni/host-local",
-        "/usr/lib/cni/loopback",
-        "/usr/sbin/iptables",
-        "/usr/sbin/conntrack",
-        "/usr/bin/nsenter",
-        "/usr/bin/gcc",
-    ];
-    let alt = |p: &str| {
-        // runc is /usr/sbin/runc on bookworm, /usr/bin/runc elsewhere.
-        let name = Path::new(p).file_name().map(|n| n.to_owned()).unwrap_or_default();
-        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].iter().any(|d| Path::new(d).join(&name).exists())
-    };
-    let missing: Vec<_> = need.iter().filter(|p| !Path::new(p).exists() && (p.contains("/cni/") || !alt(p))).collect();
-    if !Path::new("/sbin/ip").exists() && !Path::new("/usr/sbin/ip").exists() && !Path::new("/usr/bin/ip").exists() {
-        bail!("`ip` (iproute2) is missing");
+    // Commands found in the usual directories (runc is /usr/sbin/runc on
+    // bookworm, /usr/bin/runc elsewhere), and the CNI plugins containerd runs.
+    let commands =
+        ["containerd", "containerd-shim-runc-v2", "ctr", "runc", "iptables", "conntrack", "nsenter", "gcc", "ip"];
+    let on_path =
+        |name: &str| ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].iter().any(|d| Path::new(d).join(name).exists());
+    let mut missing: Vec<String> = commands.iter().filter(|c| !on_path(c)).map(|c| c.to_string()).collect();
+    for plugin in ["bridge", "host-local", "loopback"] {
+        let p = Path::new("/usr/lib/cni").join(plugin);
+        if !p.exists() {
+            missing.push(p.display().to_string());
+        }
     }
     if !missing.is_empty() {
         bail!("missing for the real node: {missing:?}");
