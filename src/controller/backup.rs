@@ -160,7 +160,25 @@ async fn apply(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
             ctx.event(&snap.object_ref(&()), stalled, &v.reason, &v.message, "Backup").await;
         }
     }
+    if done {
+        // The result is in the status now. A finished Job's pod still names
+        // the world volume, and PVC protection counts every scheduled pod
+        // that does: the PVC of a server deleted with `deletionPolicy:
+        // Delete` would never go. The Job goes (its pod with it).
+        match jobs.delete(&job_name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(if done { Action::await_change() } else { Action::requeue(Duration::from_secs(10)) })
+}
+
+/// Whether a server in `phase` can be backed up: Running (saved over RCON
+/// first), Stopped, Hibernated or Failed (nothing writes the world) — not
+/// while its world is being created, shut down or replaced.
+fn settled(phase: Option<ServerPhase>) -> bool {
+    matches!(phase, Some(ServerPhase::Running | ServerPhase::Stopped | ServerPhase::Hibernated | ServerPhase::Failed))
 }
 
 /// Creates the Job (and the credentials it needs).
@@ -202,6 +220,17 @@ async fn start(
         Err(Error::Blocked(m)) => return Ok(verdict(BackupPhase::Failed, "StoreCredentialsMissing", m)),
         Err(e) => return Err(e),
     };
+    // Not while the world is being created, replaced or shut down: wait for
+    // Running (saved over RCON) or Stopped/Failed (nothing writes).
+    let phase = server.status.as_ref().and_then(|s| s.phase);
+    if !settled(phase) {
+        let now = phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "Pending".into());
+        return Ok(verdict(
+            BackupPhase::Pending,
+            "ServerNotSettled",
+            format!("waiting for server {} to be Running or Stopped (it is {now})", snap.spec.server),
+        ));
+    }
     let pod = cached_full(&ctx.children.pods, &ns, &format!("{}-0", snap.spec.server));
     let node = pod.as_ref().and_then(|p| p.spec.as_ref()?.node_name.clone());
     let running = server.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running) && pod.is_some();
@@ -331,4 +360,21 @@ async fn cleanup(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
     archive::delete(&loc).await.map_err(|e| Error::Blocked(format!("deleting {location}: {e}")))?;
     info!(snapshot = %snap.name_any(), %location, "stored objects deleted");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settled;
+    use crate::api::server::ServerPhase::*;
+
+    #[test]
+    fn snapshots_wait_while_the_world_is_created_stopped_or_replaced() {
+        for p in [Running, Stopped, Hibernated, Failed] {
+            assert!(settled(Some(p)), "{p:?}");
+        }
+        for p in [Pending, Provisioning, Starting, Stopping, Restoring] {
+            assert!(!settled(Some(p)), "{p:?}");
+        }
+        assert!(!settled(None), "a server without a status has not started");
+    }
 }

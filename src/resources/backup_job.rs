@@ -22,10 +22,10 @@ pub const SNAPSHOT_LABEL: &str = "craftplane.io/snapshot";
 pub const BACKOFF_LIMIT: i32 = 2;
 /// A backup may run this long before it is stopped.
 pub const DEADLINE_SECONDS: i64 = 6 * 3600;
-/// A finished restore Job is deleted by the operator once its result is in
-/// the server's status; the TTL controller removes it after this long if
-/// the operator never got to it.
-pub const RESTORE_TTL_SECONDS: i32 = 24 * 3600;
+/// A finished backup or restore Job is deleted by the operator once its
+/// result is in the status; the TTL controller removes it after this long
+/// if the operator never got to it.
+pub const JOB_TTL_SECONDS: i32 = 24 * 3600;
 
 /// What the Job does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,7 +190,9 @@ pub fn build(i: &JobInput) -> Job {
         spec: Some(JobSpec {
             backoff_limit: Some(BACKOFF_LIMIT),
             active_deadline_seconds: Some(DEADLINE_SECONDS),
-            ttl_seconds_after_finished: matches!(i.task, Task::Restore).then_some(RESTORE_TTL_SECONDS),
+            // Backups: the operator deletes the Job once its result is recorded;
+            // the TTL is the safety net for when it cannot.
+            ttl_seconds_after_finished: Some(JOB_TTL_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
                 spec: Some(PodSpec {

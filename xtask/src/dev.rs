@@ -208,7 +208,11 @@ fn wait_for_examples(k: &Kube, operator: &mut Child, timeout: Duration) -> Resul
             })
             .collect();
         let plugins_settled = plugins.iter().all(|(_, phase, _)| matches!(phase.as_str(), "Installed" | "Failed"));
-        let settled = server == "Running" && matches!(backup.as_str(), "Completed" | "Failed") && plugins_settled;
+        // Players come from the operator's Server List Ping (from this
+        // machine: the host routes to the node's pod network).
+        let pinged = !field("mcs", "survival", Some("default"), "{.status.players.max}").is_empty();
+        let settled =
+            server == "Running" && pinged && matches!(backup.as_str(), "Completed" | "Failed") && plugins_settled;
         if settled || Instant::now() > deadline {
             let mut lines = vec![
                 format!(

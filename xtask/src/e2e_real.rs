@@ -378,17 +378,35 @@ fn backup(s: &Setup, name: &str) -> Result<Vec<String>> {
     )?;
     let t0 = Instant::now();
     k.run(&["apply", "-f", &path(&file)])?;
-    k.expect_within(
-        &format!("BackupSnapshot {name}"),
-        &["get", "backup", name, "-n", NS, "-o", "jsonpath={.status.phase}"],
-        "Completed",
-        Duration::from_secs(180),
-    )?;
+    // The Job's pod, seen while it exists (the operator deletes the
+    // finished Job once the result is in the status).
+    let selector = format!("craftplane.io/snapshot={name},app.kubernetes.io/component=backup");
+    let mut pod = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Ok(list) = k.run(&["get", "pods", "-n", NS, "-l", &selector, "-o", "json"])
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&list)
+            && let Some(p) = v["items"].as_array().and_then(|p| p.first())
+        {
+            pod = p.clone();
+        }
+        let phase = k.get("backup", name, "{.status.phase}").unwrap_or_default();
+        if phase == "Completed" {
+            break;
+        }
+        if Instant::now() > deadline || phase == "Failed" {
+            bail!(
+                "BackupSnapshot {name} is {phase:?}: {}\noperator log:\n{}",
+                k.get("backup", name, "{.status.conditions}").unwrap_or_default(),
+                tail(&k.operator_log(), 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let took = t0.elapsed();
-    let job = k.get("backup", name, "{.status.jobName}")?;
-    let pods = k.run(&["get", "pods", "-n", NS, "-l", &format!("job-name={job}"), "-o", "json"])?;
-    let pods: serde_json::Value = serde_json::from_str(&pods)?;
-    let pod = pods["items"].as_array().and_then(|p| p.first()).context("the backup Job's pod")?;
+    if pod.is_null() {
+        bail!("no pod of the backup Job of {name} was ever seen");
+    }
     if pod["spec"]["nodeName"] != crate::node::NODE_NAME {
         bail!("the backup pod ran on {}, not the server's node", pod["spec"]["nodeName"]);
     }
@@ -403,9 +421,11 @@ fn backup(s: &Setup, name: &str) -> Result<Vec<String>> {
     if !data_ro {
         bail!("the backup pod does not mount the world read-only: {}", pod["spec"]);
     }
-    if pod["status"]["phase"] != "Succeeded" {
-        bail!("the backup pod is {}", pod["status"]["phase"]);
-    }
+    // The finished Job is cleaned up (it would hold the volume).
+    retry(Duration::from_secs(30), || match k.run(&["get", "jobs", "-n", NS, "-l", &selector, "-o", "name"])? {
+        j if j.is_empty() => Ok(()),
+        j => bail!("the finished backup Job {j} is still there"),
+    })?;
     let log = server_log(k)?;
     let rcon: Vec<&str> = log
         .get(log_before.min(log.len())..)
