@@ -360,7 +360,7 @@ fn exercise(kind: &str, obj: &Value) -> Option<bool> {
                 let _ = resources::tenant::network_policies(&t, &ns, "craftplane-system");
                 let _ = resources::tenant::resource_quota(&t, &ns);
                 let _ = resources::tenant::limit_range(&t, &ns);
-                let _ = resources::tenant::policy_config_map(&t, &ns, &t.spec.allowed_skus);
+                let _ = resources::tenant::policy_config_map(&t, &ns, &t.spec.allowed_skus, &Default::default());
             }
             let _ = (resources::tenant::tenant_cluster_role(&t), resources::tenant::tenant_cluster_role_binding(&t));
             Some(true)

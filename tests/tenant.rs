@@ -594,6 +594,99 @@ async fn admission_policy_rejects_disallowed_skus_and_the_reconciler_catches_the
 }
 
 #[tokio::test]
+async fn images_nobody_allowed_are_refused_at_admission_and_by_the_reconciler() {
+    let mut w = World::new("img").await;
+    let plain = w.sku("plain", true).await;
+    let open = format!("{}-open", w.shard);
+    let sku: Sku = serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "Sku",
+        "metadata": {"name": open, "labels": {SHARD_LABEL: w.shard}},
+        "spec": {"resources": {"cpu": "1", "memory": "1Gi", "storage": "1Gi"}, "allowedImages": ["registry.example.com/mc/"]}
+    }))
+    .unwrap();
+    Api::<Sku>::all(w.admin.clone()).create(&PostParams::default(), &sku).await.expect("create sku");
+    w.skus.push(open.clone());
+    let owner = format!("dave-{}", w.shard);
+    let (t, ns) = w
+        .tenant(
+            "t",
+            json!({"owners": [{"kind": "User", "name": owner}], "allowedSkus": [plain, open], "allowedImages": ["ghcr.io/acme/paper"]}),
+        )
+        .await;
+    let op = Operator::start(&w.shard, &[]).await;
+    w.wait_tenant(&t, &op, "Ready", ready).await;
+    let with_image = |name: &str, sku: &str, image: &str| {
+        let mut s = server(name, sku, &w.shard);
+        s.spec.image = Some(image.into());
+        s
+    };
+    let servers = Api::<MinecraftServer>::namespaced(common::client_as(&owner, &[]).await, &ns);
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let refused = |r: Result<MinecraftServer, kube::Error>| match r {
+        Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("is not allowed") => Some(e.message),
+        _ => None,
+    };
+    // The policy reads the per-namespace ConfigMap, which may trail the Tenant.
+    let active = common::wait_until(Duration::from_secs(30), || async {
+        refused(servers.create(&dry, &with_image("probe", &plain, "xmrig/xmrig:latest")).await).is_some()
+    })
+    .await;
+    assert!(active.is_ok(), "the admission policy never refused xmrig/xmrig:latest");
+    for (sku, image) in [
+        (&plain, "ghcr.io/acme/paper:1.21.4"),
+        (&plain, "ghcr.io/acme/paper@sha256:0123"),
+        (&open, "registry.example.com/mc/paper:1"),
+        (&open, "ghcr.io/acme/paper"),
+    ] {
+        servers.create(&dry, &with_image("ok", sku, image)).await.unwrap_or_else(|e| panic!("{sku} {image}: {e}"));
+    }
+    servers.create(&dry, &server("plain", &plain, &w.shard)).await.expect("no spec.image: always accepted");
+    for (sku, image) in [
+        (&plain, "xmrig/xmrig:latest"),
+        (&plain, "registry.example.com/mc/paper:1"),
+        (&plain, "ghcr.io/acme/paper-evil:1"),
+        (&open, "registry.example.com/mcx/paper"),
+    ] {
+        let msg = refused(servers.create(&PostParams::default(), &with_image("nope", sku, image)).await)
+            .unwrap_or_else(|| panic!("{sku} {image} was not refused"));
+        assert!(msg.contains(&format!("image {image} is not allowed for tenant {t} on SKU {sku}")), "{msg}");
+    }
+    // An existing server cannot switch to a disallowed image.
+    servers.create(&PostParams::default(), &with_image("kept", &plain, "ghcr.io/acme/paper:1")).await.unwrap();
+    let switched = servers
+        .patch("kept", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": "xmrig/xmrig:latest"}})))
+        .await;
+    assert!(refused(switched).is_some(), "switching to a disallowed image is refused");
+
+    // Without the policy (namespace exempted) the reconciler refuses to run it.
+    Api::<Namespace>::all(w.admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"craftplane.io/allowed-skus-policy": "disabled"}}})),
+        )
+        .await
+        .unwrap();
+    let admin_servers = Api::<MinecraftServer>::namespaced(w.admin.clone(), &ns);
+    let created = common::wait_until(Duration::from_secs(20), || async {
+        admin_servers.create(&PostParams::default(), &with_image("miner", &plain, "xmrig/xmrig:latest")).await.is_ok()
+    })
+    .await;
+    assert!(created.is_ok(), "without the policy the API server accepts it");
+    let caught = common::wait_until(Duration::from_secs(30), || async {
+        admin_servers.get("miner").await.ok().and_then(|s| s.status).is_some_and(|st| {
+            st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "ImageNotAllowed")
+        })
+    })
+    .await;
+    assert!(caught.is_ok(), "the reconciler sets ImageNotAllowed");
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(w.admin.clone(), &ns);
+    assert!(sts.get_opt("miner").await.unwrap().is_none(), "nothing started for a disallowed image");
+    op.stop();
+    w.cleanup().await;
+}
+
+#[tokio::test]
 async fn quota_refuses_servers_past_max_servers() {
     let mut w = World::new("quota").await;
     let small = w.sku("small", true).await;

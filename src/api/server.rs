@@ -131,7 +131,9 @@ pub struct MinecraftServerSpec {
     #[schemars(length(max = 64), inner(length(min = 1, max = 256), regex(pattern = r"^-")))]
     pub jvm_args: Vec<String>,
     /// Container image override. Default: itzg/minecraft-server at a tag
-    /// chosen from the Minecraft version (the right Java for it).
+    /// chosen from the Minecraft version (the right Java for it). Must match
+    /// the SKU's or the tenant's `allowedImages` (refused at admission and
+    /// reported as ImageNotAllowed otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,

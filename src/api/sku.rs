@@ -61,6 +61,15 @@ pub struct SkuSpec {
     #[schemars(length(max = 32))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub allowed_server_types: Vec<ServerType>,
+    /// Image repositories servers of this SKU may name in `spec.image`, as
+    /// prefixes of the reference as written (`registry.example.com/mc/`
+    /// allows everything below it; `ghcr.io/acme/paper` that repository at
+    /// any tag or digest). Together with the tenant's `allowedImages`. Empty
+    /// (and no tenant list): only the image craftplane chooses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 512)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub allowed_images: Vec<String>,
     /// StorageClass for world volumes of this SKU. Empty uses the cluster default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]

@@ -49,6 +49,13 @@ pub struct TenantSpec {
     #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub allowed_skus: Vec<String>,
+    /// Image repositories this tenant's servers may name in `spec.image`
+    /// (prefixes, as in `Sku.spec.allowedImages`), on any SKU. Empty: only
+    /// what the SKU allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 512)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub allowed_images: Vec<String>,
     /// Network access to this tenant's servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<TenantNetwork>,

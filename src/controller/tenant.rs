@@ -6,7 +6,7 @@
 //! RBAC/policy objects are garbage-collected and the namespaces (with any
 //! retained world volumes) are left for the cluster admin.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
@@ -174,7 +174,15 @@ async fn apply_namespace_objects(t: &Tenant, ctx: &Context, ns: &str, effective:
     let lr: Api<LimitRange> = Api::namespaced(c.clone(), ns);
     apply_child(&lr, lr.get_opt(build::LIMITS).await?, build::limit_range(t, ns)).await?;
     let cm: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
-    apply_child(&cm, cm.get_opt(build::POLICY_CONFIG_MAP).await?, build::policy_config_map(t, ns, effective)).await?;
+    let sku_images: BTreeMap<String, Vec<String>> = ctx
+        .skus
+        .state()
+        .iter()
+        .filter(|s| effective.contains(&s.name_any()) && !s.spec.allowed_images.is_empty())
+        .map(|s| (s.name_any(), s.spec.allowed_images.clone()))
+        .collect();
+    let policy = build::policy_config_map(t, ns, effective, &sku_images);
+    apply_child(&cm, cm.get_opt(build::POLICY_CONFIG_MAP).await?, policy).await?;
     Ok(())
 }
 

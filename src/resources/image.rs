@@ -128,6 +128,22 @@ pub fn default_image(version: &str) -> String {
     format!("{IMAGE_REPOSITORY}:{IMAGE_RELEASE}-{}", java_tag(version))
 }
 
+/// Whether `image` (a reference as written in `spec.image`) is one of the
+/// allowed repository prefixes: equal to one, or below it — after a `/`
+/// (a registry or namespace prefix), or its tag (`:`) or digest (`@`).
+/// `ghcr.io/acme/paper` allows `ghcr.io/acme/paper:1.21` but not
+/// `ghcr.io/acme/paper-evil`. The admission policy
+/// (charts/craftplane/files/allowed-skus-policy.yaml) has the same rule.
+pub fn allowed(image: &str, prefixes: &[String]) -> bool {
+    prefixes.iter().filter(|p| !p.is_empty()).any(|p| {
+        image == p
+            || (p.ends_with('/') && image.starts_with(p.as_str()))
+            || image
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.starts_with('/') || rest.starts_with(':') || rest.starts_with('@'))
+    })
+}
+
 /// `1.21.4`, `1.21`, `1.21.5-rc1`, `26.1-snapshot-2` → (major, minor, patch).
 fn parse(v: &str) -> Option<(u32, u32, u32)> {
     let core = v.split('-').next()?;
@@ -159,6 +175,34 @@ pub const OPERATOR_IMAGE: &str = concat!("localhost/craftplane:", env!("CARGO_PK
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_images_are_repository_prefixes() {
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let prefixes = list(&["registry.example.com/mc/", "ghcr.io/acme/paper"]);
+        for ok in [
+            "registry.example.com/mc/paper:1.21",
+            "registry.example.com/mc/team/fabric@sha256:abc",
+            "ghcr.io/acme/paper",
+            "ghcr.io/acme/paper:1.21.4",
+            "ghcr.io/acme/paper@sha256:abc",
+            "ghcr.io/acme/paper/sub:1",
+        ] {
+            assert!(allowed(ok, &prefixes), "{ok}");
+        }
+        for bad in [
+            "xmrig/xmrig:latest",
+            "ghcr.io/acme/paper-evil:1",
+            "ghcr.io/acme/paperx",
+            "registry.example.com/mcx/paper",
+            "registry.example.com/mc",
+            "evil.com/ghcr.io/acme/paper",
+        ] {
+            assert!(!allowed(bad, &prefixes), "{bad}");
+        }
+        assert!(!allowed("anything", &[]), "an empty list allows nothing");
+        assert!(!allowed("anything", &list(&[""])), "an empty prefix allows nothing");
+    }
 
     #[test]
     fn java_follows_the_minecraft_version() {

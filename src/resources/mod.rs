@@ -60,6 +60,8 @@ pub enum InvalidSpec {
     MaxPlayersExceedsSku { requested: i32, limit: i32 },
     #[error("storage.size {requested} exceeds the SKU's storage {limit}")]
     StorageExceedsSku { requested: String, limit: String },
+    #[error("image {image:?} is not allowed here; allowed: {allowed}")]
+    ImageNotAllowed { image: String, allowed: String },
     #[error("SKU {sku:?} is invalid: {reason}")]
     InvalidSku { sku: String, reason: String },
     #[error("{0}")]
@@ -77,6 +79,7 @@ impl InvalidSpec {
             InvalidSpec::MaxPlayersExceedsSku { .. } => "MaxPlayersExceedsSku",
             InvalidSpec::StorageExceedsSku { .. } => "StorageExceedsSku",
             InvalidSpec::InvalidSku { .. } => "InvalidSku",
+            InvalidSpec::ImageNotAllowed { .. } => "ImageNotAllowed",
             InvalidSpec::InvalidField(_) => "InvalidSpec",
         }
     }
@@ -144,6 +147,20 @@ pub fn validate(
     let sku_name = sku.metadata.name.clone().unwrap_or_default();
     if !sku.spec.available && !provisioned {
         return Err(InvalidSpec::SkuUnavailable(sku_name));
+    }
+    if let Some(image) = spec.image.as_deref() {
+        let tenant_list = tenant.map(|t| t.spec.allowed_images.as_slice()).unwrap_or_default();
+        if !image::allowed(image, &sku.spec.allowed_images) && !image::allowed(image, tenant_list) {
+            let all: Vec<&str> = sku.spec.allowed_images.iter().chain(tenant_list).map(String::as_str).collect();
+            return Err(InvalidSpec::ImageNotAllowed {
+                image: image.into(),
+                allowed: if all.is_empty() {
+                    "only the image craftplane chooses (leave spec.image unset)".into()
+                } else {
+                    all.join(", ")
+                },
+            });
+        }
     }
     if !sku.spec.allowed_server_types.is_empty() && !sku.spec.allowed_server_types.contains(&spec.server_type) {
         return Err(InvalidSpec::ServerTypeNotAllowed {

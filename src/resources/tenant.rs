@@ -435,16 +435,25 @@ pub fn limit_range(t: &Tenant, ns: &str) -> LimitRange {
     }
 }
 
-/// The parameter of the allowed-SKU admission policy in one namespace.
-pub fn policy_config_map(t: &Tenant, ns: &str, effective_skus: &[String]) -> ConfigMap {
-    ConfigMap {
-        metadata: meta(t, POLICY_CONFIG_MAP, Some(ns), "policy"),
-        data: Some(BTreeMap::from([
-            ("tenant".to_string(), t.name_any()),
-            ("allowedSkus".to_string(), effective_skus.join(",")),
-        ])),
-        ..Default::default()
+/// The parameter of the admission policy in one namespace: the SKUs the
+/// tenant may use (`allowedSkus`), the images it may run on any of them
+/// (`allowedImages`) and on each SKU that allows more (`images.<sku>`), as
+/// comma-separated lists.
+pub fn policy_config_map(
+    t: &Tenant,
+    ns: &str,
+    effective_skus: &[String],
+    sku_images: &BTreeMap<String, Vec<String>>,
+) -> ConfigMap {
+    let mut data = BTreeMap::from([
+        ("tenant".to_string(), t.name_any()),
+        ("allowedSkus".to_string(), effective_skus.join(",")),
+        ("allowedImages".to_string(), t.spec.allowed_images.join(",")),
+    ]);
+    for (sku, images) in sku_images {
+        data.insert(format!("images.{sku}"), images.join(","));
     }
+    ConfigMap { metadata: meta(t, POLICY_CONFIG_MAP, Some(ns), "policy"), data: Some(data), ..Default::default() }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub fn sku(name: &str) -> Sku {
                 ("difficulty".into(), "easy".into()),
             ]),
             allowed_server_types: vec![],
+            allowed_images: vec![],
             storage_class_name: None,
             price: None,
             placement: None,

@@ -356,6 +356,7 @@ fn a_tenant_limits_the_skus_of_new_servers() {
             namespaces: vec![],
             quota: None,
             allowed_skus: vec!["medium".into()],
+            allowed_images: vec![],
             network: None,
             backup_store: None,
         },
@@ -436,4 +437,30 @@ fn helper_containers_mount_nothing_under_the_binary_path() {
         assert!(p != "/craftplane" && !p.starts_with("/craftplane/"), "mount {p} under the image's binary /craftplane");
     }
     assert!(!crate::plugins::CONFIG_ROOT.starts_with("/craftplane/"));
+}
+
+#[test]
+fn spec_image_must_be_allowed_by_the_sku_or_the_tenant() {
+    use crate::api::tenant::{Tenant, TenantSpec};
+    let s = server("a", "sku: small\neula: true\nimage: xmrig/xmrig:latest\n");
+    let e = validate(&s, Some(&sku("small")), None, false).unwrap_err();
+    assert_eq!(e.reason(), "ImageNotAllowed");
+    assert!(e.to_string().contains("only the image craftplane chooses"), "{e}");
+    // Also for a server that already runs: its image is not started again.
+    assert_eq!(validate(&s, Some(&sku("small")), None, true).unwrap_err().reason(), "ImageNotAllowed");
+    let mut open = sku("small");
+    open.spec.allowed_images = vec!["xmrig/".into()];
+    assert_eq!(validate(&s, Some(&open), None, false).unwrap().image, "xmrig/xmrig:latest");
+    let tenant = |images: &[&str]| -> Tenant {
+        let spec: TenantSpec = serde_json::from_value(serde_json::json!({"owners": [], "allowedImages": images})).unwrap();
+        Tenant::new("acme", spec)
+    };
+    let t = tenant(&["xmrig/xmrig"]);
+    assert!(validate(&s, Some(&sku("small")), Some(&t), false).is_ok(), "the tenant's list allows it too");
+    let other = tenant(&["ghcr.io/acme/"]);
+    let e = validate(&s, Some(&sku("small")), Some(&other), false).unwrap_err();
+    assert!(e.to_string().contains("ghcr.io/acme/"), "{e}");
+    // No spec.image: the image craftplane chooses, always.
+    let plain = server("b", "sku: small\neula: true\n");
+    assert!(validate(&plain, Some(&sku("small")), None, false).unwrap().image.starts_with("itzg/minecraft-server:"));
 }

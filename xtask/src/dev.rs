@@ -162,8 +162,10 @@ fn adapt_examples(examples: &Path, out: &Path) -> Result<Vec<String>> {
                     ))?;
                     spec.insert("placement".into(), placement);
                     spec.insert("storageClassName".into(), crate::node::STORAGE_CLASS.into());
+                    let repo = test_image.rsplit_once(':').map(|(r, _)| r).unwrap_or(&test_image).to_string();
+                    spec.insert("allowedImages".into(), Value::Sequence(vec![repo.clone().into()]));
                     changes.push(format!(
-                        "{rel}: Sku {name}: spec.placement → the real node ({}), spec.storageClassName → {}",
+                        "{rel}: Sku {name}: spec.placement → the real node ({}), spec.storageClassName → {}, spec.allowedImages → [{repo}]",
                         crate::node::NODE_NAME,
                         crate::node::STORAGE_CLASS
                     ));

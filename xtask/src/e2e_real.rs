@@ -598,6 +598,7 @@ spec:
   resources: {{cpu: 500m, memory: 1Gi, storage: 1Gi}}
   maxPlayers: 8
   storageClassName: {sc}
+  allowedImages: [{image_repo}]
   placement:
     nodeSelector: {{{label}: {value}}}
     tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]
@@ -621,6 +622,7 @@ spec:
         value = crate::node::LABEL.1,
         taint = crate::node::TAINT_KEY,
         image = crate::images::test_server_image(),
+        image_repo = crate::images::test_server_image().rsplit_once(':').map(|(r, _)| r.to_string()).unwrap_or_default(),
         plugin = plugin_yaml("hello", plugin_url, sha256),
     )
 }
