@@ -452,7 +452,8 @@ fn spec_image_must_be_allowed_by_the_sku_or_the_tenant() {
     open.spec.allowed_images = vec!["xmrig/".into()];
     assert_eq!(validate(&s, Some(&open), None, false).unwrap().image, "xmrig/xmrig:latest");
     let tenant = |images: &[&str]| -> Tenant {
-        let spec: TenantSpec = serde_json::from_value(serde_json::json!({"owners": [], "allowedImages": images})).unwrap();
+        let spec: TenantSpec =
+            serde_json::from_value(serde_json::json!({"owners": [], "allowedImages": images})).unwrap();
         Tenant::new("acme", spec)
     };
     let t = tenant(&["xmrig/xmrig"]);

@@ -622,7 +622,8 @@ spec:
         value = crate::node::LABEL.1,
         taint = crate::node::TAINT_KEY,
         image = crate::images::test_server_image(),
-        image_repo = crate::images::test_server_image().rsplit_once(':').map(|(r, _)| r.to_string()).unwrap_or_default(),
+        image_repo =
+            crate::images::test_server_image().rsplit_once(':').map(|(r, _)| r.to_string()).unwrap_or_default(),
         plugin = plugin_yaml("hello", plugin_url, sha256),
     )
 }
