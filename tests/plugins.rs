@@ -170,17 +170,8 @@ async fn url_plugins_resolve_enter_the_manifest_and_roll_the_pod() {
         )
         .await
         .unwrap();
-    // (ConfigMaps of tenants are not watched: the periodic re-check or any
-    // change of the installation picks the edit up; nudge it.)
-    f.api::<PluginInstallation>()
-        .patch(
-            "luckperms",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
-        )
-        .await
-        .unwrap();
-
+    // The referenced ConfigMap is watched: the edit alone is enough, well
+    // before the periodic re-check.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while template_hash(&f, "mc").await.as_deref() == Some(after.as_str()) {
         assert!(tokio::time::Instant::now() < deadline, "a configFiles edit must change the pod template");
@@ -202,6 +193,80 @@ async fn url_plugins_resolve_enter_the_manifest_and_roll_the_pod() {
     wait_manifest(&f, "mc", &["luckperms"], &op).await;
     f.api::<PluginInstallation>().delete("luckperms", &DeleteParams::default()).await.unwrap();
     wait_manifest(&f, "mc", &[], &op).await;
+    op.stop();
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn inline_files_become_an_owned_config_map_and_roll_the_server() {
+    let f = Fixture::new("plugins-files").await;
+    let op = Operator::start(&f.shard, &["--modrinth-url", "http://127.0.0.1:1/v2"]).await;
+    f.create_server("mc", json!({})).await;
+    f.wait("mc", "Running", &op, |s| {
+        s.status.as_ref().and_then(|s| s.phase) == Some(craftplane::api::server::ServerPhase::Running)
+    })
+    .await;
+    let url = json!({"url": {"url": "https://plugins.example/LuckPerms-Bukkit-5.5.71.jar", "sha256": SHA256}});
+    // Not both ways at once (refused at admission).
+    let both: PluginInstallation = serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "PluginInstallation",
+        "metadata": {"name": "both", "labels": {SHARD_LABEL: f.shard}},
+        "spec": {"server": "mc", "source": url, "configFiles": {"name": "x"}, "files": [{"name": "a.yml", "content": ""}]},
+    }))
+    .unwrap();
+    let err = f.api::<PluginInstallation>().create(&PostParams::default(), &both).await.unwrap_err();
+    assert!(err.to_string().contains("either configFiles or files"), "{err}");
+
+    create_plugin(
+        &f,
+        "lp",
+        "mc",
+        json!({"source": url, "configDirectory": "LuckPerms",
+               "files": [{"name": "config.yml", "content": "server: survival\n"}, {"name": "motd.txt", "content": "hi"}]}),
+    )
+    .await;
+    wait_manifest(&f, "mc", &["lp"], &op).await;
+    let m = manifest(&f, "mc").await.unwrap();
+    let cfg = m.plugins[0].config.clone().expect("inline files in the manifest");
+    assert_eq!((cfg.config_map.as_str(), cfg.target.as_str()), ("lp-files", "plugins/LuckPerms"));
+    let cm = f.api::<ConfigMap>().get("lp-files").await.expect("the operator writes the files' ConfigMap");
+    let data = cm.data.clone().unwrap();
+    assert_eq!((data["config.yml"].as_str(), data["motd.txt"].as_str()), ("server: survival\n", "hi"));
+    let pi = f.api::<PluginInstallation>().get("lp").await.unwrap();
+    let owner = &cm.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), Some(&owner.uid)), ("PluginInstallation", pi.metadata.uid.as_ref()));
+    let sts = f.api::<StatefulSet>().get("mc").await.unwrap();
+    let volumes = sts.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+    assert!(volumes.iter().any(|v| v.config_map.as_ref().is_some_and(|c| c.name == "lp-files")), "{volumes:?}");
+
+    // Editing a file in the spec rolls the server.
+    let before = template_hash(&f, "mc").await.unwrap();
+    f.api::<PluginInstallation>()
+        .patch(
+            "lp",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"files": [{"name": "config.yml", "content": "server: creative\n"}]}})),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while template_hash(&f, "mc").await.as_deref() == Some(before.as_str()) {
+        assert!(tokio::time::Instant::now() < deadline, "an inline file edit must change the pod template");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let data = f.api::<ConfigMap>().get("lp-files").await.unwrap().data.unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), vec!["config.yml"], "a removed file is gone");
+    assert_eq!(data["config.yml"], "server: creative\n");
+
+    // A ConfigMap of that name that is not the installation's is never taken over.
+    let theirs: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "other-files"}, "data": {"keep": "me"}})).unwrap();
+    f.api::<ConfigMap>().create(&PostParams::default(), &theirs).await.unwrap();
+    create_plugin(&f, "other", "mc", json!({"source": url, "files": [{"name": "c.yml", "content": "x"}]})).await;
+    let p =
+        wait_plugin(&f, "other", "ConfigFilesConflict", &op, |p| reason(p).starts_with("ConfigFilesConflict")).await;
+    assert_eq!(phase(&p), Some(PluginPhase::Failed));
+    assert_eq!(f.api::<ConfigMap>().get("other-files").await.unwrap().data.unwrap()["keep"], "me");
     op.stop();
     f.cleanup().await;
 }

@@ -30,6 +30,7 @@ use super::common::{LocalObjectRef, conditions_schema};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.configFiles) || !has(self.files) || size(self.files) == 0").message("use either configFiles or files, not both"))]
 pub struct PluginInstallationSpec {
     /// Name of the MinecraftServer in this namespace. Immutable.
     #[schemars(length(min = 1, max = 253))]
@@ -41,6 +42,13 @@ pub struct PluginInstallationSpec {
     /// plugin's data folder (`configDirectory`), copied before every start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_files: Option<LocalObjectRef>,
+    /// Configuration files written inline (instead of `configFiles`): each
+    /// becomes a file in the plugin's data folder, copied before every
+    /// start. At most 16 files of 32 KiB; a change restarts the server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    pub files: Vec<InlineFile>,
     /// The plugin's data folder under `plugins/` (mods: `config/`), e.g.
     /// `LuckPerms`; default: the name of this PluginInstallation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +167,18 @@ pub struct PluginInstallationStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// One inline configuration file of a plugin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineFile {
+    /// File name in the plugin's data folder, e.g. `config.yml` (no folders).
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$"))]
+    pub name: String,
+    /// The file's text.
+    #[schemars(length(max = 32768))]
+    pub content: String,
 }
 
 /// An exact downloadable artifact.

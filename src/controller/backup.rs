@@ -108,6 +108,17 @@ async fn apply(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
     if matches!(old.phase, Some(BackupPhase::Completed | BackupPhase::Failed)) {
         return Ok(Action::await_change());
     }
+    // The cache can trail this operator's own status writes (an event of
+    // the Job may come first). Work from the live object: a stale status
+    // applied again would drop fields (server-side apply removes what the
+    // manager leaves out, e.g. the location) or start a second Job.
+    let snaps: Api<BackupSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(live) = snaps.get_opt(&name).await? else { return Ok(Action::await_change()) };
+    let snap = Arc::new(live);
+    let old = snap.status.clone().unwrap_or_default();
+    if matches!(old.phase, Some(BackupPhase::Completed | BackupPhase::Failed)) {
+        return Ok(Action::await_change());
+    }
     let mut status = old.clone();
     status.observed_generation = snap.metadata.generation;
     let job_name = backup_job::child_name(&name, "backup");

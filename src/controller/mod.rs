@@ -507,8 +507,37 @@ async fn run_controllers(
             .map(|p| ObjectRef::from_obj(p.as_ref()))
             .collect()
     }
+    // ...and when a ConfigMap their files come from changes (`configFiles`,
+    // or the operator's own for inline `files`): metadata only, every
+    // namespace (tenants' ConfigMaps carry no label of ours).
+    fn plugins_reading(
+        store: &reflector::Store<PluginInstallation>,
+        ns: Option<String>,
+        config_map: &str,
+    ) -> Vec<ObjectRef<PluginInstallation>> {
+        store
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace() == ns)
+            .filter(|p| {
+                p.spec.config_files.as_ref().is_some_and(|c| c.name == config_map)
+                    || (!p.spec.files.is_empty()
+                        && crate::resources::config_map::plugin_files_name(&p.name_any()) == config_map)
+            })
+            .map(|p| ObjectRef::from_obj(p.as_ref()))
+            .collect()
+    }
+    let plugins_c = plugin_store.clone();
+    let config_map_meta = watcher(
+        Api::<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>>::all(client.clone()),
+        base(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .filter_map(no_errors("ConfigMap"));
     let (plugins_a, plugins_b) = (plugin_store.clone(), plugin_store.clone());
     let plugin_ctrl = plugin_ctrl
+        .watches_stream(config_map_meta, move |cm| plugins_reading(&plugins_c, cm.namespace(), &cm.name_any()))
         .watches_stream(trigger(server_api.clone(), wc.clone(), "MinecraftServer"), move |s| {
             plugins_of(&plugins_a, s.namespace(), &s.name_any())
         })

@@ -142,6 +142,29 @@ async fn evaluate(
                 ));
             }
         }
+    } else if !pi.spec.files.is_empty() {
+        // Inline files: a ConfigMap of the operator's, owned by this object.
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+        let desired = crate::resources::config_map::plugin_files(pi);
+        let cm_name = desired.metadata.name.clone().unwrap_or_default();
+        let observed = api.get_opt(&cm_name).await?;
+        let ours = observed.as_ref().is_none_or(|c| {
+            c.owner_references().iter().any(|o| Some(&o.uid) == pi.metadata.uid.as_ref() && o.controller == Some(true))
+        });
+        if !ours {
+            return Ok((
+                Outcome::new(
+                    PluginPhase::Failed,
+                    false,
+                    true,
+                    "ConfigFilesConflict",
+                    format!("ConfigMap {cm_name:?} exists and is not this PluginInstallation's; rename or remove it"),
+                ),
+                Duration::from_secs(60),
+            ));
+        }
+        let applied = super::server::apply_child(&api, observed, desired).await?;
+        status.config_files_hash = Some(crate::resources::object_hash(&(&applied.data, &applied.binary_data)));
     } else {
         status.config_files_hash = None;
     }

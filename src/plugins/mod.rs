@@ -167,8 +167,13 @@ pub fn manifest_for(server_type: ServerType, installs: &[&PluginInstallation]) -
         if let Some(id) = &r.project_id {
             projects.insert(id.clone());
         }
-        let config = p.spec.config_files.as_ref().map(|cm| ConfigFiles {
-            config_map: cm.name.clone(),
+        let config_map = match &p.spec.config_files {
+            Some(cm) => Some(cm.name.clone()),
+            None if !p.spec.files.is_empty() => Some(crate::resources::config_map::plugin_files_name(&name)),
+            None => None,
+        };
+        let config = config_map.map(|config_map| ConfigFiles {
+            config_map,
             target: config_directory(server_type, p.spec.config_directory.as_deref().unwrap_or(&name)),
             hash: st.config_files_hash.clone(),
         });

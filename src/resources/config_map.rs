@@ -41,3 +41,35 @@ fn lines(items: &[String]) -> String {
     sorted.dedup();
     sorted.into_iter().map(|s| format!("{s}\n")).collect()
 }
+
+/// Name of the ConfigMap holding a PluginInstallation's inline `files`.
+pub fn plugin_files_name(plugin: &str) -> String {
+    super::backup_job::child_name(plugin, "files")
+}
+
+/// The ConfigMap of a PluginInstallation's inline `files` (owned by it),
+/// mounted and copied like a `configFiles` ConfigMap.
+pub fn plugin_files(pi: &crate::api::PluginInstallation) -> ConfigMap {
+    use kube::{Resource, ResourceExt};
+    let name = pi.name_any();
+    let data: BTreeMap<String, String> = pi.spec.files.iter().map(|f| (f.name.clone(), f.content.clone())).collect();
+    let owner = pi.controller_owner_ref(&()).map(|mut o| {
+        o.block_owner_deletion = Some(true);
+        o
+    });
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(plugin_files_name(&name)),
+            namespace: pi.namespace(),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".to_string(), "craftplane".to_string()),
+                ("app.kubernetes.io/component".to_string(), "plugin-files".to_string()),
+                (super::SERVER_LABEL.to_string(), pi.spec.server.clone()),
+            ])),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    }
+}

@@ -92,8 +92,13 @@ pub fn run(s: &Setup) -> Result<()> {
     if on_disk != sha {
         bail!("/data/plugins/hello-1.0.0.jar on the volume has sha256 {on_disk}, expected {sha}");
     }
+    let config =
+        exec_node(k, "process.stdout.write(require('fs').readFileSync('/data/plugins/hello/config.yml', 'utf8'))")?;
+    if config != CONFIG {
+        bail!("/data/plugins/hello/config.yml is {config:?}, expected the inline file {CONFIG:?}");
+    }
     println!(
-        "e2e: ok   plugin hello downloaded by the init-container into the volume (sha256 checked), listed by the server at start"
+        "e2e: ok   plugin hello downloaded by the init-container into the volume (sha256 checked), listed by the server at start, its inline config file in plugins/hello/"
     );
 
     // --- Server List Ping and a real client
@@ -636,9 +641,13 @@ metadata: {{name: {name}, namespace: {NS}}}
 spec:
   server: {SERVER}
   source: {{url: {{url: \"{url}\", sha256: \"{sha256}\"}}}}
+  files: [{{name: config.yml, content: \"{CONFIG}\"}}]
 "
     )
 }
+
+/// An inline configuration file of the plugins (`spec.files`).
+const CONFIG: &str = "greeting: hello from craftplane";
 
 fn path(p: &Path) -> String {
     p.display().to_string()
