@@ -6,9 +6,10 @@
 //! scraped from the leader pod through the API server, the leader's
 //! container is killed and the other replica takes over. A MinecraftServer
 //! on the stand-in server image (tests/images/test-server) runs on the real
-//! node: Ready through its probes, players and version from the operator's
-//! in-cluster Server List Ping, joined by a real client through its Service.
+//! node through plugins, backup, restore, stop and deletion
+//! (xtask/src/e2e_real.rs).
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,9 +51,10 @@ fn dump_operator_pods(sh: &Shell, tools: &Tools, cluster: &Cluster) {
             .run();
 }
 
-struct Operator(Child);
+/// A child process killed when dropped (servers the suite starts).
+pub struct Stopper(pub Child);
 
-impl Drop for Operator {
+impl Drop for Stopper {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -63,10 +65,7 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
     let kubectl = &tools.kubectl;
     let helm = &tools.helm;
     let kc = cluster.kubeconfig();
-    let k = |args: &[&str]| -> Result<String> {
-        let out = cmd!(sh, "{kubectl} --kubeconfig {kc} {args...}").quiet().read()?;
-        Ok(out)
-    };
+    let k = Kube { kubectl: kubectl.clone(), kubeconfig: kc.clone() };
     // Servers on this machine that pods reach: they listen on the host end
     // of the real node's veth.
     let host = cluster.host_ip();
@@ -91,7 +90,7 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("start python3 -m http.server (the recorded Modrinth API)")?;
-    let _mr = Operator(mr);
+    let _mr = Stopper(mr);
     // Backups go to a real S3 server (s3s-fs) with credentials in a Secret
     // of the operator's namespace, as a cluster admin would configure them.
     let s3s = tools::ensure_s3s_fs(sh)?;
@@ -105,7 +104,7 @@ fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("start s3s-fs")?;
-    let _s3 = Operator(s3);
+    let _s3 = Stopper(s3);
 
     println!("e2e: helm lint");
     cmd!(sh, "{helm} lint charts/craftplane --strict").quiet().run()?;
@@ -138,10 +137,10 @@ backup:
             taint = crate::node::TAINT_KEY,
         ),
     )?;
-    k(&["create", "namespace", NS])?;
+    k.run(&["create", "namespace", NS])?;
     // The chart's pods must pass Pod Security "restricted".
-    k(&["label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted"])?;
-    k(&[
+    k.run(&["label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted"])?;
+    k.run(&[
         "create",
         "secret",
         "generic",
@@ -158,7 +157,7 @@ backup:
         .run()
         .context("helm install did not become ready")?;
     println!("e2e: ok   chart installed, Deployment Available in {:.0?}", t_install.elapsed());
-    let pods_json = k(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "json"])?;
+    let pods_json = k.run(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "json"])?;
     let pods: serde_json::Value = serde_json::from_str(&pods_json)?;
     let pods = pods["items"].as_array().context("pods")?.clone();
     if pods.len() != 2 {
@@ -177,9 +176,10 @@ backup:
         }
     }
     println!("e2e: ok   both operator pods Ready (readiness /readyz, liveness /healthz) on {}", crate::node::NODE_NAME);
-    let leader_pod = |k: &dyn Fn(&[&str]) -> Result<String>| -> Result<String> {
-        let holder = k(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
-        let pods = k(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "name"])?;
+    let leader_pod = |k: &Kube| -> Result<String> {
+        let holder =
+            k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
+        let pods = k.run(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "name"])?;
         pods.lines()
             .map(|p| p.trim_start_matches("pod/").to_string())
             .find(|p| !holder.is_empty() && holder.starts_with(&format!("{p}-")))
@@ -187,46 +187,21 @@ backup:
     };
     let leader = retry(Duration::from_secs(60), || leader_pod(&k))?;
     println!("e2e: ok   leader Lease held by pod {leader}");
-    let operator_log = || -> String {
-        let mut out = String::new();
-        for p in k(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "name"])
-            .unwrap_or_default()
-            .lines()
-        {
-            out.push_str(&k(&["logs", "-n", NS, p, "--tail=200"]).unwrap_or_default());
-            out.push_str(&k(&["logs", "-n", NS, p, "--previous", "--tail=200"]).unwrap_or_default());
-        }
-        out
-    };
-
     println!("e2e: applying examples/");
-    k(&["apply", "-R", "-f", "examples/"])?;
+    k.run(&["apply", "-R", "-f", "examples/"])?;
 
-    let expect = |what: &str, args: &[&str], want: &str| -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            last = k(args).unwrap_or_else(|e| format!("<{e}>"));
-            if last.trim() == want {
-                println!("e2e: ok   {what}: {want}");
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        bail!("{what}: expected {want:?}, got {last:?}\noperator log:\n{}", tail(&operator_log(), 30))
-    };
-    expect("Sku small servers", &["get", "sku", "small", "-o", "jsonpath={.status.servers}"], "1")?;
-    expect(
+    k.expect("Sku small servers", &["get", "sku", "small", "-o", "jsonpath={.status.servers}"], "1")?;
+    k.expect(
         "Sku medium Ready",
         &["get", "sku", "medium", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
         "True",
     )?;
-    expect(
+    k.expect(
         "MinecraftServer survival phase",
         &["get", "mcs", "survival", "-n", "default", "-o", "jsonpath={.status.phase}"],
         "Running",
     )?;
-    expect(
+    k.expect(
         "MinecraftServer survival Ready",
         &[
             "get",
@@ -239,43 +214,43 @@ backup:
         ],
         "True",
     )?;
-    expect(
+    k.expect(
         "StatefulSet survival ready replicas",
         &["get", "statefulset", "survival", "-n", "default", "-o", "jsonpath={.status.readyReplicas}"],
         "1",
     )?;
-    expect(
+    k.expect(
         "Tenant acme Ready",
         &["get", "tenant", "acme", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
         "True",
     )?;
-    expect(
+    k.expect(
         "Tenant acme namespaces",
         &["get", "tenant", "acme", "-o", "jsonpath={.status.namespaces}"],
         "[\"tenant-acme\"]",
     )?;
-    expect(
+    k.expect(
         "Namespace tenant-acme",
         &["get", "namespace", "tenant-acme", "-o", "jsonpath={.metadata.labels.craftplane\\.io/tenant}"],
         "acme",
     )?;
-    expect(
+    k.expect(
         "leader Lease held",
         &["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.leaseDurationSeconds}"],
         "15",
     )?;
     for plugin in ["luckperms", "chunky"] {
-        expect(
+        k.expect(
             &format!("PluginInstallation {plugin} Installed (recorded Modrinth API)"),
             &["get", "plugin", plugin, "-n", "default", "-o", "jsonpath={.status.phase}"],
             "Installed",
         )?;
     }
     let manifest =
-        k(&["get", "configmap", "survival-config", "-n", "default", "-o", "jsonpath={.data.plugins\\.json}"])?;
+        k.run(&["get", "configmap", "survival-config", "-n", "default", "-o", "jsonpath={.data.plugins\\.json}"])?;
     for file in ["LuckPerms-Bukkit-5.5.71.jar", "Chunky-Bukkit-1.4.40.jar"] {
         if !manifest.contains(file) {
-            anyhow::bail!("survival's plugin manifest lacks {file}:\n{manifest}\noperator log:\n{}", operator_log());
+            anyhow::bail!("survival's plugin manifest lacks {file}:\n{manifest}\noperator log:\n{}", k.operator_log());
         }
     }
     println!("e2e: ok   survival manifest lists LuckPerms and Chunky");
@@ -295,7 +270,7 @@ backup:
             break a;
         }
         if Instant::now() > deadline {
-            bail!("no backup Job {job_name}; operator log:\n{}", tail(&operator_log(), 40));
+            bail!("no backup Job {job_name}; operator log:\n{}", tail(&k.operator_log(), 40));
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -330,8 +305,8 @@ backup:
         &bad,
         "apiVersion: craftplane.io/v1alpha1\nkind: BackupSnapshot\nmetadata: {name: nowhere, namespace: default}\nspec: {server: survival, store: {name: nowhere}}\n",
     )?;
-    k(&["apply", "-f", &bad.display().to_string()])?;
-    expect(
+    k.run(&["apply", "-f", &bad.display().to_string()])?;
+    k.expect(
         "BackupSnapshot nowhere Failed",
         &[
             "get",
@@ -344,154 +319,20 @@ backup:
         ],
         "Failed/StoreNotConfigured",
     )?;
-    expect(
+    k.expect(
         "BackupSnapshot survival-before-1-21-5 Completed",
         &["get", "backup", "survival-before-1-21-5", "-n", "default", "-o", "jsonpath={.status.phase}/{.status.files}"],
         "Completed/50",
     )?;
 
-    // A real server: the stand-in image (tests/images/test-server), a SKU
-    // whose placement is the real node, probes and in-cluster Server List
-    // Ping doing the rest.
-    let real = cluster.dir.join("real-server.yaml");
-    std::fs::write(
-        &real,
-        format!(
-            "apiVersion: craftplane.io/v1alpha1
-kind: Sku
-metadata: {{name: real-node}}
-spec:
-  displayName: Real node (test)
-  resources: {{cpu: 500m, memory: 1Gi, storage: 1Gi}}
-  maxPlayers: 8
-  storageClassName: {sc}
-  placement:
-    nodeSelector: {{{label}: {value}}}
-    tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]
----
-apiVersion: craftplane.io/v1alpha1
-kind: MinecraftServer
-metadata: {{name: real, namespace: default}}
-spec:
-  sku: real-node
-  eula: true
-  version: \"1.21.4\"
-  motd: craftplane e2e
-  image: {image}
-",
-            sc = crate::node::STORAGE_CLASS,
-            label = crate::node::LABEL.0,
-            value = crate::node::LABEL.1,
-            taint = crate::node::TAINT_KEY,
-            image = crate::images::test_server_image(),
-        ),
-    )?;
-    let t_apply = Instant::now();
-    k(&["apply", "-f", &real.display().to_string()])?;
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let ready = k(&[
-            "get",
-            "mcs",
-            "real",
-            "-n",
-            "default",
-            "-o",
-            "jsonpath={.status.phase}/{.status.conditions[?(@.type==\"Ready\")].status}",
-        ])
-        .unwrap_or_default();
-        if ready == "Running/True" {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = cmd!(sh, "{kubectl} --kubeconfig {kc} describe pod real-0 -n default").run();
-            let _ = cmd!(sh, "{kubectl} --kubeconfig {kc} logs real-0 -n default --all-containers --tail=50").run();
-            bail!("MinecraftServer real not Running/Ready: {ready}\noperator log:\n{}", tail(&operator_log(), 30));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let to_ready = t_apply.elapsed();
-    println!("e2e: ok   MinecraftServer real Running/Ready on a real pod {to_ready:.1?} after kubectl apply");
-    // Where that time went (API server timestamps, 1 s resolution): the
-    // operator's share until the StatefulSet exists, the kubelet's until the
-    // server container starts, the server's own start and the probes.
-    let at = |args: &[&str]| -> Option<i64> { parse_rfc3339(&k(args).ok()?) };
-    let applied = at(&["get", "mcs", "real", "-n", "default", "-o", "jsonpath={.metadata.creationTimestamp}"]);
-    let sts = at(&["get", "statefulset", "real", "-n", "default", "-o", "jsonpath={.metadata.creationTimestamp}"]);
-    let pod = at(&["get", "pod", "real-0", "-n", "default", "-o", "jsonpath={.metadata.creationTimestamp}"]);
-    let started = at(&[
-        "get",
-        "pod",
-        "real-0",
-        "-n",
-        "default",
-        "-o",
-        "jsonpath={.status.containerStatuses[0].state.running.startedAt}",
-    ]);
-    let ready = at(&[
-        "get",
-        "pod",
-        "real-0",
-        "-n",
-        "default",
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
-    ]);
-    let server_log = k(&["logs", "real-0", "-n", "default", "-c", "minecraft"]).unwrap_or_default();
-    let done = server_log.lines().find_map(|l| l.split("Done (").nth(1)?.split(')').next().map(str::to_string));
-    if let (Some(a), Some(b), Some(p), Some(c), Some(r)) = (applied, sts, pod, started, ready) {
-        println!(
-            "e2e: timing apply→StatefulSet {}s (operator), StatefulSet→pod {}s, pod→container started {}s (scheduling, volume, init-container fetch-plugins), started→Ready {}s (server start {}, probes); total {}s",
-            b - a,
-            p - b,
-            c - p,
-            r - c,
-            done.as_deref().unwrap_or("?"),
-            r - a
-        );
-    }
-    let node_name = k(&["get", "pod", "real-0", "-n", "default", "-o", "jsonpath={.spec.nodeName}"])?;
-    if node_name != crate::node::NODE_NAME {
-        bail!("real-0 runs on {node_name}, not the real node");
-    }
-    expect(
-        "real players and version (the operator's in-cluster Server List Ping)",
-        &[
-            "get",
-            "mcs",
-            "real",
-            "-n",
-            "default",
-            "-o",
-            "jsonpath={.status.players.online}/{.status.players.max} {.status.version}",
-        ],
-        "0/8 1.21.4",
-    )?;
-    // A real protocol client joins through the game Service's cluster IP,
-    // from the node's network (where cluster IPs route).
-    let ip = k(&["get", "service", "real", "-n", "default", "-o", "jsonpath={.spec.clusterIP}"])?;
-    let join = r#"
-const mc = require('minecraft-protocol');
-const c = mc.createClient({ host: process.argv[1], port: 25565, username: 'alice', version: '1.21.4', auth: 'offline' });
-const t = setTimeout(() => { console.log('timeout'); process.exit(1); }, 20000);
-c.on('login', () => { console.log('joined'); clearTimeout(t); setTimeout(() => { c.end(); process.exit(0); }, 500); });
-c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
-"#;
-    let node = cluster.node().context("real node")?;
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", node.netns()))
-        .args(["node", "-e", join, &ip])
-        .env("NODE_PATH", &node_modules)
-        .output()?;
-    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if said != "joined" {
-        bail!("a client could not join real through {ip}:25565: {said} {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let log = k(&["logs", "real-0", "-n", "default", "-c", "minecraft"])?;
-    if !log.contains("alice") {
-        bail!("the server's log does not show alice joining:\n{}", tail(&log, 20));
-    }
-    println!("e2e: ok   a minecraft-protocol client joined real through its Service ({ip}:25565)");
+    // A real server on the stand-in image: plugins, backup, restore, stop,
+    // deletion (xtask/src/e2e_real.rs).
+    crate::e2e_real::run(&crate::e2e_real::Setup {
+        kube: &k,
+        cluster,
+        node_modules: &node_modules,
+        s3_root: &s3_root,
+    })?;
 
     // Metrics scraped from the leader pod, through the API server's pod proxy
     // (gauges refresh every 5 s: poll briefly).
@@ -517,7 +358,8 @@ c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    let scrape = |pod: &str| k(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics")]);
+    let scrape =
+        |pod: &str| k.run(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics")]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let metrics = loop {
         let m = scrape(&leader).context("scrape the leader pod's /metrics")?;
@@ -553,7 +395,7 @@ c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
     };
     // Failover 1: the leader hangs (its container frozen: no renewals, no
     // exit). The standby pod takes the Lease once it expires.
-    let pod_field = |pod: &str, path: &str| k(&["get", "pod", pod, "-n", NS, "-o", &format!("jsonpath={path}")]);
+    let pod_field = |pod: &str, path: &str| k.run(&["get", "pod", pod, "-n", NS, "-o", &format!("jsonpath={path}")]);
     let container_of = |pod: &str| -> Result<String> {
         let id = pod_field(pod, "{.status.containerStatuses[0].containerID}")?;
         Ok(id.strip_prefix("containerd://").context("containerd container id")?.to_string())
@@ -584,12 +426,14 @@ c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
     // Lease release). A new leader process — the standby, or the killed
     // pod's restarted container, whichever sees the Lease expire first —
     // holds it and goes on reconciling.
-    let holder_before = k(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
+    let holder_before =
+        k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
     let killed = standby.clone();
     let t_kill = Instant::now();
     ctr(&["tasks", "kill", "--signal", "SIGKILL", &container_of(&killed)?])?;
     let new_leader = retry(Duration::from_secs(60), || {
-        let holder = k(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
+        let holder =
+            k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
         if holder == holder_before || holder.is_empty() {
             bail!("still held by {holder_before}");
         }
@@ -603,8 +447,8 @@ c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
         &sku,
         "apiVersion: craftplane.io/v1alpha1\nkind: Sku\nmetadata: {name: after-failover}\nspec:\n  resources: {cpu: 500m, memory: 1Gi, storage: 1Gi}\n  maxPlayers: 5\n",
     )?;
-    k(&["apply", "-f", &sku.display().to_string()])?;
-    expect(
+    k.run(&["apply", "-f", &sku.display().to_string()])?;
+    k.expect(
         "Sku after-failover Ready (reconciled by the new leader)",
         &["get", "sku", "after-failover", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
         "True",
@@ -621,7 +465,7 @@ c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
     })?;
     println!("e2e: ok   {killed} restarted by the kubelet and Ready again");
 
-    let log = operator_log();
+    let log = k.operator_log();
     if log.contains("forbidden") || log.contains("Forbidden") {
         bail!("the operator hit RBAC denials with the chart's ServiceAccount:\n{}", tail(&log, 40));
     }
@@ -647,7 +491,7 @@ c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC timestamp (`2026-12-01T10:00:00Z`).
-fn parse_rfc3339(t: &str) -> Option<i64> {
+pub fn parse_rfc3339(t: &str) -> Option<i64> {
     let t = t.trim();
     let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
     let d: Vec<i64> = date.split('-').map(|p| p.parse().ok()).collect::<Option<_>>()?;
@@ -664,12 +508,12 @@ fn parse_rfc3339(t: &str) -> Option<i64> {
 }
 
 /// A free TCP port on `host`.
-fn free_port(host: &str) -> Result<u16> {
+pub fn free_port(host: &str) -> Result<u16> {
     Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
 }
 
 /// Calls `f` until it succeeds or `timeout` passes (then its last error).
-fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+pub fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         match f() {
@@ -680,9 +524,82 @@ fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     }
 }
 
-fn tail(s: &str, n: usize) -> String {
+pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// kubectl against the suite's control plane.
+pub struct Kube {
+    pub kubectl: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl Kube {
+    /// A kubectl command with the kubeconfig set.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.kubectl);
+        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        c
+    }
+
+    /// Runs kubectl; its stdout (trailing newline trimmed), or an error with its stderr.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        let out = self.command(args).stdin(Stdio::null()).output().context("run kubectl")?;
+        if !out.status.success() {
+            bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+
+    /// One field (a jsonpath) of an object in namespace `default`.
+    pub fn get(&self, kind: &str, name: &str, jsonpath: &str) -> Result<String> {
+        self.run(&["get", kind, name, "-n", "default", "-o", &format!("jsonpath={jsonpath}")])
+    }
+
+    /// Polls `args` until their output is `want`, up to `timeout`.
+    pub fn wait_for(&self, args: &[&str], want: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = self.run(args).unwrap_or_else(|e| format!("<{e}>"));
+            if last.trim() == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("expected {want:?}, got {last:?} after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// [`Kube::wait_for`] with 90 s, printing an ok line or failing with the operator's log.
+    pub fn expect(&self, what: &str, args: &[&str], want: &str) -> Result<()> {
+        self.expect_within(what, args, want, Duration::from_secs(90))
+    }
+
+    pub fn expect_within(&self, what: &str, args: &[&str], want: &str, timeout: Duration) -> Result<()> {
+        match self.wait_for(args, want, timeout) {
+            Ok(()) => {
+                println!("e2e: ok   {what}: {want}");
+                Ok(())
+            }
+            Err(e) => bail!("{what}: {e:#}\noperator log:\n{}", tail(&self.operator_log(), 30)),
+        }
+    }
+
+    /// The operator pods' logs (current and previous containers).
+    pub fn operator_log(&self) -> String {
+        let mut out = String::new();
+        for p in self
+            .run(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "name"])
+            .unwrap_or_default()
+            .lines()
+        {
+            out.push_str(&self.run(&["logs", "-n", NS, p, "--tail=200"]).unwrap_or_default());
+            out.push_str(&self.run(&["logs", "-n", NS, p, "--previous", "--tail=200"]).unwrap_or_default());
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -324,13 +324,10 @@ pub fn test_server_image() -> String {
     format!("localhost/craftplane-test-server:{}", operator_version())
 }
 
-/// Minecraft versions the test image carries protocol data for.
-const TEST_SERVER_VERSIONS: [&str; 1] = ["1.21.4"];
-
-/// Builds the test server image: Node.js (the host's, with the libraries it
-/// links), the stand-in's scripts and its npm dependencies (flying-squid, a
-/// Java Edition server), minecraft-data pruned to the versions above.
-pub fn build_test_server(sh: &Shell) -> Result<PathBuf> {
+/// The stand-in's npm dependencies (`npm ci` from its lock file), cached
+/// under the images directory by the lock file's hash; the folder holding
+/// `node_modules`.
+fn test_server_npm(sh: &Shell) -> Result<PathBuf> {
     let src = crate::project_root().join("tests/images/test-server");
     let lock = std::fs::read(src.join("package-lock.json")).context("tests/images/test-server/package-lock.json")?;
     let npm = images_dir().join(format!("test-server-npm-{}", &sha256_hex(&lock)[..16]));
@@ -341,6 +338,43 @@ pub fn build_test_server(sh: &Shell) -> Result<PathBuf> {
         let _d = sh.push_dir(&npm);
         cmd!(sh, "npm ci --omit=dev --no-audit --no-fund").run().context("npm ci for the test server image")?;
     }
+    Ok(npm)
+}
+
+/// Runs the stand-in's self-test (tests/images/test-server/selftest.js: the
+/// contract checked on a host process, loopback only); its (passed, failed).
+pub fn test_server_selftest(sh: &Shell) -> Result<(u64, u64)> {
+    let npm = test_server_npm(sh)?;
+    let script = crate::project_root().join("tests/images/test-server/selftest.js");
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .env("NODE_PATH", npm.join("node_modules"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run node tests/images/test-server/selftest.js")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        println!("test-server selftest: {line}");
+    }
+    let summary = text.lines().rev().find_map(|l| {
+        let (p, f) = l.split_once(" passed, ")?;
+        Some((p.trim().parse::<u64>().ok()?, f.strip_suffix(" failed")?.trim().parse::<u64>().ok()?))
+    });
+    match summary {
+        Some((passed, failed)) if out.status.success() == (failed == 0) => Ok((passed, failed)),
+        _ => bail!("the test server self-test ended with {} and no summary line", out.status),
+    }
+}
+
+/// Minecraft versions the test image carries protocol data for.
+const TEST_SERVER_VERSIONS: [&str; 1] = ["1.21.4"];
+
+/// Builds the test server image: Node.js (the host's, with the libraries it
+/// links), the stand-in's scripts and its npm dependencies (flying-squid, a
+/// Java Edition server), minecraft-data pruned to the versions above.
+pub fn build_test_server(sh: &Shell) -> Result<PathBuf> {
+    let src = crate::project_root().join("tests/images/test-server");
+    let npm = test_server_npm(sh)?;
     let node = Path::new("/usr/bin/node");
     if !node.exists() {
         bail!("the test server image packs the host's Node.js: /usr/bin/node is missing");
