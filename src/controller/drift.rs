@@ -117,6 +117,9 @@ fn element_matches(key: &str, i: usize, e: &Value) -> bool {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Owned {
     sets: Vec<Arc<str>>,
+    /// Whether the owner references are owned (also when empty, as a
+    /// released PVC's are), and the UIDs of those owned.
+    owner_refs: bool,
     owner_uids: Vec<Box<str>>,
 }
 
@@ -135,6 +138,7 @@ impl Owned {
                 .and_then(|m| m.remove("f:ownerReferences"))
                 .and_then(|r| r.as_object().cloned())
             {
+                out.owner_refs = true;
                 for k in refs.keys() {
                     let uid = k.strip_prefix("k:").and_then(|k| serde_json::from_str::<Value>(k).ok());
                     if let Some(uid) = uid.as_ref().and_then(|u| u.get("uid")).and_then(Value::as_str) {
@@ -162,7 +166,7 @@ impl Owned {
                 ..Default::default()
             })
             .collect();
-        if !self.owner_uids.is_empty() {
+        if self.owner_refs {
             let refs: Map<String, Value> = self
                 .owner_uids
                 .iter()
@@ -310,5 +314,12 @@ mod tests {
             Owned::take(Some(vec![entry(FIELD_MANAGER, without(applied(), &["f:metadata", "f:ownerReferences"]))]));
         assert!(!owns_all(&desired(), unowned.restore().as_deref()));
         assert_eq!(Owned::take(None).restore(), None);
+        // Owner references applied empty (a released PVC) stay owned.
+        let mut fields = without(applied(), &["f:metadata", "f:ownerReferences"]);
+        fields["f:metadata"]["f:ownerReferences"] = json!({});
+        let mut released = desired();
+        released["metadata"]["ownerReferences"] = json!([]);
+        let kept = Owned::take(Some(vec![entry(FIELD_MANAGER, fields)]));
+        assert!(owns_all(&released, kept.restore().as_deref()));
     }
 }
