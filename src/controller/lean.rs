@@ -37,15 +37,17 @@ pub struct Marks {
     server: Option<Box<str>>,
     applied_hash: Option<Box<str>>,
     config_hash: Option<Box<str>>,
+    owned: super::drift::Owned,
 }
 
 impl Marks {
     /// Slims a child's metadata to what reconcilers read — name, namespace,
     /// identity, owner references, deletion timestamp — and moves the kept
-    /// labels and annotations out of it; managed fields, finalizers and all
-    /// other labels and annotations are dropped.
+    /// labels and annotations and the operator's field sets out of it;
+    /// other managed fields, finalizers and all other labels and
+    /// annotations are dropped.
     fn take(m: &mut ObjectMeta) -> Marks {
-        m.managed_fields = None;
+        let owned = super::drift::Owned::take(m.managed_fields.take());
         m.finalizers = None;
         m.generate_name = None;
         let mut labels = m.labels.take().unwrap_or_default();
@@ -54,11 +56,13 @@ impl Marks {
             server: labels.remove(SERVER_LABEL).map(Into::into),
             applied_hash: annotations.remove(APPLIED_HASH).map(Into::into),
             config_hash: annotations.remove(CONFIG_HASH).map(Into::into),
+            owned,
         }
     }
 
     /// The metadata with the kept labels and annotations put back.
     fn restore(self, mut m: ObjectMeta) -> ObjectMeta {
+        m.managed_fields = self.owned.restore();
         if let Some(v) = self.server {
             m.labels.get_or_insert_with(Default::default).insert(SERVER_LABEL.into(), v.into());
         }

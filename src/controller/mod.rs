@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod conditions;
 pub mod context;
+pub mod drift;
 pub mod error;
 pub mod http;
 pub mod lean;
@@ -206,9 +207,9 @@ async fn run_controllers(
 
     use crate::api::{BackupSnapshot, MinecraftServer, PluginInstallation, Sku, Tenant};
     use k8s_openapi::api::batch::v1::Job;
-    use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+    use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
     use k8s_openapi::api::networking::v1::NetworkPolicy;
-    use k8s_openapi::api::rbac::v1::RoleBinding;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 
     // Controllers need their kinds: wait until every CRD is Established.
     loop {
@@ -322,8 +323,9 @@ async fn run_controllers(
         let events = watcher(api, cfg)
             .default_backoff()
             .modify(move |o: &mut K| {
-                o.meta_mut().managed_fields = None;
+                // `slim` keeps the operator's own field sets (drift detection).
                 slim(o);
+                o.meta_mut().managed_fields = None;
             })
             .reflect(writer);
         let stream = if deletes {
@@ -577,6 +579,7 @@ async fn run_controllers(
     let tenant_objects = base().labels(crate::api::tenant::TENANT_LABEL);
     let tenants_for_skus = tenant_store.clone();
     let tenants_for_servers = tenant_store.clone();
+    let tenants_for_roles = tenant_store.clone();
     let tenant_ctrl = tenant_ctrl
         .watches_stream(trigger(Api::<Namespace>::all(client.clone()), tenant_objects.clone(), "Namespace"), move |o| {
             by_tenant_label(&o)
@@ -597,6 +600,24 @@ async fn run_controllers(
             trigger(Api::<LimitRange>::all(client.clone()), tenant_objects.clone(), "LimitRange"),
             move |o| by_tenant_label(&o),
         )
+        .watches_stream(trigger(Api::<ConfigMap>::all(client.clone()), tenant_objects.clone(), "ConfigMap"), move |o| {
+            by_tenant_label(&o)
+        })
+        .watches_stream(
+            trigger(Api::<ClusterRoleBinding>::all(client.clone()), tenant_objects.clone(), "ClusterRoleBinding"),
+            move |o| by_tenant_label(&o),
+        )
+        // Per-tenant ClusterRoles, and the owners' ClusterRole all tenants
+        // bind (no tenant label).
+        .watches_stream(trigger(Api::<ClusterRole>::all(client.clone()), children.clone(), "ClusterRole"), move |o| {
+            match by_tenant_label(&o) {
+                Some(t) => vec![t],
+                None if o.name_any() == crate::resources::tenant::OWNER_CLUSTER_ROLE => {
+                    tenants_for_roles.state().into_iter().map(|t| ObjectRef::from_obj(t.as_ref())).collect()
+                }
+                None => vec![],
+            }
+        })
         .watches_stream(trigger(Api::<Sku>::all(client.clone()), wc.clone(), "Sku"), move |_| {
             tenants_for_skus.state().into_iter().map(|t| ObjectRef::from_obj(t.as_ref())).collect::<Vec<_>>()
         })

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::conditions;
-use super::context::{Context, cached, cached_full};
+use super::context::{Context, cached_full};
 use super::error::{Error, Result};
 use super::server_status::{self, Observed};
 use crate::api::server::{MinecraftServer, MinecraftServerStatus, Players, ServerPhase};
@@ -55,20 +55,41 @@ pub fn error_policy(server: Arc<MinecraftServer>, err: &Error, ctx: Arc<Context>
     Action::requeue(delay)
 }
 
-/// Server-side applies `desired` unless the observed object already carries
-/// the same desired-state hash. Returns the object as the API now has it.
+/// Server-side applies `desired` unless the observed object is in sync: it
+/// carries the same desired-state hash and the operator still owns every
+/// field of `desired` (see `drift`), so an idle reconcile writes nothing
+/// while an edited or deleted child is restored. Returns the object as the
+/// API now has it.
 pub async fn apply_child<K>(api: &Api<K>, observed: Option<K>, mut desired: K) -> Result<K>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    K::DynamicType: Default,
 {
     let hash = resources::object_hash(&desired);
+    desired.meta_mut().annotations.get_or_insert_with(Default::default).insert(APPLIED_HASH.into(), hash.clone());
+    let name = desired.meta().name.clone().ok_or(Error::MissingField("metadata.name"))?;
     if let Some(obs) = observed
         && obs.meta().annotations.as_ref().and_then(|a| a.get(APPLIED_HASH)) == Some(&hash)
     {
-        return Ok(obs);
+        let want = serde_json::to_value(&desired)?;
+        if super::drift::owns_all(&want, obs.meta().managed_fields.as_deref()) {
+            return Ok(obs);
+        }
+        info!(kind = %K::kind(&Default::default()), name = %name, namespace = ?obs.meta().namespace, "child drifted; restoring");
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        return match api.patch(&name, &pp, &Patch::Apply(&desired)).await {
+            // Someone added an element to a list the operator sets (a
+            // second port, say) that cannot stand beside ours: a merge
+            // patch replaces such lists whole (and leaves others' map
+            // entries), then the apply takes every field back.
+            Err(kube::Error::Api(e)) if e.code == 422 => {
+                let merge = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                api.patch(&name, &merge, &Patch::Merge(&desired)).await?;
+                Ok(api.patch(&name, &pp, &Patch::Apply(&desired)).await?)
+            }
+            r => Ok(r?),
+        };
     }
-    desired.meta_mut().annotations.get_or_insert_with(Default::default).insert(APPLIED_HASH.into(), hash);
-    let name = desired.meta().name.clone().ok_or(Error::MissingField("metadata.name"))?;
     Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?)
 }
 
@@ -274,16 +295,20 @@ async fn report_rejected(server: &MinecraftServer, ctx: &Context, e: &Error) -> 
     Ok(Action::requeue(ctx.settings.resync))
 }
 
-/// Creates the RCON Secret once. An existing Secret is never rewritten, so
-/// the password cannot rotate by accident.
+/// Creates the RCON Secret once. Of an existing Secret only labels and
+/// owner are restored when changed; its password is never rewritten, so it
+/// cannot rotate by accident.
 async fn ensure_secret(ctx: &Context, m: &ServerModel) -> Result<()> {
-    if cached(&ctx.children.secrets, &m.namespace, &m.secret_name()).is_some() {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &m.namespace);
+    if let Some(s) = cached_full(&ctx.children.secrets, &m.namespace, &m.secret_name()) {
+        apply_child(&api, Some(s), resources::secret::owned(m)).await?;
         return Ok(());
     }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &m.namespace);
-    // The cache may trail a Secret created a moment ago: ask the API before
-    // generating a password (creating is refused if it exists anyway).
-    if api.get_opt(&m.secret_name()).await?.is_some() {
+    // The cache may trail a Secret created a moment ago, or miss one whose
+    // labels were edited: ask the API before generating a password
+    // (creating is refused if it exists anyway).
+    if let Some(s) = api.get_opt(&m.secret_name()).await? {
+        apply_child(&api, Some(s), resources::secret::owned(m)).await?;
         return Ok(());
     }
     let secret = resources::secret::build(m, &resources::secret::generate_password());

@@ -1,5 +1,6 @@
 //! The RCON Secret. Its password is generated once by the reconciler and
-//! never re-applied, so it cannot rotate by accident.
+//! never re-applied, so it cannot rotate by accident; only labels and owner
+//! are kept in place.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +14,10 @@ pub const PASSWORD_KEY: &str = "password";
 /// Where the Secret is mounted in the server container.
 pub const MOUNT_PATH: &str = "/run/secrets/craftplane/rcon";
 
-/// The Secret to create when none exists.
-pub fn build(m: &ServerModel, password: &str) -> Secret {
+/// What the operator keeps in place on an existing Secret: its labels and
+/// owner. The password is not among it: an admin may rotate it, and the
+/// operator never holds it (a deleted Secret is created anew).
+pub fn owned(m: &ServerModel) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(m.secret_name()),
@@ -23,10 +26,19 @@ pub fn build(m: &ServerModel, password: &str) -> Secret {
             owner_references: Some(vec![m.owner_ref()]),
             ..Default::default()
         },
-        string_data: Some(BTreeMap::from([(PASSWORD_KEY.to_string(), password.to_string())])),
-        type_: Some("Opaque".into()),
         ..Default::default()
     }
+}
+
+/// The Secret to create when none exists: [`owned`], marked as applied
+/// (so the first check writes nothing), with the password.
+pub fn build(m: &ServerModel, password: &str) -> Secret {
+    let mut s = owned(m);
+    let hash = super::object_hash(&s);
+    s.metadata.annotations = Some(BTreeMap::from([(super::APPLIED_HASH.to_string(), hash)]));
+    s.string_data = Some(BTreeMap::from([(PASSWORD_KEY.to_string(), password.to_string())]));
+    s.type_ = Some("Opaque".into());
+    s
 }
 
 /// A new random password: 32 characters from [A-Za-z0-9].
