@@ -103,6 +103,37 @@ fn server(name: &str, sku: &str, shard: &str) -> MinecraftServer {
     .unwrap()
 }
 
+/// Exempts `ns` from the admission policy (the admin label its binding
+/// honours, as on a cluster without the policy), creates `server` there as
+/// the admin and checks the reconciler refuses it with `reason` and creates
+/// no workload.
+async fn refused_by_the_reconciler(w: &World, ns: &str, server: MinecraftServer, reason: &str) {
+    Api::<Namespace>::all(w.admin.clone())
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"craftplane.io/allowed-skus-policy": "disabled"}}})),
+        )
+        .await
+        .unwrap();
+    let name = server.metadata.name.clone().unwrap();
+    let admin_servers = Api::<MinecraftServer>::namespaced(w.admin.clone(), ns);
+    let created = common::wait_until(Duration::from_secs(20), || async {
+        admin_servers.create(&PostParams::default(), &server).await.is_ok()
+    })
+    .await;
+    assert!(created.is_ok(), "without the policy the API server accepts {name}");
+    let caught = common::wait_until(Duration::from_secs(30), || async {
+        admin_servers.get(&name).await.ok().and_then(|s| s.status).is_some_and(|st| {
+            st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
+        })
+    })
+    .await;
+    assert!(caught.is_ok(), "the reconciler sets {reason} on {name}");
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(w.admin.clone(), ns);
+    assert!(sts.get_opt(&name).await.unwrap().is_none(), "no workload for {name} ({reason})");
+}
+
 fn ready(t: &Tenant) -> bool {
     t.status.as_ref().is_some_and(|s| {
         s.observed_generation == t.metadata.generation
@@ -566,29 +597,7 @@ async fn admission_policy_rejects_disallowed_skus_and_the_reconciler_catches_the
     // label the binding honours. (Deleting and re-creating the binding is
     // avoided: on this API server that left the policy's parameter cache
     // stale for every namespace created afterwards.)
-    let nss = Api::<Namespace>::all(w.admin.clone());
-    nss.patch(
-        &ns,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"craftplane.io/allowed-skus-policy": "disabled"}}})),
-    )
-    .await
-    .unwrap();
-    let admin_servers = Api::<MinecraftServer>::namespaced(w.admin.clone(), &ns);
-    let created = common::wait_until(Duration::from_secs(20), || async {
-        admin_servers.create(&PostParams::default(), &server("sneaky", &small, &w.shard)).await.is_ok()
-    })
-    .await;
-    assert!(created.is_ok(), "without the policy the API server accepts the server");
-    let caught = common::wait_until(Duration::from_secs(30), || async {
-        admin_servers.get("sneaky").await.ok().and_then(|s| s.status).is_some_and(|st| {
-            st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "SkuNotAllowed")
-        })
-    })
-    .await;
-    assert!(caught.is_ok(), "reconciler sets SkuNotAllowed");
-    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(w.admin.clone(), &ns);
-    assert!(sts.get_opt("sneaky").await.unwrap().is_none(), "no workload for a disallowed SKU");
+    refused_by_the_reconciler(&w, &ns, server("sneaky", &small, &w.shard), "SkuNotAllowed").await;
     op.stop();
     w.cleanup().await;
 }
@@ -659,29 +668,7 @@ async fn images_nobody_allowed_are_refused_at_admission_and_by_the_reconciler() 
     assert!(refused(switched).is_some(), "switching to a disallowed image is refused");
 
     // Without the policy (namespace exempted) the reconciler refuses to run it.
-    Api::<Namespace>::all(w.admin.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"craftplane.io/allowed-skus-policy": "disabled"}}})),
-        )
-        .await
-        .unwrap();
-    let admin_servers = Api::<MinecraftServer>::namespaced(w.admin.clone(), &ns);
-    let created = common::wait_until(Duration::from_secs(20), || async {
-        admin_servers.create(&PostParams::default(), &with_image("miner", &plain, "xmrig/xmrig:latest")).await.is_ok()
-    })
-    .await;
-    assert!(created.is_ok(), "without the policy the API server accepts it");
-    let caught = common::wait_until(Duration::from_secs(30), || async {
-        admin_servers.get("miner").await.ok().and_then(|s| s.status).is_some_and(|st| {
-            st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "ImageNotAllowed")
-        })
-    })
-    .await;
-    assert!(caught.is_ok(), "the reconciler sets ImageNotAllowed");
-    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(w.admin.clone(), &ns);
-    assert!(sts.get_opt("miner").await.unwrap().is_none(), "nothing started for a disallowed image");
+    refused_by_the_reconciler(&w, &ns, with_image("miner", &plain, "xmrig/xmrig:latest"), "ImageNotAllowed").await;
     op.stop();
     w.cleanup().await;
 }

@@ -102,18 +102,12 @@ pub fn run(s: &Setup) -> Result<()> {
     );
 
     // --- Server List Ping and a real client
-    k.expect(
+    expect_real(
+        k,
         "real players and version (the operator's in-cluster Server List Ping)",
-        &[
-            "get",
-            "mcs",
-            SERVER,
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.status.players.online}/{.status.players.max} {.status.version}",
-        ],
+        "{.status.players.online}/{.status.players.max} {.status.version}",
         "0/8 1.21.4",
+        90,
     )?;
     let ip = k.get("service", SERVER, "{.spec.clusterIP}")?;
     join(s, &ip, "alice")?;
@@ -136,29 +130,9 @@ pub fn run(s: &Setup) -> Result<()> {
     let bob = bob[0].clone();
     println!("e2e: ok   world changed after the snapshot: playerdata {bob} (bob)");
     let t_restore = Instant::now();
-    k.run(&[
-        "patch",
-        "mcs",
-        SERVER,
-        "-n",
-        NS,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"restore":{"snapshot":"real-1"}}}"#,
-    ])?;
-    k.expect_within(
-        "real phase while its restore runs",
-        &["get", "mcs", SERVER, "-n", NS, "-o", "jsonpath={.status.phase}"],
-        "Restoring",
-        Duration::from_secs(120),
-    )?;
-    k.expect_within(
-        "real restore",
-        &["get", "mcs", SERVER, "-n", NS, "-o", "jsonpath={.status.restore.snapshot} {.status.restore.phase}"],
-        "real-1 Completed",
-        Duration::from_secs(180),
-    )?;
+    patch_spec(k, r#"{"restore":{"snapshot":"real-1"}}"#)?;
+    expect_real(k, "real phase while its restore runs", "{.status.phase}", "Restoring", 120)?;
+    expect_real(k, "real restore", "{.status.restore.snapshot} {.status.restore.phase}", "real-1 Completed", 180)?;
     wait_running(k, Duration::from_secs(180))?;
     let restored = players(k)?;
     if restored.contains(&bob) || !players_at_snapshot.iter().all(|p| restored.contains(p)) {
@@ -181,29 +155,14 @@ pub fn run(s: &Setup) -> Result<()> {
     // A second request for the same snapshot, the documented way: clear
     // spec.restore, wait until the operator has closed the first request,
     // set it again.
-    k.run(&["patch", "mcs", SERVER, "-n", NS, "--type", "merge", "-p", r#"{"spec":{"restore":null}}"#])?;
+    patch_spec(k, r#"{"restore":null}"#)?;
     k.wait_for(
         &["get", "mcs", SERVER, "-n", NS, "-o", "jsonpath={.status.restore.phase}/{.status.restore.requestGeneration}"],
         "Completed/",
         Duration::from_secs(60),
     )?;
-    k.run(&[
-        "patch",
-        "mcs",
-        SERVER,
-        "-n",
-        NS,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"restore":{"snapshot":"real-1"}}}"#,
-    ])?;
-    k.expect_within(
-        "restore from the corrupted archive",
-        &["get", "mcs", SERVER, "-n", NS, "-o", "jsonpath={.status.restore.phase}"],
-        "Failed",
-        Duration::from_secs(180),
-    )?;
+    patch_spec(k, r#"{"restore":{"snapshot":"real-1"}}"#)?;
+    expect_real(k, "restore from the corrupted archive", "{.status.restore.phase}", "Failed", 180)?;
     let why = k.get("mcs", SERVER, "{.status.restore.message}")?;
     wait_running(k, Duration::from_secs(180))?;
     let after_bad = players(k)?;
@@ -211,25 +170,18 @@ pub fn run(s: &Setup) -> Result<()> {
         bail!("a failed restore changed the world: playerdata {before_bad:?} → {after_bad:?}");
     }
     println!("e2e: ok   restore from a corrupted archive Failed ({why}); world unchanged, server Running");
-    k.run(&["patch", "mcs", SERVER, "-n", NS, "--type", "merge", "-p", r#"{"spec":{"restore":null}}"#])?;
+    patch_spec(k, r#"{"restore":null}"#)?;
 
     // --- a wrong checksum keeps the server from starting, with the reason
     let bad = s.cluster.dir.join("bad-plugin.yaml");
     std::fs::write(&bad, plugin_yaml("other", &format!("{cdn_url}/other-2.0.0.jar"), &"0".repeat(64)))?;
     k.run(&["apply", "-f", &path(&bad)])?;
-    k.expect_within(
+    expect_real(
+        k,
         "real with a plugin of the wrong checksum",
-        &[
-            "get",
-            "mcs",
-            SERVER,
-            "-n",
-            NS,
-            "-o",
-            "jsonpath={.status.phase}/{.status.conditions[?(@.type==\"Ready\")].reason}",
-        ],
+        "{.status.phase}/{.status.conditions[?(@.type==\"Ready\")].reason}",
         "Failed/PluginFetchFailed",
-        Duration::from_secs(180),
+        180,
     )?;
     k.expect(
         "PluginInstallation other",
@@ -286,7 +238,7 @@ pub fn run(s: &Setup) -> Result<()> {
     );
     std::thread::sleep(Duration::from_secs(1));
     let t_stop = Instant::now();
-    k.run(&["patch", "mcs", SERVER, "-n", NS, "--type", "merge", "-p", r#"{"spec":{"state":"Stopped"}}"#])?;
+    patch_spec(k, r#"{"state":"Stopped"}"#)?;
     retry(Duration::from_secs(grace + 30), || {
         if k.run(&["get", "pod", POD, "-n", NS, "-o", "name"]).is_ok() {
             bail!("{POD} still exists");
@@ -311,7 +263,7 @@ pub fn run(s: &Setup) -> Result<()> {
     if stopped_in > Duration::from_secs(grace) {
         bail!("the pod took {stopped_in:?} to stop, longer than its grace period {grace}s");
     }
-    k.expect("real phase", &["get", "mcs", SERVER, "-n", NS, "-o", "jsonpath={.status.phase}"], "Stopped")?;
+    expect_real(k, "real phase", "{.status.phase}", "Stopped", 90)?;
     println!(
         "e2e: ok   state Stopped: announce, save and \"Server stopped\" in the log; pod gone after {stopped_in:.0?} (grace {grace}s)"
     );
@@ -367,6 +319,17 @@ pub fn run(s: &Setup) -> Result<()> {
         "e2e: ok   deletionPolicy Delete: PVC deleted (volume {volume} {released}); a new server starts with a fresh world on {new_volume}"
     );
     Ok(())
+}
+
+/// Waits (up to `secs`) until the server's `jsonpath` reads `want`.
+fn expect_real(k: &Kube, what: &str, jsonpath: &str, want: &str, secs: u64) -> Result<()> {
+    let path = format!("jsonpath={jsonpath}");
+    k.expect_within(what, &["get", "mcs", SERVER, "-n", NS, "-o", &path], want, Duration::from_secs(secs))
+}
+
+/// Merge-patches the server's spec with `spec` (JSON), as `kubectl patch` would.
+fn patch_spec(k: &Kube, spec: &str) -> Result<String> {
+    k.run(&["patch", "mcs", SERVER, "-n", NS, "--type", "merge", "-p", &format!(r#"{{"spec":{spec}}}"#)])
 }
 
 /// Takes snapshot `name` of the running server and checks it end to end;
