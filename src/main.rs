@@ -24,6 +24,8 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Print the rules of the operator's ClusterRole (what the chart grants).
+    Rbac,
     /// Print the objects craftplane would create for MinecraftServers
     /// (like `helm template`): PVC, ConfigMap, Services, StatefulSet, Secret.
     Render(RenderArgs),
@@ -75,6 +77,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Crds => {
             print!("{}", craftplane::api::crds_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Rbac => {
+            print!("{}", craftplane::controller::rbac::rules_yaml());
             ExitCode::SUCCESS
         }
         Command::Render(args) => match render(&args) {

@@ -14,6 +14,7 @@ pub mod lean;
 pub mod metrics;
 pub mod ping;
 pub mod plugin;
+pub mod rbac;
 pub mod server;
 pub mod server_backup;
 pub mod server_status;

@@ -334,6 +334,26 @@ backup:
         s3_root: &s3_root,
     })?;
 
+    // A tenant removed: its objects leave the namespace, which stays.
+    k.run(&["delete", "tenant", "acme", "--wait", "--timeout=90s"])?;
+    let left = k.run(&[
+        "get",
+        "rolebindings,networkpolicies,resourcequotas,limitranges,configmaps",
+        "-n",
+        "tenant-acme",
+        "-l",
+        "app.kubernetes.io/managed-by=craftplane",
+        "-o",
+        "name",
+    ])?;
+    if !left.is_empty() {
+        bail!("Tenant acme deleted, but its objects stay in tenant-acme:\n{left}");
+    }
+    k.run(&["get", "namespace", "tenant-acme", "-o", "name"]).context("a released tenant namespace is kept")?;
+    println!(
+        "e2e: ok   Tenant acme deleted: its RBAC, policies, quota and ConfigMap left tenant-acme; the namespace stays"
+    );
+
     // Metrics scraped from the leader pod, through the API server's pod proxy
     // (gauges refresh every 5 s: poll briefly).
     let families = [
@@ -487,7 +507,7 @@ backup:
         Ok(Ok(()))
     })??;
     println!("e2e: ok   {new_leader} exited 0 on SIGTERM");
-    Ok(())
+    crate::e2e_rbac::check(&k, &cluster.audit_log())
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC timestamp (`2026-12-01T10:00:00Z`).

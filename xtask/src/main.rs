@@ -5,6 +5,7 @@ mod bench_backup;
 mod cluster;
 mod dev;
 mod e2e;
+mod e2e_rbac;
 mod e2e_real;
 mod http;
 mod images;
@@ -192,7 +193,11 @@ fn write_crds(sh: &Shell) -> Result<()> {
     let yaml = cmd!(sh, "cargo run --quiet --bin craftplane -- crds").read()?;
     sh.write_file("crds/craftplane.yaml", format!("{yaml}\n"))?;
     sh.write_file("charts/craftplane/crds/craftplane.yaml", format!("{yaml}\n"))?;
-    eprintln!("xtask: wrote crds/craftplane.yaml and charts/craftplane/crds/craftplane.yaml");
+    let rules = cmd!(sh, "cargo run --quiet --bin craftplane -- rbac").read()?;
+    sh.write_file("charts/craftplane/files/operator-rules.yaml", format!("{rules}\n"))?;
+    eprintln!(
+        "xtask: wrote crds/craftplane.yaml, charts/craftplane/crds/craftplane.yaml and charts/craftplane/files/operator-rules.yaml"
+    );
     Ok(())
 }
 

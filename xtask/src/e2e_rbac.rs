@@ -1,0 +1,124 @@
+//! The chart's RBAC against what the operator did: every write the
+//! operator's ServiceAccount sent during the e2e suite, from the API
+//! server's audit log, compared with the ClusterRole the chart installed
+//! (generated from src/controller/rbac.rs). Fails on a write that was
+//! refused (a verb the chart lacks) and on a write verb the chart grants
+//! that nothing used — unless owners are granted it (the operator must hold
+//! what it grants) or a named integration test uses it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::e2e::Kube;
+
+/// The operator pods' identity (chart: ServiceAccount `craftplane`).
+const USER: &str = "system:serviceaccount:craftplane-system:craftplane";
+const WRITES: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
+/// Granted writes the e2e suite does not reach, with where they are used.
+const ELSEWHERE: &[(&str, &str, &str, &str)] = &[
+    ("", "services", "delete", "server_reconcile: an RCON Service of an older release with a cluster IP is replaced"),
+    ("", "configmaps", "delete", "tenant: a released namespace loses its policy ConfigMap"),
+    ("", "resourcequotas", "delete", "tenant: quota removed from the spec, or the namespace released"),
+    ("", "limitranges", "delete", "tenant: a released namespace loses its limits"),
+    ("networking.k8s.io", "networkpolicies", "delete", "tenant: a released namespace loses its policies"),
+    ("rbac.authorization.k8s.io", "rolebindings", "delete", "tenant: a released namespace loses the owners' binding"),
+    ("craftplane.io", "tenants", "patch", "tenant: finalizer added and removed"),
+    ("craftplane.io", "skus", "patch", "sku: finalizer of a SKU in use"),
+    ("events.k8s.io", "events", "patch", "an Event repeated within its series"),
+    (
+        "craftplane.io",
+        "minecraftservers/finalizers",
+        "update",
+        "owner references that block deletion, where OwnerReferencesPermissionEnforcement is on (not here)",
+    ),
+    ("craftplane.io", "plugininstallations/finalizers", "update", "as above"),
+    ("craftplane.io", "backupsnapshots/finalizers", "update", "as above"),
+    ("craftplane.io", "tenants/finalizers", "update", "as above"),
+];
+
+/// (group, resource[/subresource], verb)
+type Use = (String, String, String);
+
+pub fn check(kube: &Kube, audit_log: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(audit_log).with_context(|| format!("read {}", audit_log.display()))?;
+    let mut used: BTreeSet<Use> = BTreeSet::new();
+    let mut refused: BTreeSet<Use> = BTreeSet::new();
+    for line in text.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if e["user"]["username"] != USER || !WRITES.contains(&e["verb"].as_str().unwrap_or("")) {
+            continue;
+        }
+        let o = &e["objectRef"];
+        let mut resource = o["resource"].as_str().unwrap_or("").to_string();
+        if let Some(sub) = o["subresource"].as_str() {
+            resource = format!("{resource}/{sub}");
+        }
+        let u =
+            (o["apiGroup"].as_str().unwrap_or("").to_string(), resource, e["verb"].as_str().unwrap_or("").to_string());
+        if e["responseStatus"]["code"] == 403 {
+            refused.insert(u);
+        } else {
+            used.insert(u);
+        }
+    }
+    // A server-side apply that creates its object is audited as a patch,
+    // and the API server authorizes it as create too.
+    let applied: Vec<Use> =
+        used.iter().filter(|(_, _, v)| v == "patch").map(|(g, r, _)| (g.clone(), r.clone(), "create".into())).collect();
+    used.extend(applied);
+    if used.is_empty() {
+        bail!("the audit log has no write of {USER}: is it being written?");
+    }
+    if !refused.is_empty() {
+        bail!("the chart's RBAC refused writes the operator needs: {refused:?}");
+    }
+    // What the chart installed.
+    let role: serde_json::Value =
+        serde_json::from_str(&kube.run(&["get", "clusterrole", "craftplane-operator", "-o", "json"])?)?;
+    let owners: serde_json::Value =
+        serde_json::from_str(&kube.run(&["get", "clusterrole", "craftplane-tenant-owner", "-o", "json"])?)?;
+    let expand = |role: &serde_json::Value| -> BTreeSet<Use> {
+        let mut out = BTreeSet::new();
+        for r in role["rules"].as_array().into_iter().flatten() {
+            for g in r["apiGroups"].as_array().into_iter().flatten() {
+                for res in r["resources"].as_array().into_iter().flatten() {
+                    for v in r["verbs"].as_array().into_iter().flatten() {
+                        out.insert((
+                            g.as_str().unwrap_or("").into(),
+                            res.as_str().unwrap_or("").into(),
+                            v.as_str().unwrap_or("").into(),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    };
+    let granted = expand(&role);
+    let for_owners = expand(&owners);
+    let elsewhere: BTreeSet<Use> =
+        ELSEWHERE.iter().map(|(g, r, v, _)| (g.to_string(), r.to_string(), v.to_string())).collect();
+    let unused: Vec<&Use> = granted
+        .iter()
+        .filter(|(_, _, v)| WRITES.contains(&v.as_str()))
+        .filter(|u| !used.contains(*u) && !for_owners.contains(*u) && !elsewhere.contains(*u))
+        .collect();
+    if !unused.is_empty() {
+        bail!(
+            "the chart grants writes the operator never sent (and owners are not granted): {unused:?}\nused: {used:?}"
+        );
+    }
+    let stale: Vec<&Use> = elsewhere.iter().filter(|u| !granted.contains(*u)).collect();
+    if !stale.is_empty() {
+        bail!("e2e_rbac::ELSEWHERE names writes the chart no longer grants: {stale:?}");
+    }
+    println!(
+        "e2e: ok   RBAC: {} kinds of write sent by {USER}, none refused; every granted write used here, granted to owners, or used by a named test ({} such)",
+        used.len(),
+        elsewhere.iter().filter(|u| !used.contains(*u)).count()
+    );
+    Ok(())
+}
