@@ -37,9 +37,15 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         groups: &["craftplane.io"],
-        resources: &["skus", "tenants"],
+        resources: &["skus"],
+        verbs: READ,
+        why: "watched; read granted to owners",
+    },
+    Rule {
+        groups: &["craftplane.io"],
+        resources: &["tenants"],
         verbs: &["get", "list", "watch", "patch"],
-        why: "watched; finalizers (patch)",
+        why: "watched; the finalizer that keeps worlds (patch)",
     },
     Rule {
         groups: &["craftplane.io"],

@@ -26,7 +26,6 @@ const ELSEWHERE: &[(&str, &str, &str, &str)] = &[
     ("networking.k8s.io", "networkpolicies", "delete", "tenant: a released namespace loses its policies"),
     ("rbac.authorization.k8s.io", "rolebindings", "delete", "tenant: a released namespace loses the owners' binding"),
     ("craftplane.io", "tenants", "patch", "tenant: finalizer added and removed"),
-    ("craftplane.io", "skus", "patch", "sku: finalizer of a SKU in use"),
     ("events.k8s.io", "events", "patch", "an Event repeated within its series"),
     (
         "craftplane.io",
