@@ -35,12 +35,7 @@ pub const RULES: &[Rule] = &[
         verbs: &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"],
         why: "watched and finalized (patch); scheduled snapshots created, pruned by retention (delete); all of it granted to owners",
     },
-    Rule {
-        groups: &["craftplane.io"],
-        resources: &["skus"],
-        verbs: READ,
-        why: "watched; read granted to owners",
-    },
+    Rule { groups: &["craftplane.io"], resources: &["skus"], verbs: READ, why: "watched; read granted to owners" },
     Rule {
         groups: &["craftplane.io"],
         resources: &["tenants"],

@@ -17,16 +17,22 @@ use crate::e2e::Kube;
 const USER: &str = "system:serviceaccount:craftplane-system:craftplane";
 const WRITES: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
 
-/// Granted writes the e2e suite does not reach, with where they are used.
+/// Granted writes the e2e suite may not reach, with the code path that uses
+/// them (and its integration test where there is one).
 const ELSEWHERE: &[(&str, &str, &str, &str)] = &[
-    ("", "services", "delete", "server_reconcile: an RCON Service of an older release with a cluster IP is replaced"),
+    (
+        "",
+        "services",
+        "delete",
+        "an RCON Service of an older release with a cluster IP is replaced (tests/server_reconcile.rs)",
+    ),
     ("", "configmaps", "delete", "tenant: a released namespace loses its policy ConfigMap"),
-    ("", "resourcequotas", "delete", "tenant: quota removed from the spec, or the namespace released"),
+    ("", "resourcequotas", "delete", "a tenant's quota removed from its spec, or its namespace released"),
     ("", "limitranges", "delete", "tenant: a released namespace loses its limits"),
     ("networking.k8s.io", "networkpolicies", "delete", "tenant: a released namespace loses its policies"),
     ("rbac.authorization.k8s.io", "rolebindings", "delete", "tenant: a released namespace loses the owners' binding"),
     ("craftplane.io", "tenants", "patch", "tenant: finalizer added and removed"),
-    ("events.k8s.io", "events", "patch", "an Event repeated within its series"),
+    ("events.k8s.io", "events", "patch", "kube-runtime's Recorder: an Event repeated within its series"),
     (
         "craftplane.io",
         "minecraftservers/finalizers",
