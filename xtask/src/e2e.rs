@@ -334,21 +334,25 @@ backup:
         s3_root: &s3_root,
     })?;
 
-    // A tenant removed: its objects leave the namespace, which stays.
+    // A tenant removed: its objects leave the namespace (garbage
+    // collection, after the Tenant is gone), which stays.
     k.run(&["delete", "tenant", "acme", "--wait", "--timeout=90s"])?;
-    let left = k.run(&[
-        "get",
-        "rolebindings,networkpolicies,resourcequotas,limitranges,configmaps",
-        "-n",
-        "tenant-acme",
-        "-l",
-        "app.kubernetes.io/managed-by=craftplane",
-        "-o",
-        "name",
-    ])?;
-    if !left.is_empty() {
-        bail!("Tenant acme deleted, but its objects stay in tenant-acme:\n{left}");
-    }
+    retry(Duration::from_secs(60), || {
+        let left = k.run(&[
+            "get",
+            "rolebindings,networkpolicies,resourcequotas,limitranges,configmaps",
+            "-n",
+            "tenant-acme",
+            "-l",
+            "app.kubernetes.io/managed-by=craftplane",
+            "-o",
+            "name",
+        ])?;
+        if !left.is_empty() {
+            bail!("Tenant acme deleted, but its objects stay in tenant-acme:\n{left}");
+        }
+        Ok(())
+    })?;
     k.run(&["get", "namespace", "tenant-acme", "-o", "name"]).context("a released tenant namespace is kept")?;
     println!(
         "e2e: ok   Tenant acme deleted: its RBAC, policies, quota and ConfigMap left tenant-acme; the namespace stays"
