@@ -47,20 +47,8 @@ pub fn run(s: &Setup) -> Result<()> {
     std::fs::write(cdn.join("other-2.0.0.jar"), b"another plugin\n")?;
     let sha = hex(&Sha256::digest(&jar));
     let cdn_port = free_port(&host)?;
-    let cdn_server = Stopper(
-        Command::new("python3")
-            .args(["-m", "http.server", "--bind", &host, &cdn_port.to_string(), "--directory"])
-            .arg(&cdn)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start python3 -m http.server (the plugin CDN)")?,
-    );
+    let cdn_server = serve(&host, cdn_port, &cdn)?;
     let cdn_url = format!("http://{host}:{cdn_port}");
-    retry(Duration::from_secs(10), || {
-        std::net::TcpStream::connect((host.as_str(), cdn_port))?;
-        Ok(())
-    })?;
 
     let manifest = s.cluster.dir.join("real-server.yaml");
     std::fs::write(&manifest, server_yaml(&format!("{cdn_url}/hello-1.0.0.jar"), &sha, "Retain"))?;
@@ -292,6 +280,8 @@ pub fn run(s: &Setup) -> Result<()> {
     println!("e2e: ok   deletionPolicy Retain: PVC kept when the server was deleted; re-created, its world is back");
 
     // --- deletionPolicy Delete: the claim goes, a new server starts fresh
+    // (and fetches its plugin again: the CDN is back)
+    let _cdn_again = serve(&host, cdn_port, &cdn)?;
     k.run(&["delete", "mcs", SERVER, "-n", NS, "--wait", "--timeout=120s"])?;
     let gone = retry(Duration::from_secs(90), || {
         if k.run(&["get", "pvc", &pvc, "-n", NS, "-o", "name"]).is_ok() {
@@ -330,6 +320,25 @@ fn expect_real(k: &Kube, what: &str, jsonpath: &str, want: &str, secs: u64) -> R
 /// Merge-patches the server's spec with `spec` (JSON), as `kubectl patch` would.
 fn patch_spec(k: &Kube, spec: &str) -> Result<String> {
     k.run(&["patch", "mcs", SERVER, "-n", NS, "--type", "merge", "-p", &format!(r#"{{"spec":{spec}}}"#)])
+}
+
+/// The plugin "CDN": Python's http.server for `dir` on `host:port`, up
+/// when this returns, stopped when the result is dropped.
+fn serve(host: &str, port: u16, dir: &Path) -> Result<Stopper> {
+    let server = Stopper(
+        Command::new("python3")
+            .args(["-m", "http.server", "--bind", host, &port.to_string(), "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start python3 -m http.server (the plugin CDN)")?,
+    );
+    retry(Duration::from_secs(10), || {
+        std::net::TcpStream::connect((host, port))?;
+        Ok(())
+    })?;
+    Ok(server)
 }
 
 /// Takes snapshot `name` of the running server and checks it end to end;
