@@ -244,7 +244,7 @@ async fn start(
     }
     let pod = cached_full(&ctx.children.pods, &ns, &format!("{}-0", snap.spec.server));
     let node = pod.as_ref().and_then(|p| p.spec.as_ref()?.node_name.clone());
-    let running = server.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running) && pod.is_some();
+    let running = phase == Some(ServerPhase::Running) && pod.is_some();
     let mut flags =
         vec!["--compression".to_string(), crate::backup::Compression::from(snap.spec.compression).as_str().into()];
     for p in &snap.spec.include {

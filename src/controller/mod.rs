@@ -531,13 +531,8 @@ async fn run_controllers(
             .collect()
     }
     let plugins_c = plugin_store.clone();
-    let config_map_meta = watcher(
-        Api::<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>>::all(client.clone()),
-        base(),
-    )
-    .default_backoff()
-    .touched_objects()
-    .filter_map(no_errors("ConfigMap"));
+    let config_map_meta =
+        trigger(Api::<kube::core::PartialObjectMeta<ConfigMap>>::all(client.clone()), base(), "ConfigMap");
     let (plugins_a, plugins_b) = (plugin_store.clone(), plugin_store.clone());
     let plugin_ctrl = plugin_ctrl
         .watches_stream(config_map_meta, move |cm| plugins_reading(&plugins_c, cm.namespace(), &cm.name_any()))

@@ -91,6 +91,12 @@ async fn apply(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
 
     let skus = ctx.skus.state();
     let effective = effective_skus(&t, skus.iter().map(|s| s.as_ref()));
+    // The images each of those SKUs allows (the admission policy's parameter).
+    let sku_images: BTreeMap<String, Vec<String>> = skus
+        .iter()
+        .filter(|s| effective.contains(&s.name_any()) && !s.spec.allowed_images.is_empty())
+        .map(|s| (s.name_any(), s.spec.allowed_images.clone()))
+        .collect();
     let old = t.status.clone().unwrap_or_default();
     let desired = t.desired_namespaces();
     let mut managed = Vec::new();
@@ -106,7 +112,7 @@ async fn apply(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
             continue;
         }
         apply_child(&ns_api, existing, build::namespace(&t, ns)).await?;
-        apply_namespace_objects(&t, ctx, ns, &effective).await?;
+        apply_namespace_objects(&t, ctx, ns, &effective, &sku_images).await?;
         managed.push(ns.clone());
     }
     // Namespaces dropped from the spec: released only when empty.
@@ -151,7 +157,13 @@ async fn apply(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(ctx.settings.resync))
 }
 
-async fn apply_namespace_objects(t: &Tenant, ctx: &Context, ns: &str, effective: &[String]) -> Result<()> {
+async fn apply_namespace_objects(
+    t: &Tenant,
+    ctx: &Context,
+    ns: &str,
+    effective: &[String],
+    sku_images: &BTreeMap<String, Vec<String>>,
+) -> Result<()> {
     let c = &ctx.client;
     let rb: Api<RoleBinding> = Api::namespaced(c.clone(), ns);
     apply_child(&rb, rb.get_opt(build::OWNER_BINDING).await?, build::owner_role_binding(t, ns)).await?;
@@ -174,14 +186,7 @@ async fn apply_namespace_objects(t: &Tenant, ctx: &Context, ns: &str, effective:
     let lr: Api<LimitRange> = Api::namespaced(c.clone(), ns);
     apply_child(&lr, lr.get_opt(build::LIMITS).await?, build::limit_range(t, ns)).await?;
     let cm: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
-    let sku_images: BTreeMap<String, Vec<String>> = ctx
-        .skus
-        .state()
-        .iter()
-        .filter(|s| effective.contains(&s.name_any()) && !s.spec.allowed_images.is_empty())
-        .map(|s| (s.name_any(), s.spec.allowed_images.clone()))
-        .collect();
-    let policy = build::policy_config_map(t, ns, effective, &sku_images);
+    let policy = build::policy_config_map(t, ns, effective, sku_images);
     apply_child(&cm, cm.get_opt(build::POLICY_CONFIG_MAP).await?, policy).await?;
     Ok(())
 }
