@@ -18,9 +18,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
+use futures::future::BoxFuture;
+use kube::runtime::Controller;
+
 use super::conditions;
 use super::context::{Context, cached_full};
 use super::error::{Error, Result};
+use super::watches::{Events, Watches, run};
 use crate::api::backup::{BackupPhase, BackupSnapshot, BackupSnapshotStatus};
 use crate::api::server::ServerPhase;
 use crate::api::{GROUP, VERSION};
@@ -371,6 +375,12 @@ async fn cleanup(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
     archive::delete(&loc).await.map_err(|e| Error::Blocked(format!("deleting {location}: {e}")))?;
     info!(snapshot = %snap.name_any(), %location, "stored objects deleted");
     Ok(Action::await_change())
+}
+
+/// The BackupSnapshot controller: its own kind and the Job each runs.
+pub fn controller(w: &Watches, ctx: Arc<Context>, own: Events<BackupSnapshot>) -> BoxFuture<'static, ()> {
+    let c = Controller::for_stream(own, ctx.snapshots.clone()).owns_stream(w.trigger::<Job>(&w.children, "Job"));
+    run(c, w, w.config(false), "BackupSnapshot", reconcile, error_policy, ctx)
 }
 
 #[cfg(test)]

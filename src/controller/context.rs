@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
+use kube::{Api, Client};
 
 use super::metrics::Metrics;
+use super::watches::{Events, Watches};
 use crate::api::{MinecraftServer, Sku, Tenant};
 use crate::minecraft::slp;
 
@@ -40,7 +41,43 @@ pub struct Children {
     pub pods: Store<super::lean::Pod>,
 }
 
+/// The event streams of the [`Children`] caches (the server controller's
+/// `owns` triggers: the same watches fill the caches).
+pub struct ChildEvents {
+    pub statefulsets: Events<super::lean::StatefulSet>,
+    pub pvcs: Events<super::lean::PersistentVolumeClaim>,
+    pub services: Events<super::lean::Service>,
+    pub config_maps: Events<super::lean::ConfigMap>,
+    pub secrets: Events<super::lean::Secret>,
+    pub pods: Events<super::lean::Pod>,
+}
+
 impl Children {
+    /// Starts the caches of the servers' children; their streams feed the
+    /// server controller.
+    pub fn watch(w: &Watches) -> (Children, ChildEvents) {
+        use super::lean;
+        use super::watches::cached;
+        let api = || w.client.clone();
+        let (statefulsets, sts) =
+            cached(Api::all(api()), w.children.clone(), "StatefulSet", lean::StatefulSet::slim, true);
+        let (pvcs, pvc) = cached(
+            Api::all(api()),
+            w.children.clone(),
+            "PersistentVolumeClaim",
+            lean::PersistentVolumeClaim::slim,
+            true,
+        );
+        let (services, svc) = cached(Api::all(api()), w.children.clone(), "Service", lean::Service::slim, true);
+        let (config_maps, cm) = cached(Api::all(api()), w.children.clone(), "ConfigMap", lean::ConfigMap::slim, true);
+        let (secrets, secret) = cached(Api::all(api()), w.children.clone(), "Secret", lean::Secret::slim, true);
+        let (pods, pod) = cached(Api::all(api()), w.pods.clone(), "Pod", lean::Pod::slim, true);
+        (
+            Children { statefulsets, pvcs, services, config_maps, secrets, pods },
+            ChildEvents { statefulsets: sts, pvcs: pvc, services: svc, config_maps: cm, secrets: secret, pods: pod },
+        )
+    }
+
     /// Whether every cache has completed its first list.
     pub fn ready(&self) -> bool {
         store_ready(&self.statefulsets)

@@ -20,6 +20,7 @@ pub mod server_backup;
 pub mod server_status;
 pub mod sku;
 pub mod tenant;
+pub mod watches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -200,17 +201,10 @@ async fn run_controllers(
     metrics: Arc<metrics::Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    use futures::StreamExt;
-    use kube::runtime::controller::{Config as CtrlConfig, Controller};
     use kube::runtime::events::Reporter;
-    use kube::runtime::reflector::{self, ObjectRef};
-    use kube::runtime::{WatchStreamExt, watcher};
+    use kube::runtime::reflector::ObjectRef;
 
     use crate::api::{BackupSnapshot, MinecraftServer, PluginInstallation, Sku, Tenant};
-    use k8s_openapi::api::batch::v1::Job;
-    use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
-    use k8s_openapi::api::networking::v1::NetworkPolicy;
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 
     // Controllers need their kinds: wait until every CRD is Established.
     loop {
@@ -229,147 +223,31 @@ async fn run_controllers(
     // Leader election: wait for the Lease before touching anything.
     let mut leadership = None;
     if args.leader_elect {
-        let identity = args.identity.clone().unwrap_or_else(|| {
-            let base = std::env::var("POD_NAME")
-                .or_else(|_| std::env::var("HOSTNAME"))
-                .unwrap_or_else(|_| "craftplane".into());
-            format!("{base}-{}", crate::resources::secret::generate_password().get(..8).unwrap_or("x").to_lowercase())
-        });
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.operator_namespace)
-            .with_identity(&identity)
-            .with_duration(args.lease_duration)
-            .with_grace((args.lease_duration / 3).max(2))
-            .build()
-            .await
-            .context("cannot set up the leader Lease")?;
-        metrics.leader.set(0);
-        let (mut rx, task) = manager.watch().await;
-        health.set(true, "standby: waiting for the leader Lease");
-        info!(identity = %identity, lease = %args.lease_name, "waiting for leadership");
-        loop {
-            if *rx.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { anyhow::bail!("the leader election task ended"); },
-                _ = stop.changed() => return Ok(()),
-            }
+        match lead(&client, &args, &health, &metrics, &mut stop).await? {
+            Some(l) => leadership = Some(l),
+            None => return Ok(()),
         }
-        info!(identity = %identity, "became the leader");
-        metrics.leader.set(1);
-        leadership = Some((rx, task));
     }
     info!("starting controllers");
     health.set(false, "starting controllers");
 
-    let base = || watcher::Config::default().page_size(50);
-    let mut wc = base();
-    if let Some(sel) = &args.watch_label_selector {
-        wc = wc.labels(sel);
-    }
-    let children = base().labels("app.kubernetes.io/managed-by=craftplane");
-    let pods = base().labels("app.kubernetes.io/managed-by=craftplane,app.kubernetes.io/component=server");
-
-    // Every watch stream retries with backoff and never hands an error to a
-    // controller: watcher errors (e.g. while the API server restarts) are
-    // logged here. (An error reaching a controller's trigger queue was the
-    // suspect when controllers stopped reconciling after an API server
-    // restart.)
-    fn no_errors<K: kube::Resource>(
-        kind: &'static str,
-    ) -> impl FnMut(Result<K, watcher::Error>) -> futures::future::Ready<Option<Result<K, watcher::Error>>> {
-        move |r| {
-            futures::future::ready(match r {
-                Ok(o) => Some(Ok(o)),
-                Err(e) => {
-                    warn!(kind, error = %e, "watch failed; retrying");
-                    None
-                }
-            })
-        }
-    }
-    /// A trigger stream (no cache) for `Controller::watches_stream`/`owns_stream`.
-    fn trigger<K>(
-        api: Api<K>,
-        cfg: watcher::Config,
-        kind: &'static str,
-    ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
-    where
-        K: kube::Resource + Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + 'static,
-    {
-        watcher(api, cfg).default_backoff().touched_objects().filter_map(no_errors(kind))
-    }
-    /// A cache (managedFields and what `slim` drops left out) and the
-    /// stream of the objects it sees: applied objects for a controller's
-    /// own kind (`deletes: false`), deletions too for children (an owner
-    /// must notice a deleted child).
-    fn cached<K>(
-        api: Api<K>,
-        cfg: watcher::Config,
-        kind: &'static str,
-        slim: fn(&mut K),
-        deletes: bool,
-    ) -> (reflector::Store<K>, futures::stream::BoxStream<'static, Result<K, watcher::Error>>)
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + serde::de::DeserializeOwned
-            + 'static,
-    {
-        let (store, writer) = reflector::store::<K>();
-        let events = watcher(api, cfg)
-            .default_backoff()
-            .modify(move |o: &mut K| {
-                // `slim` keeps the operator's own field sets (drift detection).
-                slim(o);
-                o.meta_mut().managed_fields = None;
-            })
-            .reflect(writer);
-        let stream = if deletes {
-            events.touched_objects().filter_map(no_errors(kind)).boxed()
-        } else {
-            events.applied_objects().filter_map(no_errors(kind)).boxed()
-        };
-        (store, stream)
-    }
-    /// The cache and trigger stream of a controller's own kind.
-    fn primary<K>(
-        api: Api<K>,
-        cfg: watcher::Config,
-        kind: &'static str,
-    ) -> (reflector::Store<K>, futures::stream::BoxStream<'static, Result<K, watcher::Error>>)
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + serde::de::DeserializeOwned
-            + 'static,
-    {
-        cached(api, cfg, kind, |_| {}, false)
-    }
-
-    let sku_api: Api<Sku> = Api::all(client.clone());
-    let server_api: Api<MinecraftServer> = Api::all(client.clone());
-    // One SKU cache: the SKU controller's, read by the other reconcilers too.
-    let (sku_store, sku_stream) = primary(sku_api.clone(), wc.clone(), "Sku");
-
-    let tenant_api: Api<Tenant> = Api::all(client.clone());
-    let (tenant_store, tenant_stream) = primary(tenant_api.clone(), wc.clone(), "Tenant");
-    let tenant_ctrl = Controller::for_stream(tenant_stream, tenant_store.clone());
-    let (server_store, server_stream) = primary(server_api.clone(), wc.clone(), "MinecraftServer");
-    let server_ctrl = Controller::for_stream(server_stream, server_store.clone());
-    let plugin_api: Api<PluginInstallation> = Api::all(client.clone());
-    let (plugin_store, plugin_stream) = primary(plugin_api.clone(), wc.clone(), "PluginInstallation");
-    let plugin_ctrl = Controller::for_stream(plugin_stream, plugin_store.clone());
-    let (snapshot_store, snapshot_stream) =
-        primary(Api::<BackupSnapshot>::all(client.clone()), wc.clone(), "BackupSnapshot");
-    let backup_controller = Controller::for_stream(snapshot_stream, snapshot_store.clone());
+    let w = watches::Watches::new(
+        client.clone(),
+        args.watch_label_selector.as_deref(),
+        args.concurrency,
+        Duration::from_millis(args.debounce_ms),
+        stop.clone(),
+    );
+    // One cache per kind, shared by every reconciler (the SKU cache is the
+    // SKU controller's and read by the others too); the stream of each is
+    // its controller's own trigger.
+    let (sku_store, sku_events) = watches::primary::<Sku>(&client, &w.selected, "Sku");
+    let (tenant_store, tenant_events) = watches::primary::<Tenant>(&client, &w.selected, "Tenant");
+    let (server_store, server_events) = watches::primary::<MinecraftServer>(&client, &w.selected, "MinecraftServer");
+    let (plugin_store, plugin_events) =
+        watches::primary::<PluginInstallation>(&client, &w.selected, "PluginInstallation");
+    let (snapshot_store, snapshot_events) = watches::primary::<BackupSnapshot>(&client, &w.selected, "BackupSnapshot");
+    let (child_stores, child_events) = context::Children::watch(&w);
     let stores = match &args.backup_stores {
         Some(p) => Some(crate::backup::stores::Stores::load(p).map_err(|e| anyhow::anyhow!(e))?),
         None => None,
@@ -386,48 +264,15 @@ async fn run_controllers(
         controller: "craftplane".into(),
         instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
     };
-    // Caches of the servers' children; the controller is triggered by the
-    // same streams that fill them.
-    let (sts_store, sts_stream) = cached(
-        Api::<lean::StatefulSet>::all(client.clone()),
-        children.clone(),
-        "StatefulSet",
-        lean::StatefulSet::slim,
-        true,
-    );
-    let (pvc_store, pvc_stream) = cached(
-        Api::<lean::PersistentVolumeClaim>::all(client.clone()),
-        children.clone(),
-        "PersistentVolumeClaim",
-        lean::PersistentVolumeClaim::slim,
-        true,
-    );
-    let (svc_store, svc_stream) =
-        cached(Api::<lean::Service>::all(client.clone()), children.clone(), "Service", lean::Service::slim, true);
-    let (cm_store, cm_stream) =
-        cached(Api::<lean::ConfigMap>::all(client.clone()), children.clone(), "ConfigMap", lean::ConfigMap::slim, true);
-    let (secret_store, secret_stream) =
-        cached(Api::<lean::Secret>::all(client.clone()), children.clone(), "Secret", lean::Secret::slim, true);
-    let (pod_store, pod_stream) =
-        cached(Api::<lean::Pod>::all(client.clone()), pods.clone(), "Pod", lean::Pod::slim, true);
-    let child_stores = context::Children {
-        statefulsets: sts_store,
-        pvcs: pvc_store,
-        services: svc_store,
-        config_maps: cm_store,
-        secrets: secret_store,
-        pods: pod_store,
-    };
-
     let ctx = Arc::new(context::Context::new(
         client.clone(),
         metrics.clone(),
         reporter,
         sku_store.clone(),
         server_store.clone(),
-        tenant_store.clone(),
-        plugin_store.clone(),
-        snapshot_store.clone(),
+        tenant_store,
+        plugin_store,
+        snapshot_store,
         child_stores,
         context::Settings {
             slp_interval: (args.slp_interval > 0).then(|| Duration::from_secs(args.slp_interval)),
@@ -440,202 +285,9 @@ async fn run_controllers(
         stores,
     ));
 
+    // The pinger asks for a server's reconcile when its ping result changes.
     let (ping_tx, ping_rx) = tokio::sync::mpsc::channel::<ObjectRef<MinecraftServer>>(256);
-    let ping_stream = futures::stream::unfold(ping_rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-    let stop_fut = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    // Debounce: a burst of child events (a pod becoming Ready updates the
-    // pod and the StatefulSet) becomes one reconcile and one status write.
-    let cfg = CtrlConfig::default().concurrency(args.concurrency).debounce(Duration::from_millis(args.debounce_ms));
-
-    let servers_for_skus = server_store.clone();
-    let server_ctrl = server_ctrl
-        .owns_stream(sts_stream)
-        .owns_stream(pvc_stream)
-        .owns_stream(svc_stream)
-        .owns_stream(cm_stream)
-        .owns_stream(secret_stream)
-        .watches_stream(pod_stream, |pod| Some(ObjectRef::new(pod.server()?).within(&pod.namespace()?)))
-        .watches_stream(trigger(sku_api.clone(), wc.clone(), "Sku"), move |sku| {
-            let name = sku.name_any();
-            servers_for_skus
-                .state()
-                .into_iter()
-                .filter(|s| s.spec.sku == name)
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(trigger(plugin_api.clone(), wc.clone(), "PluginInstallation"), |p| {
-            Some(ObjectRef::new(&p.spec.server).within(&p.namespace()?))
-        })
-        .watches_stream(trigger(Api::<BackupSnapshot>::all(client.clone()), wc.clone(), "BackupSnapshot"), |b| {
-            Some(ObjectRef::new(&b.spec.server).within(&b.namespace()?))
-        })
-        .reconcile_on(ping_stream)
-        .with_config(cfg.clone())
-        .graceful_shutdown_on(stop_fut(stop.clone()))
-        .run(
-            |obj, ctx: Arc<context::Context>| timed("MinecraftServer", ctx.clone(), server::reconcile(obj, ctx)),
-            server::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| futures::future::ready(()));
-
-    let sku_ctrl = Controller::for_stream(sku_stream, sku_store.clone())
-        .watches_stream(trigger(server_api.clone(), wc.clone(), "MinecraftServer"), |s| {
-            Some(ObjectRef::new(&s.spec.sku))
-        })
-        .with_config(cfg)
-        .graceful_shutdown_on(stop_fut(stop.clone()))
-        .run(
-            |obj, ctx: Arc<context::Context>| timed("Sku", ctx.clone(), sku::reconcile(obj, ctx)),
-            sku::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| futures::future::ready(()));
-
-    // Plugins: re-evaluated when their server changes (type, version,
-    // phase) and when another plugin of the same server changes (a
-    // dependency it provides).
-    fn plugins_of(
-        store: &reflector::Store<PluginInstallation>,
-        ns: Option<String>,
-        server: &str,
-    ) -> Vec<ObjectRef<PluginInstallation>> {
-        store
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace() == ns && p.spec.server == server)
-            .map(|p| ObjectRef::from_obj(p.as_ref()))
-            .collect()
-    }
-    // ...and when a ConfigMap their files come from changes (`configFiles`,
-    // or the operator's own for inline `files`): metadata only, every
-    // namespace (tenants' ConfigMaps carry no label of ours).
-    fn plugins_reading(
-        store: &reflector::Store<PluginInstallation>,
-        ns: Option<String>,
-        config_map: &str,
-    ) -> Vec<ObjectRef<PluginInstallation>> {
-        store
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace() == ns)
-            .filter(|p| {
-                p.spec.config_files.as_ref().is_some_and(|c| c.name == config_map)
-                    || (!p.spec.files.is_empty()
-                        && crate::resources::config_map::plugin_files_name(&p.name_any()) == config_map)
-            })
-            .map(|p| ObjectRef::from_obj(p.as_ref()))
-            .collect()
-    }
-    let plugins_c = plugin_store.clone();
-    let config_map_meta =
-        trigger(Api::<kube::core::PartialObjectMeta<ConfigMap>>::all(client.clone()), base(), "ConfigMap");
-    let (plugins_a, plugins_b) = (plugin_store.clone(), plugin_store.clone());
-    let plugin_ctrl = plugin_ctrl
-        .watches_stream(config_map_meta, move |cm| plugins_reading(&plugins_c, cm.namespace(), &cm.name_any()))
-        .watches_stream(trigger(server_api.clone(), wc.clone(), "MinecraftServer"), move |s| {
-            plugins_of(&plugins_a, s.namespace(), &s.name_any())
-        })
-        .watches_stream(trigger(plugin_api, wc.clone(), "PluginInstallation"), move |p| {
-            let me = p.name_any();
-            plugins_of(&plugins_b, p.namespace(), &p.spec.server)
-                .into_iter()
-                .filter(|r| r.name != me)
-                .collect::<Vec<_>>()
-        })
-        .with_config(CtrlConfig::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(stop_fut(stop.clone()))
-        .run(
-            |obj, ctx: Arc<context::Context>| timed("PluginInstallation", ctx.clone(), plugin::reconcile(obj, ctx)),
-            plugin::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| futures::future::ready(()));
-
-    // Backups: one Job each.
-    let backup_ctrl = backup_controller
-        .owns_stream(trigger(Api::<Job>::all(client.clone()), children.clone(), "Job"))
-        .with_config(CtrlConfig::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(stop_fut(stop.clone()))
-        .run(
-            |obj, ctx: Arc<context::Context>| timed("BackupSnapshot", ctx.clone(), backup::reconcile(obj, ctx)),
-            backup::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| futures::future::ready(()));
-
-    // Tenants: their objects carry the tenant label; SKU and server changes
-    // change the effective SKUs and the usage.
-    fn by_tenant_label<K: kube::Resource>(o: &K) -> Option<ObjectRef<Tenant>> {
-        Some(ObjectRef::new(o.meta().labels.as_ref()?.get(crate::api::tenant::TENANT_LABEL)?))
-    }
-    let tenant_objects = base().labels(crate::api::tenant::TENANT_LABEL);
-    let tenants_for_skus = tenant_store.clone();
-    let tenants_for_servers = tenant_store.clone();
-    let tenants_for_roles = tenant_store.clone();
-    let tenant_ctrl = tenant_ctrl
-        .watches_stream(trigger(Api::<Namespace>::all(client.clone()), tenant_objects.clone(), "Namespace"), move |o| {
-            by_tenant_label(&o)
-        })
-        .watches_stream(
-            trigger(Api::<RoleBinding>::all(client.clone()), tenant_objects.clone(), "RoleBinding"),
-            move |o| by_tenant_label(&o),
-        )
-        .watches_stream(
-            trigger(Api::<NetworkPolicy>::all(client.clone()), tenant_objects.clone(), "NetworkPolicy"),
-            move |o| by_tenant_label(&o),
-        )
-        .watches_stream(
-            trigger(Api::<ResourceQuota>::all(client.clone()), tenant_objects.clone(), "ResourceQuota"),
-            move |o| by_tenant_label(&o),
-        )
-        .watches_stream(
-            trigger(Api::<LimitRange>::all(client.clone()), tenant_objects.clone(), "LimitRange"),
-            move |o| by_tenant_label(&o),
-        )
-        .watches_stream(trigger(Api::<ConfigMap>::all(client.clone()), tenant_objects.clone(), "ConfigMap"), move |o| {
-            by_tenant_label(&o)
-        })
-        .watches_stream(
-            trigger(Api::<ClusterRoleBinding>::all(client.clone()), tenant_objects.clone(), "ClusterRoleBinding"),
-            move |o| by_tenant_label(&o),
-        )
-        // Per-tenant ClusterRoles, and the owners' ClusterRole all tenants
-        // bind (no tenant label).
-        .watches_stream(trigger(Api::<ClusterRole>::all(client.clone()), children.clone(), "ClusterRole"), move |o| {
-            match by_tenant_label(&o) {
-                Some(t) => vec![t],
-                None if o.name_any() == crate::resources::tenant::OWNER_CLUSTER_ROLE => {
-                    tenants_for_roles.state().into_iter().map(|t| ObjectRef::from_obj(t.as_ref())).collect()
-                }
-                None => vec![],
-            }
-        })
-        .watches_stream(trigger(Api::<Sku>::all(client.clone()), wc.clone(), "Sku"), move |_| {
-            tenants_for_skus.state().into_iter().map(|t| ObjectRef::from_obj(t.as_ref())).collect::<Vec<_>>()
-        })
-        .watches_stream(trigger(Api::<MinecraftServer>::all(client.clone()), base(), "MinecraftServer"), move |s| {
-            let ns = s.namespace()?;
-            tenants_for_servers
-                .state()
-                .into_iter()
-                .find(|t| {
-                    t.status.as_ref().is_some_and(|st| st.namespaces.contains(&ns))
-                        || t.desired_namespaces().contains(&ns)
-                })
-                .map(|t| ObjectRef::from_obj(t.as_ref()))
-        })
-        .with_config(CtrlConfig::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(stop_fut(stop.clone()))
-        .run(
-            |obj, ctx: Arc<context::Context>| timed("Tenant", ctx.clone(), tenant::reconcile(obj, ctx)),
-            tenant::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| futures::future::ready(()));
+    let pings = futures::stream::unfold(ping_rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
 
     let ready_health = health.clone();
     let (sku_ready, server_ready) = (sku_store.clone(), server_store.clone());
@@ -680,11 +332,11 @@ async fn run_controllers(
         }
     }
     let mut tasks = AbortOnDrop(vec![
-        tokio::spawn(server_ctrl),
-        tokio::spawn(sku_ctrl),
-        tokio::spawn(tenant_ctrl),
-        tokio::spawn(plugin_ctrl),
-        tokio::spawn(backup_ctrl),
+        tokio::spawn(server::controller(&w, ctx.clone(), server_events, child_events, pings)),
+        tokio::spawn(sku::controller(&w, ctx.clone(), sku_events)),
+        tokio::spawn(tenant::controller(&w, ctx.clone(), tenant_events)),
+        tokio::spawn(plugin::controller(&w, ctx.clone(), plugin_events)),
+        tokio::spawn(backup::controller(&w, ctx.clone(), snapshot_events)),
         tokio::spawn(readiness),
     ]);
     let controllers = async {
@@ -711,16 +363,49 @@ async fn run_controllers(
     result
 }
 
-/// Runs one reconcile and records its duration and result by kind.
-async fn timed<T>(
-    kind: &'static str,
-    ctx: Arc<context::Context>,
-    reconcile: impl std::future::Future<Output = error::Result<T>>,
-) -> error::Result<T> {
-    let t0 = std::time::Instant::now();
-    let r = reconcile.await;
-    ctx.metrics.observe_reconcile(kind, t0.elapsed(), r.as_ref().err().map(|e| e.category()));
-    r
+/// The leader Lease's state channel and the task that keeps it.
+type Leadership = (
+    watch::Receiver<bool>,
+    tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>,
+);
+
+/// Waits until this process holds the leader Lease; `None` when asked to stop first.
+async fn lead(
+    client: &Client,
+    args: &ControllerArgs,
+    health: &Health,
+    metrics: &metrics::Metrics,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<Leadership>> {
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let base =
+            std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "craftplane".into());
+        format!("{base}-{}", crate::resources::secret::generate_password().get(..8).unwrap_or("x").to_lowercase())
+    });
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.operator_namespace)
+        .with_identity(&identity)
+        .with_duration(args.lease_duration)
+        .with_grace((args.lease_duration / 3).max(2))
+        .build()
+        .await
+        .context("cannot set up the leader Lease")?;
+    metrics.leader.set(0);
+    let (mut rx, task) = manager.watch().await;
+    health.set(true, "standby: waiting for the leader Lease");
+    info!(identity = %identity, lease = %args.lease_name, "waiting for leadership");
+    loop {
+        if *rx.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { anyhow::bail!("the leader election task ended"); },
+            _ = stop.changed() => return Ok(None),
+        }
+    }
+    info!(identity = %identity, "became the leader");
+    metrics.leader.set(1);
+    Ok(Some((rx, task)))
 }
 
 /// Every 5 s: liveness heartbeat and the gauges derived from the caches.

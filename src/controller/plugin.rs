@@ -14,9 +14,14 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
+use futures::future::BoxFuture;
+use kube::core::PartialObjectMeta;
+use kube::runtime::Controller;
+
 use super::conditions::{self, Cond};
 use super::context::{Context, cached, cached_full};
 use super::error::Result;
+use super::watches::{Events, Watches, refs, run};
 use crate::api::plugin::{PluginInstallation, PluginInstallationStatus, PluginPhase, ResolvedArtifact};
 use crate::api::server::{MinecraftServer, ServerPhase};
 use crate::plugins::fetch::FetchError;
@@ -373,6 +378,36 @@ pub fn error_policy(pi: Arc<PluginInstallation>, err: &super::error::Error, ctx:
     let delay = ctx.backoff(&pi.uid().unwrap_or_default());
     warn!(plugin = %pi.name_any(), namespace = ?pi.namespace(), error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// The PluginInstallation controller. A plugin is re-evaluated when its
+/// server changes (type, version, phase), when another plugin of the same
+/// server changes (a dependency it provides), and when a ConfigMap its files
+/// come from changes (`configFiles`, or the operator's own for inline
+/// `files`: metadata only, every namespace, as tenants' ConfigMaps carry no
+/// label of ours).
+pub fn controller(w: &Watches, ctx: Arc<Context>, own: Events<PluginInstallation>) -> BoxFuture<'static, ()> {
+    let (by_config, by_server, by_sibling) = (ctx.plugins.clone(), ctx.plugins.clone(), ctx.plugins.clone());
+    let c = Controller::for_stream(own, ctx.plugins.clone())
+        .watches_stream(w.trigger::<PartialObjectMeta<ConfigMap>>(&w.all, "ConfigMap"), move |cm| {
+            let (ns, name) = (cm.namespace(), cm.name_any());
+            refs(&by_config, |p| p.namespace() == ns && reads_config_map(p, &name))
+        })
+        .watches_stream(w.trigger::<MinecraftServer>(&w.selected, "MinecraftServer"), move |s| {
+            let (ns, name) = (s.namespace(), s.name_any());
+            refs(&by_server, |p| p.namespace() == ns && p.spec.server == name)
+        })
+        .watches_stream(w.trigger::<PluginInstallation>(&w.selected, "PluginInstallation"), move |changed| {
+            let (ns, me) = (changed.namespace(), changed.name_any());
+            refs(&by_sibling, |p| p.namespace() == ns && p.spec.server == changed.spec.server && p.name_any() != me)
+        });
+    run(c, w, w.config(false), "PluginInstallation", reconcile, error_policy, ctx)
+}
+
+/// Whether `p` takes files from the ConfigMap `name` of its namespace.
+fn reads_config_map(p: &PluginInstallation, name: &str) -> bool {
+    p.spec.config_files.as_ref().is_some_and(|c| c.name == name)
+        || (!p.spec.files.is_empty() && crate::resources::config_map::plugin_files_name(&p.name_any()) == name)
 }
 
 #[cfg(test)]

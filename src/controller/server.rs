@@ -16,11 +16,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
+use futures::future::BoxFuture;
+use kube::runtime::Controller;
+
 use super::conditions;
-use super::context::{Context, cached_full};
+use super::context::{ChildEvents, Context, cached_full};
 use super::error::{Error, Result};
 use super::server_status::{self, Observed};
+use super::watches::{Events, Watches, refs, run};
 use crate::api::server::{MinecraftServer, MinecraftServerStatus, Players, ServerPhase};
+use crate::api::{BackupSnapshot, PluginInstallation, Sku};
 use crate::resources::{self, APPLIED_HASH, FIELD_MANAGER, InvalidSpec, ServerModel};
 
 /// Finalizer that keeps the world volume when `deletionPolicy: Retain`.
@@ -380,4 +385,36 @@ async fn cleanup(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> 
         }
     }
     Ok(Action::await_change())
+}
+
+/// The MinecraftServer controller: its own kind, the children it owns, its
+/// pods, the SKU, plugins and snapshots that name it, and the pinger's
+/// requests (`pings`, a reconcile when a ping result changed).
+pub fn controller(
+    w: &Watches,
+    ctx: Arc<Context>,
+    own: Events<MinecraftServer>,
+    children: ChildEvents,
+    pings: impl futures::Stream<Item = ObjectRef<MinecraftServer>> + Send + 'static,
+) -> BoxFuture<'static, ()> {
+    let servers = ctx.servers.clone();
+    let c = Controller::for_stream(own, ctx.servers.clone())
+        .owns_stream(children.statefulsets)
+        .owns_stream(children.pvcs)
+        .owns_stream(children.services)
+        .owns_stream(children.config_maps)
+        .owns_stream(children.secrets)
+        .watches_stream(children.pods, |pod| Some(ObjectRef::new(pod.server()?).within(&pod.namespace()?)))
+        .watches_stream(w.trigger::<Sku>(&w.selected, "Sku"), move |sku| {
+            let name = sku.name_any();
+            refs(&servers, |s| s.spec.sku == name)
+        })
+        .watches_stream(w.trigger::<PluginInstallation>(&w.selected, "PluginInstallation"), |p| {
+            Some(ObjectRef::new(&p.spec.server).within(&p.namespace()?))
+        })
+        .watches_stream(w.trigger::<BackupSnapshot>(&w.selected, "BackupSnapshot"), |b| {
+            Some(ObjectRef::new(&b.spec.server).within(&b.namespace()?))
+        })
+        .reconcile_on(pings);
+    run(c, w, w.config(true), "MinecraftServer", reconcile, error_policy, ctx)
 }

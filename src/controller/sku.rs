@@ -8,9 +8,14 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
+use futures::future::BoxFuture;
+use kube::runtime::Controller;
+use kube::runtime::reflector::ObjectRef;
+
 use super::conditions;
 use super::context::Context;
 use super::error::Result;
+use super::watches::{Events, Watches, run};
 use crate::api::sku::{Sku, SkuStatus};
 use crate::resources::FIELD_MANAGER;
 
@@ -60,4 +65,13 @@ pub fn error_policy(sku: Arc<Sku>, err: &super::error::Error, ctx: Arc<Context>)
     let delay = ctx.backoff(&sku.uid().unwrap_or_default());
     warn!(sku = %sku.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// The Sku controller: its own kind, and the servers that name a SKU.
+pub fn controller(w: &Watches, ctx: Arc<Context>, own: Events<Sku>) -> BoxFuture<'static, ()> {
+    let c = Controller::for_stream(own, ctx.skus.clone())
+        .watches_stream(w.trigger::<crate::api::MinecraftServer>(&w.selected, "MinecraftServer"), |s| {
+            Some(ObjectRef::new(&s.spec.sku))
+        });
+    run(c, w, w.config(true), "Sku", reconcile, error_policy, ctx)
 }

@@ -19,10 +19,15 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use tracing::{info, warn};
 
+use futures::future::BoxFuture;
+use kube::runtime::Controller;
+use kube::runtime::reflector::ObjectRef;
+
 use super::conditions::{self, Cond};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::server::apply_child;
+use super::watches::{Events, Watches, refs, run};
 use crate::api::common::{Quantity, parse_quantity};
 use crate::api::tenant::{TENANT_LABEL, Tenant, TenantStatus, TenantUsage};
 use crate::api::{MinecraftServer, Sku};
@@ -333,6 +338,42 @@ async fn cleanup(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
     }
     info!(tenant = %t.name_any(), "tenant deleted; its namespaces are kept");
     Ok(Action::await_change())
+}
+
+/// The Tenant controller: its own kind; the objects it creates (they carry
+/// the tenant label); the owners' ClusterRole every tenant binds; SKU
+/// changes (the effective SKUs) and server changes (the usage).
+pub fn controller(w: &Watches, ctx: Arc<Context>, own: Events<Tenant>) -> BoxFuture<'static, ()> {
+    fn by_label<K: kube::Resource>(o: &K) -> Option<ObjectRef<Tenant>> {
+        Some(ObjectRef::new(o.meta().labels.as_ref()?.get(TENANT_LABEL)?))
+    }
+    let labelled = w.all.clone().labels(TENANT_LABEL);
+    let (for_roles, for_skus, for_servers) = (ctx.tenants.clone(), ctx.tenants.clone(), ctx.tenants.clone());
+    let c = Controller::for_stream(own, ctx.tenants.clone())
+        .watches_stream(w.trigger::<Namespace>(&labelled, "Namespace"), |o| by_label(&o))
+        .watches_stream(w.trigger::<RoleBinding>(&labelled, "RoleBinding"), |o| by_label(&o))
+        .watches_stream(w.trigger::<NetworkPolicy>(&labelled, "NetworkPolicy"), |o| by_label(&o))
+        .watches_stream(w.trigger::<ResourceQuota>(&labelled, "ResourceQuota"), |o| by_label(&o))
+        .watches_stream(w.trigger::<LimitRange>(&labelled, "LimitRange"), |o| by_label(&o))
+        .watches_stream(w.trigger::<ConfigMap>(&labelled, "ConfigMap"), |o| by_label(&o))
+        .watches_stream(w.trigger::<ClusterRoleBinding>(&labelled, "ClusterRoleBinding"), |o| by_label(&o))
+        // Per-tenant ClusterRoles, and the owners' ClusterRole all tenants
+        // bind (no tenant label).
+        .watches_stream(w.trigger::<ClusterRole>(&w.children, "ClusterRole"), move |o| match by_label(&o) {
+            Some(t) => vec![t],
+            None if o.name_any() == build::OWNER_CLUSTER_ROLE => refs(&for_roles, |_| true),
+            None => vec![],
+        })
+        .watches_stream(w.trigger::<Sku>(&w.selected, "Sku"), move |_| refs(&for_skus, |_| true))
+        .watches_stream(w.trigger::<MinecraftServer>(&w.all, "MinecraftServer"), move |s| {
+            let ns = s.namespace()?;
+            refs(&for_servers, |t| {
+                t.status.as_ref().is_some_and(|st| st.namespaces.contains(&ns)) || t.desired_namespaces().contains(&ns)
+            })
+            .into_iter()
+            .next()
+        });
+    run(c, w, w.config(false), "Tenant", reconcile, error_policy, ctx)
 }
 
 #[cfg(test)]
