@@ -4,7 +4,7 @@
 
 mod common;
 
-use craftplane::api::{BackupSnapshot, MinecraftServer, PluginInstallation, Sku, Tenant};
+use craftplane::api::{BackupSnapshot, ConsoleCommand, MinecraftServer, PluginInstallation, Sku, Tenant};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, ValidationDirective};
@@ -17,6 +17,7 @@ fn api_resource(kind: &str) -> (ApiResource, bool) {
         "MinecraftServer" => (ApiResource::erase::<MinecraftServer>(&()), true),
         "PluginInstallation" => (ApiResource::erase::<PluginInstallation>(&()), true),
         "BackupSnapshot" => (ApiResource::erase::<BackupSnapshot>(&()), true),
+        "ConsoleCommand" => (ApiResource::erase::<ConsoleCommand>(&()), true),
         other => panic!("unknown kind {other}"),
     }
 }
@@ -93,6 +94,13 @@ fn backup(spec: Value) -> Value {
 }
 
 /// Deep-merges `patch` into `base`; `null` removes a key.
+fn console(spec: Value) -> Value {
+    let mut o = json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "ConsoleCommand",
+        "metadata": {"name": "cmd"}, "spec": {"server": "s", "command": "list"}});
+    merge(&mut o["spec"], spec);
+    o
+}
+
 fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
@@ -202,6 +210,7 @@ async fn every_example_is_accepted() {
                 "MinecraftServer" => serde_json::from_value::<MinecraftServer>(value.clone()).is_ok(),
                 "PluginInstallation" => serde_json::from_value::<PluginInstallation>(value.clone()).is_ok(),
                 "BackupSnapshot" => serde_json::from_value::<BackupSnapshot>(value.clone()).is_ok(),
+                "ConsoleCommand" => serde_json::from_value::<ConsoleCommand>(value.clone()).is_ok(),
                 _ => false,
             };
             assert!(typed_ok, "{} {kind} does not parse into the Rust type", file.display());
@@ -349,6 +358,15 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
         ("unknown compression", backup(json!({"compression": "lz4"})), &["spec.compression", "Unsupported value"]),
         ("path escaping the world", backup(json!({"include": ["../etc"]})), &["spec.include", "must not contain '..'"]),
         ("unknown backup reason", backup(json!({"reason": "Whenever"})), &["spec.reason", "Unsupported value"]),
+        ("unknown difficulty", server(json!({"difficulty": "nightmare"})), &["spec.difficulty", "Unsupported value"]),
+        (
+            "game rule value not a boolean or integer",
+            server(json!({"gameRules": {"keepInventory": "yes please"}})),
+            &["spec.gameRules.keepInventory", "should match"],
+        ),
+        ("command with a line break", console(json!({"command": "say hi\nstop"})), &["spec.command", "one line"]),
+        ("empty command", console(json!({"command": ""})), &["spec.command"]),
+        ("command TTL too short", console(json!({"ttlSecondsAfterFinished": 1})), &["spec.ttlSecondsAfterFinished"]),
     ]
 }
 
@@ -400,6 +418,11 @@ async fn valid_edge_cases_are_accepted() {
         ("new-style pre-release version", server(json!({"version": "26.1-pre-1"}))),
         ("new-style release candidate", server(json!({"version": "26.1-rc-2"}))),
         ("old-style release candidate", server(json!({"version": "1.21.5-rc1"}))),
+        (
+            "live settings",
+            server(json!({"difficulty": "hard", "gameRules": {"keepInventory": "true", "randomTickSpeed": "-3"}})),
+        ),
+        ("a console command", console(json!({"command": "say hello world", "ttlSecondsAfterFinished": 60}))),
     ];
     let mut failures = Vec::new();
     for (what, obj) in &cases {
@@ -427,6 +450,8 @@ async fn immutable_fields_cannot_change() {
     let mut plug = plugin(json!({"modrinth": {"project": "luckperms"}}));
     name(&mut plug, "perms");
     apply(&client, &ns, &plug, false).await.expect("create plugin");
+    let cmd = console(json!({}));
+    apply(&client, &ns, &cmd, false).await.expect("create console command");
 
     let mut changes: Vec<(&str, Value, &[&str])> = Vec::new();
     let mut v = snap.clone();
@@ -447,6 +472,9 @@ async fn immutable_fields_cannot_change() {
     let mut v = mcs.clone();
     merge(&mut v, json!({"spec": {"storage": {"storageClassName": "fast"}}}));
     changes.push(("server storage class", v, &["spec.storage.storageClassName", "immutable"]));
+    let mut v = cmd.clone();
+    merge(&mut v, json!({"spec": {"command": "stop"}}));
+    changes.push(("console command", v, &["runs once"]));
 
     let mut failures = Vec::new();
     for (what, obj, expected) in &changes {

@@ -1,4 +1,4 @@
-//! The craftplane API (`craftplane.io/v1alpha1`): the five custom resources.
+//! The craftplane API (`craftplane.io/v1alpha1`): the custom resources.
 //!
 //! These types are the reference Rust client. Doc comments become
 //! `kubectl explain` text; intrinsic validation lives in the schema (CEL).
@@ -8,6 +8,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod backup;
+pub mod command;
 pub mod common;
 pub mod plugin;
 pub mod server;
@@ -15,6 +16,7 @@ pub mod sku;
 pub mod tenant;
 
 pub use backup::{BackupSnapshot, BackupSnapshotSpec, BackupSnapshotStatus};
+pub use command::{ConsoleCommand, ConsoleCommandSpec, ConsoleCommandStatus};
 pub use common::{CATEGORY, GROUP, Quantity, StoreRef, VERSION};
 pub use plugin::{PluginInstallation, PluginInstallationSpec, PluginInstallationStatus};
 pub use server::{MinecraftServer, MinecraftServerSpec, MinecraftServerStatus};
@@ -26,7 +28,14 @@ use kube::CustomResourceExt;
 
 /// Every CRD craftplane serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Sku::crd(), Tenant::crd(), MinecraftServer::crd(), PluginInstallation::crd(), BackupSnapshot::crd()]
+    vec![
+        Sku::crd(),
+        Tenant::crd(),
+        MinecraftServer::crd(),
+        PluginInstallation::crd(),
+        BackupSnapshot::crd(),
+        ConsoleCommand::crd(),
+    ]
 }
 
 /// All CRDs as one multi-document YAML stream (what `craftplane crds` prints

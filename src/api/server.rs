@@ -29,6 +29,26 @@ pub const MOTD_RULE: &str = r"!self.matches('[\\x00-\\x1f\\x7f-\\x9f]')";
 pub const MOTD_MESSAGE: &str =
     r"motd must not contain line breaks or other control characters; write \n (a backslash and n) for a second line";
 
+/// A game rule name as Minecraft writes them (`keepInventory`, or
+/// namespaced snake case in newer versions). The schema cannot check map
+/// keys cheaply; the reconciler does (InvalidSpec).
+pub fn valid_game_rule(name: &str) -> bool {
+    let bare = name.strip_prefix("minecraft:").unwrap_or(name);
+    (1..=64).contains(&bare.len())
+        && bare.starts_with(|c: char| c.is_ascii_alphabetic())
+        && bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Schema of `spec.gameRules`: at most 64, values `true`, `false` or an
+/// integer (a pattern: no CEL cost).
+fn game_rules_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 11, "pattern": "^(true|false|-?[0-9]{1,10})$"},
+    })
+}
+
 /// A Minecraft server. The operator runs it as a StatefulSet of the
 /// itzg/minecraft-server image with a world volume, Services, a config map and
 /// an RCON secret, and reports its phase, address and players.
@@ -103,9 +123,9 @@ pub struct MinecraftServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_players: Option<i32>,
-    /// Players allowed to join. Empty turns the whitelist off. A change does
-    /// not restart the server: it takes effect at the server's next start
-    /// (the image reads the list when it starts).
+    /// Players allowed to join. Empty turns the whitelist off. A change is
+    /// applied to the running server over RCON (`whitelist add/remove/on/off`,
+    /// no restart; see `status.live`) and kept for its next start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 1000),
@@ -115,8 +135,9 @@ pub struct MinecraftServerSpec {
     )]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub whitelist: Vec<String>,
-    /// Server operators (player names or UUIDs). A change does not restart
-    /// the server: it takes effect at the server's next start.
+    /// Server operators (player names or UUIDs). A change is applied to the
+    /// running server over RCON (`op`/`deop`, no restart) and kept for its
+    /// next start; craftplane only deops players it made operators.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 100),
@@ -126,6 +147,18 @@ pub struct MinecraftServerSpec {
     )]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub ops: Vec<String>,
+    /// Difficulty, applied to the running server over RCON (no restart) and
+    /// kept for its next start. Wins over `properties.difficulty` (which
+    /// still works, but a change to it restarts the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difficulty: Option<Difficulty>,
+    /// Game rules (`/gamerule <name> <value>`), applied to the running
+    /// server over RCON (no restart) and again after every start. Values are
+    /// `true`, `false` or an integer. Removing a rule leaves the world's
+    /// current value: set it explicitly to change it back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "game_rules_schema")]
+    pub game_rules: BTreeMap<String, String>,
     /// Extra JVM options, e.g. `-XX:+UseG1GC`. Heap flags come from the SKU.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 256), regex(pattern = r"^-")))]
@@ -225,6 +258,32 @@ pub enum ServerState {
     Running,
     /// Zero replicas; the world volume is kept.
     Stopped,
+}
+
+/// Game difficulty, as in server.properties.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Difficulty {
+    /// No hostile mobs, health regenerates.
+    Peaceful,
+    /// Easy.
+    Easy,
+    /// Normal.
+    Normal,
+    /// Hard.
+    Hard,
+}
+
+impl Difficulty {
+    /// The server.properties / `/difficulty` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Difficulty::Peaceful => "peaceful",
+            Difficulty::Easy => "easy",
+            Difficulty::Normal => "normal",
+            Difficulty::Hard => "hard",
+        }
+    }
 }
 
 /// What to do with the world volume on deletion.
@@ -452,6 +511,11 @@ pub struct MinecraftServerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub config_history: Vec<ConfigRevision>,
+    /// The live settings (whitelist, ops, difficulty, gameRules) applied to
+    /// the running server over RCON. A change of them shows here without a
+    /// restart; `configRevision` is what needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveStatus>,
     /// The most recent completed backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,
@@ -487,6 +551,31 @@ pub struct Players {
     pub online: i32,
     /// Player limit.
     pub max: i32,
+    /// Names of players online, as the server shows them in its list
+    /// (Server List Ping sample: vanilla shows up to 12, chosen at random
+    /// when more are online; none when `hide-online-players` is set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(max = 64)))]
+    pub names: Vec<String>,
+}
+
+/// Live settings applied to the running server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveStatus {
+    /// Hash of the live settings last applied in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// UID of the pod they were applied to (a new pod gets them again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// When they were applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<Time>,
+    /// Operators craftplane made (the ones it may deop).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub ops: Vec<String>,
 }
 
 /// One applied configuration revision.

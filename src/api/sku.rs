@@ -70,6 +70,11 @@ pub struct SkuSpec {
     #[schemars(length(max = 32), inner(length(min = 1, max = 512)))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub allowed_images: Vec<String>,
+    /// Which console commands tenants may run on this SKU's servers through
+    /// ConsoleCommand objects. Absent: every command except those always
+    /// refused (`stop`, and commands changing what the server's spec manages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_commands: Option<ConsolePolicy>,
     /// StorageClass for world volumes of this SKU. Empty uses the cluster default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
@@ -178,4 +183,22 @@ pub struct SkuStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// Console commands allowed on a SKU. An entry is a command with optional
+/// leading arguments, matched word by word without case (`time` matches
+/// `time set day`; `whitelist list` matches only that sub-command).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsolePolicy {
+    /// Only these commands may run (empty: every command not denied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 128)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub allow: Vec<String>,
+    /// These commands never run, whatever `allow` says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 128)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub deny: Vec<String>,
 }

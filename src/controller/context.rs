@@ -279,6 +279,8 @@ pub mod slim {
         *st = PodStatus {
             phase: st.phase.take(),
             message: st.message.take(),
+            // The address RCON is reached at (`server_live`).
+            pod_ip: st.pod_ip.take(),
             conditions: st.conditions.take().map(|cs| {
                 cs.into_iter()
                     .map(|c| PodCondition {
@@ -369,7 +371,7 @@ mod tests {
         assert!(spec.containers.is_empty());
         let st = pod.status.as_ref().unwrap();
         assert_eq!(st.phase.as_deref(), Some("Running"));
-        assert!(st.pod_ip.is_none());
+        assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.1"), "RCON reaches the pod at its IP");
         let c = &st.container_statuses.as_ref().unwrap()[0];
         assert_eq!((c.name.as_str(), c.ready, c.restart_count), ("server", true, 2));
         assert!(c.state.as_ref().unwrap().running.is_some());

@@ -124,6 +124,40 @@ struct StatefulSetSpecLean {
 struct TemplateLean {
     #[serde(default)]
     metadata: TemplateMetaLean,
+    /// Decoded, then emptied by `slim` into `list_env`.
+    #[serde(default)]
+    spec: Option<PodSpecEnvLean>,
+    #[serde(skip)]
+    list_env: ListEnv,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct PodSpecEnvLean {
+    #[serde(default)]
+    containers: Vec<ContainerEnvLean>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct ContainerEnvLean {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    env: Vec<EnvNameLean>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct EnvNameLean {
+    #[serde(default)]
+    name: String,
+}
+
+/// Whether the server container's environment names the whitelist and the
+/// ops (`WHITELIST`, `OPS`): the StatefulSet keeps them as they are, so a
+/// live change of those lists never changes the pod template.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListEnv {
+    pub whitelist: bool,
+    pub ops: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -142,9 +176,23 @@ impl StatefulSet {
     /// hash of the template's annotations.
     pub fn slim(&mut self) {
         self.marks = Marks::take(&mut self.metadata);
-        if let Some(t) = self.spec.as_mut().map(|s| &mut s.template.metadata) {
-            t.config_hash = t.annotations.take().and_then(|mut a| a.remove(CONFIG_HASH)).map(Into::into);
+        if let Some(t) = self.spec.as_mut().map(|s| &mut s.template) {
+            let m = &mut t.metadata;
+            m.config_hash = m.annotations.take().and_then(|mut a| a.remove(CONFIG_HASH)).map(Into::into);
+            let env = t.spec.take().unwrap_or_default();
+            let names: Vec<&str> = env
+                .containers
+                .iter()
+                .filter(|c| c.name == "minecraft")
+                .flat_map(|c| c.env.iter().map(|e| e.name.as_str()))
+                .collect();
+            t.list_env = ListEnv { whitelist: names.contains(&"WHITELIST"), ops: names.contains(&"OPS") };
         }
+    }
+
+    /// Which list variables the server container has, once slimmed.
+    pub fn list_env(&self) -> ListEnv {
+        self.spec.as_ref().map(|s| s.template.list_env).unwrap_or_default()
     }
 
     /// The config hash on the pod template (the configuration pods start
@@ -513,7 +561,7 @@ mod tests {
         let st = pod.status.unwrap();
         assert_eq!(st.phase.as_deref(), Some("Running"));
         assert_eq!(st.conditions.unwrap()[0].status, "True");
-        assert!(st.pod_ip.is_none());
+        assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.1"), "RCON reaches the pod at its IP");
     }
 
     /// Objects without spec or status (as in watch events of deletions)

@@ -5,6 +5,7 @@
 //! here.
 
 pub mod backup;
+pub mod command;
 pub mod conditions;
 pub mod context;
 pub mod drift;
@@ -17,6 +18,7 @@ pub mod plugin;
 pub mod rbac;
 pub mod server;
 pub mod server_backup;
+pub mod server_live;
 pub mod server_status;
 pub mod sku;
 pub mod tenant;
@@ -247,6 +249,8 @@ async fn run_controllers(
     let (plugin_store, plugin_events) =
         watches::primary::<PluginInstallation>(&client, &w.selected, "PluginInstallation");
     let (snapshot_store, snapshot_events) = watches::primary::<BackupSnapshot>(&client, &w.selected, "BackupSnapshot");
+    let (command_store, command_events) =
+        watches::primary::<crate::api::ConsoleCommand>(&client, &w.selected, "ConsoleCommand");
     let (child_stores, child_events) = context::Children::watch(&w);
     let stores = match &args.backup_stores {
         Some(p) => Some(crate::backup::stores::Stores::load(p).map_err(|e| anyhow::anyhow!(e))?),
@@ -337,6 +341,7 @@ async fn run_controllers(
         tokio::spawn(tenant::controller(&w, ctx.clone(), tenant_events)),
         tokio::spawn(plugin::controller(&w, ctx.clone(), plugin_events)),
         tokio::spawn(backup::controller(&w, ctx.clone(), snapshot_events)),
+        tokio::spawn(command::controller(&w, ctx.clone(), command_store, command_events)),
         tokio::spawn(readiness),
     ]);
     let controllers = async {

@@ -31,9 +31,9 @@ const READ: &[&str] = &["get", "list", "watch"];
 pub const RULES: &[Rule] = &[
     Rule {
         groups: &["craftplane.io"],
-        resources: &["minecraftservers", "plugininstallations", "backupsnapshots"],
+        resources: &["minecraftservers", "plugininstallations", "backupsnapshots", "consolecommands"],
         verbs: &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"],
-        why: "watched and finalized (patch); scheduled snapshots created, pruned by retention (delete); all of it granted to owners",
+        why: "watched and finalized (patch); scheduled snapshots created, pruned by retention (delete); console commands adopted by their server (patch) and deleted after their TTL; all of it granted to owners",
     },
     Rule { groups: &["craftplane.io"], resources: &["skus"], verbs: READ, why: "watched; read granted to owners" },
     Rule {
@@ -44,7 +44,12 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         groups: &["craftplane.io"],
-        resources: &["minecraftservers/status", "plugininstallations/status", "backupsnapshots/status"],
+        resources: &[
+            "minecraftservers/status",
+            "plugininstallations/status",
+            "backupsnapshots/status",
+            "consolecommands/status",
+        ],
         verbs: &["get", "patch"],
         why: "status written with server-side apply; get granted to owners",
     },

@@ -178,6 +178,12 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         model.state = crate::api::server::ServerState::Stopped;
     }
 
+    // The list variables stay as the existing StatefulSet has them: the
+    // lists change live (server_live), never through the pod template.
+    if let Some(env) = super::context::cached(&ch.statefulsets, &ns, &name).map(|s| s.list_env()) {
+        model.keep_list_env(env.whitelist, env.ops);
+    }
+
     // 3+4. Build and apply.
     ensure_secret(ctx, &model).await?;
     let cm_api: Api<ConfigMap> = Api::namespaced(c.clone(), &ns);
@@ -216,14 +222,17 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     let now = Timestamp::now();
     let revision = resources::statefulset::config_hash(&model);
     let (players, version) = match (&ping, p.phase) {
-        (Some(Ok(s)), ServerPhase::Running | ServerPhase::Starting) => {
-            (Some(Players { online: s.online, max: s.max }), Some(s.version.clone()).filter(|v| !v.is_empty()))
-        }
+        (Some(Ok(s)), ServerPhase::Running | ServerPhase::Starting) => (
+            Some(Players { online: s.online, max: s.max, names: s.names.clone() }),
+            Some(s.version.clone()).filter(|v| !v.is_empty()),
+        ),
         _ => (None, None),
     };
     let schedule = super::server_backup::schedule(&server, ctx, old.backup_schedule.as_ref()).await?;
+    let live = super::server_live::apply(ctx, &server, &model, pod.as_ref(), p.phase).await;
     let mut conds = conditions::kstatus(ready, stalled, &p.reason, &p.message);
     conds.extend(schedule.condition);
+    conds.extend(live.condition);
     let status = MinecraftServerStatus {
         phase: Some(p.phase),
         address: resources::service::address(&model, Some(&game)),
@@ -232,6 +241,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         resolved_version,
         config_revision: Some(revision.clone()),
         config_history: server_status::record_revision(&old.config_history, &revision, model.generation, now),
+        live: live.status,
         last_backup: super::server_backup::last_backup(ctx, &server),
         backup_schedule: schedule.status,
         restore: restore.status,
@@ -242,6 +252,9 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     write_status(&server, ctx, &old, status).await?;
     let mut wait = ctx.settings.resync;
     if let Some(w) = schedule.wait {
+        wait = wait.min(w);
+    }
+    if let Some(w) = live.retry {
         wait = wait.min(w);
     }
     if restoring {

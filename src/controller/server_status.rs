@@ -228,8 +228,14 @@ mod tests {
         assert_eq!((crashed.phase, crashed.reason.as_str()), (ServerPhase::Failed, "CrashLoopBackOff"));
         let u = phase(r, &Observed { statefulset: Some(&s), pod: Some(&unsched), ..Default::default() });
         assert_eq!((u.phase, u.message.as_str()), (ServerPhase::Provisioning, "0/3 nodes"));
-        let loading: Result<slp::Status, String> =
-            Ok(slp::Status { version: "1.21".into(), protocol: 1, online: 0, max: 0, motd: String::new() });
+        let loading: Result<slp::Status, String> = Ok(slp::Status {
+            version: "1.21".into(),
+            protocol: 1,
+            online: 0,
+            max: 0,
+            names: vec![],
+            motd: String::new(),
+        });
         assert_eq!(
             p(Observed { statefulset: Some(&s), pod: Some(&ready), ping: Some(&loading), ..Default::default() }),
             ServerPhase::Starting

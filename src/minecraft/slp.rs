@@ -27,6 +27,8 @@ pub struct Status {
     pub online: i32,
     /// Player limit.
     pub max: i32,
+    /// Names of players in the server's sample (at most [`MAX_NAMES`], sorted).
+    pub names: Vec<String>,
     /// Plain-text MOTD (formatting removed).
     pub motd: String,
 }
@@ -59,6 +61,33 @@ struct RawVersion {
 struct RawPlayers {
     max: Option<i32>,
     online: Option<i32>,
+    #[serde(default)]
+    sample: Vec<RawSample>,
+}
+
+#[derive(Deserialize)]
+struct RawSample {
+    name: Option<String>,
+    id: Option<String>,
+}
+
+/// Most names kept from a ping's player sample (vanilla sends up to 12).
+pub const MAX_NAMES: usize = 20;
+
+/// Player names in a sample: real names only (servers and plugins also put
+/// lines of text or "Anonymous Player" entries with the nil UUID there).
+fn names(sample: Vec<RawSample>) -> Vec<String> {
+    let real = |n: &str| (1..=16).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let mut out: Vec<String> = sample
+        .into_iter()
+        .filter(|s| s.id.as_deref().is_none_or(|id| id.chars().any(|c| c != '0' && c != '-')))
+        .filter_map(|s| s.name)
+        .filter(|n| real(n))
+        .take(MAX_NAMES)
+        .collect();
+    out.sort_by_key(|n| n.to_lowercase());
+    out.dedup();
+    out
 }
 
 /// Pings `host:port`, giving up after `timeout` in total.
@@ -107,12 +136,13 @@ async fn ping_inner(host: &str, port: u16) -> Result<Status, PingError> {
 
 fn parse(raw: RawStatus) -> Status {
     let v = raw.version.unwrap_or(RawVersion { name: None, protocol: None });
-    let p = raw.players.unwrap_or(RawPlayers { max: None, online: None });
+    let p = raw.players.unwrap_or(RawPlayers { max: None, online: None, sample: vec![] });
     Status {
         version: v.name.unwrap_or_default(),
         protocol: v.protocol.unwrap_or(-1),
         online: p.online.unwrap_or(0).max(0),
         max: p.max.unwrap_or(0).max(0),
+        names: names(p.sample),
         motd: raw.description.map(|d| plain_text(&d)).unwrap_or_default(),
     }
 }
@@ -221,6 +251,22 @@ mod tests {
         assert!(read_varint_slice(&mut cur).is_err());
         let mut cur: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert!(read_varint_slice(&mut cur).is_err());
+    }
+
+    #[test]
+    fn sample_names_keep_real_players_only() {
+        let raw: RawStatus = serde_json::from_value(serde_json::json!({
+            "players": {"max": 20, "online": 3, "sample": [
+                {"name": "bob", "id": "5627dd98-e6be-3c21-b8a8-e92344183641"},
+                {"name": "Anonymous Player", "id": "00000000-0000-0000-0000-000000000000"},
+                {"name": "§aWelcome to the server", "id": "00000000-0000-0000-0000-000000000001"},
+                {"name": "Alice", "id": "1"}
+            ]}
+        }))
+        .unwrap();
+        let st = parse(raw);
+        assert_eq!(st.names, vec!["Alice".to_string(), "bob".to_string()]);
+        assert_eq!(st.online, 3);
     }
 
     #[test]

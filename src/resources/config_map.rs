@@ -18,7 +18,11 @@ pub const OPS_KEY: &str = "ops";
 /// Desired ConfigMap.
 pub fn build(m: &ServerModel) -> ConfigMap {
     let mut data = BTreeMap::new();
-    data.insert(PROPERTIES_KEY.to_string(), properties::render(&m.properties));
+    // The live settings' properties win: what was applied live is what the
+    // server starts with next time.
+    let mut props = m.properties.clone();
+    props.extend(m.live().properties());
+    data.insert(PROPERTIES_KEY.to_string(), properties::render(&props));
     data.insert(WHITELIST_KEY.to_string(), lines(&m.whitelist));
     data.insert(OPS_KEY.to_string(), lines(&m.ops));
     data.insert(crate::plugins::MANIFEST_KEY.to_string(), m.plugins.to_json());

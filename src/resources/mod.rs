@@ -6,7 +6,9 @@
 
 pub mod backup_job;
 pub mod config_map;
+pub mod console;
 pub mod image;
+pub mod live;
 pub mod properties;
 pub mod pvc;
 pub mod secret;
@@ -110,6 +112,14 @@ pub struct ServerModel {
     pub properties: BTreeMap<String, String>,
     pub whitelist: Vec<String>,
     pub ops: Vec<String>,
+    pub difficulty: Option<crate::api::server::Difficulty>,
+    pub game_rules: BTreeMap<String, String>,
+    /// Whether the container gets the `WHITELIST` / `OPS` variables. Set
+    /// from the spec for a new StatefulSet and kept as the existing one has
+    /// them ([`ServerModel::keep_list_env`]): the lists change live, never
+    /// through the pod template.
+    pub whitelist_env: bool,
+    pub ops_env: bool,
     pub jvm_args: Vec<String>,
     pub service: ServiceSpec,
     pub stop_seconds: i32,
@@ -235,6 +245,11 @@ pub fn validate(
         properties.remove(*key);
     }
     properties::check_values(&properties).map_err(InvalidSpec::InvalidField)?;
+    if let Some(bad) = spec.game_rules.keys().find(|k| !crate::api::server::valid_game_rule(k)) {
+        return Err(InvalidSpec::InvalidField(format!(
+            "gameRules name {bad:?} is not a game rule name: letters, digits and '_', at most 64, starting with a letter (optionally prefixed by 'minecraft:')"
+        )));
+    }
     // Admission refuses these (CEL on spec.motd); an object stored before
     // that rule existed still must not reach server.properties.
     if let Some(motd) = &spec.motd
@@ -272,6 +287,10 @@ pub fn validate(
         properties,
         whitelist: spec.whitelist.clone(),
         ops: spec.ops.clone(),
+        difficulty: spec.difficulty,
+        game_rules: spec.game_rules.clone(),
+        whitelist_env: !spec.whitelist.is_empty(),
+        ops_env: !spec.ops.is_empty(),
         jvm_args: spec.jvm_args.clone(),
         service: spec.service.clone().unwrap_or_else(default_service),
         stop_seconds: stop.map(|s| s.timeout_seconds).unwrap_or(DEFAULT_STOP_SECONDS),
@@ -292,6 +311,23 @@ fn default_service() -> ServiceSpec {
 }
 
 impl ServerModel {
+    /// The settings applied to the running server over RCON.
+    pub fn live(&self) -> live::LiveSettings {
+        live::LiveSettings {
+            whitelist: self.whitelist.clone(),
+            ops: self.ops.clone(),
+            difficulty: self.difficulty,
+            game_rules: self.game_rules.clone(),
+        }
+    }
+
+    /// Keeps the list variables an existing StatefulSet's container has
+    /// (`whitelist`, `ops`: whether it names `WHITELIST` / `OPS`).
+    pub fn keep_list_env(&mut self, whitelist: bool, ops: bool) {
+        self.whitelist_env = whitelist;
+        self.ops_env = ops;
+    }
+
     /// Runs `version` (what LATEST/SNAPSHOT resolved to); the default image
     /// (`default_image`: no `spec.image`) follows it.
     pub fn set_version(&mut self, version: String, default_image: bool) {

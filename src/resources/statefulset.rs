@@ -28,9 +28,9 @@ const STOP_MARGIN: i32 = 15;
 /// Seconds players are warned before the stop, when a warning is set (at most).
 const ANNOUNCE_SECONDS: i32 = 10;
 
-/// Hash of everything that needs a restart to take effect (not whitelist or
-/// ops: a change to those does not restart the server; the image reads them
-/// from the ConfigMap at its next start). Goes on the pod template and into
+/// Hash of everything that needs a restart to take effect (not the live
+/// settings: whitelist, ops, difficulty and game rules are applied over RCON,
+/// and the image reads them from the ConfigMap at its next start). Goes on the pod template and into
 /// `status.configRevision`.
 pub fn config_hash(m: &ServerModel) -> String {
     let env: Vec<(String, String)> = static_env(m).into_iter().map(|e| (e.name, e.value.unwrap_or_default())).collect();
@@ -38,7 +38,9 @@ pub fn config_hash(m: &ServerModel) -> String {
         "properties": properties::render(&m.properties),
         "env": env,
         "image": m.image,
-        "whitelistEnabled": !m.whitelist.is_empty(),
+        // The whitelist variables' presence (named so since before they
+        // stopped following the list: the hash of an unchanged server stays).
+        "whitelistEnabled": m.whitelist_env,
         "plugins": m.plugins,
         "helperImage": m.helper_image,
     });
@@ -96,7 +98,7 @@ fn static_env(m: &ServerModel) -> Vec<EnvVar> {
     if announce > 0 {
         e.push(env("STOP_SERVER_ANNOUNCE_DELAY", announce.to_string()));
     }
-    if !m.whitelist.is_empty() {
+    if m.whitelist_env {
         e.push(env("ENABLE_WHITELIST", "true"));
         e.push(env("ENFORCE_WHITELIST", "true"));
     }
@@ -119,10 +121,10 @@ pub fn build(m: &ServerModel) -> StatefulSet {
     let cm = m.config_map_name();
     let mut env = static_env(m);
     env.push(env_from_config("CUSTOM_SERVER_PROPERTIES", &cm, config_map::PROPERTIES_KEY));
-    if !m.whitelist.is_empty() {
+    if m.whitelist_env {
         env.push(env_from_config("WHITELIST", &cm, config_map::WHITELIST_KEY));
     }
-    if !m.ops.is_empty() {
+    if m.ops_env {
         env.push(env_from_config("OPS", &cm, config_map::OPS_KEY));
     }
     let resources = BTreeMap::from([

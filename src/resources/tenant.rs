@@ -131,12 +131,17 @@ pub fn owner_cluster_role() -> ClusterRole {
         rules: Some(vec![
             rule(
                 &[GROUP],
-                &["minecraftservers", "plugininstallations", "backupsnapshots"],
+                &["minecraftservers", "plugininstallations", "backupsnapshots", "consolecommands"],
                 &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"],
             ),
             rule(
                 &[GROUP],
-                &["minecraftservers/status", "plugininstallations/status", "backupsnapshots/status"],
+                &[
+                    "minecraftservers/status",
+                    "plugininstallations/status",
+                    "backupsnapshots/status",
+                    "consolecommands/status",
+                ],
                 &["get"],
             ),
             rule(

@@ -24,6 +24,7 @@ pub fn sku(name: &str) -> Sku {
             ]),
             allowed_server_types: vec![],
             allowed_images: vec![],
+            console_commands: None,
             storage_class_name: None,
             price: None,
             placement: None,

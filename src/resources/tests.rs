@@ -26,6 +26,33 @@ fn snapshot_vanilla() {
     insta::assert_snapshot!(render_all("sku: small\neula: true\n"));
 }
 
+/// Live settings never touch the pod template: a running server takes
+/// them over RCON, so a change of them must not roll its pod.
+#[test]
+fn live_settings_leave_the_pod_template_alone() {
+    let template = |yaml: &str, kept: Option<(bool, bool)>| {
+        let mut m = validate(&server("s", yaml), Some(&sku("small")), None, true).unwrap();
+        if let Some((w, o)) = kept {
+            m.keep_list_env(w, o);
+        }
+        (statefulset::build(&m).spec.unwrap().template, statefulset::config_hash(&m))
+    };
+    let base = "sku: small\neula: true\n";
+    let listed = template(&format!("{base}whitelist: [alice]\nops: [alice]\n"), None);
+    for changed in [
+        "whitelist: [alice, bob]\nops: [bob]\n",
+        "whitelist: [alice]\nops: [alice]\ndifficulty: hard\ngameRules: {keepInventory: 'true'}\n",
+        "difficulty: peaceful\n",
+    ] {
+        assert_eq!(template(&format!("{base}{changed}"), Some((true, true))), listed, "{changed}");
+    }
+    // A server created without lists keeps its template when they appear.
+    let bare = template(base, None);
+    assert_eq!(template(&format!("{base}whitelist: [alice]\nops: [bob]\n"), Some((false, false))), bare);
+    // ...and what needs a restart still changes it.
+    assert_ne!(template(&format!("{base}motd: other\n"), Some((false, false))), bare);
+}
+
 #[test]
 fn snapshot_paper_with_properties() {
     insta::assert_snapshot!(render_all(
@@ -278,6 +305,8 @@ mod properties_of_any_accepted_spec {
                         max_players,
                         whitelist: whitelist.clone(),
                         ops: whitelist,
+                        difficulty: None,
+                        game_rules: BTreeMap::new(),
                         jvm_args,
                         image: None,
                         service: Some(ServiceSpec {
@@ -322,7 +351,8 @@ mod properties_of_any_accepted_spec {
                     // The rendered server.properties is exactly the SKU's
                     // defaults overridden by the spec's properties (computed
                     // here from the input, not from the model), managed keys
-                    // left out.
+                    // left out, plus the live settings' own lines (the
+                    // whitelist switch, and the difficulty when set).
                     let rendered = &cm.data.unwrap()[config_map::PROPERTIES_KEY];
                     let parsed: BTreeMap<String, String> = rendered
                         .lines()
@@ -335,6 +365,12 @@ mod properties_of_any_accepted_spec {
                     let mut want = sku("small").spec.default_properties;
                     want.extend(s.spec.properties.clone());
                     want.retain(|k, _| !crate::api::server::RESERVED_PROPERTIES.contains(&k.as_str()));
+                    let on = (!s.spec.whitelist.is_empty()).to_string();
+                    want.insert("white-list".into(), on.clone());
+                    want.insert("enforce-whitelist".into(), on);
+                    if let Some(d) = s.spec.difficulty {
+                        want.insert("difficulty".into(), d.as_str().into());
+                    }
                     prop_assert_eq!(parsed, want);
                 }
                 Err(e) => {

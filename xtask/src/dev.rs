@@ -213,8 +213,12 @@ fn wait_for_examples(k: &Kube, operator: &mut Child, timeout: Duration) -> Resul
         // Players come from the operator's Server List Ping (from this
         // machine: the host routes to the node's pod network).
         let pinged = !field("mcs", "survival", Some("default"), "{.status.players.max}").is_empty();
-        let settled =
-            server == "Running" && pinged && matches!(backup.as_str(), "Completed" | "Failed") && plugins_settled;
+        let command = field("consolecommand", "who-is-on", Some("default"), "{.status.phase}");
+        let settled = server == "Running"
+            && pinged
+            && matches!(backup.as_str(), "Completed" | "Failed")
+            && plugins_settled
+            && matches!(command.as_str(), "Succeeded" | "Failed");
         if settled || Instant::now() > deadline {
             let mut lines = vec![
                 format!(
@@ -227,6 +231,19 @@ fn wait_for_examples(k: &Kube, operator: &mut Child, timeout: Duration) -> Resul
                     field("backup", "survival-before-1-21-5", Some("default"), "{.status.bytes}")
                 ),
                 format!("Tenant acme: Ready={tenant}"),
+                format!(
+                    "ConsoleCommand default/who-is-on: {command}: {}",
+                    field("consolecommand", "who-is-on", Some("default"), "{.status.output}{.status.message}")
+                ),
+                format!(
+                    "MinecraftServer default/survival live settings: {}",
+                    field(
+                        "mcs",
+                        "survival",
+                        Some("default"),
+                        "{.status.conditions[?(@.type==\"LiveConfig\")].reason}: {.status.conditions[?(@.type==\"LiveConfig\")].message}"
+                    )
+                ),
             ];
             for (p, phase, reason) in plugins {
                 let note = if phase == "Installed" {

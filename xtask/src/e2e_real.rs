@@ -7,7 +7,8 @@
 //! restart with that server gone, and a wrong checksum refused; a backup Job
 //! on the server's node (read-only volume, RCON save-off / save-all flush /
 //! save-on) into s3s-fs; restore of that snapshot over a changed world, and a
-//! corrupted archive refused with the world kept; `state: Stopped` with the
+//! corrupted archive refused with the world kept; live operations
+//! (`e2e_live`); `state: Stopped` with the
 //! announce, save and clean stop in the server's log; `deletionPolicy`
 //! Retain (world back on re-create) and Delete (a fresh world).
 
@@ -21,9 +22,9 @@ use sha2::{Digest, Sha256};
 use crate::cluster::Cluster;
 use crate::e2e::{Kube, Stopper, free_port, retry, tail};
 
-const NS: &str = "default";
-const SERVER: &str = "real";
-const POD: &str = "real-0";
+pub(crate) const NS: &str = "default";
+pub(crate) const SERVER: &str = "real";
+pub(crate) const POD: &str = "real-0";
 
 /// What the real-server steps need from the rest of the suite.
 pub struct Setup<'a> {
@@ -215,6 +216,9 @@ pub fn run(s: &Setup) -> Result<()> {
     }
     println!("e2e: ok   restarted with the plugin CDN stopped: the server still starts with hello-1.0.0.jar");
 
+    // --- live operations: whitelist, difficulty, game rules, console commands
+    crate::e2e_live::run(s, &ip)?;
+
     // --- state: Stopped: announce, save, clean stop within the grace period
     let grace: u64 = k.get("pod", POD, "{.spec.terminationGracePeriodSeconds}")?.parse()?;
     let follow_file = s.cluster.dir.join("real-stop.log");
@@ -312,13 +316,13 @@ pub fn run(s: &Setup) -> Result<()> {
 }
 
 /// Waits (up to `secs`) until the server's `jsonpath` reads `want`.
-fn expect_real(k: &Kube, what: &str, jsonpath: &str, want: &str, secs: u64) -> Result<()> {
+pub(crate) fn expect_real(k: &Kube, what: &str, jsonpath: &str, want: &str, secs: u64) -> Result<()> {
     let path = format!("jsonpath={jsonpath}");
     k.expect_within(what, &["get", "mcs", SERVER, "-n", NS, "-o", &path], want, Duration::from_secs(secs))
 }
 
 /// Merge-patches the server's spec with `spec` (JSON), as `kubectl patch` would.
-fn patch_spec(k: &Kube, spec: &str) -> Result<String> {
+pub(crate) fn patch_spec(k: &Kube, spec: &str) -> Result<String> {
     k.run(&["patch", "mcs", SERVER, "-n", NS, "--type", "merge", "-p", &format!(r#"{{"spec":{spec}}}"#)])
 }
 
@@ -469,7 +473,7 @@ fn corrupt(root: &Path, location: &str) -> Result<()> {
 }
 
 /// Waits until the server is Running and Ready.
-fn wait_running(k: &Kube, timeout: Duration) -> Result<()> {
+pub(crate) fn wait_running(k: &Kube, timeout: Duration) -> Result<()> {
     let got = k.wait_for(
         &[
             "get",
@@ -514,12 +518,12 @@ fn print_timing(k: &Kube) {
     }
 }
 
-fn server_log(k: &Kube) -> Result<String> {
+pub(crate) fn server_log(k: &Kube) -> Result<String> {
     k.run(&["logs", POD, "-n", NS, "-c", "minecraft"])
 }
 
 /// Runs a node.js snippet in the server container (the image has no shell).
-fn exec_node(k: &Kube, js: &str) -> Result<String> {
+pub(crate) fn exec_node(k: &Kube, js: &str) -> Result<String> {
     k.run(&["exec", POD, "-n", NS, "-c", "minecraft", "--", "node", "-e", js])
 }
 
@@ -541,7 +545,7 @@ fn rcon(k: &Kube, command: &[&str]) -> Result<String> {
 
 /// A real client (minecraft-protocol) joins through the Service's cluster
 /// IP, from the node's network (where cluster IPs route), and leaves.
-fn join(s: &Setup, ip: &str, user: &str) -> Result<()> {
+pub(crate) fn join(s: &Setup, ip: &str, user: &str) -> Result<()> {
     let js = r#"
 const mc = require('minecraft-protocol');
 const c = mc.createClient({ host: process.argv[1], port: 25565, username: process.argv[2], version: '1.21.4', auth: 'offline' });

@@ -5,6 +5,7 @@ mod bench_backup;
 mod cluster;
 mod dev;
 mod e2e;
+mod e2e_live;
 mod e2e_rbac;
 mod e2e_real;
 mod http;

@@ -85,6 +85,8 @@ async function main () {
     const joined = await Promise.race([new Promise((resolve) => client.once('login', () => resolve(true))), sleep(15000).then(() => false)])
     check('a real client (alice, offline) joins', joined)
     await until(/alice joined the game/, 5000)
+    const pinged = await mc.ping({ host: HOST, port, version: '1.21.4' }).catch((e) => ({ error: e.message }))
+    check('Server List Ping: the player sample names alice', !!pinged.players && (pinged.players.sample || []).some((p) => p.name === 'alice'), JSON.stringify(pinged.players || pinged))
 
     const rcon = (...args) => spawnSync(path.join(HERE, 'bin', 'rcon-cli'), args, { env, encoding: 'utf8', timeout: 20000 })
     const expect = [

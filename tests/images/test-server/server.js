@@ -269,7 +269,14 @@ const serv = mcServer.createMCServer({
   'player-list-text': { header: { text: 'craftplane test server' }, footer: { text: 'TEST image' } },
   'everybody-op': false,
   'max-entities': 100,
-  version: VERSION
+  version: VERSION,
+  // like vanilla: the server list's player sample names up to 12 online
+  // players, chosen at random when more are online
+  beforePing: (response) => {
+    const online = [...serv.players].sort(() => Math.random() - 0.5).slice(0, 12)
+    response.players.sample = online.map((p) => ({ name: p.username, id: p.uuid }))
+    return response
+  }
 })
 readline.createInterface = createInterface
 // flying-squid's logger writes cursor escapes; route its lines through ours instead.

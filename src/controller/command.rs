@@ -1,0 +1,271 @@
+//! The ConsoleCommand reconciler: runs each command once over RCON on its
+//! server, writes the answer into status, records an Event on the server,
+//! and deletes the object `ttlSecondsAfterFinished` after it finished.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::Controller;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use tracing::info;
+
+use super::conditions;
+use super::context::{Context, cached_full};
+use super::error::{Error, Result};
+use super::watches::{Events, Watches, run};
+use crate::api::command::{CommandPhase, ConsoleCommand, ConsoleCommandStatus, MAX_OUTPUT};
+use crate::api::server::{MinecraftServer, ServerPhase};
+use crate::resources::FIELD_MANAGER;
+
+/// How long a command waits for its server to be found and Running.
+const WAIT_FOR_SERVER: Duration = Duration::from_secs(120);
+
+/// Reconciles one ConsoleCommand.
+pub async fn reconcile(cmd: Arc<ConsoleCommand>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = cmd.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<ConsoleCommand> = Api::namespaced(ctx.client.clone(), &ns);
+    // The live object, not the cache: a cached copy older than our own
+    // status write would send the command a second time.
+    let Some(cmd) = api.get_opt(&cmd.name_any()).await?.map(Arc::new) else {
+        return Ok(Action::await_change());
+    };
+    let status = cmd.status.clone().unwrap_or_default();
+    match status.phase {
+        Some(CommandPhase::Succeeded | CommandPhase::Failed) => return expire(&cmd, &api, &status).await,
+        // Sent before, result never recorded (the operator stopped
+        // mid-command): never sent twice.
+        Some(CommandPhase::Running) => {
+            let msg = "the operator restarted while the command was being sent; it may or may not have run (see the server's log)";
+            return finish(&cmd, &api, &ctx, CommandPhase::Failed, "Interrupted", msg, None).await;
+        }
+        _ => {}
+    }
+    let age = cmd
+        .creation_timestamp()
+        .map(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).unwrap_or_default())
+        .unwrap_or_default();
+    let waited_enough = age >= WAIT_FOR_SERVER;
+    let Some(server) = ctx.servers.get(&ObjectRef::new(&cmd.spec.server).within(&ns)) else {
+        let msg = format!("MinecraftServer {:?} does not exist in namespace {ns}", cmd.spec.server);
+        if waited_enough {
+            return finish(&cmd, &api, &ctx, CommandPhase::Failed, "ServerNotFound", &msg, None).await;
+        }
+        return pending(&cmd, &api, "ServerNotFound", &msg).await;
+    };
+    adopt(&cmd, &api, &server).await?;
+    let policy = ctx.skus.get(&ObjectRef::new(&server.spec.sku)).and_then(|s| s.spec.console_commands.clone());
+    if let Err(why) = crate::resources::console::check(&cmd.spec.command, &server.spec, policy.as_ref()) {
+        return finish(&cmd, &api, &ctx, CommandPhase::Failed, "CommandNotAllowed", &why, None).await;
+    }
+    let phase = server.status.as_ref().and_then(|s| s.phase);
+    let pod = cached_full(&ctx.children.pods, &ns, &format!("{}-0", server.name_any()));
+    let (Some(ServerPhase::Running), Some(pod)) = (phase, pod) else {
+        let msg = format!("server {} is {phase:?}, not Running", server.name_any());
+        if waited_enough {
+            return finish(&cmd, &api, &ctx, CommandPhase::Failed, "ServerNotRunning", &msg, None).await;
+        }
+        return pending(&cmd, &api, "ServerNotRunning", &msg).await;
+    };
+
+    // At most once: Running is recorded before the command is sent.
+    let started = ConsoleCommandStatus {
+        phase: Some(CommandPhase::Running),
+        started_at: Some(Time(Timestamp::now())),
+        conditions: conditions::merge(
+            &status.conditions,
+            &conditions::kstatus(false, false, "Running", "sending the command"),
+            cmd.metadata.generation,
+            Timestamp::now(),
+        ),
+        ..Default::default()
+    };
+    write_status(&api, &cmd.name_any(), &started).await?;
+    let answer = async {
+        let mut rcon = super::server_live::connect(&ctx, &ns, &server.name_any(), &pod).await?;
+        rcon.command(cmd.spec.command.trim().trim_start_matches('/')).await
+    }
+    .await;
+    let cmd = Arc::new(ConsoleCommand { status: Some(started), ..(*cmd).clone() });
+    match answer {
+        Ok(out) if crate::resources::live::failed(&out) => {
+            let msg = format!("the server refused the command: {}", first_line(&out));
+            finish(&cmd, &api, &ctx, CommandPhase::Failed, "CommandFailed", &msg, Some(out)).await
+        }
+        Ok(out) => {
+            finish(&cmd, &api, &ctx, CommandPhase::Succeeded, "Succeeded", "the server ran the command", Some(out))
+                .await
+        }
+        Err(e) => finish(&cmd, &api, &ctx, CommandPhase::Failed, "RconUnreachable", &e, None).await,
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().chars().take(200).collect()
+}
+
+/// Cuts `out` to [`MAX_OUTPUT`] bytes on a character boundary.
+fn bounded(mut out: String) -> String {
+    if out.len() > MAX_OUTPUT {
+        let mut end = MAX_OUTPUT - 40;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str("\n[craftplane: output cut at 16 KiB]");
+    }
+    out
+}
+
+/// The server owns its commands: deleting it deletes them.
+async fn adopt(cmd: &ConsoleCommand, api: &Api<ConsoleCommand>, server: &MinecraftServer) -> Result<()> {
+    let uid = server.uid().unwrap_or_default();
+    if cmd.owner_references().iter().any(|o| o.uid == uid) {
+        return Ok(());
+    }
+    let owner = OwnerReference {
+        api_version: MinecraftServer::api_version(&()).into(),
+        kind: MinecraftServer::kind(&()).into(),
+        name: server.name_any(),
+        uid,
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    };
+    let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
+    api.patch(&cmd.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+async fn write_status(api: &Api<ConsoleCommand>, name: &str, status: &ConsoleCommandStatus) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": ConsoleCommand::api_version(&()),
+        "kind": ConsoleCommand::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// Waits for the server (Pending, with the reason).
+async fn pending(cmd: &ConsoleCommand, api: &Api<ConsoleCommand>, reason: &str, msg: &str) -> Result<Action> {
+    let old = cmd.status.clone().unwrap_or_default();
+    let status = ConsoleCommandStatus {
+        phase: Some(CommandPhase::Pending),
+        reason: Some(reason.into()),
+        message: Some(msg.into()),
+        conditions: conditions::merge(
+            &old.conditions,
+            &conditions::kstatus(false, false, reason, msg),
+            cmd.metadata.generation,
+            Timestamp::now(),
+        ),
+        ..Default::default()
+    };
+    if status != old {
+        write_status(api, &cmd.name_any(), &status).await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(5)))
+}
+
+/// Records the result, and an Event on the server (the audit trail of
+/// commands run).
+async fn finish(
+    cmd: &ConsoleCommand,
+    api: &Api<ConsoleCommand>,
+    ctx: &Context,
+    phase: CommandPhase,
+    reason: &str,
+    msg: &str,
+    output: Option<String>,
+) -> Result<Action> {
+    let old = cmd.status.clone().unwrap_or_default();
+    let ok = phase == CommandPhase::Succeeded;
+    let now = Timestamp::now();
+    let status = ConsoleCommandStatus {
+        phase: Some(phase),
+        output: output.map(bounded),
+        reason: Some(reason.into()),
+        message: Some(msg.into()),
+        started_at: old.started_at.clone(),
+        completed_at: Some(Time(now)),
+        conditions: conditions::merge(
+            &old.conditions,
+            &conditions::kstatus(ok, !ok, reason, msg),
+            cmd.metadata.generation,
+            now,
+        ),
+    };
+    write_status(api, &cmd.name_any(), &status).await?;
+    let ns = cmd.namespace().unwrap_or_default();
+    info!(command = %cmd.name_any(), namespace = %ns, server = %cmd.spec.server, reason, "console command finished");
+    if reason != "ServerNotFound" {
+        let server = ObjectRef::<MinecraftServer>::new(&cmd.spec.server).within(&ns);
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(MinecraftServer::api_version(&()).into()),
+            kind: Some(MinecraftServer::kind(&()).into()),
+            name: Some(server.name.clone()),
+            namespace: Some(ns.clone()),
+            uid: ctx.servers.get(&server).and_then(|s| s.uid()),
+            ..Default::default()
+        };
+        let note = match &status.output {
+            Some(out) if ok => {
+                format!("`{}` (ConsoleCommand {}): {}", cmd.spec.command, cmd.name_any(), first_line(out))
+            }
+            _ => format!("`{}` (ConsoleCommand {}) not run: {reason}: {msg}", cmd.spec.command, cmd.name_any()),
+        };
+        ctx.event(&reference, !ok, if ok { "CommandRun" } else { "CommandRefused" }, &note, "ConsoleCommand").await;
+    }
+    Ok(Action::requeue(Duration::from_secs(cmd.spec.ttl_seconds_after_finished.max(10) as u64)))
+}
+
+/// Deletes a finished command once its TTL is over.
+async fn expire(cmd: &ConsoleCommand, api: &Api<ConsoleCommand>, status: &ConsoleCommandStatus) -> Result<Action> {
+    let done = status.completed_at.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
+    let ttl = Duration::from_secs(cmd.spec.ttl_seconds_after_finished.max(10) as u64);
+    let elapsed = Duration::try_from(Timestamp::now().duration_since(done)).unwrap_or_default();
+    if elapsed < ttl {
+        return Ok(Action::requeue(ttl - elapsed));
+    }
+    match api.delete(&cmd.name_any(), &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+/// Retries with backoff.
+pub fn error_policy(cmd: Arc<ConsoleCommand>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&cmd.uid().unwrap_or_default());
+    tracing::warn!(command = %cmd.name_any(), namespace = ?cmd.namespace(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The ConsoleCommand controller: its own kind, and server changes (a
+/// Pending command runs as soon as its server is Running).
+pub fn controller(
+    w: &Watches,
+    ctx: Arc<Context>,
+    store: Store<ConsoleCommand>,
+    own: Events<ConsoleCommand>,
+) -> BoxFuture<'static, ()> {
+    let waiting = store.clone();
+    let c = Controller::for_stream(own, store).watches_stream(
+        w.trigger::<MinecraftServer>(&w.selected, "MinecraftServer"),
+        move |s| {
+            let (ns, name) = (s.namespace(), s.name_any());
+            super::watches::refs(&waiting, |c| {
+                c.namespace() == ns
+                    && c.spec.server == name
+                    && c.status.as_ref().and_then(|st| st.phase).is_none_or(|p| p == CommandPhase::Pending)
+            })
+        },
+    );
+    run(c, w, w.config(false), "ConsoleCommand", reconcile, error_policy, ctx)
+}

@@ -1,0 +1,159 @@
+//! The operator's RCON sessions with running servers: the live settings
+//! (whitelist, ops, difficulty, game rules) applied without a restart, and
+//! the connection console commands use. A session is opened for the work at
+//! hand and closed after it: no connection is held per idle server.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use tracing::{info, warn};
+
+use super::conditions::Cond;
+use super::context::Context;
+use crate::api::server::{LiveStatus, MinecraftServer, ServerPhase};
+use crate::minecraft::rcon::Rcon;
+use crate::resources::live::{self, LiveSettings};
+use crate::resources::{RCON_PORT, ServerModel, secret};
+
+/// Condition type of the live settings.
+pub const LIVE_CONFIG: &str = "LiveConfig";
+/// Timeout of one RCON connect, login or answer.
+const RCON_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connection attempts per session (1 s, then 2 s apart).
+const ATTEMPTS: u32 = 3;
+/// When a failed live apply is tried again.
+pub const RETRY: Duration = Duration::from_secs(30);
+
+/// Opens an RCON session with the server's pod: the password from the
+/// server's Secret, the pod's own address (the headless RCON Service points
+/// there too; the address works from the operator's pod and from a host
+/// that routes to the pod network). Bounded retries, each attempt timed out.
+pub async fn connect(ctx: &Context, ns: &str, server: &str, pod: &Pod) -> Result<Rcon, String> {
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or("the server's pod has no IP address yet")?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = crate::resources::secret_name(server);
+    let s = secrets.get(&name).await.map_err(|e| format!("cannot read the RCON Secret {name}: {e}"))?;
+    let password = s
+        .data
+        .as_ref()
+        .and_then(|d| d.get(secret::PASSWORD_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).trim_end_matches('\n').to_string())
+        .ok_or_else(|| format!("the RCON Secret {name} has no {:?} key", secret::PASSWORD_KEY))?;
+    let addr = format!("{ip}:{RCON_PORT}");
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        }
+        match Rcon::connect(&addr, &password, RCON_TIMEOUT).await {
+            Ok(r) => return Ok(r),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// What a reconcile learned about the live settings.
+pub struct Outcome {
+    pub status: Option<LiveStatus>,
+    /// The `LiveConfig` condition, when there is one to show.
+    pub condition: Option<Cond>,
+    /// Try again after this long (a failed apply).
+    pub retry: Option<Duration>,
+}
+
+fn carried(old: &[Condition]) -> Option<Cond> {
+    old.iter()
+        .find(|c| c.type_ == LIVE_CONFIG)
+        .map(|c| Cond::new(LIVE_CONFIG, c.status == "True", &c.reason, &c.message))
+}
+
+/// Applies the live settings to the running pod when they (or the pod)
+/// changed since the last apply. Nothing happens unless the server is
+/// Running: a starting server reads the same settings from its ConfigMap.
+pub async fn apply(
+    ctx: &Context,
+    server: &MinecraftServer,
+    m: &ServerModel,
+    pod: Option<&Pod>,
+    phase: ServerPhase,
+) -> Outcome {
+    let st = server.status.as_ref();
+    let old = st.and_then(|s| s.live.clone());
+    let old_conditions = st.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let unchanged = Outcome { status: old.clone(), condition: carried(old_conditions), retry: None };
+    let Some(pod) = pod.filter(|_| phase == ServerPhase::Running) else {
+        return unchanged;
+    };
+    let uid = pod.metadata.uid.clone();
+    let want = m.live();
+    let revision = want.revision();
+    if let Some(o) = &old
+        && o.revision.as_deref() == Some(revision.as_str())
+        && o.pod == uid
+    {
+        return unchanged;
+    }
+    let applied_ops = old.as_ref().map(|o| o.ops.clone()).unwrap_or_default();
+    match run(ctx, m, pod, &want, &applied_ops).await {
+        Ok(n) => {
+            info!(server = %m.name, namespace = %m.namespace, commands = n, %revision, "live settings applied");
+            let message = format!("live settings {revision} applied over RCON ({n} commands) without a restart");
+            Outcome {
+                status: Some(LiveStatus {
+                    revision: Some(revision),
+                    pod: uid,
+                    applied_at: Some(Time(Timestamp::now())),
+                    ops: want.ops.clone(),
+                }),
+                condition: Some(Cond::new(LIVE_CONFIG, true, "Applied", message)),
+                retry: None,
+            }
+        }
+        Err((reason, message)) => {
+            warn!(server = %m.name, namespace = %m.namespace, reason, message, "live settings not applied");
+            // Ops it made before stay recorded (a later apply may deop them).
+            let status = old.map(|o| LiveStatus { ops: merged_ops(&o.ops, &want.ops), ..o });
+            Outcome { status, condition: Some(Cond::new(LIVE_CONFIG, false, reason, message)), retry: Some(RETRY) }
+        }
+    }
+}
+
+fn merged_ops(before: &[String], now: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = before.iter().chain(now).cloned().collect();
+    all.sort_by_key(|s| s.to_lowercase());
+    all.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    all.truncate(100);
+    all
+}
+
+/// One session: read the whitelist, send the commands. The number of
+/// commands sent, or (reason, message).
+async fn run(
+    ctx: &Context,
+    m: &ServerModel,
+    pod: &Pod,
+    want: &LiveSettings,
+    applied_ops: &[String],
+) -> Result<usize, (&'static str, String)> {
+    let mut rcon = connect(ctx, &m.namespace, &m.name, pod).await.map_err(|e| ("RconUnreachable", e))?;
+    let answer = rcon.command("whitelist list").await.map_err(|e| ("RconUnreachable", e))?;
+    let listed = live::parse_whitelist(&answer)
+        .ok_or_else(|| ("CommandFailed", format!("unexpected answer to `whitelist list`: {answer:?}")))?;
+    let commands = live::commands(want, &listed, applied_ops);
+    let mut failures = Vec::new();
+    for c in &commands {
+        let answer = rcon.command(c).await.map_err(|e| ("RconUnreachable", format!("{c}: {e}")))?;
+        if live::failed(&answer) {
+            failures.push(format!("`{c}`: {}", answer.trim()));
+        }
+    }
+    if failures.is_empty() {
+        Ok(commands.len())
+    } else {
+        Err(("CommandFailed", format!("the server refused {}", failures.join("; "))))
+    }
+}

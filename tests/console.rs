@@ -1,0 +1,142 @@
+//! ConsoleCommands against the real API server (kwok pods, so no RCON
+//! answers here; the real-node e2e runs commands on a real server): what is
+//! refused and why, waiting for a server, the Event on the server, deletion
+//! after the TTL, and the owner reference.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fixture::{Fixture, tail};
+use common::operator::{Operator, SHARD_LABEL};
+use craftplane::api::ConsoleCommand;
+use craftplane::api::command::CommandPhase;
+use craftplane::api::server::ServerPhase;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+async fn create(f: &Fixture, name: &str, server: &str, command: &str, ttl: i32) {
+    let c: ConsoleCommand = serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "ConsoleCommand",
+        "metadata": {"name": name, "namespace": f.ns, "labels": {SHARD_LABEL: f.shard}},
+        "spec": {"server": server, "command": command, "ttlSecondsAfterFinished": ttl},
+    }))
+    .unwrap();
+    f.api::<ConsoleCommand>().create(&PostParams::default(), &c).await.expect("create console command");
+}
+
+async fn wait_for(
+    f: &Fixture,
+    op: &Operator,
+    name: &str,
+    what: &str,
+    secs: u64,
+    pred: impl Fn(&ConsoleCommand) -> bool,
+) -> ConsoleCommand {
+    let api = f.api::<ConsoleCommand>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(c) = api.get(name).await {
+            if pred(&c) {
+                return c;
+            }
+            last = Some(c);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "ConsoleCommand {name}: {what} not reached; status {:?}\noperator log:\n{}",
+        last.and_then(|c| c.status),
+        tail(&op.log_text(), 30)
+    )
+}
+
+fn phase(c: &ConsoleCommand) -> Option<CommandPhase> {
+    c.status.as_ref().and_then(|s| s.phase)
+}
+
+fn reason(c: &ConsoleCommand) -> String {
+    c.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn commands_are_refused_waited_for_recorded_and_expire() {
+    let f = Fixture::new("console").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("mc", json!({"whitelist": ["alice"], "difficulty": "hard"})).await;
+    let server =
+        f.wait("mc", "Running", &op, |s| s.status.as_ref().and_then(|st| st.phase) == Some(ServerPhase::Running)).await;
+
+    // Always refused, whatever the SKU says: stop, and what the spec manages.
+    for (name, cmd) in [("stop", "/minecraft:stop"), ("wl", "whitelist add mallory"), ("diff", "difficulty peaceful")] {
+        create(&f, name, "mc", cmd, 3600).await;
+        let c = wait_for(&f, &op, name, "Failed", 30, |c| phase(c) == Some(CommandPhase::Failed)).await;
+        assert_eq!(reason(&c), "CommandNotAllowed", "{cmd}");
+        let owner = c.metadata.owner_references.unwrap_or_default();
+        assert!(owner.iter().any(|o| o.uid == server.metadata.uid.clone().unwrap()), "owned by its server: {owner:?}");
+    }
+
+    // A command for a server that does not exist (yet) waits.
+    create(&f, "early", "later", "list", 3600).await;
+    let c = wait_for(&f, &op, "early", "Pending", 30, |c| phase(c) == Some(CommandPhase::Pending)).await;
+    assert_eq!(reason(&c), "ServerNotFound");
+
+    // Allowed, but the kwok pod has no RCON: a clear failure, not a hang.
+    create(&f, "say", "mc", "say hello", 10).await;
+    let c = wait_for(&f, &op, "say", "Failed", 60, |c| phase(c) == Some(CommandPhase::Failed)).await;
+    assert_eq!(reason(&c), "RconUnreachable", "{:?}", c.status);
+
+    // Every command is an Event on the server.
+    let events: Api<Event> = Api::namespaced(f.client.clone(), &f.ns);
+    let count = || async {
+        let list = events.list(&ListParams::default().fields("involvedObject.name=mc")).await.unwrap();
+        list.items.iter().filter(|e| e.reason.as_deref() == Some("CommandRefused")).count()
+    };
+    if common::wait_until(Duration::from_secs(20), || async { count().await >= 4 }).await.is_err() {
+        panic!("expected 4 CommandRefused Events on mc, saw {}", count().await);
+    }
+
+    // Deleted after its TTL (10 s).
+    common::wait_until(Duration::from_secs(60), || async {
+        f.api::<ConsoleCommand>().get_opt("say").await.unwrap().is_none()
+    })
+    .await
+    .unwrap_or_else(|()| panic!("ConsoleCommand say not deleted after its TTL\n{}", tail(&op.log_text(), 20)));
+    assert!(f.api::<ConsoleCommand>().get_opt("stop").await.unwrap().is_some(), "a 1 h TTL keeps its object");
+
+    op.stop();
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_sku_decides_which_commands_run() {
+    let f = Fixture::new("console-sku").await;
+    let sku: Api<craftplane::api::Sku> = Api::all(f.client.clone());
+    sku.patch(
+        &f.sku,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            json!({"spec": {"consoleCommands": {"allow": ["say", "time"], "deny": ["time set"]}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("mc", json!({})).await;
+    f.wait("mc", "Running", &op, |s| s.status.as_ref().and_then(|st| st.phase) == Some(ServerPhase::Running)).await;
+    for (name, cmd, why) in [("give", "give bob diamond", "allow"), ("timeset", "time set day", "deny")] {
+        create(&f, name, "mc", cmd, 3600).await;
+        let c = wait_for(&f, &op, name, "Failed", 30, |c| phase(c) == Some(CommandPhase::Failed)).await;
+        assert_eq!(reason(&c), "CommandNotAllowed");
+        let msg = c.status.and_then(|s| s.message).unwrap_or_default();
+        assert!(msg.contains(why), "{cmd}: {msg}");
+    }
+    // Allowed by the SKU: sent (and, on a kwok pod, not answered).
+    create(&f, "say", "mc", "say hi", 3600).await;
+    let c = wait_for(&f, &op, "say", "Failed", 60, |c| phase(c) == Some(CommandPhase::Failed)).await;
+    assert_eq!(reason(&c), "RconUnreachable");
+    op.stop();
+    f.cleanup().await;
+}

@@ -1,0 +1,227 @@
+//! The e2e suite's live operations on the real server (issue 20): player
+//! names from Server List Ping, live whitelist / difficulty / game rules
+//! over RCON without a restart (the pod's UID unchanged), console commands
+//! as ConsoleCommand objects (output in status, refusals, Events, TTL), and
+//! the live settings kept through a restart. Observed as a user would:
+//! kubectl and real protocol clients.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::e2e::{Stopper, retry};
+use crate::e2e_real::{NS, POD, SERVER, Setup, expect_real, join, patch_spec, wait_running};
+
+pub fn run(s: &Setup, ip: &str) -> Result<()> {
+    let k = s.kube;
+    let uid = k.get("pod", POD, "{.metadata.uid}")?;
+
+    // --- players in status: a client stays connected
+    let carol = hold(s, ip, "carol")?;
+    expect_real(
+        k,
+        "online players' names in real's status (Server List Ping sample)",
+        "{.status.players.names[*]}",
+        "carol",
+        90,
+    )?;
+    drop(carol);
+
+    // --- whitelist live: an unlisted player is refused, then let in
+    let before = k.get("mcs", SERVER, "{.status.live.revision}")?;
+    patch_spec(k, r#"{"whitelist":["alice"]}"#)?;
+    live_applied(s, &before)?;
+    if joins(s, ip, "dave")? {
+        bail!("dave joined although the whitelist (applied live) lists only alice");
+    }
+    let before = k.get("mcs", SERVER, "{.status.live.revision}")?;
+    patch_spec(k, r#"{"whitelist":["alice","dave"]}"#)?;
+    live_applied(s, &before)?;
+    join(s, ip, "dave")?;
+    same_pod(k, &uid, "the whitelist changed")?;
+    println!(
+        "e2e: ok   whitelist applied live over RCON: dave refused, then added and joined; pod {uid} not restarted"
+    );
+
+    // --- difficulty and a game rule live, read back over RCON with a console command
+    let before = k.get("mcs", SERVER, "{.status.live.revision}")?;
+    patch_spec(k, r#"{"difficulty":"hard","gameRules":{"keepInventory":"true"}}"#)?;
+    live_applied(s, &before)?;
+    let (phase, out) = console(s, "ask-difficulty", "difficulty", 3600)?;
+    if phase != "Succeeded" || !out.contains("Hard") {
+        bail!("ConsoleCommand difficulty: {phase} {out:?}, expected Succeeded with Hard");
+    }
+    let (_, rule) = console(s, "ask-rule", "gamerule keepInventory", 3600)?;
+    if !rule.contains("true") {
+        bail!("gamerule keepInventory answers {rule:?} after spec.gameRules set it live");
+    }
+    same_pod(k, &uid, "the difficulty changed")?;
+    println!(
+        "e2e: ok   difficulty hard and gameRules applied live: the server answers {out:?} / {rule:?}; pod not restarted"
+    );
+
+    // --- console commands: output, refusal, audit Event, TTL
+    let (phase, out) = console(s, "who", "list", 3600)?;
+    if phase != "Succeeded" || !out.contains("players online") {
+        bail!("ConsoleCommand list: {phase} {out:?}");
+    }
+    let (phase, _) = console(s, "no-stop", "stop", 3600)?;
+    let reason = k.get("consolecommand", "no-stop", "{.status.reason}")?;
+    if phase != "Failed" || reason != "CommandNotAllowed" {
+        bail!("ConsoleCommand stop: {phase} {reason}, expected Failed CommandNotAllowed");
+    }
+    let (phase, _) = console(s, "no-deop", "whitelist remove dave", 3600)?;
+    if phase != "Failed" {
+        bail!("`whitelist remove` ran although spec.whitelist manages the whitelist");
+    }
+    let events = k.run(&[
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector",
+        &format!("involvedObject.name={SERVER},reason=CommandRun"),
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])?;
+    if !events.contains("`list`") {
+        bail!("no CommandRun Event on {SERVER} for `list`: {events:?}");
+    }
+    if !crate::e2e_real::server_log(k)?.contains("[RCON] list") {
+        bail!("the server's log does not show the console command");
+    }
+    console(s, "short-lived", "say bye", 10)?;
+    retry(Duration::from_secs(90), || match k.get("consolecommand", "short-lived", "{.metadata.name}") {
+        Ok(_) => bail!("ConsoleCommand short-lived still there after its 10 s TTL"),
+        Err(_) => Ok(()),
+    })?;
+    println!(
+        "e2e: ok   ConsoleCommand: `list` answered in status, `stop` and a whitelist change refused (CommandNotAllowed), CommandRun Event on the server, deleted after its TTL"
+    );
+
+    // --- a restart keeps what was applied live
+    k.run(&["delete", "pod", POD, "-n", NS, "--wait"])?;
+    retry(Duration::from_secs(60), || {
+        if k.get("pod", POD, "{.metadata.uid}")? == uid {
+            bail!("{POD} not replaced yet");
+        }
+        Ok(())
+    })?;
+    wait_running(k, Duration::from_secs(180))?;
+    // What the server started with (written at start from its environment
+    // and the ConfigMap; the stand-in never writes the difficulty back).
+    let props = crate::e2e_real::exec_node(
+        k,
+        "process.stdout.write(require('fs').readFileSync('/data/server.properties', 'utf8'))",
+    )?;
+    for line in ["difficulty=hard", "white-list=true"] {
+        if !props.lines().any(|l| l == line) {
+            bail!("after a restart /data/server.properties lacks {line}:\n{props}");
+        }
+    }
+    let new_uid = k.get("pod", POD, "{.metadata.uid}")?;
+    retry(Duration::from_secs(60), || {
+        if k.get("mcs", SERVER, "{.status.live.pod}")? != new_uid {
+            bail!("status.live.pod is not the new pod {new_uid} yet");
+        }
+        Ok(())
+    })?;
+    let (_, out) = console(s, "ask-again", "difficulty", 3600)?;
+    if !out.contains("Hard") {
+        bail!("after a restart the server says {out:?}, expected Hard");
+    }
+    join(s, ip, "dave")?;
+    if joins(s, ip, "erin")? {
+        bail!("erin joined after the restart: the whitelist was lost");
+    }
+    println!(
+        "e2e: ok   restarted: still Hard, dave still whitelisted, erin refused; live settings re-applied to the new pod"
+    );
+
+    // Later steps join other players: the whitelist off again.
+    let before = k.get("mcs", SERVER, "{.status.live.revision}")?;
+    patch_spec(k, r#"{"whitelist":null}"#)?;
+    live_applied(s, &before)?;
+    Ok(())
+}
+
+/// Waits until `status.live.revision` moved on from `before` and LiveConfig is True.
+fn live_applied(s: &Setup, before: &str) -> Result<()> {
+    let k = s.kube;
+    retry(Duration::from_secs(60), || {
+        let now = k.get("mcs", SERVER, "{.status.live.revision}")?;
+        let cond = k.get("mcs", SERVER, r#"{.status.conditions[?(@.type=="LiveConfig")].status}"#)?;
+        if now == before || cond != "True" {
+            let msg = k.get("mcs", SERVER, r#"{.status.conditions[?(@.type=="LiveConfig")].message}"#)?;
+            bail!("live settings not applied yet (revision {now:?}, LiveConfig {cond:?}: {msg})");
+        }
+        Ok(())
+    })
+    .with_context(|| format!("operator log:\n{}", crate::e2e::tail(&k.operator_log(), 20)))
+}
+
+fn same_pod(k: &crate::e2e::Kube, uid: &str, what: &str) -> Result<()> {
+    let now = k.get("pod", POD, "{.metadata.uid}")?;
+    if now != uid {
+        bail!("{what}: the pod was replaced ({uid} → {now}); live settings must not restart the server");
+    }
+    Ok(())
+}
+
+/// Creates a ConsoleCommand and waits for its result: (phase, output).
+fn console(s: &Setup, name: &str, command: &str, ttl: u32) -> Result<(String, String)> {
+    let k = s.kube;
+    let file = s.cluster.dir.join(format!("console-{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: craftplane.io/v1alpha1\nkind: ConsoleCommand\nmetadata: {{name: {name}, namespace: {NS}}}\nspec: {{server: {SERVER}, command: {command:?}, ttlSecondsAfterFinished: {ttl}}}\n"
+        ),
+    )?;
+    k.run(&["apply", "-f", &file.to_string_lossy()])?;
+    let mut result = (String::new(), String::new());
+    retry(Duration::from_secs(60), || {
+        let phase = k.get("consolecommand", name, "{.status.phase}")?;
+        if phase != "Succeeded" && phase != "Failed" {
+            bail!("ConsoleCommand {name} is {phase:?}");
+        }
+        result = (phase, k.get("consolecommand", name, "{.status.output}")?);
+        Ok(())
+    })?;
+    Ok(result)
+}
+
+const CLIENT: &str = r#"
+const mc = require('minecraft-protocol');
+const hold = process.argv[3] === 'hold';
+const c = mc.createClient({ host: process.argv[1], port: 25565, username: process.argv[2], version: '1.21.4', auth: 'offline' });
+const t = setTimeout(() => { console.log('timeout'); process.exit(1); }, 15000);
+c.on('login', () => { clearTimeout(t); setTimeout(() => { console.log('joined'); if (!hold) { c.end(); process.exit(0); } }, 1500); });
+c.on('kick_disconnect', (p) => { console.log('kicked ' + JSON.stringify(p)); process.exit(1); });
+c.on('disconnect', (p) => { console.log('kicked ' + JSON.stringify(p)); process.exit(1); });
+c.on('end', () => { console.log('ended'); process.exit(1); });
+c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+"#;
+
+fn client(s: &Setup, ip: &str, user: &str, mode: &str) -> Result<Command> {
+    let node = s.cluster.node().context("real node")?;
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", node.netns()))
+        .args(["node", "-e", CLIENT, ip, user, mode])
+        .env("NODE_PATH", s.node_modules);
+    Ok(c)
+}
+
+/// Whether `user` gets in and stays in for a moment (a refused login is
+/// `false`, not an error).
+fn joins(s: &Setup, ip: &str, user: &str) -> Result<bool> {
+    let out = client(s, ip, user, "once")?.output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "joined")
+}
+
+/// `user` joins and stays connected until the result is dropped.
+fn hold(s: &Setup, ip: &str, user: &str) -> Result<Stopper> {
+    let child = client(s, ip, user, "hold")?.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    Ok(Stopper(child))
+}
