@@ -1477,3 +1477,44 @@ async fn member_roles_viewer_operator_admin() {
     w.cleanup().await;
     assert!(wrong.is_empty(), "roles broken:\n{}", wrong.join("\n"));
 }
+
+/// Bad members are refused by the schema with a clear message.
+#[tokio::test]
+async fn members_are_validated_by_the_schema() {
+    let w = World::new("members").await;
+    let raw = Api::<kube::api::DynamicObject>::all_with(w.admin.clone(), &kube::api::ApiResource::erase::<Tenant>(&()));
+    let tenant = |name: String, members: Value| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": name, "labels": {SHARD_LABEL: w.shard}},
+            "spec": {"owners": [{"kind": "User", "name": "o"}], "members": members},
+        }))
+        .unwrap()
+    };
+    let cases = [
+        (
+            json!([{"kind": "User", "name": "a", "role": "viewer"}, {"kind": "User", "name": "a", "role": "admin"}]),
+            "each subject may be listed once in members",
+        ),
+        (
+            json!([{"kind": "ServiceAccount", "name": "bot", "role": "operator"}]),
+            "namespace is required for a ServiceAccount",
+        ),
+        (json!([{"kind": "User", "name": "a", "role": "owner"}]), "Unsupported value: \"owner\""),
+        (json!([{"kind": "User", "name": "a"}]), "role: Required value"),
+    ];
+    for (i, (members, want)) in cases.into_iter().enumerate() {
+        let err =
+            raw.create(&PostParams::default(), &tenant(format!("{}-{i}", w.shard), members)).await.expect_err(want);
+        assert!(err.to_string().contains(want), "case {i}: {err}");
+    }
+    // One role per subject; a User and a Group of the same name are two subjects.
+    let good = json!([
+        {"kind": "User", "name": "a", "role": "viewer"}, {"kind": "Group", "name": "a", "role": "operator"},
+        {"kind": "ServiceAccount", "name": "bot", "namespace": "ci", "role": "admin"},
+        {"kind": "ServiceAccount", "name": "bot", "namespace": "cd", "role": "viewer"}
+    ]);
+    let name = format!("{}-ok", w.shard);
+    raw.create(&PostParams::default(), &tenant(name.clone(), good)).await.expect("valid members");
+    let _ = raw.delete(&name, &DeleteParams::default()).await;
+}
