@@ -261,7 +261,8 @@ fn binding(t: &Tenant, ns: &str, name: &str, role: &str, subjects: Vec<Subject>)
             kind: "ClusterRole".into(),
             name: role.into(),
         },
-        subjects: Some(subjects),
+        // None rather than []: nothing for drift detection to miss.
+        subjects: (!subjects.is_empty()).then_some(subjects),
     }
 }
 
