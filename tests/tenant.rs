@@ -150,9 +150,16 @@ fn ok<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
 /// Authorization only, through a SelfSubjectAccessReview as the user: for
 /// requests that, once authorized, would be proxied to a (fake) kubelet.
 async fn can_i(c: Client, verb: &str, resource: &str, sub: &str, ns: &str) -> Result<(), kube::Error> {
+    can_i_in(c, "", verb, resource, sub, ns).await
+}
+
+/// [`can_i`] for a resource of an API group: also for kinds whose CRD may
+/// not be installed (RBAC names resources, not types).
+async fn can_i_in(c: Client, group: &str, verb: &str, resource: &str, sub: &str, ns: &str) -> Result<(), kube::Error> {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
+                group: Some(group.into()),
                 namespace: Some(ns.into()),
                 verb: Some(verb.into()),
                 resource: Some(resource.into()),
@@ -1083,4 +1090,431 @@ async fn objects_the_api_server_refuses_stall_with_its_message() {
         let _ = api.delete(&shard, &DeleteParams::default()).await;
     }
     let _ = std::fs::remove_file(&file);
+}
+
+/// How the API server answered a tenant member.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Answer {
+    /// Done (or, for a SelfSubjectAccessReview, authorized).
+    Allowed,
+    /// Refused by RBAC.
+    Forbidden,
+    /// Authorized, then refused by the admission policy craftplane-operator-fields.
+    FieldPolicy,
+}
+
+fn answer(r: &Result<(), kube::Error>) -> Result<Answer, String> {
+    match r {
+        Ok(()) => Ok(Answer::Allowed),
+        Err(kube::Error::Api(e))
+            if e.code == 403 && e.message.contains("ValidatingAdmissionPolicy 'craftplane-operator-fields'") =>
+        {
+            Ok(Answer::FieldPolicy)
+        }
+        Err(kube::Error::Api(e)) if e.code == 403 && !e.message.contains("ValidatingAdmissionPolicy") => {
+            Ok(Answer::Forbidden)
+        }
+        Err(kube::Error::Api(e)) => Err(format!("{} {}: {}", e.code, e.reason, e.message)),
+        Err(e) => Err(format!("other error: {e}")),
+    }
+}
+
+fn patch_server(c: &Client, ns: &str, name: &str, patch: Value) -> Attempt {
+    let api = Api::<MinecraftServer>::namespaced(c.clone(), ns);
+    let name = name.to_string();
+    Box::pin(async move { ok(api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await) })
+}
+
+fn snapshot(c: &Client, ns: &str, name: &str, server: &str) -> Attempt {
+    let api = Api::<BackupSnapshot>::namespaced(c.clone(), ns);
+    let b: BackupSnapshot = serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "BackupSnapshot",
+        "metadata": {"name": name}, "spec": {"server": server}
+    }))
+    .unwrap();
+    Box::pin(async move { ok(api.create(&PostParams::default(), &b).await) })
+}
+
+fn list_in<K>(c: &Client, ns: &str) -> Attempt
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    K::DynamicType: Default,
+{
+    let api = Api::<K>::namespaced(c.clone(), ns);
+    Box::pin(async move { ok(api.list(&ListParams::default()).await) })
+}
+
+fn delete_in<K>(c: &Client, ns: &str, name: &str) -> Attempt
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    K::DynamicType: Default,
+{
+    let api = Api::<K>::namespaced(c.clone(), ns);
+    let name = name.to_string();
+    Box::pin(async move { ok(api.delete(&name, &DeleteParams::default()).await) })
+}
+
+fn can(c: &Client, group: &str, verb: &str, resource: &str, sub: &str, ns: &str) -> Attempt {
+    let (c, group, verb, resource, sub, ns) =
+        (c.clone(), group.to_string(), verb.to_string(), resource.to_string(), sub.to_string(), ns.to_string());
+    Box::pin(async move { can_i_in(c, &group, &verb, &resource, &sub, &ns).await })
+}
+
+/// Issue 20 item 5: viewer, operator and admin members, each tried (by
+/// impersonation, in this order) against every verb that matters; the
+/// operator's field limits come from the chart's admission policy.
+#[tokio::test]
+async fn member_roles_viewer_operator_admin() {
+    let mut w = World::new("roles").await;
+    common::apply_yaml_file(
+        &w.admin,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/charts/craftplane/files/operator-fields-policy.yaml"),
+    )
+    .await;
+    let small = w.sku("small", true).await;
+    let other = w.sku("other", true).await;
+    let sh = w.shard.clone();
+    let (vic, olga, ops_group, ada, owner) =
+        (format!("vic-{sh}"), format!("olga-{sh}"), format!("ops-{sh}"), format!("ada-{sh}"), format!("own-{sh}"));
+    let image = "registry.example.org/mc";
+    let (t, ns) = w
+        .tenant(
+            "r",
+            json!({
+                "owners": [{"kind": "User", "name": owner}],
+                "members": [
+                    {"kind": "User", "name": vic, "role": "viewer"},
+                    {"kind": "Group", "name": ops_group, "role": "operator"},
+                    {"kind": "User", "name": ada, "role": "admin"}
+                ],
+                "allowedSkus": [small, other],
+                "allowedImages": [image]
+            }),
+        )
+        .await;
+    let op = Operator::start(&w.shard, &[]).await;
+    w.wait_tenant(&t, &op, "Ready", ready).await;
+    Api::<MinecraftServer>::namespaced(w.admin.clone(), &ns)
+        .create(&PostParams::default(), &server("s1", &small, &sh))
+        .await
+        .expect("admin creates a server");
+
+    let viewer = common::client_as(&vic, &[]).await;
+    let operator = common::client_as(&olga, &[&ops_group]).await;
+    let admin = common::client_as(&ada, &[]).await;
+    let owner_c = common::client_as(&owner, &[]).await;
+    use Answer::{Allowed, FieldPolicy, Forbidden};
+    let cc = "consolecommands";
+    let mut attempts: Vec<(String, Answer, Attempt)> = Vec::new();
+    let mut add =
+        |who: &str, what: &str, want: Answer, a: Attempt| attempts.push((format!("{who:<8} {what}"), want, a));
+
+    // Viewer: reads everything of the servers, changes nothing, no Secrets.
+    let c = &viewer;
+    add("viewer", "get MinecraftServer", Allowed, {
+        let api = Api::<MinecraftServer>::namespaced(c.clone(), &ns);
+        Box::pin(async move { ok(api.get("s1").await) })
+    });
+    add("viewer", "list MinecraftServers", Allowed, list_in::<MinecraftServer>(c, &ns));
+    add("viewer", "list BackupSnapshots", Allowed, list_in::<BackupSnapshot>(c, &ns));
+    add("viewer", "list PluginInstallations", Allowed, list_in::<craftplane::api::PluginInstallation>(c, &ns));
+    add("viewer", "list ConsoleCommands (authz)", Allowed, can(c, "craftplane.io", "list", cc, "", &ns));
+    add("viewer", "list pods", Allowed, list_in::<Pod>(c, &ns));
+    add("viewer", "read pod logs (authz)", Allowed, can(c, "", "get", "pods", "log", &ns));
+    add("viewer", "list events", Allowed, list_in::<Event>(c, &ns));
+    add("viewer", "list services", Allowed, list_in::<k8s_openapi::api::core::v1::Service>(c, &ns));
+    add("viewer", "list statefulsets", Allowed, list_in::<k8s_openapi::api::apps::v1::StatefulSet>(c, &ns));
+    add("viewer", "list configmaps", Allowed, list_in::<ConfigMap>(c, &ns));
+    add("viewer", "get own Tenant", Allowed, {
+        let (api, t) = (Api::<Tenant>::all(c.clone()), t.clone());
+        Box::pin(async move { ok(api.get(&t).await) })
+    });
+    add(
+        "viewer",
+        "stop the server (spec.state)",
+        Forbidden,
+        patch_server(c, &ns, "s1", json!({"spec": {"state": "Stopped"}})),
+    );
+    add("viewer", "create a BackupSnapshot", Forbidden, snapshot(c, &ns, "by-viewer", "s1"));
+    add("viewer", "create a ConsoleCommand (authz)", Forbidden, can(c, "craftplane.io", "create", cc, "", &ns));
+    add("viewer", "delete the server", Forbidden, delete_in::<MinecraftServer>(c, &ns, "s1"));
+    add("viewer", "get the RCON Secret", Forbidden, {
+        let api = Api::<Secret>::namespaced(c.clone(), &ns);
+        Box::pin(async move { ok(api.get("s1-rcon").await) })
+    });
+    add("viewer", "list Secrets", Forbidden, list_in::<Secret>(c, &ns));
+
+    // Operator: runs the server, never changes what it is.
+    let c = &operator;
+    add("operator", "list pods", Allowed, list_in::<Pod>(c, &ns));
+    add("operator", "read pod logs (authz)", Allowed, can(c, "", "get", "pods", "log", &ns));
+    add(
+        "operator",
+        "stop (spec.state Stopped)",
+        Allowed,
+        patch_server(c, &ns, "s1", json!({"spec": {"state": "Stopped"}})),
+    );
+    add(
+        "operator",
+        "start (spec.state Running)",
+        Allowed,
+        patch_server(c, &ns, "s1", json!({"spec": {"state": "Running"}})),
+    );
+    add("operator", "create a BackupSnapshot", Allowed, snapshot(c, &ns, "by-operator", "s1"));
+    add("operator", "delete a BackupSnapshot", Allowed, delete_in::<BackupSnapshot>(c, &ns, "by-operator"));
+    add("operator", "create a ConsoleCommand (authz)", Allowed, can(c, "craftplane.io", "create", cc, "", &ns));
+    add("operator", "delete a ConsoleCommand (authz)", Allowed, can(c, "craftplane.io", "delete", cc, "", &ns));
+    add(
+        "operator",
+        "restore (spec.restore)",
+        Allowed,
+        patch_server(c, &ns, "s1", json!({"spec": {"restore": {"snapshot": "nightly"}}})),
+    );
+    add(
+        "operator",
+        "live settings (whitelist, ops)",
+        Allowed,
+        patch_server(c, &ns, "s1", json!({"spec": {"whitelist": ["Steve"], "ops": ["Alex"]}})),
+    );
+    add(
+        "operator",
+        "backup schedule (spec.backup)",
+        Allowed,
+        patch_server(c, &ns, "s1", json!({"spec": {"backup": {"schedule": "0 4 * * *"}}})),
+    );
+    add("operator", "delete the server", Forbidden, delete_in::<MinecraftServer>(c, &ns, "s1"));
+    add("operator", "create a server", Forbidden, {
+        let (api, s) = (Api::<MinecraftServer>::namespaced(c.clone(), &ns), server("s-op", &small, &sh));
+        Box::pin(async move { ok(api.create(&PostParams::default(), &s).await) })
+    });
+    add(
+        "operator",
+        "create a PluginInstallation (authz)",
+        Forbidden,
+        can(c, "craftplane.io", "create", "plugininstallations", "", &ns),
+    );
+    add("operator", "change spec.sku", FieldPolicy, patch_server(c, &ns, "s1", json!({"spec": {"sku": other}})));
+    add(
+        "operator",
+        "change spec.image",
+        FieldPolicy,
+        patch_server(c, &ns, "s1", json!({"spec": {"image": format!("{image}:1")}})),
+    );
+    add(
+        "operator",
+        "change spec.storage",
+        FieldPolicy,
+        patch_server(c, &ns, "s1", json!({"spec": {"storage": {"size": "1Gi"}}})),
+    );
+    add(
+        "operator",
+        "change spec.version",
+        FieldPolicy,
+        patch_server(c, &ns, "s1", json!({"spec": {"version": "1.20.4"}})),
+    );
+    add(
+        "operator",
+        "change spec.properties",
+        FieldPolicy,
+        patch_server(c, &ns, "s1", json!({"spec": {"properties": {"pvp": "false"}}})),
+    );
+    add(
+        "operator",
+        "change spec.deletionPolicy",
+        FieldPolicy,
+        patch_server(c, &ns, "s1", json!({"spec": {"deletionPolicy": "Delete"}})),
+    );
+    add(
+        "operator",
+        "change spec.motd beside spec.state",
+        FieldPolicy,
+        patch_server(c, &ns, "s1", json!({"spec": {"motd": "x", "state": "Stopped"}})),
+    );
+    add(
+        "operator",
+        "label the server",
+        FieldPolicy,
+        patch_server(c, &ns, "s1", json!({"metadata": {"labels": {"x": "y"}}})),
+    );
+    add(
+        "operator",
+        "give the server an owner",
+        FieldPolicy,
+        patch_server(
+            c,
+            &ns,
+            "s1",
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "craftplane.io/v1alpha1", "kind": "BackupSnapshot", "name": "by-operator", "uid": "00000000-0000-0000-0000-000000000001"}]}}),
+        ),
+    );
+    add("operator", "get the RCON Secret", Forbidden, {
+        let api = Api::<Secret>::namespaced(c.clone(), &ns);
+        Box::pin(async move { ok(api.get("s1-rcon").await) })
+    });
+    add("operator", "bind itself the owner role", Forbidden, {
+        let api = Api::<RoleBinding>::namespaced(c.clone(), &ns);
+        let rb: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "promote"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "craftplane-tenant-owner"}, "subjects": [{"kind": "User", "name": olga, "apiGroup": "rbac.authorization.k8s.io"}]})).unwrap();
+        Box::pin(async move { ok(api.create(&PostParams::default(), &rb).await) })
+    });
+    add("operator", "edit the operators' RoleBinding", Forbidden, {
+        let api = Api::<RoleBinding>::namespaced(c.clone(), &ns);
+        Box::pin(async move {
+            ok(api
+                .patch(
+                    "craftplane-tenant-operators",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"roleRef": null, "subjects": []})),
+                )
+                .await)
+        })
+    });
+    add("operator", "make itself admin in the Tenant", Forbidden, {
+        let (api, t, g) = (Api::<Tenant>::all(c.clone()), t.clone(), ops_group.clone());
+        Box::pin(async move {
+            ok(api
+                .patch(
+                    &t,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"members": [{"kind": "Group", "name": g, "role": "admin"}]}})),
+                )
+                .await)
+        })
+    });
+
+    // Admin (and owner): all of it, still no Secrets.
+    let c = &admin;
+    add("admin", "change spec.sku", Allowed, patch_server(c, &ns, "s1", json!({"spec": {"sku": other}})));
+    add(
+        "admin",
+        "change spec.image",
+        Allowed,
+        patch_server(c, &ns, "s1", json!({"spec": {"image": format!("{image}:1")}})),
+    );
+    add(
+        "admin",
+        "change spec.motd and state",
+        Allowed,
+        patch_server(c, &ns, "s1", json!({"spec": {"motd": "hi", "state": "Stopped"}})),
+    );
+    add("admin", "create a BackupSnapshot", Allowed, snapshot(c, &ns, "by-admin", "s1"));
+    add("admin", "create a ConsoleCommand (authz)", Allowed, can(c, "craftplane.io", "create", cc, "", &ns));
+    add("admin", "create a server", Allowed, {
+        let (api, s) = (Api::<MinecraftServer>::namespaced(c.clone(), &ns), server("s-admin", &small, &sh));
+        Box::pin(async move { ok(api.create(&PostParams::default(), &s).await) })
+    });
+    add("admin", "delete a server", Allowed, delete_in::<MinecraftServer>(c, &ns, "s-admin"));
+    add("admin", "get the RCON Secret", Forbidden, {
+        let api = Api::<Secret>::namespaced(c.clone(), &ns);
+        Box::pin(async move { ok(api.get("s1-rcon").await) })
+    });
+    add(
+        "owner",
+        "change spec.version",
+        Allowed,
+        patch_server(&owner_c, &ns, "s1", json!({"spec": {"version": "1.20.4"}})),
+    );
+
+    println!("\n{:<52} {:<12} {:<12}", "attempt", "expected", "result");
+    let mut wrong = Vec::new();
+    for (what, want, a) in attempts {
+        let r = a.await;
+        let got = answer(&r);
+        let mark = if got.as_ref() == Ok(&want) { "" } else { "  <-- WRONG" };
+        let detail = match &r {
+            Err(kube::Error::Api(e)) => {
+                let m = e.message.split_once("denied request: ").map_or(e.message.as_str(), |(_, m)| m);
+                m.chars().take(160).collect()
+            }
+            _ => String::new(),
+        };
+        println!("{what:<52} {:<12} {:<12}{mark} {detail}", format!("{want:?}"), format!("{got:?}"));
+        if got.as_ref() != Ok(&want) {
+            wrong.push(format!("{what}: expected {want:?}, got {got:?}"));
+        }
+    }
+
+    // The refusal says what may change and what did.
+    let refused = Api::<MinecraftServer>::namespaced(operator.clone(), &ns)
+        .patch("s1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sku": small, "state": "Running"}})))
+        .await
+        .unwrap_err();
+    let msg = refused.to_string();
+    assert!(
+        msg.contains("may change only spec.state, spec.restore")
+            && msg.contains("not spec.sku:")
+            && !msg.contains("spec.state:"),
+        "{msg}"
+    );
+
+    // A member removed from the Tenant loses access.
+    Api::<Tenant>::all(w.admin.clone())
+        .patch(
+            &t,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"members": [{"kind": "User", "name": vic, "role": "viewer"}]}})),
+        )
+        .await
+        .unwrap();
+    w.wait_tenant(&t, &op, "generation 2 observed", ready).await;
+    let lost = common::wait_until(Duration::from_secs(20), || async {
+        answer(&ok(Api::<MinecraftServer>::namespaced(operator.clone(), &ns).get("s1").await)) == Ok(Forbidden)
+    })
+    .await;
+    if lost.is_err() {
+        wrong.push("an operator removed from members still reads the server".into());
+    }
+    op.stop();
+    w.cleanup().await;
+    assert!(wrong.is_empty(), "roles broken:\n{}", wrong.join("\n"));
+}
+
+/// Bad members are refused by the schema with a clear message.
+#[tokio::test]
+async fn members_are_validated_by_the_schema() {
+    let w = World::new("members").await;
+    let raw = Api::<kube::api::DynamicObject>::all_with(w.admin.clone(), &kube::api::ApiResource::erase::<Tenant>(&()));
+    let tenant = |name: String, members: Value| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": name, "labels": {SHARD_LABEL: w.shard}},
+            "spec": {"owners": [{"kind": "User", "name": "o"}], "members": members},
+        }))
+        .unwrap()
+    };
+    let cases = [
+        (
+            json!([{"kind": "User", "name": "a", "role": "viewer"}, {"kind": "User", "name": "a", "role": "admin"}]),
+            "each subject may be listed once in members",
+        ),
+        (
+            json!([{"kind": "ServiceAccount", "name": "bot", "role": "operator"}]),
+            "namespace is required for a ServiceAccount",
+        ),
+        (json!([{"kind": "User", "name": "a", "role": "owner"}]), "Unsupported value: \"owner\""),
+        (json!([{"kind": "User", "name": "a"}]), "role: Required value"),
+    ];
+    for (i, (members, want)) in cases.into_iter().enumerate() {
+        let err =
+            raw.create(&PostParams::default(), &tenant(format!("{}-{i}", w.shard), members)).await.expect_err(want);
+        assert!(err.to_string().contains(want), "case {i}: {err}");
+    }
+    // One role per subject; a User and a Group of the same name are two subjects.
+    let good = json!([
+        {"kind": "User", "name": "a", "role": "viewer"}, {"kind": "Group", "name": "a", "role": "operator"},
+        {"kind": "ServiceAccount", "name": "bot", "namespace": "ci", "role": "admin"},
+        {"kind": "ServiceAccount", "name": "bot", "namespace": "cd", "role": "viewer"}
+    ]);
+    let name = format!("{}-ok", w.shard);
+    raw.create(&PostParams::default(), &tenant(name.clone(), good)).await.expect("valid members");
+    let _ = raw.delete(&name, &DeleteParams::default()).await;
 }

@@ -30,9 +30,17 @@ use super::common::{Quantity, StoreRef, conditions_schema};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
-    /// Who may manage this tenant's servers, plugins and backups.
+    /// Who may manage this tenant's servers, plugins and backups (the
+    /// `admin` role).
     #[schemars(length(min = 1, max = 64))]
     pub owners: Vec<Subject>,
+    /// Further people and automation with a role in this tenant's
+    /// namespaces: `viewer` reads, `operator` runs servers, `admin` is an
+    /// owner. Each subject at most once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(m, self.exists_one(n, n.kind == m.kind && n.name == m.name && (has(n.__namespace__) ? n.__namespace__ : '') == (has(m.__namespace__) ? m.__namespace__ : '')))").message("each subject may be listed once in members: give it the one role it needs"))]
+    pub members: Vec<Member>,
     /// Extra namespaces for this tenant, besides the default `tenant-<name>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
@@ -64,7 +72,7 @@ pub struct TenantSpec {
     pub backup_store: Option<StoreRef>,
 }
 
-/// An RBAC subject that owns a tenant.
+/// An RBAC subject: a user, a group or a ServiceAccount.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)").message("namespace is required for a ServiceAccount and not allowed otherwise"))]
@@ -79,6 +87,32 @@ pub struct Subject {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
+}
+
+/// A tenant member: an RBAC subject and its role.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    #[serde(flatten)]
+    pub subject: Subject,
+    /// What the member may do in the tenant's namespaces: `viewer` (read
+    /// servers, plugins, backups, pods, logs, events; no Secrets),
+    /// `operator` (viewer, plus start/stop, console commands, backups,
+    /// restores, scheduled tasks and live settings; no creating or deleting
+    /// servers, no other spec change) or `admin` (what owners may do).
+    pub role: Role,
+}
+
+/// A tenant member's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything of the tenant's servers, changes nothing.
+    Viewer,
+    /// Runs the servers: start/stop, commands, backups, restores, tasks.
+    Operator,
+    /// Everything an owner may do.
+    Admin,
 }
 
 /// The kind of an RBAC subject.

@@ -6,9 +6,10 @@
 //!   API server authorizes both; `create` where the code creates; `delete`
 //!   where it deletes; nothing uses `update`);
 //! - the permissions the operator grants tenant owners
-//!   ([`crate::resources::tenant::owner_cluster_role`] and the per-tenant
-//!   ClusterRole): RBAC lets nobody grant more than they hold, and the
-//!   operator has no `escalate` or `bind`.
+//!   ([`crate::resources::tenant::shared_cluster_roles`] of owners,
+//!   operators and viewers, and the per-tenant ClusterRole): RBAC lets
+//!   nobody grant more than they hold, and the operator has no `escalate`
+//!   or `bind`.
 //!
 //! `cargo xtask crds` writes [`rules_yaml`] into the chart
 //! (`charts/craftplane/files/operator-rules.yaml`); a test keeps the two
@@ -34,6 +35,12 @@ pub const RULES: &[Rule] = &[
         resources: &["minecraftservers", "plugininstallations", "backupsnapshots", "consolecommands"],
         verbs: &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"],
         why: "watched and finalized (patch); scheduled snapshots created, pruned by retention (delete); console commands adopted by their server (patch) and deleted after their TTL; all of it granted to owners",
+    },
+    Rule {
+        groups: &["craftplane.io"],
+        resources: &["minecraftservers"],
+        verbs: &["administer"],
+        why: "custom verb: any server field may change (the operator-fields admission policy lets only its holders past); granted to owners",
     },
     Rule { groups: &["craftplane.io"], resources: &["skus"], verbs: READ, why: "watched; read granted to owners" },
     Rule {
@@ -208,7 +215,9 @@ mod tests {
             "metadata": {"name": "acme"}, "spec": {"owners": []}
         }))
         .unwrap();
-        let roles = [crate::resources::tenant::owner_cluster_role(), crate::resources::tenant::tenant_cluster_role(&t)];
+        let mut roles = crate::resources::tenant::shared_cluster_roles();
+        roles.push(crate::resources::tenant::tenant_cluster_role(&t));
+        assert!(roles.len() >= 4, "owner, operator, viewer and the tenant's own");
         for rule in roles.iter().flat_map(|r| r.rules.clone().unwrap_or_default()) {
             for g in rule.api_groups.iter().flatten() {
                 for res in rule.resources.iter().flatten() {

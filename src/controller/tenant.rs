@@ -88,7 +88,10 @@ async fn apply(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
     let crb_api: Api<ClusterRoleBinding> = Api::all(c.clone());
     let ns_api: Api<Namespace> = Api::all(c.clone());
 
-    apply_child(&cr_api, cr_api.get_opt(build::OWNER_CLUSTER_ROLE).await?, build::owner_cluster_role()).await?;
+    for role in build::shared_cluster_roles() {
+        let rname = role.metadata.name.clone().unwrap_or_default();
+        apply_child(&cr_api, cr_api.get_opt(&rname).await?, role).await?;
+    }
     let tcr = build::tenant_cluster_role(&t);
     let tcr_name = tcr.metadata.name.clone().unwrap_or_default();
     apply_child(&cr_api, cr_api.get_opt(&tcr_name).await?, tcr).await?;
@@ -171,7 +174,10 @@ async fn apply_namespace_objects(
 ) -> Result<()> {
     let c = &ctx.client;
     let rb: Api<RoleBinding> = Api::namespaced(c.clone(), ns);
-    apply_child(&rb, rb.get_opt(build::OWNER_BINDING).await?, build::owner_role_binding(t, ns)).await?;
+    for binding in build::role_bindings(t, ns) {
+        let bname = binding.metadata.name.clone().unwrap_or_default();
+        apply_child(&rb, rb.get_opt(&bname).await?, binding).await?;
+    }
     let np: Api<NetworkPolicy> = Api::namespaced(c.clone(), ns);
     for p in build::network_policies(t, ns, &ctx.settings.operator_namespace) {
         let pname = p.metadata.name.clone().unwrap_or_default();
@@ -205,7 +211,9 @@ async fn release_namespace(t: &Tenant, ctx: &Context, ns: &str) -> Result<()> {
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         other => other,
     };
-    ignore_missing(Api::<RoleBinding>::namespaced(c.clone(), ns).delete(build::OWNER_BINDING, &dp).await.map(|_| ()))?;
+    for binding in [build::OWNER_BINDING, build::OPERATOR_BINDING, build::VIEWER_BINDING] {
+        ignore_missing(Api::<RoleBinding>::namespaced(c.clone(), ns).delete(binding, &dp).await.map(|_| ()))?;
+    }
     for p in build::network_policies(t, ns, &ctx.settings.operator_namespace) {
         let pname = p.metadata.name.unwrap_or_default();
         ignore_missing(Api::<NetworkPolicy>::namespaced(c.clone(), ns).delete(&pname, &dp).await.map(|_| ()))?;
@@ -357,11 +365,15 @@ pub fn controller(w: &Watches, ctx: Arc<Context>, own: Events<Tenant>) -> BoxFut
         .watches_stream(w.trigger::<LimitRange>(&labelled, "LimitRange"), |o| by_label(&o))
         .watches_stream(w.trigger::<ConfigMap>(&labelled, "ConfigMap"), |o| by_label(&o))
         .watches_stream(w.trigger::<ClusterRoleBinding>(&labelled, "ClusterRoleBinding"), |o| by_label(&o))
-        // Per-tenant ClusterRoles, and the owners' ClusterRole all tenants
-        // bind (no tenant label).
+        // Per-tenant ClusterRoles, and the role tiers' ClusterRoles all
+        // tenants bind (no tenant label).
         .watches_stream(w.trigger::<ClusterRole>(&w.children, "ClusterRole"), move |o| match by_label(&o) {
             Some(t) => vec![t],
-            None if o.name_any() == build::OWNER_CLUSTER_ROLE => refs(&for_roles, |_| true),
+            None if [build::OWNER_CLUSTER_ROLE, build::OPERATOR_CLUSTER_ROLE, build::VIEWER_CLUSTER_ROLE]
+                .contains(&o.name_any().as_str()) =>
+            {
+                refs(&for_roles, |_| true)
+            }
             None => vec![],
         })
         .watches_stream(w.trigger::<Sku>(&w.selected, "Sku"), move |_| refs(&for_skus, |_| true))

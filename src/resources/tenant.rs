@@ -18,13 +18,25 @@ use kube::{Resource, ResourceExt};
 
 use super::{GAME_PORT, RCON_PORT};
 use crate::api::common::parse_quantity;
-use crate::api::tenant::{SubjectKind, TENANT_LABEL, Tenant};
+use crate::api::tenant::{Role, SubjectKind, TENANT_LABEL, Tenant};
 use crate::api::{GROUP, VERSION};
 
-/// ClusterRole with the namespaced permissions of tenant owners.
+/// ClusterRole of tenant owners and `admin` members.
 pub const OWNER_CLUSTER_ROLE: &str = "craftplane-tenant-owner";
-/// Name of the RoleBinding in each tenant namespace.
+/// ClusterRole of `operator` members.
+pub const OPERATOR_CLUSTER_ROLE: &str = "craftplane-tenant-operator";
+/// ClusterRole of `viewer` members.
+pub const VIEWER_CLUSTER_ROLE: &str = "craftplane-tenant-viewer";
+/// RoleBinding of owners and `admin` members in each tenant namespace.
 pub const OWNER_BINDING: &str = "craftplane-tenant-owners";
+/// RoleBinding of `operator` members in each tenant namespace.
+pub const OPERATOR_BINDING: &str = "craftplane-tenant-operators";
+/// RoleBinding of `viewer` members in each tenant namespace.
+pub const VIEWER_BINDING: &str = "craftplane-tenant-viewers";
+/// Custom RBAC verb on `minecraftservers`: may change any field. The
+/// admission policy `craftplane-operator-fields` lets whoever lacks it
+/// (operator members) change only the fields operators run.
+pub const ADMINISTER: &str = "administer";
 /// ConfigMap in each tenant namespace read by the allowed-SKU admission policy.
 pub const POLICY_CONFIG_MAP: &str = "craftplane-tenant-policy";
 /// ResourceQuota name.
@@ -80,31 +92,40 @@ pub fn namespace(t: &Tenant, ns: &str) -> Namespace {
     }
 }
 
-fn subjects(t: &Tenant) -> Vec<Subject> {
-    t.spec
-        .owners
-        .iter()
-        .map(|o| match o.kind {
-            SubjectKind::User => Subject {
-                kind: "User".into(),
-                name: o.name.clone(),
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                namespace: None,
-            },
-            SubjectKind::Group => Subject {
-                kind: "Group".into(),
-                name: o.name.clone(),
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                namespace: None,
-            },
-            SubjectKind::ServiceAccount => Subject {
-                kind: "ServiceAccount".into(),
-                name: o.name.clone(),
-                api_group: Some(String::new()),
-                namespace: o.namespace.clone(),
-            },
-        })
-        .collect()
+fn rbac_subject(s: &crate::api::tenant::Subject) -> Subject {
+    let (kind, api_group) = match s.kind {
+        SubjectKind::User => ("User", "rbac.authorization.k8s.io"),
+        SubjectKind::Group => ("Group", "rbac.authorization.k8s.io"),
+        SubjectKind::ServiceAccount => ("ServiceAccount", ""),
+    };
+    Subject {
+        kind: kind.into(),
+        name: s.name.clone(),
+        api_group: Some(api_group.into()),
+        namespace: (s.kind == SubjectKind::ServiceAccount).then(|| s.namespace.clone()).flatten(),
+    }
+}
+
+/// The subjects with `role` in the tenant: owners are admins.
+fn subjects_with(t: &Tenant, role: Role) -> Vec<Subject> {
+    let owners = t.spec.owners.iter().filter(|_| role == Role::Admin);
+    let members = t.spec.members.iter().filter(|m| m.role == role).map(|m| &m.subject);
+    dedup(owners.chain(members).map(rbac_subject))
+}
+
+/// Every owner and member, once.
+fn all_subjects(t: &Tenant) -> Vec<Subject> {
+    dedup(t.spec.owners.iter().chain(t.spec.members.iter().map(|m| &m.subject)).map(rbac_subject))
+}
+
+fn dedup(subjects: impl Iterator<Item = Subject>) -> Vec<Subject> {
+    let mut out: Vec<Subject> = Vec::new();
+    for s in subjects {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
 }
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
@@ -117,53 +138,91 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
+/// The tenant-facing craftplane kinds.
+const KINDS: &[&str] = &["minecraftservers", "plugininstallations", "backupsnapshots", "consolecommands"];
 
-/// The namespaced permissions of owners: craftplane kinds in full; pods,
-/// logs, events and the server's objects read-only; nothing that isolates
-/// them (RBAC, NetworkPolicies, quotas, limits) and no Secrets.
-pub fn owner_cluster_role() -> ClusterRole {
+/// What every role reads: craftplane kinds and their status, pods, logs,
+/// events and the servers' objects. No Secrets (RCON passwords, store
+/// credentials).
+fn read_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(&[GROUP], KINDS, READ),
+        rule(
+            &[GROUP],
+            &[
+                "minecraftservers/status",
+                "plugininstallations/status",
+                "backupsnapshots/status",
+                "consolecommands/status",
+            ],
+            &["get"],
+        ),
+        rule(
+            &[""],
+            &[
+                "pods",
+                "pods/log",
+                "events",
+                "services",
+                "persistentvolumeclaims",
+                "configmaps",
+                "resourcequotas",
+                "limitranges",
+            ],
+            READ,
+        ),
+        rule(&["events.k8s.io"], &["events"], READ),
+        rule(&["apps"], &["statefulsets"], READ),
+        rule(&["batch"], &["jobs"], READ),
+    ]
+}
+
+fn shared_role(name: &str, rules: Vec<PolicyRule>) -> ClusterRole {
     ClusterRole {
         metadata: ObjectMeta {
-            name: Some(OWNER_CLUSTER_ROLE.into()),
+            name: Some(name.into()),
             labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".into(), "craftplane".into())])),
             ..Default::default()
         },
-        rules: Some(vec![
-            rule(
-                &[GROUP],
-                &["minecraftservers", "plugininstallations", "backupsnapshots", "consolecommands"],
-                &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"],
-            ),
-            rule(
-                &[GROUP],
-                &[
-                    "minecraftservers/status",
-                    "plugininstallations/status",
-                    "backupsnapshots/status",
-                    "consolecommands/status",
-                ],
-                &["get"],
-            ),
-            rule(
-                &[""],
-                &[
-                    "pods",
-                    "pods/log",
-                    "events",
-                    "services",
-                    "persistentvolumeclaims",
-                    "configmaps",
-                    "resourcequotas",
-                    "limitranges",
-                ],
-                READ,
-            ),
-            rule(&["events.k8s.io"], &["events"], READ),
-            rule(&["apps"], &["statefulsets"], READ),
-            rule(&["batch"], &["jobs"], READ),
-        ]),
+        rules: Some(rules),
         ..Default::default()
     }
+}
+
+/// The namespaced permissions of owners and `admin` members: craftplane
+/// kinds in full, [`ADMINISTER`] on servers (any spec change), the rest
+/// read-only; nothing that isolates them (RBAC, NetworkPolicies, quotas,
+/// limits) and no Secrets.
+pub fn owner_cluster_role() -> ClusterRole {
+    let mut rules = vec![
+        rule(&[GROUP], KINDS, &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]),
+        rule(&[GROUP], &["minecraftservers"], &[ADMINISTER]),
+    ];
+    rules.extend(read_rules());
+    shared_role(OWNER_CLUSTER_ROLE, rules)
+}
+
+/// `operator` members: read, plus update/patch servers (the admission
+/// policy `craftplane-operator-fields` limits which fields), create and
+/// delete BackupSnapshots and ConsoleCommands. No create or delete of
+/// servers, no plugins.
+pub fn operator_cluster_role() -> ClusterRole {
+    let mut rules = read_rules();
+    rules.extend([
+        rule(&[GROUP], &["minecraftservers"], &["update", "patch"]),
+        rule(&[GROUP], &["backupsnapshots", "consolecommands"], &["create", "delete"]),
+    ]);
+    shared_role(OPERATOR_CLUSTER_ROLE, rules)
+}
+
+/// `viewer` members: read only.
+pub fn viewer_cluster_role() -> ClusterRole {
+    shared_role(VIEWER_CLUSTER_ROLE, read_rules())
+}
+
+/// The ClusterRoles all tenants bind, one per role.
+pub fn shared_cluster_roles() -> Vec<ClusterRole> {
+    vec![owner_cluster_role(), operator_cluster_role(), viewer_cluster_role()]
 }
 
 /// Per-tenant cluster-wide read access: its own Tenant and the SKU catalog.
@@ -184,27 +243,43 @@ pub fn tenant_cluster_role(t: &Tenant) -> ClusterRole {
     }
 }
 
-/// Binds [`tenant_cluster_role`] to the owners.
+/// Binds [`tenant_cluster_role`] to the owners and every member.
 pub fn tenant_cluster_role_binding(t: &Tenant) -> ClusterRoleBinding {
     let name = format!("craftplane-tenant-{}", t.name_any());
     ClusterRoleBinding {
         metadata: meta(t, &name, None, "rbac"),
         role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name },
-        subjects: Some(subjects(t)),
+        subjects: Some(all_subjects(t)),
     }
 }
 
-/// Binds [`OWNER_CLUSTER_ROLE`] to the owners in one namespace.
-pub fn owner_role_binding(t: &Tenant, ns: &str) -> RoleBinding {
+fn binding(t: &Tenant, ns: &str, name: &str, role: &str, subjects: Vec<Subject>) -> RoleBinding {
     RoleBinding {
-        metadata: meta(t, OWNER_BINDING, Some(ns), "rbac"),
+        metadata: meta(t, name, Some(ns), "rbac"),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "ClusterRole".into(),
-            name: OWNER_CLUSTER_ROLE.into(),
+            name: role.into(),
         },
-        subjects: Some(subjects(t)),
+        // None rather than []: nothing for drift detection to miss.
+        subjects: (!subjects.is_empty()).then_some(subjects),
     }
+}
+
+/// Binds [`OWNER_CLUSTER_ROLE`] to the owners and `admin` members in one
+/// namespace.
+pub fn owner_role_binding(t: &Tenant, ns: &str) -> RoleBinding {
+    binding(t, ns, OWNER_BINDING, OWNER_CLUSTER_ROLE, subjects_with(t, Role::Admin))
+}
+
+/// The RoleBindings of one namespace, one per role (a role without members
+/// has a binding without subjects).
+pub fn role_bindings(t: &Tenant, ns: &str) -> Vec<RoleBinding> {
+    vec![
+        owner_role_binding(t, ns),
+        binding(t, ns, OPERATOR_BINDING, OPERATOR_CLUSTER_ROLE, subjects_with(t, Role::Operator)),
+        binding(t, ns, VIEWER_BINDING, VIEWER_CLUSTER_ROLE, subjects_with(t, Role::Viewer)),
+    ]
 }
 
 fn tcp(port: i32) -> NetworkPolicyPort {
@@ -471,6 +546,96 @@ mod tests {
             "spec": {"owners": [{"kind": "User", "name": "a"}], "quota": quota}
         }))
         .unwrap()
+    }
+
+    /// (group, resource, verb) of every rule of a role.
+    fn grants(r: &ClusterRole) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for rule in r.rules.iter().flatten() {
+            for g in rule.api_groups.iter().flatten() {
+                for res in rule.resources.iter().flatten() {
+                    for v in &rule.verbs {
+                        out.push((g.clone(), res.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn has(r: &ClusterRole, group: &str, resource: &str, verb: &str) -> bool {
+        grants(r).iter().any(|(g, res, v)| g == group && res == resource && v == verb)
+    }
+
+    #[test]
+    fn roles_grant_what_their_tier_promises_and_no_more() {
+        let (owner, operator, viewer) = (owner_cluster_role(), operator_cluster_role(), viewer_cluster_role());
+        for role in [&owner, &operator, &viewer] {
+            for (g, res, v) in grants(role) {
+                assert!(
+                    g == GROUP || v == "get" || v == "list" || v == "watch",
+                    "{g}/{res} {v}: only reads outside craftplane kinds"
+                );
+                assert!(res != "secrets" && !g.starts_with("rbac") && res != "tenants", "{g}/{res}");
+                assert!(res != "pods/exec" && res != "pods/portforward" && res != "pods/attach", "{res}");
+            }
+            for read in ["minecraftservers", "backupsnapshots", "consolecommands", "plugininstallations"] {
+                assert!(has(role, GROUP, read, "list"), "every role lists {read}");
+            }
+            assert!(has(role, "", "pods/log", "get"));
+        }
+        assert!(grants(&viewer).iter().all(|(_, _, v)| ["get", "list", "watch"].contains(&v.as_str())));
+        for (res, verb) in [("minecraftservers", "patch"), ("backupsnapshots", "create"), ("consolecommands", "create")]
+        {
+            assert!(has(&operator, GROUP, res, verb), "operator {verb} {res}");
+        }
+        for (res, verb) in [
+            ("minecraftservers", "create"),
+            ("minecraftservers", "delete"),
+            ("minecraftservers", "deletecollection"),
+            ("minecraftservers", ADMINISTER),
+            ("plugininstallations", "patch"),
+            ("plugininstallations", "create"),
+        ] {
+            assert!(!has(&operator, GROUP, res, verb), "operator must not {verb} {res}");
+        }
+        assert!(has(&owner, GROUP, "minecraftservers", ADMINISTER) && has(&owner, GROUP, "minecraftservers", "delete"));
+    }
+
+    #[test]
+    fn members_are_bound_by_role_and_owners_are_admins() {
+        let t: Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "t", "uid": "u"},
+            "spec": {"owners": [{"kind": "User", "name": "alice"}], "members": [
+                {"kind": "User", "name": "vic", "role": "viewer"},
+                {"kind": "Group", "name": "ops", "role": "operator"},
+                {"kind": "ServiceAccount", "name": "bot", "namespace": "ci", "role": "operator"},
+                {"kind": "User", "name": "ada", "role": "admin"},
+                {"kind": "User", "name": "alice", "role": "admin"}
+            ]}
+        }))
+        .unwrap();
+        let bound: Vec<(String, String, Vec<String>)> = role_bindings(&t, "ns")
+            .into_iter()
+            .map(|b| {
+                let names = b.subjects.unwrap_or_default().iter().map(|s| format!("{}:{}", s.kind, s.name)).collect();
+                (b.metadata.name.unwrap(), b.role_ref.name, names)
+            })
+            .collect();
+        let want =
+            |b: &str, r: &str, s: &[&str]| (b.to_string(), r.to_string(), s.iter().map(|x| x.to_string()).collect());
+        assert_eq!(
+            bound,
+            vec![
+                want(OWNER_BINDING, OWNER_CLUSTER_ROLE, &["User:alice", "User:ada"]),
+                want(OPERATOR_BINDING, OPERATOR_CLUSTER_ROLE, &["Group:ops", "ServiceAccount:bot"]),
+                want(VIEWER_BINDING, VIEWER_CLUSTER_ROLE, &["User:vic"]),
+            ]
+        );
+        let sa = role_bindings(&t, "ns")[1].subjects.clone().unwrap()[1].clone();
+        assert_eq!((sa.namespace.as_deref(), sa.api_group.as_deref()), (Some("ci"), Some("")));
+        let everyone = tenant_cluster_role_binding(&t).subjects.unwrap();
+        assert_eq!(everyone.len(), 5, "owners and members read their Tenant and the SKUs, each once");
     }
 
     fn item(t: &Tenant) -> LimitRangeItem {

@@ -389,6 +389,7 @@ fn a_tenant_limits_the_skus_of_new_servers() {
         "acme",
         TenantSpec {
             owners: vec![Subject { kind: SubjectKind::User, name: "alice".into(), namespace: None }],
+            members: vec![],
             namespaces: vec![],
             quota: None,
             allowed_skus: vec!["medium".into()],
