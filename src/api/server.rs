@@ -179,6 +179,13 @@ pub struct MinecraftServerSpec {
     /// Scheduled backups and retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupPolicy>,
+    /// Scheduled tasks: restarts with a countdown, broadcasts, console
+    /// commands and backups at cron slots in a time zone (see
+    /// `status.tasks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    pub tasks: Vec<ScheduledTask>,
     /// Restore the world from a BackupSnapshot (stops the server, verifies,
     /// swaps the world in, starts it again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -407,6 +414,127 @@ pub fn schedule_pattern() -> String {
     )
 }
 
+/// A scheduled task: at each slot of `schedule` (in `timeZone`) its actions
+/// run in order. Missed slots while the operator was down give one
+/// catch-up run, never one per slot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledTask {
+    /// Name, unique among the server's tasks (in status, Events and the
+    /// names of the snapshots it takes).
+    #[schemars(length(min = 1, max = 24), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Cron schedule: five fields (e.g. `0 5 * * *`), six with seconds
+    /// first, or `@daily`-style.
+    #[schemars(schema_with = "task_schedule_schema")]
+    pub schedule: String,
+    /// IANA time zone the schedule is read in, e.g. `Europe/Berlin`
+    /// (daylight saving followed). Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$"))]
+    pub time_zone: Option<String>,
+    /// What to do, in order (at most 8).
+    #[schemars(length(min = 1, max = 8))]
+    pub actions: Vec<TaskAction>,
+    /// Go on with the next action after one failed (default: stop there).
+    #[serde(default)]
+    pub continue_on_failure: bool,
+    /// Skip slots while true (no catch-up when set back to false).
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn task_schedule_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "maxLength": 128, "pattern": schedule_pattern()})
+}
+
+/// One action of a task: exactly one of restart, broadcast, command, backup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("[has(self.restart), has(self.broadcast), has(self.command), has(self.backup)].exists_one(x, x)").message("an action is exactly one of restart, broadcast, command or backup"))]
+pub struct TaskAction {
+    /// Announce a countdown to the players, then restart the server
+    /// cleanly (saved, stopped within `gracefulStop`, started again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartAction>,
+    /// A chat message to every player (`say`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub broadcast: Option<String>,
+    /// A console command, as in a ConsoleCommand (the same commands are
+    /// refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1000))]
+    pub command: Option<String>,
+    /// Take a BackupSnapshot (reason Scheduled: `spec.backup.retention`
+    /// prunes it) and wait until it is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupAction>,
+}
+
+/// A restart with a countdown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartAction {
+    /// Seconds of countdown announced in chat before the restart (default 60).
+    #[serde(default = "default_countdown")]
+    #[schemars(range(min = 0, max = 900))]
+    pub countdown_seconds: i32,
+    /// The announcement; " in N seconds" is appended. Default "Server restarting".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    pub message: Option<String>,
+}
+
+fn default_countdown() -> i32 {
+    60
+}
+
+/// A backup taken by a task.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupAction {
+    /// Store to write to; default as for scheduled backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreRef>,
+}
+
+/// Result of a task's last run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TaskResult {
+    /// Its actions are running.
+    Running,
+    /// Every action succeeded.
+    Succeeded,
+    /// An action failed (see the message).
+    Failed,
+    /// The slot came while the server was not Running; nothing ran.
+    Skipped,
+}
+
+/// State of one scheduled task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    /// The task's name.
+    pub name: String,
+    /// The newest slot it ran (or skipped) for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// Result of that run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+    /// What happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When that run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// The next slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+}
+
 /// Retention of scheduled, unpinned snapshots. A snapshot is kept if any rule
 /// keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -522,6 +650,10 @@ pub struct MinecraftServerStatus {
     /// Scheduled backups: the last slot taken and the next one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_schedule: Option<BackupScheduleStatus>,
+    /// The scheduled tasks: last slot, its result, the next slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub tasks: Vec<TaskStatus>,
     /// The last restore requested through `spec.restore`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStatus>,

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 
 use crate::api::server::Retention;
 
-/// A parsed schedule (UTC).
+/// A parsed schedule and the time zone it is read in (UTC for backups).
 #[derive(Clone, Debug)]
-pub struct Schedule(Cron);
+pub struct Schedule(Cron, TimeZone);
 
 impl Schedule {
     /// Parses five-field cron (six with seconds first) or an
@@ -20,12 +20,19 @@ impl Schedule {
             return Err(format!("schedule {s:?} must have five fields (minute hour day month weekday)"));
         }
         let parser = croner::parser::CronParser::builder().seconds(croner::parser::Seconds::Optional).build();
-        parser.parse(s).map(Schedule).map_err(|e| format!("schedule {s:?}: {e}"))
+        parser.parse(s).map(|c| Schedule(c, TimeZone::UTC)).map_err(|e| format!("schedule {s:?}: {e}"))
+    }
+
+    /// Like [`Schedule::parse`], read in the IANA time zone `tz` (the
+    /// operator carries its own copy of the time zone database).
+    pub fn parse_in(s: &str, tz: &str) -> Result<Schedule, String> {
+        let zone = TimeZone::get(tz).map_err(|e| format!("time zone {tz:?}: {e}"))?;
+        Schedule::parse(s).map(|Schedule(c, _)| Schedule(c, zone))
     }
 
     /// The first slot strictly after `t`.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
-        let z: Zoned = t.to_zoned(TimeZone::UTC);
+        let z: Zoned = t.to_zoned(self.1.clone());
         self.0.find_next_occurrence(&z, false).ok().map(|z| z.timestamp())
     }
 
@@ -146,6 +153,15 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn schedules_follow_their_time_zone_and_its_daylight_saving() {
+        let berlin = Schedule::parse_in("0 5 * * *", "Europe/Berlin").unwrap();
+        // Winter: 05:00 in Berlin is 04:00 UTC; summer: 03:00 UTC.
+        assert_eq!(berlin.next_after(ts("2026-12-01T00:00:00Z")), Some(ts("2026-12-01T04:00:00Z")));
+        assert_eq!(berlin.next_after(ts("2026-07-01T00:00:00Z")), Some(ts("2026-07-01T03:00:00Z")));
+        assert!(Schedule::parse_in("0 5 * * *", "Mars/Olympus").unwrap_err().contains("Mars/Olympus"));
     }
 
     #[test]

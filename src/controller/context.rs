@@ -129,6 +129,12 @@ pub struct Context {
     pub pings: Mutex<HashMap<Key, Result<slp::Status, String>>>,
     /// Consecutive failures per object UID, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Scheduled task runs of this process (`server_tasks`).
+    pub tasks: super::server_tasks::Runs,
+    /// Asks for a server's reconcile (a task finished); the server
+    /// controller takes the receiving end once ([`Context::wakes`]).
+    wake_tx: tokio::sync::mpsc::Sender<kube::runtime::reflector::ObjectRef<MinecraftServer>>,
+    wake_rx: Mutex<Option<tokio::sync::mpsc::Receiver<kube::runtime::reflector::ObjectRef<MinecraftServer>>>>,
     /// The newest Minecraft versions (from Modrinth) and when they were
     /// fetched; see [`Context::latest_versions`].
     latest: tokio::sync::Mutex<Option<(std::time::Instant, Option<crate::resources::version::LatestVersions>)>>,
@@ -156,6 +162,7 @@ impl Context {
         modrinth: Option<crate::plugins::modrinth::Client>,
         stores: Option<crate::backup::stores::Stores>,
     ) -> Context {
+        let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(256);
         Context {
             client,
             metrics,
@@ -171,8 +178,25 @@ impl Context {
             stores,
             pings: Mutex::default(),
             failures: Mutex::default(),
+            tasks: Default::default(),
+            wake_tx,
+            wake_rx: Mutex::new(Some(wake_rx)),
             latest: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// Asks for a reconcile of `server`.
+    pub async fn wake(&self, server: kube::runtime::reflector::ObjectRef<MinecraftServer>) {
+        let _ = self.wake_tx.send(server).await;
+    }
+
+    /// The stream of [`Context::wake`] requests (once; later calls: empty).
+    pub fn wakes(&self) -> impl futures::Stream<Item = kube::runtime::reflector::ObjectRef<MinecraftServer>> + use<> {
+        let rx = self.wake_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            rx.recv().await.map(|r| (r, Some(rx)))
+        })
     }
 
     /// The newest Minecraft release and snapshot, fetched from Modrinth at

@@ -20,6 +20,7 @@ pub mod server;
 pub mod server_backup;
 pub mod server_live;
 pub mod server_status;
+pub mod server_tasks;
 pub mod sku;
 pub mod tenant;
 pub mod watches;

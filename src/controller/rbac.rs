@@ -115,6 +115,12 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         groups: &[""],
+        resources: &["pods"],
+        verbs: &["delete"],
+        why: "a scheduled task's restart: the server's pod is deleted with its grace period (the StatefulSet starts it again)",
+    },
+    Rule {
+        groups: &[""],
         resources: &["resourcequotas", "limitranges"],
         verbs: &["create", "patch", "delete"],
         why: "a tenant namespace's quota and limits (removed with the namespace or the quota)",

@@ -121,7 +121,7 @@ async fn replace_if_not_headless(api: &Api<Service>, observed: Option<Service>) 
     Ok(None)
 }
 
-async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
+async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Action> {
     let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = server.name_any();
     let c = &ctx.client;
@@ -230,9 +230,11 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
     };
     let schedule = super::server_backup::schedule(&server, ctx, old.backup_schedule.as_ref()).await?;
     let live = super::server_live::apply(ctx, &server, &model, pod.as_ref(), p.phase).await;
+    let tasks = super::server_tasks::step(&server, ctx, p.phase);
     let mut conds = conditions::kstatus(ready, stalled, &p.reason, &p.message);
     conds.extend(schedule.condition);
     conds.extend(live.condition);
+    conds.extend(tasks.condition);
     let status = MinecraftServerStatus {
         phase: Some(p.phase),
         address: resources::service::address(&model, Some(&game)),
@@ -245,6 +247,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         last_backup: super::server_backup::last_backup(ctx, &server),
         backup_schedule: schedule.status,
         restore: restore.status,
+        tasks: tasks.status,
         observed_generation: server.metadata.generation,
         conditions: conditions::merge(&old.conditions, &conds, server.metadata.generation, now),
     };
@@ -255,6 +258,9 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> {
         wait = wait.min(w);
     }
     if let Some(w) = live.retry {
+        wait = wait.min(w);
+    }
+    if let Some(w) = tasks.wait {
         wait = wait.min(w);
     }
     if restoring {
@@ -428,6 +434,6 @@ pub fn controller(
         .watches_stream(w.trigger::<BackupSnapshot>(&w.selected, "BackupSnapshot"), |b| {
             Some(ObjectRef::new(&b.spec.server).within(&b.namespace()?))
         })
-        .reconcile_on(pings);
+        .reconcile_on(futures::stream::select(pings, ctx.wakes()));
     run(c, w, w.config(true), "MinecraftServer", reconcile, error_policy, ctx)
 }

@@ -71,9 +71,10 @@ fn carried(old: &[Condition]) -> Option<Cond> {
         .map(|c| Cond::new(LIVE_CONFIG, c.status == "True", &c.reason, &c.message))
 }
 
-/// Applies the live settings to the running pod when they (or the pod)
-/// changed since the last apply. Nothing happens unless the server is
-/// Running: a starting server reads the same settings from its ConfigMap.
+/// Applies the live settings to the running pod when they changed since
+/// the last apply (or, with game rules, when the pod is new). Nothing
+/// happens unless the server is Running: a starting server reads the same
+/// settings from its ConfigMap.
 pub async fn apply(
     ctx: &Context,
     server: &MinecraftServer,
@@ -96,6 +97,26 @@ pub async fn apply(
         && o.pod == uid
     {
         return unchanged;
+    }
+    // A pod starts with what the ConfigMap says (the whitelist, ops and
+    // difficulty); only changes after that need RCON. Game rules live in
+    // the world and go to every new pod. So: the first sight of a pod with
+    // unchanged settings (or of a server that never had any applied) is
+    // recorded without a connection — idle and starting servers are never
+    // contacted.
+    let same_settings = old.as_ref().is_none_or(|o| o.revision.as_deref() == Some(revision.as_str()));
+    if same_settings && want.game_rules.is_empty() {
+        let ops = old.as_ref().map(|o| o.ops.clone()).filter(|o| !o.is_empty()).unwrap_or_else(|| want.ops.clone());
+        return Outcome {
+            status: Some(LiveStatus {
+                revision: Some(revision),
+                pod: uid,
+                applied_at: old.as_ref().and_then(|o| o.applied_at.clone()),
+                ops,
+            }),
+            condition: carried(old_conditions),
+            retry: None,
+        };
     }
     let applied_ops = old.as_ref().map(|o| o.ops.clone()).unwrap_or_default();
     match run(ctx, m, pod, &want, &applied_ops).await {

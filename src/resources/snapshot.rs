@@ -60,6 +60,43 @@ pub fn scheduled(
     }
 }
 
+/// Name of the snapshot a scheduled task takes at `slot`:
+/// `<server>-<task>-<yyyymmddhhmm>` (shortened like every child name).
+pub fn task_snapshot_name(server: &str, task: &str, slot: Timestamp) -> String {
+    let stamp = schedule::snapshot_name("x", slot);
+    let stamp = stamp.trim_start_matches("x-");
+    crate::resources::backup_job::child_name(server, &format!("{task}-{stamp}"))
+}
+
+/// The snapshot a scheduled task's `backup` action takes (reason
+/// Scheduled: `spec.backup.retention` prunes it like the schedule's own).
+pub fn for_task(
+    name: &str,
+    server: &str,
+    namespace: &str,
+    server_labels: &BTreeMap<String, String>,
+    store: Option<crate::api::StoreRef>,
+) -> BackupSnapshot {
+    BackupSnapshot {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(scheduled_labels(server, server_labels)),
+            ..Default::default()
+        },
+        spec: BackupSnapshotSpec {
+            server: server.into(),
+            store,
+            compression: Default::default(),
+            include: vec![],
+            exclude: vec![],
+            retain: false,
+            reason: BackupReason::Scheduled,
+        },
+        status: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

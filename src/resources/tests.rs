@@ -321,6 +321,7 @@ mod properties_of_any_accepted_spec {
                             storage_class_name: class,
                         }),
                         backup: None,
+                        tasks: vec![],
                         restore: None,
                         graceful_stop: stop
                             .0

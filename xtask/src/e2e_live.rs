@@ -100,14 +100,61 @@ pub fn run(s: &Setup, ip: &str) -> Result<()> {
         "e2e: ok   ConsoleCommand: `list` answered in status, `stop` and a whitelist change refused (CommandNotAllowed), CommandRun Event on the server, deleted after its TTL"
     );
 
-    // --- a restart keeps what was applied live
-    k.run(&["delete", "pod", POD, "-n", NS, "--wait"])?;
-    retry(Duration::from_secs(60), || {
-        if k.get("pod", POD, "{.metadata.uid}")? == uid {
-            bail!("{POD} not replaced yet");
+    // --- a scheduled restart: announced in chat, a clean restart, and it
+    // keeps what was applied live. The slot is a minute ahead in a zone two
+    // hours east of UTC (Etc/GMT-2: POSIX inverts the sign).
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let slot = (secs / 60 + if secs % 60 > 40 { 2 } else { 1 }) * 60;
+    let local = slot + 2 * 3600;
+    let cron = format!("{} {} * * *", (local / 60) % 60, (local / 3600) % 24);
+    let follow_file = s.cluster.dir.join("real-task.log");
+    let follow = Stopper(
+        k.command(&["logs", "-f", POD, "-n", NS, "-c", "minecraft", "--tail=1"])
+            .stdout(std::fs::File::create(&follow_file)?)
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    patch_spec(
+        k,
+        &format!(
+            r#"{{"tasks":[{{"name":"maintenance","schedule":"{cron}","timeZone":"Etc/GMT-2","actions":[{{"broadcast":"Maintenance in a moment"}},{{"restart":{{"countdownSeconds":10,"message":"Restarting for maintenance"}}}}]}}]}}"#
+        ),
+    )?;
+    retry(Duration::from_secs(30), || {
+        let next = k.get("mcs", SERVER, "{.status.tasks[0].nextScheduleTime}")?;
+        if crate::e2e::parse_rfc3339(&next) != Some(slot as i64) {
+            bail!("task maintenance: next slot {next:?}, expected {slot} (s since the epoch)");
         }
         Ok(())
     })?;
+    retry(Duration::from_secs(240), || {
+        let result = k.get("mcs", SERVER, "{.status.tasks[0].result}")?;
+        if result != "Succeeded" {
+            let msg = k.get("mcs", SERVER, "{.status.tasks[0].message}")?;
+            bail!("task maintenance: {result:?} {msg}");
+        }
+        Ok(())
+    })
+    .with_context(|| format!("operator log:\n{}", crate::e2e::tail(&k.operator_log(), 30)))?;
+    drop(follow);
+    let said = std::fs::read_to_string(&follow_file)?;
+    for line in [
+        "[Server] Maintenance in a moment",
+        "[Server] Restarting for maintenance in 10 seconds",
+        "[Server] Restarting for maintenance in 1 seconds",
+        "Saved the game",
+        "Server stopped",
+    ] {
+        if !said.contains(line) {
+            bail!("the scheduled restart's log lacks {line:?}:\n{}", crate::e2e::tail(&said, 30));
+        }
+    }
+    if k.get("pod", POD, "{.metadata.uid}")? == uid {
+        bail!("the scheduled restart left pod {uid} in place");
+    }
+    println!(
+        "e2e: ok   scheduled task at {cron} Etc/GMT-2: broadcast, a 10 s countdown in chat, save and stop, a new pod, result Succeeded"
+    );
     wait_running(k, Duration::from_secs(180))?;
     // What the server started with (written at start from its environment
     // and the ConfigMap; the stand-in never writes the difficulty back).
@@ -141,7 +188,7 @@ pub fn run(s: &Setup, ip: &str) -> Result<()> {
 
     // Later steps join other players: the whitelist off again.
     let before = k.get("mcs", SERVER, "{.status.live.revision}")?;
-    patch_spec(k, r#"{"whitelist":null}"#)?;
+    patch_spec(k, r#"{"whitelist":null,"tasks":null}"#)?;
     live_applied(s, &before)?;
     Ok(())
 }

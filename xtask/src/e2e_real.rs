@@ -218,6 +218,8 @@ pub fn run(s: &Setup) -> Result<()> {
 
     // --- live operations: whitelist, difficulty, game rules, console commands
     crate::e2e_live::run(s, &ip)?;
+    // The world as the Retain step below must find it again.
+    let before_delete = players(k)?;
 
     // --- state: Stopped: announce, save, clean stop within the grace period
     let grace: u64 = k.get("pod", POD, "{.spec.terminationGracePeriodSeconds}")?.parse()?;
@@ -278,8 +280,10 @@ pub fn run(s: &Setup) -> Result<()> {
     k.run(&["apply", "-f", &path(&manifest)])?;
     wait_running(k, Duration::from_secs(180))?;
     let back = players(k)?;
-    if back != after_bad {
-        bail!("deletionPolicy Retain: the re-created server's world has playerdata {back:?}, expected {after_bad:?}");
+    if back != before_delete {
+        bail!(
+            "deletionPolicy Retain: the re-created server's world has playerdata {back:?}, expected {before_delete:?}"
+        );
     }
     println!("e2e: ok   deletionPolicy Retain: PVC kept when the server was deleted; re-created, its world is back");
 
