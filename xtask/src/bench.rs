@@ -51,7 +51,7 @@ impl Drop for Proc {
 pub fn scale(sh: &Shell, counts: &[usize], idle: Duration, skip_baseline: bool, namespaces: usize) -> Result<()> {
     let tools = tools::ensure(sh)?;
     cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
-    let bin = crate::project_root().join("target/release/craftplane");
+    let bin = crate::target_dir().join("release/craftplane");
     let mut rows = Vec::new();
     for &n in counts {
         let baseline = if skip_baseline {
@@ -460,7 +460,7 @@ fn table(rows: &[Row]) -> String {
 pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()> {
     let tools = tools::ensure(sh)?;
     cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
-    let bin = crate::project_root().join("target/release/craftplane");
+    let bin = crate::target_dir().join("release/craftplane");
     let rows = with_cluster(sh, &format!("bench-soak-{}", std::process::id()), |cluster| {
         let (sku, servers) = write_inputs(sh, &tools, cluster, Spread { n, namespaces: 1 })?;
         kubectl(sh, &tools, cluster, &["apply", "-f", &sku.display().to_string()])?;

@@ -135,7 +135,7 @@ pub fn run(sh: &Shell, mib: usize) -> Result<()> {
     let aws = aws_cli(sh)?;
     let s3s = tools::ensure_s3s_fs(sh)?;
     cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
-    let bin = crate::project_root().join("target/release/craftplane");
+    let bin = crate::target_dir().join("release/craftplane");
     let base = tools::cache_dir().join("bench");
     let (bytes, files) = world(&base.join(format!("world-{mib}")), mib)?;
     let data = base.join(format!("world-{mib}"));

@@ -98,7 +98,7 @@ pub fn run(sh: &Shell) -> Result<()> {
 
     cmd!(sh, "cargo build --quiet --bin craftplane").run()?;
     eprintln!("xtask: starting the operator on this machine (Ctrl-C stops it; the cluster keeps running)");
-    let mut operator = Command::new(crate::project_root().join("target/debug/craftplane"))
+    let mut operator = Command::new(crate::target_dir().join("debug/craftplane"))
         .args(["controller", "--log-format", "text", "--http-addr", "127.0.0.1:8080"])
         .arg("--backup-stores")
         .arg(&stores)

@@ -186,6 +186,18 @@ fn run() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set (CI keeps it under
+/// ~/.cache/craftplane), else `target/` in the workspace.
+pub fn target_dir() -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => {
+            let d = std::path::PathBuf::from(d);
+            if d.is_absolute() { d } else { project_root().join(d) }
+        }
+        _ => project_root().join("target"),
+    }
+}
+
 pub fn project_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
