@@ -131,6 +131,10 @@ pub struct ServerModel {
     /// Image of the init-container (`craftplane fetch-plugins`): the
     /// operator's own.
     pub helper_image: String,
+    /// The server's `craftplane.io/restartedAt` annotation (`kubectl
+    /// craftplane restart`), copied into the pod template: a new value rolls
+    /// the pod.
+    pub restarted_at: Option<String>,
 }
 
 /// Checks a server against its SKU and its tenant (when its namespace
@@ -303,6 +307,7 @@ pub fn validate(
             plugins: vec![],
         },
         helper_image: image::OPERATOR_IMAGE.into(),
+        restarted_at: server.metadata.annotations.as_ref().and_then(|a| a.get(crate::kubectl::RESTARTED_AT)).cloned(),
     })
 }
 

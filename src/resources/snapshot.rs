@@ -40,24 +40,7 @@ pub fn scheduled(
     policy: &BackupPolicy,
     slot: Timestamp,
 ) -> BackupSnapshot {
-    BackupSnapshot {
-        metadata: ObjectMeta {
-            name: Some(schedule::snapshot_name(server, slot)),
-            namespace: Some(namespace.into()),
-            labels: Some(scheduled_labels(server, server_labels)),
-            ..Default::default()
-        },
-        spec: BackupSnapshotSpec {
-            server: server.into(),
-            store: policy.store.clone(),
-            compression: Default::default(),
-            include: vec![],
-            exclude: vec![],
-            retain: false,
-            reason: BackupReason::Scheduled,
-        },
-        status: None,
-    }
+    for_task(&schedule::snapshot_name(server, slot), server, namespace, server_labels, policy.store.clone())
 }
 
 /// Name of the snapshot a scheduled task takes at `slot`:
@@ -68,8 +51,9 @@ pub fn task_snapshot_name(server: &str, task: &str, slot: Timestamp) -> String {
     crate::resources::backup_job::child_name(server, &format!("{task}-{stamp}"))
 }
 
-/// The snapshot a scheduled task's `backup` action takes (reason
-/// Scheduled: `spec.backup.retention` prunes it like the schedule's own).
+/// A scheduled snapshot named `name`: the backup schedule's, or a scheduled
+/// task's `backup` action (reason Scheduled: `spec.backup.retention` prunes
+/// both alike).
 pub fn for_task(
     name: &str,
     server: &str,

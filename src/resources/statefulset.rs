@@ -226,7 +226,13 @@ pub fn build(m: &ServerModel) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH.to_string(), config_hash(m))])),
+                    annotations: Some({
+                        let mut a = BTreeMap::from([(CONFIG_HASH.to_string(), config_hash(m))]);
+                        if let Some(t) = &m.restarted_at {
+                            a.insert(crate::kubectl::RESTARTED_AT.to_string(), t.clone());
+                        }
+                        a
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

@@ -100,6 +100,23 @@ pub fn run(s: &Setup, ip: &str) -> Result<()> {
         "e2e: ok   ConsoleCommand: `list` answered in status, `stop` and a whitelist change refused (CommandNotAllowed), CommandRun Event on the server, deleted after its TTL"
     );
 
+    // --- the kubectl plugin on the real server: status, console, logs
+    let status = plugin(s, &["status", SERVER])?;
+    for want in ["Phase:        Running", "Live config:", "Plugin:       hello Installed"] {
+        if !status.contains(want) {
+            bail!("kubectl craftplane status {SERVER} lacks {want:?}:\n{status}");
+        }
+    }
+    let answer = plugin(s, &["console", SERVER, "--", "list"])?;
+    if !answer.contains("players online") {
+        bail!("kubectl craftplane console {SERVER} -- list answered {answer:?}");
+    }
+    let log = plugin(s, &["logs", SERVER, "--tail", "50"])?;
+    if !log.contains("[RCON] list") {
+        bail!("kubectl craftplane logs {SERVER} does not show the console command:\n{log}");
+    }
+    println!("e2e: ok   kubectl craftplane status / console -- list ({}) / logs on the real server", answer.trim());
+
     // --- a scheduled restart: announced in chat, a clean restart, and it
     // keeps what was applied live. The slot is a minute ahead in a zone two
     // hours east of UTC (Etc/GMT-2: POSIX inverts the sign).
@@ -271,4 +288,25 @@ fn joins(s: &Setup, ip: &str, user: &str) -> Result<bool> {
 fn hold(s: &Setup, ip: &str, user: &str) -> Result<Stopper> {
     let child = client(s, ip, user, "hold")?.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
     Ok(Stopper(child))
+}
+
+/// Runs the kubectl plugin (built here if needed) against the e2e cluster.
+fn plugin(s: &Setup, args: &[&str]) -> Result<String> {
+    let built = Command::new("cargo")
+        .args(["build", "--quiet", "--bin", "kubectl-craftplane"])
+        .current_dir(crate::project_root())
+        .status()?;
+    if !built.success() {
+        bail!("cannot build kubectl-craftplane");
+    }
+    let out = Command::new(crate::target_dir().join("debug/kubectl-craftplane"))
+        .args(["-n", NS])
+        .args(args)
+        .env("KUBECONFIG", s.cluster.kubeconfig())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        bail!("kubectl craftplane {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(text)
 }
