@@ -166,6 +166,7 @@ fn run() -> Result<ExitCode> {
             images::ensure_pause(&sh)?;
             let npm = tools::ensure_npm_peers(&sh)?;
             let s3 = tools::ensure_s3s_fs(&sh)?;
+            tools::ensure_kstatus_check(&sh)?;
             eprintln!(
                 "xtask: components ready: {t:#?}\nxtask: test peers in {}\nxtask: S3 server {}",
                 npm.display(),
@@ -224,6 +225,7 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
     tools::ensure(sh)?;
     let node_modules = tools::ensure_npm_peers(sh)?;
     let s3s_fs = tools::ensure_s3s_fs(sh)?;
+    let kstatus = tools::ensure_kstatus_check(sh)?;
     // The integration tests use kwok pods only; the real node is started by
     // the lifecycle test and the e2e suite on their own control planes.
     let cluster = Cluster::ephemeral(&format!("test-{}", std::process::id())).kwok_only();
@@ -235,6 +237,7 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
         let _kubectl = sh.push_env("CRAFTPLANE_KUBECTL", &tools.kubectl);
         let _node = sh.push_env("CRAFTPLANE_NODE_MODULES", &node_modules);
         let _s3 = sh.push_env("CRAFTPLANE_S3S_FS", &s3s_fs);
+        let _kstatus = sh.push_env("CRAFTPLANE_KSTATUS_CHECK", &kstatus);
         let _op = sh.push_env("CRAFTPLANE_TEST_OPERATOR_KUBECONFIG", cluster.operator_kubeconfig());
         let _op2 = sh.push_env("CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG", cluster.dir.join("operator2.kubeconfig"));
         let _audit = sh.push_env("CRAFTPLANE_TEST_AUDIT_LOG", cluster.audit_log());
@@ -335,6 +338,7 @@ fn sh_env(sh: &Shell) -> Vec<(String, std::ffi::OsString)> {
         "CRAFTPLANE_KUBECTL",
         "CRAFTPLANE_NODE_MODULES",
         "CRAFTPLANE_S3S_FS",
+        "CRAFTPLANE_KSTATUS_CHECK",
         "CRAFTPLANE_TEST_OPERATOR_KUBECONFIG",
         "CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG",
         "CRAFTPLANE_TEST_AUDIT_LOG",

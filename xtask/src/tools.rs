@@ -320,3 +320,25 @@ pub fn ensure_s3s_fs(sh: &Shell) -> Result<PathBuf> {
         .map_err(|e| anyhow::anyhow!("cannot build s3s-fs {want} from crates.io: {e}"))?;
     Ok(bin)
 }
+
+/// kstatus-check (tests/tools/kstatus-check): the status
+/// sigs.k8s.io/cli-utils' kstatus computes for objects — what Flux's health
+/// checks use — built with Go from the module versions its go.mod pins.
+/// Cached by a hash of its sources.
+pub fn ensure_kstatus_check(sh: &Shell) -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let dir = crate::project_root().join("tests/tools/kstatus-check");
+    let mut h = Sha256::new();
+    for f in ["go.mod", "go.sum", "main.go"] {
+        h.update(std::fs::read(dir.join(f)).with_context(|| format!("read {}", dir.join(f).display()))?);
+    }
+    let hash: String = h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let bin = cache_dir().join("bin").join(format!("kstatus-check-{hash}"));
+    if bin.exists() {
+        return Ok(bin);
+    }
+    check_go(sh)?;
+    sh.create_dir(cache_dir().join("bin"))?;
+    go_build(sh, &dir, ".", &bin, "")?;
+    Ok(bin)
+}

@@ -23,3 +23,6 @@ pub const NPM_RCON_SERVER: &str = "0.1.1";
 /// crates.io s3s-fs: the S3-compatible server backup tests write to
 /// (0.14.x is the newest that builds with Rust 1.95).
 pub const S3S_FS: &str = "0.14.1";
+
+// sigs.k8s.io/cli-utils (kstatus) for tests/tools/kstatus-check is pinned by
+// that module's go.mod/go.sum (v0.37.2), not here: `go build` reads them.
