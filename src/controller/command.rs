@@ -59,8 +59,7 @@ pub async fn reconcile(cmd: Arc<ConsoleCommand>, ctx: Arc<Context>) -> Result<Ac
         return pending(&cmd, &api, "ServerNotFound", &msg).await;
     };
     adopt(&cmd, &api, &server).await?;
-    let policy = ctx.skus.get(&ObjectRef::new(&server.spec.sku)).and_then(|s| s.spec.console_commands.clone());
-    if let Err(why) = crate::resources::console::check(&cmd.spec.command, &server.spec, policy.as_ref()) {
+    if let Err(why) = ctx.console_allowed(&server, &cmd.spec.command) {
         return finish(&cmd, &api, &ctx, CommandPhase::Failed, "CommandNotAllowed", &why, None).await;
     }
     let phase = server.status.as_ref().and_then(|s| s.phase);

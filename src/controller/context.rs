@@ -270,6 +270,17 @@ impl Context {
         }
     }
 
+    /// Whether `command` may run on `server` as a console command (the
+    /// rules of `resources::console`, with the server's SKU policy):
+    /// ConsoleCommands and scheduled tasks' `command` actions alike.
+    pub fn console_allowed(&self, server: &MinecraftServer, command: &str) -> Result<(), String> {
+        let policy = self
+            .skus
+            .get(&kube::runtime::reflector::ObjectRef::new(&server.spec.sku))
+            .and_then(|s| s.spec.console_commands.clone());
+        crate::resources::console::check(command, &server.spec, policy.as_ref())
+    }
+
     /// The last ping result of a server.
     pub fn ping(&self, key: &Key) -> Option<Result<slp::Status, String>> {
         self.pings.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()

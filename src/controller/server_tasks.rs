@@ -205,8 +205,7 @@ async fn act(
     }
     if let Some(cmd) = &action.command {
         let s = current(ctx, ns, server)?;
-        let policy = ctx.skus.get(&ObjectRef::new(&s.spec.sku)).and_then(|k| k.spec.console_commands.clone());
-        crate::resources::console::check(cmd, &s.spec, policy.as_ref())?;
+        ctx.console_allowed(&s, cmd)?;
         let mut r = rcon(ctx, ns, server).await?;
         let answer = r.command(cmd.trim().trim_start_matches('/')).await?;
         if crate::resources::live::failed(&answer) {
