@@ -201,6 +201,53 @@ backup:
         &["get", "mcs", "survival", "-n", "default", "-o", "jsonpath={.status.phase}"],
         "Running",
     )?;
+    // The example snapshot: its Job is created; pods do not run here, so the
+    // Job's own command line runs on this machine against the same store
+    // (the kubelet's part) before kwok completes the pod, 5 s after it
+    // starts: watched for from the moment the server runs, before anything
+    // else is checked.
+    let world = cluster.dir.join("world");
+    std::fs::create_dir_all(world.join("world/region"))?;
+    for i in 0..50u32 {
+        std::fs::write(world.join(format!("world/region/r.{i}.0.mca")), vec![(i % 200) as u8; 8192 + i as usize])?;
+    }
+    let job_name = "survival-before-1-21-5-backup";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let args_json = loop {
+        let jsonpath = "jsonpath={.spec.template.spec.containers[0].args}";
+        if let Ok(a) = cmd!(sh, "{kubectl} --kubeconfig {kc} get job {job_name} -n default -o {jsonpath}")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            && !a.is_empty()
+        {
+            break a;
+        }
+        if Instant::now() > deadline {
+            bail!("no backup Job {job_name}; operator log:\n{}", tail(&k.operator_log(), 40));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut args: Vec<String> = serde_json::from_str(&args_json)?;
+    let i = args.iter().position(|a| a == "--data-dir").context("--data-dir")?;
+    args[i + 1] = world.display().to_string();
+    if let Some(i) = args.iter().position(|a| a == "--rcon-address") {
+        args.drain(i..i + 4);
+    }
+    let out = Command::new(crate::images::release_binary())
+        .args(&args)
+        .args(["--termination-log", "/nonexistent/x"])
+        .envs([
+            ("AWS_ACCESS_KEY_ID", "e2e".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "e2e-secret".into()),
+            ("AWS_ENDPOINT", format!("http://{host}:{s3_port}")),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!("the backup Job's command failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
     k.expect(
         "MinecraftServer survival Ready",
         &[
@@ -254,51 +301,6 @@ backup:
         }
     }
     println!("e2e: ok   survival manifest lists LuckPerms and Chunky");
-    // The example snapshot: its Job is created; pods do not run here, so the
-    // Job's own command line runs on this machine against the same store
-    // (the kubelet's part) before kwok completes the pod.
-    let job_name = "survival-before-1-21-5-backup";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let args_json = loop {
-        let jsonpath = "jsonpath={.spec.template.spec.containers[0].args}";
-        if let Ok(a) = cmd!(sh, "{kubectl} --kubeconfig {kc} get job {job_name} -n default -o {jsonpath}")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            && !a.is_empty()
-        {
-            break a;
-        }
-        if Instant::now() > deadline {
-            bail!("no backup Job {job_name}; operator log:\n{}", tail(&k.operator_log(), 40));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut args: Vec<String> = serde_json::from_str(&args_json)?;
-    let world = cluster.dir.join("world");
-    std::fs::create_dir_all(world.join("world/region"))?;
-    for i in 0..50u32 {
-        std::fs::write(world.join(format!("world/region/r.{i}.0.mca")), vec![(i % 200) as u8; 8192 + i as usize])?;
-    }
-    let i = args.iter().position(|a| a == "--data-dir").context("--data-dir")?;
-    args[i + 1] = world.display().to_string();
-    if let Some(i) = args.iter().position(|a| a == "--rcon-address") {
-        args.drain(i..i + 4);
-    }
-    let out = Command::new(crate::images::release_binary())
-        .args(&args)
-        .args(["--termination-log", "/nonexistent/x"])
-        .envs([
-            ("AWS_ACCESS_KEY_ID", "e2e".to_string()),
-            ("AWS_SECRET_ACCESS_KEY", "e2e-secret".into()),
-            ("AWS_ENDPOINT", format!("http://{host}:{s3_port}")),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_REGION", "us-east-1".into()),
-        ])
-        .output()?;
-    if !out.status.success() {
-        bail!("the backup Job's command failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
     // A snapshot naming a store nobody configured fails with the reason.
     let bad = cluster.dir.join("bad-snapshot.yaml");
     std::fs::write(
