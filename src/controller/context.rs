@@ -131,6 +131,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Scheduled task runs of this process (`server_tasks`).
     pub tasks: super::server_tasks::Runs,
+    /// Live-settings sessions of this process (`server_live`).
+    pub live: super::server_live::Sessions,
     /// Asks for a server's reconcile (a task finished); the server
     /// controller takes the receiving end once ([`Context::wakes`]).
     wake_tx: tokio::sync::mpsc::Sender<kube::runtime::reflector::ObjectRef<MinecraftServer>>,
@@ -179,6 +181,7 @@ impl Context {
             pings: Mutex::default(),
             failures: Mutex::default(),
             tasks: Default::default(),
+            live: Default::default(),
             wake_tx,
             wake_rx: Mutex::new(Some(wake_rx)),
             latest: tokio::sync::Mutex::default(),

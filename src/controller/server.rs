@@ -229,7 +229,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         _ => (None, None),
     };
     let schedule = super::server_backup::schedule(&server, ctx, old.backup_schedule.as_ref()).await?;
-    let live = super::server_live::apply(ctx, &server, &model, pod.as_ref(), p.phase).await;
+    let live = super::server_live::apply(ctx, &server, &model, pod.as_ref(), p.phase);
     let tasks = super::server_tasks::step(&server, ctx, p.phase);
     let mut conds = conditions::kstatus(ready, stalled, &p.reason, &p.message);
     conds.extend(schedule.condition);
@@ -388,6 +388,7 @@ async fn cleanup(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> 
     if let Ok(mut pings) = ctx.pings.lock() {
         pings.remove(&(ns.clone(), name.clone()));
     }
+    ctx.live.forget(&ns, &name);
     if server.spec.deletion_policy == crate::api::server::DeletionPolicy::Retain {
         let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
         let pvc_name = resources::pvc_name(&name);

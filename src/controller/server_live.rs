@@ -2,13 +2,21 @@
 //! (whitelist, ops, difficulty, game rules) applied without a restart, and
 //! the connection console commands use. A session is opened for the work at
 //! hand and closed after it: no connection is held per idle server.
+//!
+//! A live apply runs on its own task, one at a time per server (a second
+//! one waits for the first: an older session finishing late must not undo a
+//! newer one), so an unreachable pod never holds the server's reconcile; the
+//! result comes back through [`Sessions`] and a wake-up of the server.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
+use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
 use super::conditions::Cond;
@@ -56,6 +64,34 @@ pub async fn connect(ctx: &Context, ns: &str, server: &str, pod: &Pod) -> Result
     Err(last)
 }
 
+/// Live applies of this process: per server (`namespace/name`), the one
+/// going on or the last one's result.
+#[derive(Default)]
+pub struct Sessions {
+    state: Mutex<HashMap<String, Session>>,
+}
+
+struct Session {
+    /// The settings revision and pod the session is for.
+    revision: String,
+    pod: Option<String>,
+    /// None while it runs.
+    result: Option<Finished>,
+}
+
+struct Finished {
+    result: Result<usize, (&'static str, String)>,
+    at: Instant,
+    applied_at: Timestamp,
+}
+
+impl Sessions {
+    /// Forgets a deleted server.
+    pub fn forget(&self, ns: &str, name: &str) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{ns}/{name}"));
+    }
+}
+
 /// What a reconcile learned about the live settings.
 pub struct Outcome {
     pub status: Option<LiveStatus>,
@@ -75,8 +111,8 @@ fn carried(old: &[Condition]) -> Option<Cond> {
 /// the last apply (or, with game rules, when the pod is new). Nothing
 /// happens unless the server is Running: a starting server reads the same
 /// settings from its ConfigMap.
-pub async fn apply(
-    ctx: &Context,
+pub fn apply(
+    ctx: &Arc<Context>,
     server: &MinecraftServer,
     m: &ServerModel,
     pod: Option<&Pod>,
@@ -118,29 +154,80 @@ pub async fn apply(
             retry: None,
         };
     }
-    let applied_ops = old.as_ref().map(|o| o.ops.clone()).unwrap_or_default();
-    match run(ctx, m, pod, &want, &applied_ops).await {
+    let key = format!("{}/{}", m.namespace, m.name);
+    let mut sessions = ctx.live.state.lock().unwrap_or_else(|p| p.into_inner());
+    let finished = match sessions.get(&key) {
+        // One session at a time: wait for the one going on (its end wakes
+        // the server).
+        Some(s) if s.result.is_none() => return unchanged,
+        Some(Session { revision: r, pod: p, result: Some(f) }) if *r == revision && *p == uid => {
+            let again = RETRY.saturating_sub(f.at.elapsed());
+            match &f.result {
+                Ok(n) => Some((Ok(*n), f.applied_at)),
+                Err(e) if !again.is_zero() => Some((Err((e.clone(), again)), f.applied_at)),
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let Some((result, applied_at)) = finished else {
+        sessions.insert(key, Session { revision: revision.clone(), pod: uid.clone(), result: None });
+        drop(sessions);
+        start(ctx, m, pod, want, old.as_ref().map(|o| o.ops.clone()).unwrap_or_default(), revision, uid);
+        return unchanged;
+    };
+    drop(sessions);
+    match result {
         Ok(n) => {
-            info!(server = %m.name, namespace = %m.namespace, commands = n, %revision, "live settings applied");
             let message = format!("live settings {revision} applied over RCON ({n} commands) without a restart");
             Outcome {
                 status: Some(LiveStatus {
                     revision: Some(revision),
                     pod: uid,
-                    applied_at: Some(Time(Timestamp::now())),
+                    applied_at: Some(Time(applied_at)),
                     ops: want.ops.clone(),
                 }),
                 condition: Some(Cond::new(LIVE_CONFIG, true, "Applied", message)),
                 retry: None,
             }
         }
-        Err((reason, message)) => {
-            warn!(server = %m.name, namespace = %m.namespace, reason, message, "live settings not applied");
+        Err(((reason, message), again)) => {
             // Ops it made before stay recorded (a later apply may deop them).
             let status = old.map(|o| LiveStatus { ops: merged_ops(&o.ops, &want.ops), ..o });
-            Outcome { status, condition: Some(Cond::new(LIVE_CONFIG, false, reason, message)), retry: Some(RETRY) }
+            Outcome { status, condition: Some(Cond::new(LIVE_CONFIG, false, reason, message)), retry: Some(again) }
         }
     }
+}
+
+/// Runs one session on its own task; records the result and wakes the
+/// server.
+fn start(
+    ctx: &Arc<Context>,
+    m: &ServerModel,
+    pod: &Pod,
+    want: LiveSettings,
+    applied_ops: Vec<String>,
+    revision: String,
+    uid: Option<String>,
+) {
+    let (ctx, ns, name, pod) = (ctx.clone(), m.namespace.clone(), m.name.clone(), pod.clone());
+    tokio::spawn(async move {
+        let result = run(&ctx, &ns, &name, &pod, &want, &applied_ops).await;
+        match &result {
+            Ok(n) => info!(server = %name, namespace = %ns, commands = n, %revision, "live settings applied"),
+            Err((reason, message)) => {
+                warn!(server = %name, namespace = %ns, reason, message, "live settings not applied")
+            }
+        }
+        let key = format!("{ns}/{name}");
+        if let Some(s) = ctx.live.state.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key)
+            && s.revision == revision
+            && s.pod == uid
+        {
+            s.result = Some(Finished { result, at: Instant::now(), applied_at: Timestamp::now() });
+        }
+        ctx.wake(ObjectRef::new(&name).within(&ns)).await;
+    });
 }
 
 fn merged_ops(before: &[String], now: &[String]) -> Vec<String> {
@@ -155,12 +242,13 @@ fn merged_ops(before: &[String], now: &[String]) -> Vec<String> {
 /// commands sent, or (reason, message).
 async fn run(
     ctx: &Context,
-    m: &ServerModel,
+    ns: &str,
+    name: &str,
     pod: &Pod,
     want: &LiveSettings,
     applied_ops: &[String],
 ) -> Result<usize, (&'static str, String)> {
-    let mut rcon = connect(ctx, &m.namespace, &m.name, pod).await.map_err(|e| ("RconUnreachable", e))?;
+    let mut rcon = connect(ctx, ns, name, pod).await.map_err(|e| ("RconUnreachable", e))?;
     let answer = rcon.command("whitelist list").await.map_err(|e| ("RconUnreachable", e))?;
     let listed = live::parse_whitelist(&answer)
         .ok_or_else(|| ("CommandFailed", format!("unexpected answer to `whitelist list`: {answer:?}")))?;

@@ -27,10 +27,12 @@ impl Rcon {
             .map_err(|_| format!("RCON {addr}: no connection within {timeout:?}"))?
             .map_err(|e| format!("RCON {addr}: {e}"))?;
         let mut r = Rcon { stream, next_id: 1, timeout };
-        let id = r.send(AUTH, password).await?;
+        // Errors of the login name the address too.
+        let at = |e: String| e.replacen("RCON:", &format!("RCON {addr}: login:"), 1);
+        let id = r.send(AUTH, password).await.map_err(at)?;
         // Some servers send an empty type-0 packet before the auth answer.
         loop {
-            let (rid, kind, _) = r.recv().await?;
+            let (rid, kind, _) = r.recv().await.map_err(at)?;
             if kind == COMMAND || kind == AUTH {
                 if rid == -1 {
                     return Err(format!("RCON {addr}: wrong password"));
