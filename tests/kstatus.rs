@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::fixture::{Fixture, tail};
@@ -18,20 +16,7 @@ use serde_json::{Value, json};
 
 /// kstatus' verdict on each object: (kind/name, status, message).
 fn kstatus(objects: &[Value]) -> Vec<(String, String, String)> {
-    let bin = std::env::var_os("CRAFTPLANE_KSTATUS_CHECK")
-        .expect("CRAFTPLANE_KSTATUS_CHECK is not set: run the tests with `cargo xtask test` (it builds kstatus-check)");
-    let mut child = Command::new(bin).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("run kstatus-check");
-    child.stdin.take().unwrap().write_all(serde_json::to_string(objects).unwrap().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kstatus-check failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut p = l.splitn(3, ' ');
-            (p.next().unwrap_or("").into(), p.next().unwrap_or("").into(), p.next().unwrap_or("").into())
-        })
-        .collect()
+    common::verdicts("CRAFTPLANE_KSTATUS_CHECK", &[], objects)
 }
 
 async fn get<K>(api: &Api<K>, name: &str) -> Value

@@ -169,3 +169,30 @@ pub async fn apply_yaml_file(client: &Client, path: &str) {
             .unwrap_or_else(|e| panic!("apply {kind}/{name} from {path}: {e}"));
     }
 }
+
+/// Runs a Go test tool the xtask built (its path in `env`) on objects (a
+/// JSON list on stdin); its lines "<kind>/<name> <verdict> <message>".
+pub fn verdicts(env: &str, args: &[&str], objects: &[serde_json::Value]) -> Vec<(String, String, String)> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let bin = std::env::var_os(env)
+        .unwrap_or_else(|| panic!("{env} is not set: run the tests with `cargo xtask test` (it builds the tool)"));
+    let mut child = Command::new(&bin)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+    child.stdin.take().unwrap().write_all(serde_json::to_string(objects).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{} failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut p = l.splitn(3, ' ');
+            (p.next().unwrap_or("").into(), p.next().unwrap_or("").into(), p.next().unwrap_or("").into())
+        })
+        .collect()
+}

@@ -167,6 +167,8 @@ fn run() -> Result<ExitCode> {
             let npm = tools::ensure_npm_peers(&sh)?;
             let s3 = tools::ensure_s3s_fs(&sh)?;
             tools::ensure_kstatus_check(&sh)?;
+            tools::ensure_argocd_health(&sh)?;
+            tools::ensure_promtool(&sh)?;
             eprintln!(
                 "xtask: components ready: {t:#?}\nxtask: test peers in {}\nxtask: S3 server {}",
                 npm.display(),
@@ -226,6 +228,8 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
     let node_modules = tools::ensure_npm_peers(sh)?;
     let s3s_fs = tools::ensure_s3s_fs(sh)?;
     let kstatus = tools::ensure_kstatus_check(sh)?;
+    let argocd = tools::ensure_argocd_health(sh)?;
+    let promtool = tools::ensure_promtool(sh)?;
     // The integration tests use kwok pods only; the real node is started by
     // the lifecycle test and the e2e suite on their own control planes.
     let cluster = Cluster::ephemeral(&format!("test-{}", std::process::id())).kwok_only();
@@ -238,6 +242,8 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
         let _node = sh.push_env("CRAFTPLANE_NODE_MODULES", &node_modules);
         let _s3 = sh.push_env("CRAFTPLANE_S3S_FS", &s3s_fs);
         let _kstatus = sh.push_env("CRAFTPLANE_KSTATUS_CHECK", &kstatus);
+        let _argocd = sh.push_env("CRAFTPLANE_ARGOCD_HEALTH", &argocd);
+        let _promtool = sh.push_env("CRAFTPLANE_PROMTOOL", &promtool);
         let _op = sh.push_env("CRAFTPLANE_TEST_OPERATOR_KUBECONFIG", cluster.operator_kubeconfig());
         let _op2 = sh.push_env("CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG", cluster.dir.join("operator2.kubeconfig"));
         let _audit = sh.push_env("CRAFTPLANE_TEST_AUDIT_LOG", cluster.audit_log());
@@ -339,6 +345,8 @@ fn sh_env(sh: &Shell) -> Vec<(String, std::ffi::OsString)> {
         "CRAFTPLANE_NODE_MODULES",
         "CRAFTPLANE_S3S_FS",
         "CRAFTPLANE_KSTATUS_CHECK",
+        "CRAFTPLANE_ARGOCD_HEALTH",
+        "CRAFTPLANE_PROMTOOL",
         "CRAFTPLANE_TEST_OPERATOR_KUBECONFIG",
         "CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG",
         "CRAFTPLANE_TEST_AUDIT_LOG",

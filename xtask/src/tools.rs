@@ -323,22 +323,50 @@ pub fn ensure_s3s_fs(sh: &Shell) -> Result<PathBuf> {
 
 /// kstatus-check (tests/tools/kstatus-check): the status
 /// sigs.k8s.io/cli-utils' kstatus computes for objects — what Flux's health
-/// checks use — built with Go from the module versions its go.mod pins.
-/// Cached by a hash of its sources.
+/// checks use.
 pub fn ensure_kstatus_check(sh: &Shell) -> Result<PathBuf> {
+    ensure_test_tool(sh, "kstatus-check", ".", None)
+}
+
+/// argocd-health (tests/tools/argocd-health): Argo CD's settings manager,
+/// Lua VM and health code on objects. Argo CD v3.6 needs Go 1.27: the go
+/// command fetches that toolchain from the module proxy for this build only.
+pub fn ensure_argocd_health(sh: &Shell) -> Result<PathBuf> {
+    ensure_test_tool(sh, "argocd-health", ".", Some(versions::ARGOCD_GO_TOOLCHAIN))
+}
+
+/// promtool, built from the github.com/prometheus/prometheus module that
+/// tests/tools/promtool pins.
+pub fn ensure_promtool(sh: &Shell) -> Result<PathBuf> {
+    ensure_test_tool(sh, "promtool", "github.com/prometheus/prometheus/cmd/promtool", None)
+}
+
+/// Builds `pkg` of the Go module in tests/tools/NAME once per content of its
+/// go.mod, go.sum and Go files; cached in ~/.cache/craftplane/bin.
+fn ensure_test_tool(sh: &Shell, name: &str, pkg: &str, toolchain: Option<&str>) -> Result<PathBuf> {
     use sha2::{Digest, Sha256};
-    let dir = crate::project_root().join("tests/tools/kstatus-check");
+    let dir = crate::project_root().join("tests/tools").join(name);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n == "go.mod" || n == "go.sum" || n.ends_with(".go")
+        })
+        .collect();
+    files.sort();
     let mut h = Sha256::new();
-    for f in ["go.mod", "go.sum", "main.go"] {
-        h.update(std::fs::read(dir.join(f)).with_context(|| format!("read {}", dir.join(f).display()))?);
+    for f in &files {
+        h.update(std::fs::read(f).with_context(|| format!("read {}", f.display()))?);
     }
     let hash: String = h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let bin = cache_dir().join("bin").join(format!("kstatus-check-{hash}"));
+    let bin = cache_dir().join("bin").join(format!("{name}-{hash}"));
     if bin.exists() {
         return Ok(bin);
     }
     check_go(sh)?;
     sh.create_dir(cache_dir().join("bin"))?;
-    go_build(sh, &dir, ".", &bin, "")?;
+    let _toolchain = toolchain.map(|t| sh.push_env("GOTOOLCHAIN", t));
+    go_build(sh, &dir, pkg, &bin, "")?;
     Ok(bin)
 }

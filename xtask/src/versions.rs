@@ -26,3 +26,10 @@ pub const S3S_FS: &str = "0.14.1";
 
 // sigs.k8s.io/cli-utils (kstatus) for tests/tools/kstatus-check is pinned by
 // that module's go.mod/go.sum (v0.37.2), not here: `go build` reads them.
+
+/// The Go toolchain tests/tools/argocd-health is built with (Argo CD
+/// v3.6.1, pinned by that module's go.mod/go.sum, needs Go 1.27; the go
+/// command takes it from the module proxy). Nothing else needs it.
+pub const ARGOCD_GO_TOOLCHAIN: &str = "go1.27.3";
+// github.com/prometheus/prometheus (promtool) for tests/tools/promtool is
+// pinned by that module's go.mod/go.sum (v0.316.0).
