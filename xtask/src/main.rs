@@ -169,6 +169,7 @@ fn run() -> Result<ExitCode> {
             tools::ensure_kstatus_check(&sh)?;
             tools::ensure_argocd_health(&sh)?;
             tools::ensure_promtool(&sh)?;
+            tools::ensure_promql_names(&sh)?;
             eprintln!(
                 "xtask: components ready: {t:#?}\nxtask: test peers in {}\nxtask: S3 server {}",
                 npm.display(),
@@ -230,6 +231,7 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
     let kstatus = tools::ensure_kstatus_check(sh)?;
     let argocd = tools::ensure_argocd_health(sh)?;
     let promtool = tools::ensure_promtool(sh)?;
+    let promql_names = tools::ensure_promql_names(sh)?;
     // The integration tests use kwok pods only; the real node is started by
     // the lifecycle test and the e2e suite on their own control planes.
     let cluster = Cluster::ephemeral(&format!("test-{}", std::process::id())).kwok_only();
@@ -244,6 +246,8 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
         let _kstatus = sh.push_env("CRAFTPLANE_KSTATUS_CHECK", &kstatus);
         let _argocd = sh.push_env("CRAFTPLANE_ARGOCD_HEALTH", &argocd);
         let _promtool = sh.push_env("CRAFTPLANE_PROMTOOL", &promtool);
+        let _promql = sh.push_env("CRAFTPLANE_PROMQL_NAMES", &promql_names);
+        let _helm = sh.push_env("CRAFTPLANE_HELM", &tools.helm);
         let _op = sh.push_env("CRAFTPLANE_TEST_OPERATOR_KUBECONFIG", cluster.operator_kubeconfig());
         let _op2 = sh.push_env("CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG", cluster.dir.join("operator2.kubeconfig"));
         let _audit = sh.push_env("CRAFTPLANE_TEST_AUDIT_LOG", cluster.audit_log());
@@ -347,6 +351,8 @@ fn sh_env(sh: &Shell) -> Vec<(String, std::ffi::OsString)> {
         "CRAFTPLANE_KSTATUS_CHECK",
         "CRAFTPLANE_ARGOCD_HEALTH",
         "CRAFTPLANE_PROMTOOL",
+        "CRAFTPLANE_PROMQL_NAMES",
+        "CRAFTPLANE_HELM",
         "CRAFTPLANE_TEST_OPERATOR_KUBECONFIG",
         "CRAFTPLANE_TEST_OPERATOR2_KUBECONFIG",
         "CRAFTPLANE_TEST_AUDIT_LOG",

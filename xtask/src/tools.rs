@@ -341,19 +341,33 @@ pub fn ensure_promtool(sh: &Shell) -> Result<PathBuf> {
     ensure_test_tool(sh, "promtool", "github.com/prometheus/prometheus/cmd/promtool", None)
 }
 
-/// Builds `pkg` of the Go module in tests/tools/NAME once per content of its
-/// go.mod, go.sum and Go files; cached in ~/.cache/craftplane/bin.
-fn ensure_test_tool(sh: &Shell, name: &str, pkg: &str, toolchain: Option<&str>) -> Result<PathBuf> {
+/// promql-names (tests/tools/promtool/promql-names): the metric names a
+/// PromQL expression selects, read by Prometheus' own parser.
+pub fn ensure_promql_names(sh: &Shell) -> Result<PathBuf> {
+    ensure_test_tool(sh, "promtool", "./promql-names", None)
+}
+
+/// Builds `pkg` of the Go module in tests/tools/MODULE once per content of
+/// its go.mod, go.sum and Go files (the package's own too); cached in
+/// ~/.cache/craftplane/bin, named after the package.
+fn ensure_test_tool(sh: &Shell, module: &str, pkg: &str, toolchain: Option<&str>) -> Result<PathBuf> {
     use sha2::{Digest, Sha256};
-    let dir = crate::project_root().join("tests/tools").join(name);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
+    let dir = crate::project_root().join("tests/tools").join(module);
+    let name = if pkg == "." { module } else { pkg.rsplit('/').next().unwrap_or(module) };
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut dirs = vec![dir.clone()];
+    if let Some(sub) = pkg.strip_prefix("./") {
+        dirs.push(dir.join(sub));
+    }
+    for d in &dirs {
+        for e in std::fs::read_dir(d).with_context(|| format!("read {}", d.display()))? {
+            let p = e?.path();
             let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n == "go.mod" || n == "go.sum" || n.ends_with(".go")
-        })
-        .collect();
+            if n == "go.mod" || n == "go.sum" || n.ends_with(".go") {
+                files.push(p);
+            }
+        }
+    }
     files.sort();
     let mut h = Sha256::new();
     for f in &files {
