@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use kube::runtime::Controller;
 
 use super::conditions;
-use super::context::{Context, cached_full};
+use super::context::{Context, cached_full, delete_if_present};
 use super::error::{Error, Result};
 use super::watches::{Events, Watches, run};
 use crate::api::backup::{BackupPhase, BackupSnapshot, BackupSnapshotStatus};
@@ -151,11 +151,7 @@ async fn apply(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
     if done {
         // The copied store credentials are needed only while the Job runs.
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        match secrets.delete(&creds_name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_if_present(&secrets, &creds_name, &DeleteParams::default()).await?;
         if v.phase == BackupPhase::Completed {
             ctx.metrics.backup_bytes.inc_by(status.bytes.unwrap_or(0).max(0) as u64);
             if let (Some(s), Some(c)) = (&status.started_at, &status.completed_at) {
@@ -180,11 +176,7 @@ async fn apply(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
         // the world volume, and PVC protection counts every scheduled pod
         // that does: the PVC of a server deleted with `deletionPolicy:
         // Delete` would never go. The Job goes (its pod with it).
-        match jobs.delete(&job_name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_if_present(&jobs, &job_name, &DeleteParams::background()).await?;
     }
     Ok(if done { Action::await_change() } else { Action::requeue(Duration::from_secs(10)) })
 }

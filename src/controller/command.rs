@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::conditions;
-use super::context::{Context, cached_full};
+use super::context::{Context, cached_full, delete_if_present};
 use super::error::{Error, Result};
 use super::watches::{Events, Watches, run};
 use crate::api::command::{CommandPhase, ConsoleCommand, ConsoleCommandStatus, MAX_OUTPUT};
@@ -231,11 +231,7 @@ async fn expire(cmd: &ConsoleCommand, api: &Api<ConsoleCommand>, status: &Consol
     if elapsed < ttl {
         return Ok(Action::requeue(ttl - elapsed));
     }
-    match api.delete(&cmd.name_any(), &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
+    delete_if_present(api, &cmd.name_any(), &DeleteParams::default()).await?;
     Ok(Action::await_change())
 }
 

@@ -291,6 +291,18 @@ impl Context {
 }
 
 /// Whether a reflector store has completed its first list, without waiting.
+/// Deletes `name`; `true` when it was there. Already gone is not an error.
+pub async fn delete_if_present<K>(api: &kube::Api<K>, name: &str, dp: &kube::api::DeleteParams) -> kube::Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, dp).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn store_ready<K>(store: &Store<K>) -> bool
 where
     K: kube::Resource + Clone + 'static,

@@ -15,7 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
 use super::conditions::Cond;
-use super::context::Context;
+use super::context::{Context, delete_if_present};
 use super::error::Result;
 use crate::api::backup::{BackupPhase, BackupReason, BackupSnapshot};
 use crate::api::server::{
@@ -155,9 +155,9 @@ pub async fn schedule(
             .collect();
         let api: Api<BackupSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
         for victim in schedule::prune(&candidates, r, now) {
-            match api.delete(&victim, &DeleteParams::default()).await {
-                Ok(_) => info!(server = %name, namespace = %ns, snapshot = %victim, "pruned by retention"),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
+            match delete_if_present(&api, &victim, &DeleteParams::default()).await {
+                Ok(true) => info!(server = %name, namespace = %ns, snapshot = %victim, "pruned by retention"),
+                Ok(false) => {}
                 Err(e) => {
                     let why = api_message(&e);
                     warn!(server = %name, namespace = %ns, snapshot = %victim, error = %why, "prune failed");
@@ -345,11 +345,7 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         });
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    match secrets.delete(&creds_name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
+    delete_if_present(&secrets, &creds_name, &DeleteParams::default()).await?;
     let status = if succeeded {
         request.status(RestorePhase::Completed, format!("world restored from {snap_name}"))
     } else {
@@ -358,10 +354,8 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
     };
     // The result is in the status now: the finished Job (and its pod) can go.
     let dp = DeleteParams { propagation_policy: Some(kube::api::PropagationPolicy::Background), ..Default::default() };
-    match jobs.delete(&job_name, &dp).await {
-        Ok(_) => info!(server = %name, namespace = %ns, job = %job_name, "finished restore Job deleted"),
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
+    if delete_if_present(&jobs, &job_name, &dp).await? {
+        info!(server = %name, namespace = %ns, job = %job_name, "finished restore Job deleted");
     }
     Ok(RestoreStep { status, hold_stopped: false })
 }

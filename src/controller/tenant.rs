@@ -24,7 +24,7 @@ use kube::runtime::Controller;
 use kube::runtime::reflector::ObjectRef;
 
 use super::conditions::{self, Cond};
-use super::context::Context;
+use super::context::{Context, delete_if_present};
 use super::error::{Error, Result};
 use super::server::apply_child;
 use super::watches::{Events, Watches, refs, run};
@@ -207,27 +207,21 @@ async fn apply_namespace_objects(
 async fn release_namespace(t: &Tenant, ctx: &Context, ns: &str) -> Result<()> {
     let c = &ctx.client;
     let dp = DeleteParams::default();
-    let ignore_missing = |r: std::result::Result<(), kube::Error>| match r {
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        other => other,
-    };
     for binding in [build::OWNER_BINDING, build::OPERATOR_BINDING, build::VIEWER_BINDING] {
-        ignore_missing(Api::<RoleBinding>::namespaced(c.clone(), ns).delete(binding, &dp).await.map(|_| ()))?;
+        delete_if_present(&Api::<RoleBinding>::namespaced(c.clone(), ns), binding, &dp).await?;
     }
     for p in build::network_policies(t, ns, &ctx.settings.operator_namespace) {
         let pname = p.metadata.name.unwrap_or_default();
-        ignore_missing(Api::<NetworkPolicy>::namespaced(c.clone(), ns).delete(&pname, &dp).await.map(|_| ()))?;
+        delete_if_present(&Api::<NetworkPolicy>::namespaced(c.clone(), ns), &pname, &dp).await?;
     }
-    ignore_missing(Api::<ResourceQuota>::namespaced(c.clone(), ns).delete(build::QUOTA, &dp).await.map(|_| ()))?;
-    ignore_missing(Api::<LimitRange>::namespaced(c.clone(), ns).delete(build::LIMITS, &dp).await.map(|_| ()))?;
-    ignore_missing(
-        Api::<ConfigMap>::namespaced(c.clone(), ns).delete(build::POLICY_CONFIG_MAP, &dp).await.map(|_| ()),
-    )?;
+    delete_if_present(&Api::<ResourceQuota>::namespaced(c.clone(), ns), build::QUOTA, &dp).await?;
+    delete_if_present(&Api::<LimitRange>::namespaced(c.clone(), ns), build::LIMITS, &dp).await?;
+    delete_if_present(&Api::<ConfigMap>::namespaced(c.clone(), ns), build::POLICY_CONFIG_MAP, &dp).await?;
     let patch = serde_json::json!({"metadata": {"labels": {TENANT_LABEL: null}}});
-    ignore_missing(
-        Api::<Namespace>::all(c.clone()).patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
-    )?;
-    Ok(())
+    match Api::<Namespace>::all(c.clone()).patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
 }
 
 /// Usage across the tenant's namespaces: servers counted directly, the
