@@ -21,11 +21,49 @@ const SKU: &str = "apiVersion: craftplane.io/v1alpha1\nkind: Sku\nmetadata:\n  n
 const SERVER_PHASES: [&str; 5] =
     ["get", "minecraftservers", "-A", "-o", "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}"];
 
+/// How the servers meet the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The operator runs; the servers are applied.
+    Live,
+    /// The servers are applied with no operator running; then it starts
+    /// (an upgrade, a crash, a failover).
+    CatchUp,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::CatchUp => "catch-up",
+        }
+    }
+}
+
+/// What `cargo xtask bench scale` runs.
+pub struct ScaleArgs {
+    pub counts: Vec<usize>,
+    pub modes: Vec<Mode>,
+    /// Runs of each (N, mode), for medians.
+    pub runs: usize,
+    /// Seconds of idleness after convergence in which writes are counted;
+    /// None: two resync periods and 15 s.
+    pub idle: Option<Duration>,
+    /// The operator's `--resync-seconds` in the bench.
+    pub resync_seconds: u64,
+    pub skip_baseline: bool,
+    pub namespaces: usize,
+}
+
 struct Row {
     n: usize,
     namespaces: usize,
+    mode: Mode,
     /// None when the baseline was skipped.
     baseline: Option<Duration>,
+    /// Until every StatefulSet has its replica ready.
+    statefulsets_ready: Duration,
+    /// Until every server's phase is Running.
     craftplane: Duration,
     peak_rss_mib: f64,
     idle_rss_mib: f64,
@@ -34,8 +72,16 @@ struct Row {
     idle_file_mib: f64,
     cpu_seconds: f64,
     reconciles: f64,
+    /// Mean reconcile duration of MinecraftServers (ms).
+    reconcile_ms: f64,
     requests_by_verb: BTreeMap<String, usize>,
     idle_writes_per_min: f64,
+    idle_seconds: f64,
+    /// CPU seconds each control-plane component spent while converging.
+    component_cpu: BTreeMap<&'static str, f64>,
+    /// The API server's slowest (verb, resource) pairs while converging:
+    /// (verb resource, requests, mean ms), by total time.
+    apiserver: Vec<(String, f64, f64)>,
 }
 
 struct Proc(Child);
@@ -46,39 +92,61 @@ impl Drop for Proc {
     }
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
 /// `namespaces`: how many namespaces the servers are spread over (1: all in
 /// `bench`; more: `bench-000`, `bench-001`, … in equal contiguous shares).
-pub fn scale(sh: &Shell, counts: &[usize], idle: Duration, skip_baseline: bool, namespaces: usize) -> Result<()> {
+pub fn scale(sh: &Shell, a: &ScaleArgs) -> Result<()> {
     let tools = tools::ensure(sh)?;
     cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
     let bin = crate::target_dir().join("release/craftplane");
+    let idle = a.idle.unwrap_or(Duration::from_secs(2 * a.resync_seconds + 15));
+    let namespaces = a.namespaces;
     let mut rows = Vec::new();
-    for &n in counts {
-        let baseline = if skip_baseline {
-            println!("bench: N={n}: baseline skipped; craftplane");
-            None
-        } else {
-            println!("bench: N={n}: baseline (children applied directly)");
-            let b = with_cluster(sh, &format!("bench-base-{}", std::process::id()), |c| {
-                baseline(sh, &tools, &bin, c, Spread { n, namespaces })
-            })?;
-            println!("bench: N={n}: baseline {:.1}s; craftplane", b.as_secs_f64());
-            Some(b)
-        };
-        let row = with_cluster(sh, &format!("bench-cp-{}", std::process::id()), |c| {
-            operator_run(sh, &tools, &bin, c, Spread { n, namespaces }, idle, baseline)
-        })?;
-        println!(
-            "bench: N={n}: craftplane {:.1}s (x{}), peak RSS {:.1} MiB, idle writes/min {:.1}",
-            row.craftplane.as_secs_f64(),
-            ratio(&row),
-            row.peak_rss_mib,
-            row.idle_writes_per_min
-        );
-        rows.push(row);
+    for &n in &a.counts {
+        for run in 1..=a.runs {
+            let spread = Spread { n, namespaces };
+            let baseline = if a.skip_baseline {
+                None
+            } else {
+                println!("bench: N={n} run {run}: baseline (children applied directly)");
+                let b = with_cluster(sh, &format!("bench-base-{}", std::process::id()), |c| {
+                    baseline(sh, &tools, &bin, c, spread)
+                })?;
+                println!("bench: N={n} run {run}: baseline {:.1}s", b.as_secs_f64());
+                Some(b)
+            };
+            for &mode in &a.modes {
+                println!("bench: N={n} run {run}: craftplane, {}", mode.name());
+                let run_args = RunArgs { spread, mode, idle, resync_seconds: a.resync_seconds, baseline };
+                let row = with_cluster(sh, &format!("bench-cp-{}", std::process::id()), |c| {
+                    operator_run(sh, &tools, &bin, c, &run_args)
+                })?;
+                println!(
+                    "bench: N={n} run {run} {}: StatefulSets ready {:.1}s, Running {:.1}s (x{}), peak RSS {:.1} MiB, idle writes/min {:.1}",
+                    mode.name(),
+                    row.statefulsets_ready.as_secs_f64(),
+                    row.craftplane.as_secs_f64(),
+                    ratio(&row),
+                    row.peak_rss_mib,
+                    row.idle_writes_per_min
+                );
+                println!("{}", where_time_goes(&row));
+                rows.push(row);
+            }
+        }
     }
-    let table = table(&rows);
-    println!("\n{table}");
+    let mut out = table(&rows);
+    if a.runs > 1 {
+        out.push_str(&medians(&rows));
+    }
+    for r in &rows {
+        out.push_str(&where_time_goes(r));
+    }
+    println!("\n{out}");
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let date = cmd!(sh, "date -u +%Y-%m-%d").read().unwrap_or_default();
     let path = crate::project_root().join("BENCHMARKS.md");
@@ -88,12 +156,56 @@ pub fn scale(sh: &Shell, counts: &[usize], idle: Duration, skip_baseline: bool, 
     });
     let _ = write!(
         doc,
-        "\n## Scale: {date}, {cores} cores, local control plane (kwok), idle window {}s\n\n{table}\n",
+        "\n## Scale: {date}, {cores} cores, local control plane (kwok), operator resync {}s, idle window {}s\n\n{out}\n",
+        a.resync_seconds,
         idle.as_secs()
     );
     std::fs::write(&path, doc)?;
     println!("bench: appended to BENCHMARKS.md");
     Ok(())
+}
+
+/// Medians per (N, mode) over the runs.
+fn medians(rows: &[Row]) -> String {
+    let mut t = String::from(
+        "\nMedians over the runs:\n\n| N | mode | runs | baseline (s) | StatefulSets ready (s) | Running (s) | ratio (Running / baseline) | peak RSS (MiB) |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut keys: Vec<(usize, Mode)> = rows.iter().map(|r| (r.n, r.mode)).collect();
+    keys.dedup();
+    keys.sort_by_key(|(n, m)| (*n, m.name()));
+    keys.dedup();
+    for (n, mode) in keys {
+        let rs: Vec<&Row> = rows.iter().filter(|r| r.n == n && r.mode == mode).collect();
+        let base = median(rs.iter().filter_map(|r| r.baseline.map(|b| b.as_secs_f64())).collect());
+        let sts = median(rs.iter().map(|r| r.statefulsets_ready.as_secs_f64()).collect());
+        let run = median(rs.iter().map(|r| r.craftplane.as_secs_f64()).collect());
+        let rss = median(rs.iter().map(|r| r.peak_rss_mib).collect());
+        let ratio = if base > 0.0 { format!("{:.2}", run / base) } else { "—".into() };
+        let _ = writeln!(
+            t,
+            "| {n} | {} | {} | {base:.1} | {sts:.1} | {run:.1} | {ratio} | {rss:.1} |",
+            mode.name(),
+            rs.len()
+        );
+    }
+    t
+}
+
+/// Where one run's time went: CPU per component, the API server's slowest
+/// request kinds, the operator's reconciles.
+fn where_time_goes(r: &Row) -> String {
+    let cpu: Vec<String> = r.component_cpu.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+    let api: Vec<String> = r.apiserver.iter().map(|(k, n, ms)| format!("{k} {n:.0}× {ms:.0} ms")).collect();
+    format!(
+        "\nN={} {}: CPU seconds while converging ({:.0} s): {}. API server, slowest by total time (requests × mean latency): {}. Operator: {:.0} reconciles, MinecraftServer mean {:.1} ms.\n",
+        r.n,
+        r.mode.name(),
+        r.craftplane.as_secs_f64(),
+        cpu.join(", "),
+        api.join("; "),
+        r.reconciles,
+        r.reconcile_ms
+    )
 }
 
 fn with_cluster<T>(sh: &Shell, name: &str, f: impl FnOnce(&Cluster) -> Result<T>) -> Result<T> {
@@ -309,45 +421,124 @@ fn proc_stats(pid: u32) -> (f64, f64, f64) {
     (hwm_kib / 1024.0, rss_kib / 1024.0, ticks / 100.0)
 }
 
-fn operator_run(
-    sh: &Shell,
-    tools: &Tools,
-    bin: &Path,
-    cluster: &Cluster,
+struct RunArgs {
     spread: Spread,
+    mode: Mode,
     idle: Duration,
+    resync_seconds: u64,
     baseline: Option<Duration>,
-) -> Result<Row> {
-    let n = spread.n;
-    let (sku, servers) = write_inputs(sh, tools, cluster, spread)?;
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    proc_stats(pid).2
+}
+
+/// The API server's request count and total seconds per (verb, resource),
+/// from its own metrics.
+fn apiserver_requests(sh: &Shell, tools: &Tools, cluster: &Cluster) -> BTreeMap<String, (f64, f64)> {
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let text = kubectl(sh, tools, cluster, &["get", "--raw", "/metrics"]).unwrap_or_default();
+    for line in text.lines() {
+        let (which, rest) = if let Some(r) = line.strip_prefix("apiserver_request_duration_seconds_sum{") {
+            (1, r)
+        } else if let Some(r) = line.strip_prefix("apiserver_request_duration_seconds_count{") {
+            (0, r)
+        } else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+        let label = |k: &str| {
+            labels.split(',').find_map(|kv| kv.strip_prefix(&format!("{k}=\"")).map(|v| v.trim_end_matches('"')))
+        };
+        let key = format!("{} {}", label("verb").unwrap_or("?"), label("resource").unwrap_or("?"));
+        let v: f64 = value.trim().parse().unwrap_or(0.0);
+        let e = out.entry(key).or_default();
+        if which == 0 { e.0 += v } else { e.1 += v }
+    }
+    out
+}
+
+fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &RunArgs) -> Result<Row> {
+    let n = a.spread.n;
+    let (sku, servers) = write_inputs(sh, tools, cluster, a.spread)?;
     kubectl(sh, tools, cluster, &["apply", "-f", &sku.display().to_string()])?;
-    let (op, port) = start_operator(bin, cluster)?;
-    let pid = op.0.id();
     let audit = cluster.audit_log();
-    let start_line = line_count(&audit);
-    let t0 = Instant::now();
-    apply_parallel(tools, cluster, &servers)?;
+    let components = cluster.running();
+    let cpu_now = || -> BTreeMap<&'static str, f64> { components.iter().map(|(k, p)| (*k, cpu_seconds(*p))).collect() };
+    let (op, port, t0, start_line, api_before, cpu_before) = match a.mode {
+        Mode::Live => {
+            let (op, port) = start_operator(bin, cluster, a.resync_seconds)?;
+            let start_line = line_count(&audit);
+            let api_before = apiserver_requests(sh, tools, cluster);
+            let cpu_before = cpu_now();
+            let t0 = Instant::now();
+            apply_parallel(tools, cluster, &servers)?;
+            (op, port, t0, start_line, api_before, cpu_before)
+        }
+        Mode::CatchUp => {
+            apply_parallel(tools, cluster, &servers)?;
+            println!("bench: {n} servers applied with no operator running; starting it");
+            let start_line = line_count(&audit);
+            let api_before = apiserver_requests(sh, tools, cluster);
+            let cpu_before = cpu_now();
+            let t0 = Instant::now();
+            let (op, port) = start_operator(bin, cluster, a.resync_seconds)?;
+            (op, port, t0, start_line, api_before, cpu_before)
+        }
+    };
+    let pid = op.0.id();
+    let progress = || {
+        let (peak, rss, cpu) = proc_stats(pid);
+        format!("; operator RSS {rss:.1} MiB (peak {peak:.1}, code pages {:.1}), CPU {cpu:.0}s", rss_file_mib(pid))
+    };
+    let sts_args =
+        ["get", "statefulsets", "-A", "-o", "jsonpath={range .items[*]}{.status.readyReplicas}{\"\n\"}{end}"];
+    let statefulsets_ready =
+        wait_count(sh, tools, cluster, &Goal { args: &sts_args, want: "1", n, t0 }, None, &progress)?;
     let took = wait_count(
         sh,
         tools,
         cluster,
         &Goal { args: &SERVER_PHASES, want: "Running", n, t0 },
         Some(&|| servers_in_phase(port, "Running")),
-        &|| {
-            let (peak, rss, cpu) = proc_stats(pid);
-            format!("; operator RSS {rss:.1} MiB (peak {peak:.1}, code pages {:.1}), CPU {cpu:.0}s", rss_file_mib(pid))
-        },
+        &progress,
     )?;
     let converged_line = line_count(&audit);
+    let api_after = apiserver_requests(sh, tools, cluster);
+    let component_cpu: BTreeMap<&'static str, f64> = components
+        .iter()
+        .map(|(k, p)| (*k, cpu_seconds(*p) - cpu_before.get(k).copied().unwrap_or(0.0)))
+        .chain([("craftplane", cpu_seconds(pid))])
+        .collect();
+    let mut apiserver: Vec<(String, f64, f64)> = api_after
+        .iter()
+        .map(|(k, (c, s))| {
+            let (c0, s0) = api_before.get(k).copied().unwrap_or_default();
+            (k.clone(), c - c0, s - s0)
+        })
+        .filter(|(_, c, _)| *c > 0.0)
+        .collect();
+    apiserver.sort_by(|x, y| y.2.total_cmp(&x.2));
+    let apiserver = apiserver.into_iter().take(8).map(|(k, c, s)| (k, c, s / c * 1000.0)).collect();
     let requests_by_verb = operator_requests(&audit, start_line, converged_line, |_| true);
     let metrics = crate::http::get(port, "/metrics").unwrap_or_default();
-    let reconciles: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("craftplane_reconciles_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    println!("bench: converged in {:.1}s; idle for {}s", took.as_secs_f64(), idle.as_secs());
-    std::thread::sleep(idle);
+    let sum_of = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let reconciles = sum_of("craftplane_reconciles_total{");
+    let count = sum_of("craftplane_reconcile_duration_seconds_count{kind=\"MinecraftServer\"}");
+    let reconcile_ms = if count > 0.0 {
+        sum_of("craftplane_reconcile_duration_seconds_sum{kind=\"MinecraftServer\"}") / count * 1000.0
+    } else {
+        0.0
+    };
+    println!("bench: converged in {:.1}s; idle for {}s", took.as_secs_f64(), a.idle.as_secs());
+    std::thread::sleep(a.idle);
     let idle_writes: usize = operator_requests(&audit, converged_line, line_count(&audit), |v| {
         matches!(v, "create" | "update" | "patch" | "delete" | "deletecollection")
     })
@@ -357,27 +548,34 @@ fn operator_run(
     let idle_file_mib = rss_file_mib(pid);
     Ok(Row {
         n,
-        namespaces: spread.namespaces,
-        baseline,
+        namespaces: a.spread.namespaces,
+        mode: a.mode,
+        baseline: a.baseline,
+        statefulsets_ready,
         craftplane: took,
         peak_rss_mib,
         idle_rss_mib,
         idle_file_mib,
         cpu_seconds,
         reconciles,
+        reconcile_ms,
         requests_by_verb,
-        idle_writes_per_min: idle_writes as f64 / (idle.as_secs_f64() / 60.0),
+        idle_writes_per_min: idle_writes as f64 / (a.idle.as_secs_f64() / 60.0),
+        idle_seconds: a.idle.as_secs_f64(),
+        component_cpu,
+        apiserver,
     })
 }
 
 /// Starts the operator (operator identity, no Server List Ping, extra flags
 /// from CRAFTPLANE_BENCH_ARGS) and waits until it is ready; returns it and
 /// its HTTP port.
-fn start_operator(bin: &Path, cluster: &Cluster) -> Result<(Proc, u16)> {
+fn start_operator(bin: &Path, cluster: &Cluster, resync_seconds: u64) -> Result<(Proc, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = std::fs::File::create(cluster.dir.join("logs").join("operator.log"))?;
     let child = Command::new(bin)
         .args(["controller", "--slp-interval", "0", "--log-format", "json"])
+        .arg(format!("--resync-seconds={resync_seconds}"))
         .args(std::env::var("CRAFTPLANE_BENCH_ARGS").unwrap_or_default().split_whitespace())
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{port}"))
@@ -430,16 +628,24 @@ fn ratio(r: &Row) -> String {
 
 fn table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| N | baseline (s) | craftplane (s) | ratio | peak RSS (MiB) | RSS after idle (MiB) | of which code pages (MiB) | CPU (s) | reconciles | API requests / server | idle writes / min | requests by verb |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| N | mode | baseline (s) | StatefulSets ready (s) | Running (s) | ratio | peak RSS (MiB) | RSS after idle (MiB) | of which code pages (MiB) | CPU (s) | reconciles | API requests / server | writes / server | idle writes / min (window s) | requests by verb |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let total: usize = r.requests_by_verb.values().sum();
+        let writes: usize = r
+            .requests_by_verb
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection"))
+            .map(|(_, v)| v)
+            .sum();
         let verbs: Vec<String> = r.requests_by_verb.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             t,
-            "| {} | {} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} ({:.0}) | {} |",
             if r.namespaces > 1 { format!("{} in {} namespaces", r.n, r.namespaces) } else { r.n.to_string() },
+            r.mode.name(),
             r.baseline.map_or("skipped".into(), |b| format!("{:.1}", b.as_secs_f64())),
+            r.statefulsets_ready.as_secs_f64(),
             r.craftplane.as_secs_f64(),
             ratio(r),
             r.peak_rss_mib,
@@ -448,7 +654,9 @@ fn table(rows: &[Row]) -> String {
             r.cpu_seconds,
             r.reconciles,
             total as f64 / r.n as f64,
+            writes as f64 / r.n as f64,
             r.idle_writes_per_min,
+            r.idle_seconds,
             verbs.join(", ")
         );
     }
@@ -474,7 +682,7 @@ pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()>
             &running,
             std::fs::read_to_string(&servers)?.replace("  eula: true\n", "  eula: true\n  state: Running\n"),
         )?;
-        let (mut op, port) = start_operator(&bin, cluster)?;
+        let (mut op, port) = start_operator(&bin, cluster, 300)?;
         let pid = op.0.id();
         let t0 = Instant::now();
         kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &running.display().to_string()])?;

@@ -75,9 +75,21 @@ enum BenchKind {
         /// Server counts to run (default 100 and 1000).
         #[arg(long = "servers", value_delimiter = ',', default_values_t = vec![100usize, 1000])]
         servers: Vec<usize>,
-        /// Seconds of idleness after convergence in which writes are counted.
-        #[arg(long, default_value_t = 120)]
-        idle_seconds: u64,
+        /// Seconds of idleness after convergence in which writes are counted
+        /// (default: two of the operator's resync periods and 15 s).
+        #[arg(long)]
+        idle_seconds: Option<u64>,
+        /// The operator's --resync-seconds in the bench (shorter than its
+        /// 300 s default so the idle window covers two resyncs).
+        #[arg(long, default_value_t = 60)]
+        resync_seconds: u64,
+        /// Modes: live (operator running while the servers are applied),
+        /// catch-up (servers applied first, then the operator starts).
+        #[arg(long, value_delimiter = ',', default_values = ["live", "catch-up"])]
+        modes: Vec<bench::Mode>,
+        /// Runs of each count and mode (medians reported when more than one).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
         /// Run only the operator side (no baseline, no ratio): for counts
         /// whose baseline alone outlasts the time at hand.
         #[arg(long)]
@@ -183,9 +195,20 @@ fn run() -> Result<ExitCode> {
         Command::Bench { which: BenchKind::Soak { servers, minutes, flip_seconds } } => {
             bench::soak(&sh, servers, minutes, flip_seconds)?
         }
-        Command::Bench { which: BenchKind::Scale { servers, idle_seconds, skip_baseline, namespaces } } => {
-            bench::scale(&sh, &servers, std::time::Duration::from_secs(idle_seconds), skip_baseline, namespaces)?
-        }
+        Command::Bench {
+            which: BenchKind::Scale { servers, idle_seconds, resync_seconds, modes, runs, skip_baseline, namespaces },
+        } => bench::scale(
+            &sh,
+            &bench::ScaleArgs {
+                counts: servers,
+                modes,
+                runs: runs.max(1),
+                idle: idle_seconds.map(std::time::Duration::from_secs),
+                resync_seconds,
+                skip_baseline,
+                namespaces,
+            },
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }
