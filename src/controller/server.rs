@@ -195,6 +195,11 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     .await?;
     let pvc = apply_child(&pvc_api, cached_full(&ch.pvcs, &ns, &model.pvc_name()), resources::pvc::build(&model, true))
         .await?;
+    // The StatefulSet before the Services: its pod needs the Secret, the
+    // ConfigMap and the claim, not the Services (which only route to it),
+    // so a pod starts while the Services — the costlier writes, a cluster
+    // IP allocated for the game one — are made.
+    let sts = apply_child(&sts_api, observed_sts, resources::statefulset::build(&model)).await?;
     let game = apply_child(
         &svc_api,
         cached_full(&ch.services, &ns, &model.game_service_name()),
@@ -204,7 +209,6 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     let rcon = cached_full(&ch.services, &ns, &model.rcon_service_name());
     let rcon = replace_if_not_headless(&svc_api, rcon).await?;
     apply_child(&svc_api, rcon, resources::service::rcon(&model)).await?;
-    let sts = apply_child(&sts_api, observed_sts, resources::statefulset::build(&model)).await?;
 
     // 5. Status from what the cluster reports.
     let pod = cached_full(&ch.pods, &ns, &format!("{name}-0"));

@@ -101,8 +101,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// `bench`; more: `bench-000`, `bench-001`, … in equal contiguous shares).
 pub fn scale(sh: &Shell, a: &ScaleArgs) -> Result<()> {
     let tools = tools::ensure(sh)?;
-    cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
-    let bin = crate::target_dir().join("release/craftplane");
+    // The binary the operator image ships (profile `image`).
+    let bin = crate::images::build_release_binary(sh)?;
     let idle = a.idle.unwrap_or(Duration::from_secs(2 * a.resync_seconds + 15));
     let namespaces = a.namespaces;
     let mut rows = Vec::new();
@@ -667,8 +667,8 @@ fn table(rows: &[Row]) -> String {
 /// for a while; the operator's RSS at the start, its peak and at the end.
 pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()> {
     let tools = tools::ensure(sh)?;
-    cmd!(sh, "cargo build --release --quiet --bin craftplane").run()?;
-    let bin = crate::target_dir().join("release/craftplane");
+    // The binary the operator image ships (profile `image`).
+    let bin = crate::images::build_release_binary(sh)?;
     let rows = with_cluster(sh, &format!("bench-soak-{}", std::process::id()), |cluster| {
         let (sku, servers) = write_inputs(sh, &tools, cluster, Spread { n, namespaces: 1 })?;
         kubectl(sh, &tools, cluster, &["apply", "-f", &sku.display().to_string()])?;

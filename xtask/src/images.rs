@@ -252,12 +252,17 @@ pub fn release_binary() -> PathBuf {
     release_target().join("image").join("craftplane")
 }
 
-/// Builds the operator image from the release binary and returns its archive.
-pub fn build_operator(sh: &Shell) -> Result<PathBuf> {
+/// Builds the release binary (the one the image ships) and returns it.
+pub fn build_release_binary(sh: &Shell) -> Result<PathBuf> {
     let target = release_target();
     eprintln!("xtask: building the release binary (target dir {})", target.display());
     cmd!(sh, "cargo build --profile image --locked --bin craftplane --target-dir {target}").run()?;
-    let bin = release_binary();
+    Ok(release_binary())
+}
+
+/// Builds the operator image from the release binary and returns its archive.
+pub fn build_operator(sh: &Shell) -> Result<PathBuf> {
+    let bin = build_release_binary(sh)?;
     let mut layer = Layer::default();
     layer.executable(sh, &bin, "craftplane")?;
     // glibc's name service: hosts from /etc/hosts (the kubelet writes it)
