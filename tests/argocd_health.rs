@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::fixture::{Fixture, tail};
+use common::get_json as get;
 use common::operator::{Operator, SHARD_LABEL};
 use craftplane::api::server::ServerPhase;
 use craftplane::api::{BackupSnapshot, ConsoleCommand, MinecraftServer, PluginInstallation, Sku, Tenant};
@@ -28,13 +29,6 @@ where
 {
     let o: K = serde_json::from_value(value).unwrap();
     api.create(&PostParams::default(), &o).await.expect("create");
-}
-
-async fn get<K>(api: &Api<K>, name: &str) -> Value
-where
-    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    serde_json::to_value(api.get(name).await.unwrap()).unwrap()
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::fixture::{Fixture, tail};
+use common::get_json as get;
 use common::operator::{Operator, SHARD_LABEL};
 use craftplane::api::server::ServerPhase;
 use craftplane::api::{BackupSnapshot, ConsoleCommand, MinecraftServer, Sku};
@@ -17,13 +18,6 @@ use serde_json::{Value, json};
 /// kstatus' verdict on each object: (kind/name, status, message).
 fn kstatus(objects: &[Value]) -> Vec<(String, String, String)> {
     common::verdicts("CRAFTPLANE_KSTATUS_CHECK", &[], objects)
-}
-
-async fn get<K>(api: &Api<K>, name: &str) -> Value
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    serde_json::to_value(api.get(name).await.unwrap()).unwrap()
 }
 
 #[tokio::test]

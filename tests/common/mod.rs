@@ -196,3 +196,11 @@ pub fn verdicts(env: &str, args: &[&str], objects: &[serde_json::Value]) -> Vec<
         })
         .collect()
 }
+
+/// An object as JSON, read from the API server (for the checking tools).
+pub async fn get_json<K>(api: &Api<K>, name: &str) -> serde_json::Value
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    serde_json::to_value(api.get(name).await.unwrap()).unwrap()
+}
