@@ -85,10 +85,15 @@ struct Finished {
     applied_at: Timestamp,
 }
 
+/// A server's entry in [`Sessions`].
+fn key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
 impl Sessions {
     /// Forgets a deleted server.
     pub fn forget(&self, ns: &str, name: &str) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{ns}/{name}"));
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).remove(&key(ns, name));
     }
 }
 
@@ -154,7 +159,7 @@ pub fn apply(
             retry: None,
         };
     }
-    let key = format!("{}/{}", m.namespace, m.name);
+    let key = key(&m.namespace, &m.name);
     let mut sessions = ctx.live.state.lock().unwrap_or_else(|p| p.into_inner());
     let finished = match sessions.get(&key) {
         // One session at a time: wait for the one going on (its end wakes
@@ -219,8 +224,7 @@ fn start(
                 warn!(server = %name, namespace = %ns, reason, message, "live settings not applied")
             }
         }
-        let key = format!("{ns}/{name}");
-        if let Some(s) = ctx.live.state.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key)
+        if let Some(s) = ctx.live.state.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key(&ns, &name))
             && s.revision == revision
             && s.pod == uid
         {
