@@ -201,7 +201,6 @@ fn render(args: &RenderArgs) -> Result<String, String> {
             serde_json::to_value(config_map::build(&m)),
             serde_json::to_value(secret::build(&m, &secret::generate_password())),
             serde_json::to_value(service::game(&m)),
-            serde_json::to_value(service::rcon(&m)),
             serde_json::to_value(statefulset::build(&m)),
         ];
         for o in &mut objects {

@@ -101,16 +101,6 @@ async fn every_child_of_a_server_is_restored_after_edit_and_delete() {
     .await;
     recreated(&svc, "gamma", "deleted game Service", &op).await;
 
-    // RCON Service: a label edited, deleted (recreated headless).
-    edit(&svc, "gamma-rcon", json!({"metadata": {"labels": {"craftplane.io/server": "x"}}})).await;
-    restored(&svc, "gamma-rcon", "RCON Service label", &op, |s| {
-        label(s, "craftplane.io/server").as_deref() == Some("gamma")
-    })
-    .await;
-    recreated(&svc, "gamma-rcon", "deleted RCON Service", &op).await;
-    let headless = svc.get("gamma-rcon").await.unwrap().spec.unwrap().cluster_ip;
-    assert_eq!(headless.as_deref(), Some("None"));
-
     // ConfigMap: server.properties edited, a key removed, deleted.
     let cms = f.api::<ConfigMap>();
     let props = |c: &ConfigMap| c.data.as_ref().and_then(|d| d.get("server.properties").cloned()).unwrap_or_default();

@@ -338,7 +338,7 @@ fn exercise(kind: &str, obj: &Value) -> Option<bool> {
                     m.plugins = craftplane::plugins::manifest_for(m.server_type, &[]);
                     let _ = (config_map::build(&m), pvc::build(&m, true), secret::build(&m, "pw"));
                     let game = service::game(&m);
-                    let _ = (service::rcon(&m), service::address(&m, Some(&game)), statefulset::build(&m));
+                    let _ = (service::address(&m, Some(&game)), statefulset::build(&m));
                     let _ = statefulset::config_hash(&m);
                     built = true;
                 }
@@ -399,7 +399,7 @@ fn exercise(kind: &str, obj: &Value) -> Option<bool> {
                 credentials: None,
                 node: None,
                 placement: None,
-                task: Task::Backup { flags, rcon: b.spec.retain },
+                task: Task::Backup { flags, rcon: b.spec.retain.then(|| "10.0.0.1:25575".into()) },
             });
             Some(true)
         }

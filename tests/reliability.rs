@@ -83,7 +83,9 @@ async fn every_generated_pod_template_passes_pod_security_restricted() {
             .unwrap_or_else(|e| panic!("server pod refused: {e}"));
         checked += 1;
     }
-    for (i, task) in [Task::Backup { flags: vec![], rcon: true }, Task::Restore].into_iter().enumerate() {
+    for (i, task) in
+        [Task::Backup { flags: vec![], rcon: Some("10.244.0.9:25575".into()) }, Task::Restore].into_iter().enumerate()
+    {
         let job = backup_job::build(&JobInput {
             name: format!("j{i}"),
             namespace: ns.clone(),

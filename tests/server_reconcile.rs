@@ -59,15 +59,15 @@ async fn server_reaches_running_with_every_child() {
     let pvc = f.api::<PersistentVolumeClaim>().get("alpha-data").await.expect("pvc");
     assert!(owned_by_server(&pvc.metadata));
     assert_eq!(pvc.status.unwrap().phase.as_deref(), Some("Bound"));
-    for svc in ["alpha", "alpha-rcon"] {
-        let svc = f.api::<Service>().get(svc).await.expect("service");
-        assert!(owned_by_server(&svc.metadata));
-    }
-    // Players' Service has a cluster IP; the internal RCON one is headless.
-    let cluster_ip = |svc: Service| svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
-    let game_ip = cluster_ip(f.api::<Service>().get("alpha").await.unwrap());
+    let game = f.api::<Service>().get("alpha").await.expect("game service");
+    assert!(owned_by_server(&game.metadata));
+    // Players' Service has a cluster IP; RCON has no Service (the operator
+    // and backup Jobs use the pod's address).
+    let game_ip = game.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
     assert!(game_ip.parse::<std::net::IpAddr>().is_ok(), "game Service cluster IP: {game_ip:?}");
-    assert_eq!(cluster_ip(f.api::<Service>().get("alpha-rcon").await.unwrap()), "None");
+    let services = f.api::<Service>().list(&Default::default()).await.unwrap();
+    let names: Vec<String> = services.items.iter().map(|s| s.name_any()).collect();
+    assert_eq!(names, ["alpha"], "one Service per server");
     let cm = f.api::<ConfigMap>().get("alpha-config").await.expect("configmap");
     assert!(owned_by_server(&cm.metadata));
     let props = &cm.data.unwrap()["server.properties"];
@@ -104,61 +104,76 @@ async fn server_reaches_running_with_every_child() {
     f.cleanup().await;
 }
 
-/// An RCON Service made by an older release, with a cluster IP (which
-/// cannot be removed in place), is replaced by the headless one.
+/// An upgrade from a release that gave each server an RCON Service: the
+/// new operator deletes that Service (only the one its server owns, not a
+/// same-named Service of someone else) and leaves the running server alone:
+/// the StatefulSet is not rewritten and the pod is not replaced.
 #[tokio::test]
-async fn an_rcon_service_with_a_cluster_ip_is_replaced_by_a_headless_one() {
-    let f = Fixture::new("rcon-headless").await;
+async fn an_upgrade_deletes_the_old_rcon_service_and_keeps_the_pod() {
+    let f = Fixture::new("rcon-legacy").await;
     let op = Operator::start(&f.shard, &[]).await;
     f.create_server("delta", json!({})).await;
+    f.create_server("echo", json!({})).await;
     f.wait("delta", "Running", &op, is_running_and_ready).await;
+    f.wait("echo", "Running", &op, is_running_and_ready).await;
     op.stop();
 
+    // The earlier release's RCON Service of "delta" (headless, owned by
+    // the server), and one named like "echo"'s that "echo" does not own.
     let svcs = f.api::<Service>();
-    let current = svcs.get("delta-rcon").await.unwrap();
-    svcs.delete("delta-rcon", &DeleteParams::default()).await.unwrap();
-    let gone =
-        common::wait_until(Duration::from_secs(30), || async { svcs.get_opt("delta-rcon").await.unwrap().is_none() })
-            .await;
-    assert!(gone.is_ok(), "the headless Service was not deleted");
-    // Same name, labels, owner and applied-hash annotation; a cluster IP.
-    let spec = current.spec.clone().unwrap();
-    let old = Service {
+    let game = svcs.get("delta").await.unwrap();
+    let legacy = |name: &str, owners| Service {
         metadata: ObjectMeta {
-            name: Some("delta-rcon".into()),
-            labels: current.metadata.labels.clone(),
-            annotations: current.metadata.annotations.clone(),
-            owner_references: current.metadata.owner_references.clone(),
+            name: Some(name.into()),
+            labels: game.metadata.labels.clone().map(|mut l| {
+                l.insert("app.kubernetes.io/component".into(), "rcon".into());
+                l
+            }),
+            owner_references: owners,
             ..Default::default()
         },
         spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: spec.selector,
-            ports: spec.ports,
+            cluster_ip: Some("None".into()),
+            selector: game.spec.as_ref().and_then(|s| s.selector.clone()),
+            ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
+                name: Some("rcon".into()),
+                port: 25575,
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let old = svcs.create(&PostParams::default(), &old).await.unwrap();
-    let old_ip = old.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
-    assert!(old_ip.parse::<std::net::IpAddr>().is_ok(), "old-style Service got no cluster IP: {old_ip:?}");
+    let old = svcs
+        .create(&PostParams::default(), &legacy("delta-rcon", game.metadata.owner_references.clone()))
+        .await
+        .unwrap();
+    let foreign = svcs.create(&PostParams::default(), &legacy("echo-rcon", None)).await.unwrap();
+    let sts_api = f.api::<StatefulSet>();
+    let before_sts = sts_api.get("delta").await.unwrap();
+    let before_pod = f.api::<Pod>().get("delta-0").await.unwrap();
 
     let op = Operator::start(&f.shard, &[]).await;
-    let replaced = common::wait_until(Duration::from_secs(60), || async {
-        svcs.get_opt("delta-rcon")
-            .await
-            .unwrap()
-            .is_some_and(|s| s.uid() != old.uid() && s.spec.and_then(|sp| sp.cluster_ip).as_deref() == Some("None"))
+    let deleted =
+        common::wait_until(Duration::from_secs(60), || async { svcs.get_opt("delta-rcon").await.unwrap().is_none() })
+            .await;
+    assert!(deleted.is_ok(), "the old RCON Service was not deleted\n{}", tail(&op.log_text(), 20));
+    // "echo" reconciled by the new operator: a spec change observed.
+    f.patch_spec("echo", json!({"motd": "after the upgrade"})).await;
+    f.wait("echo", "the new generation observed", &op, |s| {
+        s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
     })
     .await;
-    assert!(replaced.is_ok(), "the RCON Service was not replaced by a headless one\n{}", tail(&op.log_text(), 20));
-    // The replacement is kept (not deleted again from a stale cache), and
-    // the server stays Running and Ready.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let kept = svcs.get("delta-rcon").await.unwrap();
-    assert_eq!(kept.spec.and_then(|s| s.cluster_ip).as_deref(), Some("None"));
-    let s = f.wait("delta", "Running", &op, is_running_and_ready).await;
-    assert!(s.status.unwrap().conditions.iter().all(|c| c.type_ != "Stalled" || c.status == "False"));
+    let kept = svcs.get("echo-rcon").await.expect("a Service the server does not own is kept");
+    assert_eq!(kept.uid(), foreign.uid());
+    assert_ne!(old.uid(), None);
+    let after_sts = sts_api.get("delta").await.unwrap();
+    assert_eq!(after_sts.metadata.generation, before_sts.metadata.generation, "StatefulSet rewritten on upgrade");
+    assert_eq!(after_sts.spec.unwrap().template, before_sts.spec.unwrap().template);
+    let after_pod = f.api::<Pod>().get("delta-0").await.unwrap();
+    assert_eq!(after_pod.uid(), before_pod.uid(), "the running server's pod was replaced");
+    let s2 = f.wait("delta", "Running", &op, is_running_and_ready).await;
+    assert!(s2.status.unwrap().conditions.iter().all(|c| c.type_ != "Stalled" || c.status == "False"));
     op.stop();
     f.cleanup().await;
 }

@@ -240,7 +240,20 @@ async fn start(
     }
     let pod = cached_full(&ctx.children.pods, &ns, &format!("{}-0", snap.spec.server));
     let node = pod.as_ref().and_then(|p| p.spec.as_ref()?.node_name.clone());
-    let running = phase == Some(ServerPhase::Running) && pod.is_some();
+    // A running server is asked to flush over RCON, at its pod's address
+    // (fixed for the pod's life; a restart mid-backup fails the RCON step,
+    // as it should: the world changed under the archive).
+    let rcon = match (phase, pod.as_ref().and_then(|p| p.status.as_ref()?.pod_ip.as_deref())) {
+        (Some(ServerPhase::Running), Some(ip)) => Some(crate::resources::rcon_address(ip)),
+        (Some(ServerPhase::Running), None) => {
+            return Ok(verdict(
+                BackupPhase::Pending,
+                "ServerNotSettled",
+                format!("waiting for the pod of server {} to have an IP address", snap.spec.server),
+            ));
+        }
+        _ => None,
+    };
     let mut flags =
         vec!["--compression".to_string(), crate::backup::Compression::from(snap.spec.compression).as_str().into()];
     for p in &snap.spec.include {
@@ -265,7 +278,7 @@ async fn start(
         credentials,
         node,
         placement: ctx.sku_placement(&server.spec.sku),
-        task: Task::Backup { flags, rcon: running },
+        task: Task::Backup { flags, rcon },
     });
     Api::<Job>::namespaced(ctx.client.clone(), &ns)
         .patch(job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job))

@@ -290,7 +290,6 @@ impl Context {
     }
 }
 
-/// Whether a reflector store has completed its first list, without waiting.
 /// Deletes `name`; `true` when it was there. Already gone is not an error.
 pub async fn delete_if_present<K>(api: &kube::Api<K>, name: &str, dp: &kube::api::DeleteParams) -> kube::Result<bool>
 where
@@ -303,6 +302,7 @@ where
     }
 }
 
+/// Whether a reflector store has completed its first list, without waiting.
 pub fn store_ready<K>(store: &Store<K>) -> bool
 where
     K: kube::Resource + Clone + 'static,

@@ -18,7 +18,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
-use crate::resources::service::HEADLESS;
 use crate::resources::{APPLIED_HASH, CONFIG_HASH, SERVER_LABEL};
 
 /// A lean cached type and the full `k8s_openapi` type it stands for.
@@ -294,11 +293,6 @@ pub struct Service {
 struct ServiceSpecLean {
     #[serde(default, rename = "type")]
     type_: Option<String>,
-    /// Decoded, then emptied by `slim` into `headless`.
-    #[serde(default, rename = "clusterIP")]
-    cluster_ip: Option<String>,
-    #[serde(skip)]
-    headless: bool,
     #[serde(default)]
     ports: Option<Vec<ServicePort>>,
 }
@@ -309,9 +303,6 @@ impl Service {
     /// Keeps the child metadata, and of the ports their name and numbers.
     pub fn slim(&mut self) {
         self.marks = Marks::take(&mut self.metadata);
-        if let Some(spec) = self.spec.as_mut() {
-            spec.headless = spec.cluster_ip.take().as_deref() == Some(HEADLESS);
-        }
         if let Some(ports) = self.spec.as_mut().and_then(|s| s.ports.as_mut()) {
             for p in ports {
                 *p = ServicePort { name: p.name.take(), port: p.port, node_port: p.node_port, ..Default::default() };
@@ -329,12 +320,7 @@ impl Lean for Service {
         let metadata = self.marks.restore(self.metadata);
         FullService {
             metadata,
-            spec: self.spec.map(|s| ServiceSpec {
-                type_: s.type_,
-                cluster_ip: s.headless.then(|| HEADLESS.to_string()),
-                ports: s.ports,
-                ..Default::default()
-            }),
+            spec: self.spec.map(|s| ServiceSpec { type_: s.type_, ports: s.ports, ..Default::default() }),
             status: self.status,
         }
     }
@@ -449,7 +435,6 @@ impl Lean for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::service::is_headless;
     use kube::Resource;
     use serde_json::json;
 
@@ -488,22 +473,6 @@ mod tests {
         );
         let ingress = &svc.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0];
         assert_eq!(ingress.ip.as_deref(), Some("203.0.113.7"));
-    }
-
-    #[test]
-    fn a_lean_service_knows_whether_it_is_headless() {
-        let full = |ip: &str| -> FullService {
-            let mut lean: Service = serde_json::from_value(json!({
-                "metadata": {"name": "s-rcon", "namespace": "ns"},
-                "spec": {"type": "ClusterIP", "clusterIP": ip, "ports": [{"name": "rcon", "port": 25575}]}
-            }))
-            .unwrap();
-            lean.slim();
-            assert!(lean.spec.as_ref().unwrap().cluster_ip.is_none(), "no address string held");
-            lean.into_full()
-        };
-        assert!(is_headless(&full("None")));
-        assert!(!is_headless(&full("10.96.0.10")));
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub const RULES: &[Rule] = &[
         groups: &[""],
         resources: &["services", "configmaps"],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "game and RCON Services (an old RCON Service with a cluster IP is replaced), server and policy ConfigMaps (removed with a tenant namespace)",
+        why: "game Services (the RCON Service of an earlier release is deleted), server and policy ConfigMaps (removed with a tenant namespace)",
     },
     Rule {
         groups: &[""],

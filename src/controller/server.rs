@@ -98,14 +98,16 @@ where
     Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?)
 }
 
-/// The RCON Service of an older release had a cluster IP, which cannot be
-/// taken away: such a Service is deleted (only that object: a UID
-/// precondition, so a stale cache cannot delete its successor) and `None`
-/// returned, so the caller creates the headless one.
-async fn replace_if_not_headless(api: &Api<Service>, observed: Option<Service>) -> Result<Option<Service>> {
-    let Some(svc) = observed else { return Ok(None) };
-    if resources::service::is_headless(&svc) {
-        return Ok(Some(svc));
+/// Deletes the RCON Service an earlier release gave the server (the
+/// operator and backup Jobs use the pod's address now): only a Service this
+/// server owns (another server may be named like it, `<name>-rcon`) and only
+/// that object (a UID precondition, so a stale cache cannot delete a
+/// successor).
+async fn delete_legacy_rcon(api: &Api<Service>, server: &MinecraftServer, observed: Option<Service>) -> Result<()> {
+    let Some(svc) = observed else { return Ok(()) };
+    let owner = server.metadata.uid.as_deref();
+    if owner.is_none() || !svc.owner_references().iter().any(|o| Some(o.uid.as_str()) == owner) {
+        return Ok(());
     }
     let name = svc.metadata.name.clone().ok_or(Error::MissingField("metadata.name"))?;
     let dp = DeleteParams {
@@ -113,12 +115,14 @@ async fn replace_if_not_headless(api: &Api<Service>, observed: Option<Service>) 
         ..Default::default()
     };
     match api.delete(&name, &dp).await {
-        Ok(_) => {}
+        Ok(_) => {
+            info!(service = %name, namespace = ?svc.metadata.namespace, "deleted the RCON Service of an earlier release")
+        }
         // Gone already, or already replaced (its UID differs).
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
-    Ok(None)
+    Ok(())
 }
 
 async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Action> {
@@ -206,9 +210,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         resources::service::game(&model),
     )
     .await?;
-    let rcon = cached_full(&ch.services, &ns, &model.rcon_service_name());
-    let rcon = replace_if_not_headless(&svc_api, rcon).await?;
-    apply_child(&svc_api, rcon, resources::service::rcon(&model)).await?;
+    delete_legacy_rcon(&svc_api, &server, cached_full(&ch.services, &ns, &model.legacy_rcon_service_name())).await?;
 
     // 5. Status from what the cluster reports.
     let pod = cached_full(&ch.pods, &ns, &format!("{name}-0"));

@@ -24,7 +24,7 @@ use super::context::Context;
 use crate::api::server::{LiveStatus, MinecraftServer, ServerPhase};
 use crate::minecraft::rcon::Rcon;
 use crate::resources::live::{self, LiveSettings};
-use crate::resources::{RCON_PORT, ServerModel, secret};
+use crate::resources::{ServerModel, secret};
 
 /// Condition type of the live settings.
 pub const LIVE_CONFIG: &str = "LiveConfig";
@@ -36,9 +36,8 @@ const ATTEMPTS: u32 = 3;
 pub const RETRY: Duration = Duration::from_secs(30);
 
 /// Opens an RCON session with the server's pod: the password from the
-/// server's Secret, the pod's own address (the headless RCON Service points
-/// there too; the address works from the operator's pod and from a host
-/// that routes to the pod network). Bounded retries, each attempt timed out.
+/// server's Secret, the pod's own address (it works from the operator's pod
+/// and from a host that routes to the pod network). Bounded retries, each attempt timed out.
 pub async fn connect(ctx: &Context, ns: &str, server: &str, pod: &Pod) -> Result<Rcon, String> {
     let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or("the server's pod has no IP address yet")?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -50,7 +49,7 @@ pub async fn connect(ctx: &Context, ns: &str, server: &str, pod: &Pod) -> Result
         .and_then(|d| d.get(secret::PASSWORD_KEY))
         .map(|b| String::from_utf8_lossy(&b.0).trim_end_matches('\n').to_string())
         .ok_or_else(|| format!("the RCON Secret {name} has no {:?} key", secret::PASSWORD_KEY))?;
-    let addr = format!("{ip}:{RCON_PORT}");
+    let addr = crate::resources::rcon_address(&ip);
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {

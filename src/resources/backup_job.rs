@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 
 use super::statefulset::{pod_security, restricted};
 use super::tenant::BACKUP_POD_NAME;
-use super::{RCON_PORT, SERVER_LABEL, pvc_name, secret, secret_name, short_hash};
+use super::{SERVER_LABEL, pvc_name, secret, secret_name, short_hash};
 
 /// Label naming the snapshot a Job belongs to.
 pub const SNAPSHOT_LABEL: &str = "craftplane.io/snapshot";
@@ -30,8 +30,10 @@ pub const JOB_TTL_SECONDS: i32 = 24 * 3600;
 /// What the Job does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Task {
-    /// `craftplane backup` with these extra flags (compression, include, …).
-    Backup { flags: Vec<String>, rcon: bool },
+    /// `craftplane backup` with these extra flags (compression, include, …),
+    /// and the RCON address of the running server's pod (`save-off` and
+    /// `save-all flush` first) or none (a stopped server).
+    Backup { flags: Vec<String>, rcon: Option<String> },
     /// `craftplane restore`.
     Restore,
 }
@@ -104,10 +106,10 @@ pub fn build(i: &JobInput) -> Job {
             let mut a =
                 vec!["backup".to_string(), "--to".into(), i.location.clone(), "--data-dir".into(), "/data".into()];
             a.extend(flags.iter().cloned());
-            if *rcon {
+            if let Some(addr) = rcon {
                 a.extend([
                     "--rcon-address".into(),
-                    format!("{}-rcon.{}.svc:{RCON_PORT}", i.server, i.namespace),
+                    addr.clone(),
                     "--rcon-password-file".into(),
                     format!("{}/{}", secret::MOUNT_PATH, secret::PASSWORD_KEY),
                 ]);
@@ -241,13 +243,16 @@ mod tests {
             credentials: Some("nightly-store".into()),
             node: Some("node-2".into()),
             placement: None,
-            task: Task::Backup { flags: vec!["--compression".into(), "zstd".into()], rcon: true },
+            task: Task::Backup {
+                flags: vec!["--compression".into(), "zstd".into()],
+                rcon: Some("10.244.0.7:25575".into()),
+            },
         };
         let job = serde_json::to_value(build(&i)).unwrap();
         let pod = &job["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
         assert_eq!(c["args"][0], "backup");
-        assert!(c["args"].as_array().unwrap().iter().any(|a| a == "survival-rcon.games.svc:25575"));
+        assert!(c["args"].as_array().unwrap().iter().any(|a| a == "10.244.0.7:25575"));
         assert_eq!(c["volumeMounts"][0]["readOnly"], true);
         assert_eq!(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "survival-data");
         assert_eq!(

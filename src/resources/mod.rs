@@ -384,7 +384,9 @@ impl ServerModel {
     pub fn game_service_name(&self) -> String {
         self.name.clone()
     }
-    pub fn rcon_service_name(&self) -> String {
+    /// The RCON Service earlier releases gave every server (replaced by
+    /// the pod's own address); deleted on upgrade.
+    pub fn legacy_rcon_service_name(&self) -> String {
         format!("{}-rcon", self.name)
     }
     pub fn statefulset_name(&self) -> String {
@@ -400,6 +402,11 @@ pub fn pvc_name(server: &str) -> String {
 /// Name of a server's RCON Secret.
 pub fn secret_name(server: &str) -> String {
     format!("{server}-rcon")
+}
+
+/// The RCON address of a pod at `ip` (an IPv6 address in brackets).
+pub fn rcon_address(ip: &str) -> String {
+    if ip.contains(':') { format!("[{ip}]:{RCON_PORT}") } else { format!("{ip}:{RCON_PORT}") }
 }
 
 /// Short, stable hex digest of some bytes.

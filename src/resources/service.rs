@@ -1,4 +1,7 @@
-//! The game Service (type from the spec) and the internal RCON Service.
+//! The game Service (type from the spec). A server has no RCON Service:
+//! the operator and backup Jobs connect to its pod's IP (a Service per
+//! server cost the API server and the controller-manager a Service and its
+//! EndpointSlices for a port only they use).
 
 use std::collections::BTreeMap;
 
@@ -6,20 +9,11 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec as K8sService
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{GAME_PORT, RCON_PORT, ServerModel};
+use super::{GAME_PORT, ServerModel};
 use crate::api::server::ServiceType;
 
 /// mc-router's annotation naming the hostname a Service answers for.
 pub const MC_ROUTER_HOST_ANNOTATION: &str = "mc-router.itzg.me/externalServerName";
-
-/// `spec.clusterIP` of a headless Service.
-pub const HEADLESS: &str = "None";
-
-/// Whether an observed Service is headless. `clusterIP` cannot change once
-/// set, so a Service that should be headless but is not must be replaced.
-pub fn is_headless(svc: &Service) -> bool {
-    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some(HEADLESS)
-}
 
 /// The Service players connect to.
 pub fn game(m: &ServerModel) -> Service {
@@ -54,38 +48,6 @@ pub fn game(m: &ServerModel) -> Service {
                 ..Default::default()
             }]),
             load_balancer_class: s.load_balancer_class.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// The internal RCON Service: cluster-internal only (NetworkPolicies let
-/// only the operator's namespace reach it) and headless: its DNS name
-/// resolves to the pod, so a server does not take a second cluster IP (one
-/// of a finite service range, a proxy rule on every node, and an IP
-/// allocation the API server pays for per Service) for a port that only
-/// short-lived backup connections use.
-pub fn rcon(m: &ServerModel) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            name: Some(m.rcon_service_name()),
-            namespace: Some(m.namespace.clone()),
-            labels: Some(m.labels("rcon")),
-            owner_references: Some(vec![m.owner_ref()]),
-            ..Default::default()
-        },
-        spec: Some(K8sServiceSpec {
-            type_: Some("ClusterIP".into()),
-            cluster_ip: Some(HEADLESS.into()),
-            selector: Some(m.selector_labels()),
-            ports: Some(vec![ServicePort {
-                name: Some("rcon".into()),
-                protocol: Some("TCP".into()),
-                port: RCON_PORT,
-                target_port: Some(IntOrString::String("rcon".into())),
-                ..Default::default()
-            }]),
             ..Default::default()
         }),
         ..Default::default()

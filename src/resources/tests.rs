@@ -16,7 +16,6 @@ fn render_all(yaml: &str) -> String {
     push(serde_yaml::to_value(pvc::build(&m, true)).unwrap());
     push(serde_yaml::to_value(config_map::build(&m)).unwrap());
     push(serde_yaml::to_value(service::game(&m)).unwrap());
-    push(serde_yaml::to_value(service::rcon(&m)).unwrap());
     push(serde_yaml::to_value(statefulset::build(&m)).unwrap());
     out
 }
@@ -24,6 +23,50 @@ fn render_all(yaml: &str) -> String {
 #[test]
 fn snapshot_vanilla() {
     insta::assert_snapshot!(render_all("sku: small\neula: true\n"));
+}
+
+/// The specs whose StatefulSets are recorded in `pod-templates.json`.
+const RECORDED_SPECS: [(&str, &str); 4] = [
+    ("vanilla", "sku: small\neula: true\n"),
+    (
+        "paper",
+        "sku: small\neula: true\ntype: PAPER\nversion: 1.20.4\nmotd: Hello\nmaxPlayers: 12\n\
+         properties: {difficulty: hard, pvp: 'false'}\nwhitelist: [Notch]\nops: [Notch]\njvmArgs: ['-XX:+UseG1GC']\n",
+    ),
+    ("stopped", "sku: small\neula: true\nversion: 1.12.2\nstate: Stopped\n"),
+    ("hostname", "sku: small\neula: true\nversion: 26.1\nhostname: mc.example.com\nservice: {type: LoadBalancer}\n"),
+];
+
+/// An upgrade must not restart running servers: for an unchanged spec the
+/// StatefulSet's spec (its pod template above all, where any change rolls
+/// the pod) is what the recorded release rendered. The record
+/// (`src/resources/testdata/pod-templates.json`, from main at 5d8b7d8, before
+/// the RCON Service was dropped) is rewritten only on purpose, with
+/// `CRAFTPLANE_RECORD_POD_TEMPLATES=1`, for a change that must restart
+/// servers and says so in the CHANGELOG.
+#[test]
+fn an_unchanged_spec_keeps_its_statefulset_across_releases() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/resources/testdata/pod-templates.json");
+    let now: BTreeMap<&str, serde_json::Value> = RECORDED_SPECS
+        .iter()
+        .map(|(name, yaml)| {
+            let m = validate(&server("survival", yaml), Some(&sku("small")), None, true).expect("valid");
+            (*name, serde_json::to_value(statefulset::build(&m).spec).unwrap())
+        })
+        .collect();
+    if std::env::var_os("CRAFTPLANE_RECORD_POD_TEMPLATES").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&now).unwrap() + "\n").unwrap();
+    }
+    let recorded: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(recorded.len(), now.len(), "specs recorded: {:?}", recorded.keys());
+    for (name, spec) in &now {
+        assert_eq!(
+            Some(spec),
+            recorded.get(*name),
+            "the StatefulSet of spec {name:?} differs from the recorded release's: running servers would restart"
+        );
+    }
 }
 
 /// Live settings never touch the pod template: a running server takes
@@ -344,7 +387,7 @@ mod properties_of_any_accepted_spec {
                 Ok(m) => {
                     let sts = statefulset::build(&m);
                     let cm = config_map::build(&m);
-                    let _ = (pvc::build(&m, true), service::game(&m), service::rcon(&m), secret::build(&m, "pw"));
+                    let _ = (pvc::build(&m, true), service::game(&m), secret::build(&m, "pw"));
                     let pod = sts.spec.unwrap().template.spec.unwrap();
                     // The grace period always covers the image's stop duration.
                     let (stop, announce) = statefulset::stop_budget(&m);

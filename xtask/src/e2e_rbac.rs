@@ -24,7 +24,7 @@ const ELSEWHERE: &[(&str, &str, &str, &str)] = &[
         "",
         "services",
         "delete",
-        "an RCON Service of an older release with a cluster IP is replaced (tests/server_reconcile.rs)",
+        "the RCON Service of an earlier release is deleted on upgrade (tests/server_reconcile.rs)",
     ),
     ("", "configmaps", "delete", "tenant: a released namespace loses its policy ConfigMap"),
     ("", "resourcequotas", "delete", "a tenant's quota removed from its spec, or its namespace released"),
