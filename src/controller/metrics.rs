@@ -31,6 +31,9 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// Reconcile duration in seconds by kind.
     pub reconcile_duration: Family<KindLabels, Histogram>,
+    /// Reconciles running now, by kind: at `--concurrency` the workers are
+    /// the limit, below it the operator waits for events (the cluster).
+    pub reconciles_in_flight: Family<KindLabels, Gauge>,
     /// Always 1; carries the version.
     pub build_info: Family<Vec<(String, String)>, Gauge>,
     /// 1 while this process holds the leader Lease (or runs without election).
@@ -47,6 +50,15 @@ pub struct Metrics {
     pub backup_duration: Histogram,
     /// Failed backups.
     pub backup_failures: Counter,
+}
+
+/// A running reconcile, counted in `reconciles_in_flight` while it lives.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Labels of the phase gauge.
@@ -75,6 +87,8 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         });
         registry.register("reconcile_duration_seconds", "Reconcile duration by kind", reconcile_duration.clone());
+        let reconciles_in_flight = Family::<KindLabels, Gauge>::default();
+        registry.register("reconciles_in_flight", "Reconciles running now by kind", reconciles_in_flight.clone());
         let build_info = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register("build_info", "craftplane build information", build_info.clone());
         build_info.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())]).set(1);
@@ -98,6 +112,7 @@ impl Metrics {
             registry,
             reconciles,
             reconcile_duration,
+            reconciles_in_flight,
             build_info,
             leader,
             managed_objects,
@@ -111,6 +126,13 @@ impl Metrics {
 
     /// Records one reconcile of `kind`: its duration and result (`ok` or the
     /// error category).
+    /// Counts a reconcile of `kind` as running until the guard is dropped.
+    pub fn in_flight(&self, kind: &str) -> InFlight {
+        let g = self.reconciles_in_flight.get_or_create(&KindLabels { kind: kind.into() }).clone();
+        g.inc();
+        InFlight(g)
+    }
+
     pub fn observe_reconcile(&self, kind: &str, took: std::time::Duration, error: Option<&str>) {
         self.reconciles
             .get_or_create(&ReconcileLabels { kind: kind.into(), result: error.unwrap_or("ok").into() })

@@ -193,7 +193,9 @@ async fn timed<T>(
     reconcile: impl Future<Output = error::Result<T>>,
 ) -> error::Result<T> {
     let t0 = std::time::Instant::now();
+    let running = ctx.metrics.in_flight(kind);
     let r = reconcile.await;
+    drop(running);
     ctx.metrics.observe_reconcile(kind, t0.elapsed(), r.as_ref().err().map(|e| e.category()));
     r
 }

@@ -74,6 +74,11 @@ struct Row {
     reconciles: f64,
     /// Mean reconcile duration of MinecraftServers (ms).
     reconcile_ms: f64,
+    /// MinecraftServer reconciles running at once while converging (the
+    /// operator's gauge, sampled twice a second): mean and the share of
+    /// samples at the worker limit.
+    in_flight_mean: f64,
+    in_flight_at_limit: f64,
     requests_by_verb: BTreeMap<String, usize>,
     idle_writes_per_min: f64,
     idle_seconds: f64,
@@ -197,14 +202,16 @@ fn where_time_goes(r: &Row) -> String {
     let cpu: Vec<String> = r.component_cpu.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
     let api: Vec<String> = r.apiserver.iter().map(|(k, n, ms)| format!("{k} {n:.0}× {ms:.0} ms")).collect();
     format!(
-        "\nN={} {}: CPU seconds while converging ({:.0} s): {}. API server, slowest by total time (requests × mean latency): {}. Operator: {:.0} reconciles, MinecraftServer mean {:.1} ms.\n",
+        "\nN={} {}: CPU seconds while converging ({:.0} s): {}. API server, slowest by total time (requests × mean latency): {}. Operator: {:.0} reconciles, MinecraftServer mean {:.1} ms, workers busy {:.1} on average ({:.0}% of samples at the limit).\n",
         r.n,
         r.mode.name(),
         r.craftplane.as_secs_f64(),
         cpu.join(", "),
         api.join("; "),
         r.reconciles,
-        r.reconcile_ms
+        r.reconcile_ms,
+        r.in_flight_mean,
+        r.in_flight_at_limit * 100.0
     )
 }
 
@@ -373,6 +380,61 @@ fn wait_count(
     }
 }
 
+/// The operator's `--concurrency` (reconcile workers per kind): its
+/// default, 64, unless CRAFTPLANE_BENCH_ARGS sets it.
+fn concurrency() -> f64 {
+    let args = std::env::var("CRAFTPLANE_BENCH_ARGS").unwrap_or_default();
+    let words: Vec<&str> = args.split_whitespace().collect();
+    words
+        .iter()
+        .enumerate()
+        .find_map(|(i, w)| match w.strip_prefix("--concurrency") {
+            Some("") => words.get(i + 1)?.parse().ok(),
+            Some(v) => v.strip_prefix('=')?.parse().ok(),
+            None => None,
+        })
+        .unwrap_or(64.0)
+}
+
+/// Samples the operator's `craftplane_reconciles_in_flight` of
+/// MinecraftServers twice a second on its own thread.
+struct InFlightSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<f64>>,
+    limit: f64,
+}
+
+impl InFlightSampler {
+    fn start(port: u16, limit: f64) -> InFlightSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let key = "craftplane_reconciles_in_flight{kind=\"MinecraftServer\"} ";
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(m) = crate::http::get(port, "/metrics") {
+                    samples
+                        .push(m.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok()).unwrap_or(0.0));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            samples
+        });
+        InFlightSampler { stop, thread, limit }
+    }
+
+    /// (mean, share of samples at the limit).
+    fn stop(self) -> (f64, f64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let s = self.thread.join().unwrap_or_default();
+        if s.is_empty() {
+            return (0.0, 0.0);
+        }
+        let n = s.len() as f64;
+        (s.iter().sum::<f64>() / n, s.iter().filter(|v| **v >= self.limit).count() as f64 / n)
+    }
+}
+
 /// The operator's `craftplane_servers{phase}` gauge, from its /metrics.
 fn servers_in_phase(port: u16, phase: &str) -> Option<usize> {
     let metrics = crate::http::get(port, "/metrics").ok()?;
@@ -492,6 +554,7 @@ fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &Ru
         let (peak, rss, cpu) = proc_stats(pid);
         format!("; operator RSS {rss:.1} MiB (peak {peak:.1}, code pages {:.1}), CPU {cpu:.0}s", rss_file_mib(pid))
     };
+    let sampler = InFlightSampler::start(port, concurrency());
     let sts_args =
         ["get", "statefulsets", "-A", "-o", "jsonpath={range .items[*]}{.status.readyReplicas}{\"\n\"}{end}"];
     let statefulsets_ready =
@@ -505,6 +568,7 @@ fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &Ru
         &progress,
     )?;
     let converged_line = line_count(&audit);
+    let (in_flight_mean, in_flight_at_limit) = sampler.stop();
     let api_after = apiserver_requests(sh, tools, cluster);
     let component_cpu: BTreeMap<&'static str, f64> = components
         .iter()
@@ -559,6 +623,8 @@ fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &Ru
         cpu_seconds,
         reconciles,
         reconcile_ms,
+        in_flight_mean,
+        in_flight_at_limit,
         requests_by_verb,
         idle_writes_per_min: idle_writes as f64 / (a.idle.as_secs_f64() / 60.0),
         idle_seconds: a.idle.as_secs_f64(),
