@@ -334,17 +334,18 @@ async fn ensure_secret(ctx: &Context, m: &ServerModel) -> Result<()> {
         apply_child(&api, Some(s), resources::secret::owned(m)).await?;
         return Ok(());
     }
-    // The cache may trail a Secret created a moment ago, or miss one whose
-    // labels were edited: ask the API before generating a password
-    // (creating is refused if it exists anyway).
-    if let Some(s) = api.get_opt(&m.secret_name()).await? {
-        apply_child(&api, Some(s), resources::secret::owned(m)).await?;
-        return Ok(());
-    }
+    // Not cached: create it. Creating never overwrites: when the cache
+    // trails a Secret created a moment ago, or misses one whose labels
+    // were edited, the API refuses (409) and only labels and owner are
+    // applied, the password kept. (One request for a new server, not a
+    // GET before the create.)
     let secret = resources::secret::build(m, &resources::secret::generate_password());
     match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            apply_child(&api, None, resources::secret::owned(m)).await?;
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }
