@@ -188,17 +188,18 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         model.keep_list_env(env.whitelist, env.ops);
     }
 
-    // 3+4. Build and apply.
-    ensure_secret(ctx, &model).await?;
+    // 3+4. Build and apply: what the pod mounts (Secret, ConfigMap,
+    // claim) at once, as none depends on another.
     let cm_api: Api<ConfigMap> = Api::namespaced(c.clone(), &ns);
-    apply_child(
-        &cm_api,
-        cached_full(&ch.config_maps, &ns, &model.config_map_name()),
-        resources::config_map::build(&model),
-    )
-    .await?;
-    let pvc = apply_child(&pvc_api, cached_full(&ch.pvcs, &ns, &model.pvc_name()), resources::pvc::build(&model, true))
-        .await?;
+    let (_, _, pvc) = futures::try_join!(
+        ensure_secret(ctx, &model),
+        apply_child(
+            &cm_api,
+            cached_full(&ch.config_maps, &ns, &model.config_map_name()),
+            resources::config_map::build(&model),
+        ),
+        apply_child(&pvc_api, cached_full(&ch.pvcs, &ns, &model.pvc_name()), resources::pvc::build(&model, true)),
+    )?;
     // The StatefulSet before the Services: its pod needs the Secret, the
     // ConfigMap and the claim, not the Services (which only route to it),
     // so a pod starts while the Services — the costlier writes, a cluster
