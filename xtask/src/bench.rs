@@ -556,7 +556,7 @@ fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &Ru
     };
     let sampler = InFlightSampler::start(port, concurrency());
     let sts_args =
-        ["get", "statefulsets", "-A", "-o", "jsonpath={range .items[*]}{.status.readyReplicas}{\"\n\"}{end}"];
+        ["get", "statefulsets", "-A", "-o", "jsonpath={range .items[*]}{.status.readyReplicas}{\"\\n\"}{end}"];
     let statefulsets_ready =
         wait_count(sh, tools, cluster, &Goal { args: &sts_args, want: "1", n, t0 }, None, &progress)?;
     let took = wait_count(
