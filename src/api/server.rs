@@ -50,8 +50,8 @@ fn game_rules_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// A Minecraft server. The operator runs it as a StatefulSet of the
-/// itzg/minecraft-server image with a world volume, Services, a config map and
-/// an RCON secret, and reports its phase, address and players.
+/// itzg/minecraft-server image with a world volume, a game Service, a config
+/// map and an RCON secret, and reports its phase, address and players.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "craftplane.io",
