@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 const ARGOCD_CM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/craftplane/files/argocd-cm.yaml");
 
-fn argocd(objects: &[Value]) -> Vec<(String, String, String)> {
+fn argocd(objects: &[Value]) -> Vec<common::Verdict> {
     common::verdicts("CRAFTPLANE_ARGOCD_HEALTH", &[ARGOCD_CM], objects)
 }
 
@@ -102,9 +102,8 @@ async fn argo_cd_reads_every_state_as_a_person_would() {
         ("Tenant/", "Healthy"),
     ];
     let skus: Api<Sku> = Api::all(f.client.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let last = loop {
-        let objects = vec![
+    let fetch = || async {
+        vec![
             get(&servers, "up").await,
             get(&servers, "down").await,
             get(&servers, "nosku").await,
@@ -116,16 +115,9 @@ async fn argo_cd_reads_every_state_as_a_person_would() {
             get(&plugins, "on-later").await,
             get(&skus, &f.sku).await,
             get(&tenants, &tenant).await,
-        ];
-        let got = argocd(&objects);
-        if got.len() == want.len() && want.iter().zip(&got).all(|((k, s), (gk, gs, _))| gk.starts_with(k) && gs == s) {
-            break got;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("Argo CD health: want {want:?}\ngot {got:#?}\noperator log:\n{}", tail(&op.log_text(), 20));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        ]
     };
+    let last = common::until_verdicts("Argo CD health", &want, || tail(&op.log_text(), 20), fetch, argocd).await;
     // The messages say why, in words.
     let message = |k: &str| last.iter().find(|(gk, _, _)| gk == k).map(|(_, _, m)| m.clone()).unwrap_or_default();
     assert!(message("MinecraftServer/up").starts_with("phase Running"), "{last:#?}");

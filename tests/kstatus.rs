@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::fixture::{Fixture, tail};
 use common::get_json as get;
 use common::operator::{Operator, SHARD_LABEL};
@@ -16,7 +14,7 @@ use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
 /// kstatus' verdict on each object: (kind/name, status, message).
-fn kstatus(objects: &[Value]) -> Vec<(String, String, String)> {
+fn kstatus(objects: &[Value]) -> Vec<common::Verdict> {
     common::verdicts("CRAFTPLANE_KSTATUS_CHECK", &[], objects)
 }
 
@@ -64,26 +62,19 @@ async fn kstatus_reads_every_phase_as_a_person_would() {
     ];
     let servers = f.servers();
     let skus: Api<Sku> = Api::all(f.client.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let last = loop {
-        let objects = vec![
+    let snapshots = f.api::<BackupSnapshot>();
+    let fetch = || async {
+        vec![
             get(&servers, "up").await,
             get(&servers, "down").await,
             get(&servers, "nosku").await,
             get(&commands, "waits").await,
             get(&commands, "refused").await,
-            get(&f.api::<BackupSnapshot>(), "nostore").await,
+            get(&snapshots, "nostore").await,
             get(&skus, &f.sku).await,
-        ];
-        let got = kstatus(&objects);
-        if want.iter().zip(&got).all(|((k, s), (got_k, got_s, _))| got_k.starts_with(k) && got_s == s) {
-            break got;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("kstatus: want {want:?}\ngot {got:#?}\noperator log:\n{}", tail(&op.log_text(), 20));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        ]
     };
+    let last = common::until_verdicts("kstatus", &want, || tail(&op.log_text(), 20), fetch, kstatus).await;
     for (k, s, m) in &last {
         println!("kstatus {k}: {s} ({m})");
     }

@@ -172,7 +172,7 @@ pub async fn apply_yaml_file(client: &Client, path: &str) {
 
 /// Runs a Go test tool the xtask built (its path in `env`) on objects (a
 /// JSON list on stdin); its lines "<kind>/<name> <verdict> <message>".
-pub fn verdicts(env: &str, args: &[&str], objects: &[serde_json::Value]) -> Vec<(String, String, String)> {
+pub fn verdicts(env: &str, args: &[&str], objects: &[serde_json::Value]) -> Vec<Verdict> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let bin = std::env::var_os(env)
@@ -195,6 +195,36 @@ pub fn verdicts(env: &str, args: &[&str], objects: &[serde_json::Value]) -> Vec<
             (p.next().unwrap_or("").into(), p.next().unwrap_or("").into(), p.next().unwrap_or("").into())
         })
         .collect()
+}
+
+/// A checking tool's verdict on one object: (kind/name, verdict, message).
+pub type Verdict = (String, String, String);
+
+/// Runs `check` on the objects `fetch` reads, every 500 ms for up to 60 s,
+/// until the verdicts are `want` in order (a kind/name prefix and the
+/// verdict each); panics with the last verdicts and `log` otherwise.
+pub async fn until_verdicts<F, Fut>(
+    tool: &str,
+    want: &[(&str, &str)],
+    log: impl Fn() -> String,
+    mut fetch: F,
+    check: impl Fn(&[serde_json::Value]) -> Vec<Verdict>,
+) -> Vec<Verdict>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<serde_json::Value>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = check(&fetch().await);
+        if got.len() == want.len() && want.iter().zip(&got).all(|((k, s), (gk, gs, _))| gk.starts_with(k) && gs == s) {
+            return got;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{tool}: want {want:?}\ngot {got:#?}\noperator log:\n{}", log());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// An object as JSON, read from the API server (for the checking tools).
