@@ -124,8 +124,6 @@ impl Metrics {
         }
     }
 
-    /// Records one reconcile of `kind`: its duration and result (`ok` or the
-    /// error category).
     /// Counts a reconcile of `kind` as running until the guard is dropped.
     pub fn in_flight(&self, kind: &str) -> InFlight {
         let g = self.reconciles_in_flight.get_or_create(&KindLabels { kind: kind.into() }).clone();
@@ -133,6 +131,8 @@ impl Metrics {
         InFlight(g)
     }
 
+    /// Records one reconcile of `kind`: its duration and result (`ok` or the
+    /// error category).
     pub fn observe_reconcile(&self, kind: &str, took: std::time::Duration, error: Option<&str>) {
         self.reconciles
             .get_or_create(&ReconcileLabels { kind: kind.into(), result: error.unwrap_or("ok").into() })

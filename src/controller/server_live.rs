@@ -37,7 +37,8 @@ pub const RETRY: Duration = Duration::from_secs(30);
 
 /// Opens an RCON session with the server's pod: the password from the
 /// server's Secret, the pod's own address (it works from the operator's pod
-/// and from a host that routes to the pod network). Bounded retries, each attempt timed out.
+/// and from a host that routes to the pod network). Bounded retries, each
+/// attempt timed out.
 pub async fn connect(ctx: &Context, ns: &str, server: &str, pod: &Pod) -> Result<Rcon, String> {
     let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or("the server's pod has no IP address yet")?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);

@@ -380,6 +380,17 @@ fn wait_count(
     }
 }
 
+/// kubectl arguments listing each StatefulSet's ready replicas, one a line
+/// (one definition for the baseline and the operator runs).
+const STATEFULSETS_READY: [&str; 5] =
+    ["get", "statefulsets", "-A", "-o", "jsonpath={range .items[*]}{.status.readyReplicas}{\"\\n\"}{end}"];
+
+/// The value of the metric line `key` (name and labels, then a space) in a
+/// /metrics text.
+fn metric(metrics: &str, key: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
+}
+
 /// The operator's `--concurrency` (reconcile workers per kind): its
 /// default, 64, unless CRAFTPLANE_BENCH_ARGS sets it.
 fn concurrency() -> f64 {
@@ -413,8 +424,7 @@ impl InFlightSampler {
             let mut samples = Vec::new();
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(m) = crate::http::get(port, "/metrics") {
-                    samples
-                        .push(m.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok()).unwrap_or(0.0));
+                    samples.push(metric(&m, key).unwrap_or(0.0));
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
@@ -439,7 +449,7 @@ impl InFlightSampler {
 fn servers_in_phase(port: u16, phase: &str) -> Option<usize> {
     let metrics = crate::http::get(port, "/metrics").ok()?;
     let key = format!("craftplane_servers{{phase=\"{phase}\"}} ");
-    metrics.lines().find_map(|l| l.strip_prefix(&key)?.trim().parse::<f64>().ok()).map(|v| v as usize)
+    metric(&metrics, &key).map(|v| v as usize)
 }
 
 fn baseline(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, spread: Spread) -> Result<Duration> {
@@ -450,8 +460,7 @@ fn baseline(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, spread: Sp
     std::fs::write(&children, rendered)?;
     let t0 = Instant::now();
     apply_parallel(tools, cluster, &children)?;
-    let args = ["get", "statefulsets", "-A", "-o", "jsonpath={range .items[*]}{.status.readyReplicas}{\"\\n\"}{end}"];
-    wait_count(sh, tools, cluster, &Goal { args: &args, want: "1", n, t0 }, None, &String::new)
+    wait_count(sh, tools, cluster, &Goal { args: &STATEFULSETS_READY, want: "1", n, t0 }, None, &String::new)
 }
 
 /// File-backed resident MiB of a process (its mapped code and data pages).
@@ -555,10 +564,8 @@ fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &Ru
         format!("; operator RSS {rss:.1} MiB (peak {peak:.1}, code pages {:.1}), CPU {cpu:.0}s", rss_file_mib(pid))
     };
     let sampler = InFlightSampler::start(port, concurrency());
-    let sts_args =
-        ["get", "statefulsets", "-A", "-o", "jsonpath={range .items[*]}{.status.readyReplicas}{\"\\n\"}{end}"];
     let statefulsets_ready =
-        wait_count(sh, tools, cluster, &Goal { args: &sts_args, want: "1", n, t0 }, None, &progress)?;
+        wait_count(sh, tools, cluster, &Goal { args: &STATEFULSETS_READY, want: "1", n, t0 }, None, &progress)?;
     let took = wait_count(
         sh,
         tools,
