@@ -139,7 +139,9 @@ pub fn scale(sh: &Shell, a: &ScaleArgs) -> Result<()> {
                     row.peak_rss_mib,
                     row.idle_writes_per_min
                 );
-                println!("{}", where_time_goes(&row));
+                // The row's table now, not only at the end: a long run that
+                // is stopped later (10,000 servers take hours) keeps it.
+                println!("{}{}", table(std::slice::from_ref(&row)), where_time_goes(&row));
                 rows.push(row);
             }
         }
