@@ -13,6 +13,11 @@ server = re.search(r"server: https://([^:]+):(\d+)", kc); host, port = server.gr
 token = re.search(r"token: (\S+)", kc).group(1)
 N, C = int(sys.argv[2]), int(sys.argv[3])
 ctx = ssl._create_unverified_context()
+def post(conn, path, obj):
+    """POSTs obj as JSON on conn; returns the response (body read)."""
+    conn.request("POST", path, json.dumps(obj), {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    r = conn.getresponse(); r.read()
+    return r
 def body(kind, i):
     meta = {"name": f"x{i}", "labels": {"app": f"x{i}"}}
     if kind == "cm":
@@ -30,8 +35,7 @@ def run(kind, ns):
             if i >= N: return
             path, b = body(kind, i)
             t = time.monotonic()
-            c.request("POST", path.format(ns=ns), json.dumps(b), {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-            r = c.getresponse(); r.read()
+            r = post(c, path.format(ns=ns), b)
             if r.status != 201:
                 failed.append(f"{kind}: HTTP {r.status} {r.reason} (namespace {ns} used before? start a new cluster)")
                 return
@@ -44,6 +48,5 @@ def run(kind, ns):
     print(f"{kind:9} N={N} concurrency={C}: {el:6.1f} s, {N/el:6.1f}/s, latency mean {statistics.mean(lat)*1000:7.1f} ms, p50 {statistics.median(lat)*1000:7.1f} ms, max {max(lat)*1000:7.1f} ms", flush=True)
 for kind in sys.argv[4].split(","):
     ns = f"rate-{kind}-{C}-{N}"
-    c = http.client.HTTPSConnection(host, port, context=ctx)
-    c.request("POST", "/api/v1/namespaces", json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}); c.getresponse().read()
+    post(http.client.HTTPSConnection(host, port, context=ctx), "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     run(kind, ns)
