@@ -294,7 +294,10 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
     if !e2e {
         eprintln!("xtask: the end-to-end suite was NOT run (--no-e2e): counted as skipped");
         counts.ignored += 1;
-    } else if counts.failed == 0 {
+    } else if counts.failed > 0 {
+        eprintln!("xtask: the end-to-end suite was NOT run (tests failed before it): counted as skipped");
+        counts.ignored += 1;
+    } else {
         match e2e::run(sh) {
             Ok(()) => counts.passed += 1,
             Err(e) => {
@@ -309,16 +312,19 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
     Ok(if counts.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Runs `cargo test`, echoing its output, and prints one closing line that
-/// adds up every test binary's result.
+/// Runs `cargo test --no-fail-fast` (every test binary runs, even after a
+/// failure), echoing its output, and adds up every binary's result: tests
+/// filtered out count as skipped, and a binary that started but printed no
+/// result (it crashed, or was killed) counts as one failure.
 fn run_tests(sh: &Shell, args: &[String]) -> TestCounts {
     use std::io::{BufRead, BufReader};
     let mut child = match std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--workspace", "--locked", "--"])
+        .args(["test", "--workspace", "--locked", "--no-fail-fast", "--"])
         .args(args)
         .current_dir(sh.current_dir())
         .envs(sh_env(sh))
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
     {
         Ok(c) => c,
@@ -327,33 +333,61 @@ fn run_tests(sh: &Shell, args: &[String]) -> TestCounts {
             return TestCounts { failed: 1, ..Default::default() };
         }
     };
-    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    // Cargo names each binary it starts on stderr ("Running …", "Doc-tests …").
+    let started = child.stderr.take().map(|err| {
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                n += u64::from(started_binary(&line));
+            }
+            n
+        })
+    });
+    let mut counts = TestCounts::default();
+    let mut results = 0u64;
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             println!("{line}");
-            if let Some(rest) = line.strip_prefix("test result: ") {
-                let num = |word: &str| {
-                    rest.split(';')
-                        .find_map(|p| {
-                            p.trim().strip_suffix(word).map(|n| {
-                                n.trim()
-                                    .trim_start_matches("ok.")
-                                    .trim_start_matches("FAILED.")
-                                    .trim()
-                                    .parse::<u64>()
-                                    .unwrap_or(0)
-                            })
-                        })
-                        .unwrap_or(0)
-                };
-                passed += num("passed");
-                failed += num("failed");
-                ignored += num("ignored");
+            if let Some(c) = result_line(&line) {
+                results += 1;
+                counts.add(c);
             }
         }
     }
     let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-    TestCounts { passed, failed: if ok { failed } else { failed.max(1) }, ignored }
+    let started = started.and_then(|t| t.join().ok()).unwrap_or(0);
+    if started > results {
+        eprintln!("xtask: {} test binaries started but printed no result: counted as failed", started - results);
+        counts.failed += started - results;
+    }
+    if !ok && counts.failed == 0 {
+        counts.failed = 1;
+    }
+    counts
+}
+
+/// Whether a line of cargo's stderr announces a test binary.
+fn started_binary(line: &str) -> bool {
+    let l = line.trim_start();
+    l.starts_with("Running ") || l.starts_with("Doc-tests ")
+}
+
+/// The counts of a libtest closing line (`test result: ok. 3 passed; 0
+/// failed; 1 ignored; 0 measured; 2 filtered out; …`); filtered-out tests
+/// count as skipped.
+fn result_line(line: &str) -> Option<TestCounts> {
+    let rest = line.strip_prefix("test result: ")?;
+    let num = |word: &str| {
+        rest.split(';')
+            .find_map(|p| {
+                p.trim().strip_suffix(word).map(|n| {
+                    n.trim().trim_start_matches("ok.").trim_start_matches("FAILED.").trim().parse::<u64>().unwrap_or(0)
+                })
+            })
+            .unwrap_or(0)
+    };
+    Some(TestCounts { passed: num("passed"), failed: num("failed"), ignored: num("ignored") + num("filtered out") })
 }
 
 /// Tests counted across every test binary (and the e2e suite).
@@ -362,6 +396,14 @@ struct TestCounts {
     passed: u64,
     failed: u64,
     ignored: u64,
+}
+
+impl TestCounts {
+    fn add(&mut self, o: TestCounts) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.ignored += o.ignored;
+    }
 }
 
 /// The environment variables pushed onto the shell, for a std Command.
@@ -402,4 +444,30 @@ fn kind_up(sh: &Shell) -> Result<()> {
     }
     cmd!(sh, "kind export kubeconfig --name craftplane").run()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_count_filtered_out_as_skipped() {
+        let c = result_line(
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 7 filtered out; finished in 0.01s",
+        )
+        .unwrap();
+        assert_eq!((c.passed, c.failed, c.ignored), (3, 0, 8));
+        let c = result_line("test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out").unwrap();
+        assert_eq!((c.passed, c.failed, c.ignored), (2, 1, 0));
+        assert!(result_line("running 3 tests").is_none());
+    }
+
+    #[test]
+    fn binaries_are_recognised_from_cargos_stderr() {
+        assert!(started_binary("     Running unittests src/lib.rs (target/debug/deps/craftplane-1)"));
+        assert!(started_binary("     Running tests/tenant.rs (target/debug/deps/tenant-2)"));
+        assert!(started_binary("   Doc-tests craftplane"));
+        assert!(!started_binary("   Compiling craftplane v0.1.0"));
+        assert!(!started_binary("test running_servers ... ok"));
+    }
 }
