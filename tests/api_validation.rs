@@ -93,7 +93,6 @@ fn backup(spec: Value) -> Value {
     json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "BackupSnapshot", "metadata": {"name": "bad"}, "spec": base})
 }
 
-/// Deep-merges `patch` into `base`; `null` removes a key.
 fn console(spec: Value) -> Value {
     let mut o = json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "ConsoleCommand",
         "metadata": {"name": "cmd"}, "spec": {"server": "s", "command": "list"}});
@@ -101,6 +100,7 @@ fn console(spec: Value) -> Value {
     o
 }
 
+/// Deep-merges `patch` into `base`; `null` removes a key.
 fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
@@ -118,6 +118,9 @@ fn merge(base: &mut Value, patch: Value) {
 
 const SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// `kubectl get mccmd` columns.
+const CONSOLE_COLUMNS: [&str; 4] = ["Server", "Command", "Phase", "Age"];
+
 #[tokio::test]
 async fn crds_install_and_become_established() {
     let client = common::client().await;
@@ -129,6 +132,7 @@ async fn crds_install_and_become_established() {
         ("minecraftservers.craftplane.io", "mcs", "Namespaced"),
         ("plugininstallations.craftplane.io", "plugin", "Namespaced"),
         ("backupsnapshots.craftplane.io", "backup", "Namespaced"),
+        ("consolecommands.craftplane.io", "mccmd", "Namespaced"),
     ];
     for (name, short, scope) in expected {
         let crd = api.get(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -155,19 +159,52 @@ async fn crds_install_and_become_established() {
         let columns = v.additional_printer_columns.clone().unwrap_or_default();
         assert!(columns.iter().any(|c| c.name == "Age"), "{name} has printer columns");
     }
-    // `kubectl get craftplane -A` works through the category.
+    // `kubectl get craftplane -A` lists an object of every kind through the category.
+    let ns = common::namespace(&client, "category").await;
+    let suffix = common::unique_suffix();
+    let named = |mut o: Value, name: &str| {
+        o["metadata"]["name"] = json!(name);
+        o
+    };
+    let objects = [
+        named(sku(json!({})), &format!("listed-{suffix}")),
+        named(tenant(json!({})), &format!("listed-{suffix}")),
+        named(server(json!({})), "listed"),
+        named(plugin(json!({"url": {"url": "https://example.org/p.jar", "sha256": "0".repeat(64)}})), "listed"),
+        named(backup(json!({})), "listed"),
+        named(console(json!({})), "listed"),
+    ];
+    for o in &objects {
+        apply(&client, &ns, o, false).await.unwrap_or_else(|e| panic!("create {}: {e}", o["kind"]));
+    }
     let out = std::process::Command::new(common::kubectl())
         .arg("--kubeconfig")
         .arg(common::kubeconfig_path())
-        .args(["get", "craftplane", "-A"])
+        .args(["get", "craftplane", "-A", "-o", "name"])
         .output()
         .expect("run kubectl");
     assert!(out.status.success(), "kubectl get craftplane -A failed: {}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for o in &objects {
+        let (kind, name) = (o["kind"].as_str().unwrap().to_lowercase(), o["metadata"]["name"].as_str().unwrap());
+        let line = format!("{kind}.craftplane.io/{name}");
+        assert!(listed.lines().any(|l| l == line), "`kubectl get craftplane -A` does not list {line}:\n{listed}");
+    }
+    for (kind, o) in [("Sku", &objects[0]), ("Tenant", &objects[1])] {
+        let (ar, _) = api_resource(kind);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let _ = api.delete(o["metadata"]["name"].as_str().unwrap(), &Default::default()).await;
+    }
+    common::delete_namespace(&client, &ns).await;
     // Server columns are the ones a person wants.
     let mcs = api.get("minecraftservers.craftplane.io").await.unwrap();
     let names: Vec<String> =
         mcs.spec.versions[0].additional_printer_columns.clone().unwrap().into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["SKU", "Type", "Version", "Phase", "Players", "Address", "Age"]);
+    let cmd = api.get("consolecommands.craftplane.io").await.unwrap();
+    let names: Vec<String> =
+        cmd.spec.versions[0].additional_printer_columns.clone().unwrap().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, CONSOLE_COLUMNS);
 }
 
 #[tokio::test]
