@@ -34,8 +34,22 @@ struct HashWriter<W> {
     error: Option<String>,
 }
 
+impl<W> HashWriter<W> {
+    /// After the first failure the writer is fused: the store's upload
+    /// writer must not be polled again (a compressor's finish on drop would
+    /// poll its finished future, a panic), so every later call fails with
+    /// the first error.
+    fn fused(&self) -> std::io::Result<()> {
+        match &self.error {
+            Some(e) => Err(std::io::Error::other(e.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
 impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.fused()?;
         match self.inner.write(buf) {
             Ok(n) => {
                 self.hasher.update(&buf[..n]);
@@ -49,6 +63,7 @@ impl<W: Write> Write for HashWriter<W> {
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
+        self.fused()?;
         self.inner.flush().inspect_err(|e| {
             self.error.get_or_insert_with(|| e.to_string());
         })
