@@ -337,11 +337,28 @@ fn test_server_npm(sh: &Shell) -> Result<PathBuf> {
     let lock = std::fs::read(src.join("package-lock.json")).context("tests/images/test-server/package-lock.json")?;
     let npm = images_dir().join(format!("test-server-npm-{}", &sha256_hex(&lock)[..16]));
     if !npm.join("node_modules").exists() {
-        std::fs::create_dir_all(&npm)?;
-        std::fs::copy(src.join("package.json"), npm.join("package.json"))?;
-        std::fs::write(npm.join("package-lock.json"), &lock)?;
-        let _d = sh.push_dir(&npm);
-        cmd!(sh, "npm ci --omit=dev --no-audit --no-fund").run().context("npm ci for the test server image")?;
+        // Installed beside it and renamed into place when complete: an
+        // interrupted or concurrent install never leaves a partial tree
+        // that later runs would take as installed.
+        let partial = npm.with_extension(format!("partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial)?;
+        std::fs::copy(src.join("package.json"), partial.join("package.json"))?;
+        std::fs::write(partial.join("package-lock.json"), &lock)?;
+        {
+            let _d = sh.push_dir(&partial);
+            cmd!(sh, "npm ci --omit=dev --no-audit --no-fund").run().context("npm ci for the test server image")?;
+        }
+        if std::fs::rename(&partial, &npm).is_err() {
+            // Another run finished first (or an old, incomplete one is in
+            // the way: replace it).
+            if npm.join("node_modules/flying-squid/package.json").exists() && npm.join("package-lock.json").exists() {
+                let _ = std::fs::remove_dir_all(&partial);
+            } else {
+                let _ = std::fs::remove_dir_all(&npm);
+                std::fs::rename(&partial, &npm).context("move the test server's npm tree into place")?;
+            }
+        }
     }
     Ok(npm)
 }
