@@ -353,10 +353,11 @@ impl Cluster {
         let users: [(&'static str, &str, &str); 9] = [
             ("kubeconfig", "craftplane-admin", "system:masters"),
             // The operator's own identity, so its requests can be told apart
-            // (audit log) from the tests' and people's.
-            ("operator.kubeconfig", "craftplane-operator", "system:masters"),
+            // (audit log) from the tests' and people's. Not an admin: it holds
+            // only the chart's rules (see `operator_rbac`).
+            ("operator.kubeconfig", OPERATOR_USERS[0], ""),
             // A second operator replica's identity (leader-election tests).
-            ("operator2.kubeconfig", "craftplane-operator-2", "system:masters"),
+            ("operator2.kubeconfig", OPERATOR_USERS[1], ""),
             ("kube-controller-manager.kubeconfig", "system:kube-controller-manager", ""),
             ("kube-scheduler.kubeconfig", "system:kube-scheduler", ""),
             ("kwok.kubeconfig", "kwok", "system:masters"),
@@ -391,10 +392,12 @@ impl Cluster {
     }
 
     /// Fake nodes, a default StorageClass (hostPath provisioner of the
-    /// controller-manager), then waits for the nodes to be Ready.
+    /// controller-manager), the operator identities' RBAC, then waits for
+    /// the nodes to be Ready.
     fn bootstrap_objects(&self, sh: &Shell, tools: &Tools) -> Result<()> {
-        let mut yaml = String::from(
-            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: standard\n  annotations:\n    storageclass.kubernetes.io/is-default-class: \"true\"\nprovisioner: kubernetes.io/host-path\nreclaimPolicy: Delete\nvolumeBindingMode: Immediate\n",
+        let mut yaml = operator_rbac()?;
+        yaml.push_str(
+            "---\napiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: standard\n  annotations:\n    storageclass.kubernetes.io/is-default-class: \"true\"\nprovisioner: kubernetes.io/host-path\nreclaimPolicy: Delete\nvolumeBindingMode: Immediate\n",
         );
         for i in 0..NODES {
             yaml.push_str(&format!(
@@ -505,6 +508,41 @@ impl Cluster {
         }
         Ok(ready)
     }
+}
+
+/// The users the operator runs as in tests, benchmarks and `dev` (the e2e
+/// suite runs it as the chart's ServiceAccount instead).
+pub const OPERATOR_USERS: [&str; 2] = ["craftplane-operator", "craftplane-operator-2"];
+
+/// The operator identities' RBAC: exactly the chart's ClusterRole (the rules
+/// `cargo xtask crds` generates from src/controller/rbac.rs into
+/// charts/craftplane/files/operator-rules.yaml), and the chart's
+/// leader-election rules on Leases, cluster-wide here because each test runs
+/// its operator in a namespace of its own. A rule missing from rbac.rs makes
+/// the operator's request fail in the integration tests as it would in a
+/// real install. Named apart from the chart's objects so the e2e suite's
+/// `helm install` on its own control plane never meets them.
+fn operator_rbac() -> Result<String> {
+    let file = crate::project_root().join("charts/craftplane/files/operator-rules.yaml");
+    let rules = fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+    let rules: String = rules.lines().map(|l| format!("  {l}\n")).collect();
+    let subjects: String = OPERATOR_USERS
+        .iter()
+        .map(|u| format!("  - apiGroup: rbac.authorization.k8s.io\n    kind: User\n    name: {u}\n"))
+        .collect();
+    let mut yaml = String::new();
+    for (name, rules) in [
+        ("craftplane-test-operator", rules.as_str()),
+        (
+            "craftplane-test-operator-leases",
+            "  - apiGroups: [\"coordination.k8s.io\"]\n    resources: [\"leases\"]\n    verbs: [\"get\", \"list\", \"watch\", \"create\", \"update\", \"patch\"]\n",
+        ),
+    ] {
+        yaml.push_str(&format!(
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {name}\nrules:\n{rules}---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {name}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {name}\nsubjects:\n{subjects}"
+        ));
+    }
+    Ok(yaml)
 }
 
 /// Stops clusters left by test runs whose process is gone (an interrupted

@@ -513,7 +513,13 @@ backup:
         Ok(Ok(()))
     })??;
     println!("e2e: ok   {new_leader} exited 0 on SIGTERM");
-    crate::e2e_rbac::check(&k, &cluster.audit_log())
+    crate::e2e_rbac::check(
+        &k,
+        &cluster.audit_log(),
+        &[crate::e2e_rbac::USER],
+        "craftplane-operator",
+        crate::e2e_rbac::E2E_ELSEWHERE,
+    )
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC timestamp (`2026-12-01T10:00:00Z`).
