@@ -125,16 +125,14 @@ pub fn redact_value(v: &mut Value) {
 /// Redacts free text: embedded JSON by structure, otherwise line by line.
 pub fn redact_text(text: &str) -> String {
     let trimmed = text.trim();
-    if trimmed.starts_with(['{', '[']) {
-        if let Ok(mut v) = serde_json::from_str::<Value>(trimmed) {
-            if v.is_object() || v.is_array() {
-                redact_value(&mut v);
-                let body =
-                    if text.contains('\n') { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
-                if let Ok(body) = body {
-                    return body;
-                }
-            }
+    if trimmed.starts_with(['{', '['])
+        && let Ok(mut v) = serde_json::from_str::<Value>(trimmed)
+        && (v.is_object() || v.is_array())
+    {
+        redact_value(&mut v);
+        let body = if text.contains('\n') { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
+        if let Ok(body) = body {
+            return body;
         }
     }
     text.split_inclusive('\n').map(redact_line).collect()
