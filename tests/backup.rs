@@ -173,6 +173,70 @@ async fn a_world_round_trips_through_s3_byte_for_byte() {
     assert!(leftovers.is_empty(), "staging directories removed: {leftovers:?}");
 }
 
+/// `tree` split into the paths a snapshot with `include`/`exclude` covers
+/// and the ones it does not.
+fn split(t: &BTreeMap<String, String>, include: &[&str], exclude: &[&str]) -> [BTreeMap<String, String>; 2] {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (include, exclude) = (s(include), s(exclude));
+    let (inside, outside) =
+        t.clone().into_iter().partition(|(p, _)| craftplane::backup::selected(p, &include, &exclude));
+    [inside, outside]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_replaces_only_what_the_snapshot_covers() {
+    let t = Scratch::new("scope");
+    let s3 = S3Server::start(t.path("s3"), "worlds");
+    let add = |root: &Path, files: &[&str], tag: &str| {
+        for f in files {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), format!("{f} {tag}")).unwrap();
+        }
+    };
+    let extra = ["world/playerdata/alice.dat", "world_nether/DIM-1/region/r.0.0.mca", "plugins/Essentials/config.yml"];
+    let world = t.path("world");
+    make_world(&world, 40, 3, 64);
+    add(&world, &extra, "then");
+    let cases: [(&str, &[&str], &[&str]); 2] = [
+        ("excl", &[], &["world/playerdata", "logs"]),
+        ("incl", &["world/region", "world_nether/DIM-1/region", "plugins/Essentials"], &[]),
+    ];
+    for (name, include, exclude) in cases {
+        let to = format!("s3://worlds/{name}");
+        let mut args = vec!["backup", "--to", &to, "--data-dir", p(&world), "--termination-log", "/nonexistent/x"];
+        include.iter().for_each(|i| args.extend(["--include", *i]));
+        exclude.iter().for_each(|x| args.extend(["--exclude", *x]));
+        let out = craftplane(&args, &s3.env());
+        assert!(out.status.success(), "{}", text(&out));
+
+        // The world later: other files, other bytes, new player data.
+        let target = t.path(&format!("target-{name}"));
+        make_world(&target, 12, 5, 32);
+        add(&target, &extra, "now");
+        add(&target, &["world/playerdata/bob.dat", "world/region/r.9.9.mca", "plugins/Other/config.yml"], "new");
+        std::fs::write(target.join("world/level.dat"), "level.dat now").unwrap();
+        let before = tree(&target);
+        let out = craftplane(
+            &["restore", "--from", &to, "--data-dir", p(&target), "--termination-log", "/nonexistent/x"],
+            &s3.env(),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let [inside, outside] = split(&tree(&target), include, exclude);
+        let [_, outside_before] = split(&before, include, exclude);
+        assert_eq!(outside, outside_before, "{name}: paths outside the snapshot must be byte-identical");
+        assert_eq!(inside, split(&tree(&world), include, exclude)[0], "{name}: inside the snapshot");
+    }
+    let target = t.path("target-excl");
+    assert_eq!(
+        std::fs::read_to_string(target.join("world/playerdata/bob.dat")).unwrap(),
+        "world/playerdata/bob.dat new"
+    );
+    assert!(!target.join("world/region/r.9.9.mca").exists(), "a region file the snapshot does not hold is removed");
+    let target = t.path("target-incl");
+    assert_eq!(std::fs::read_to_string(target.join("world/level.dat")).unwrap(), "level.dat now", "level.dat is kept");
+    assert!(target.join("plugins/Other/config.yml").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corruption_fails_verify_and_restore_and_leaves_the_world_intact() {
     let t = Scratch::new("corrupt");

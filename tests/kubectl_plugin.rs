@@ -13,6 +13,7 @@ use common::fixture::{Fixture, tail};
 use common::operator::Operator;
 use craftplane::api::server::{ServerPhase, ServerState};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::PostParams;
 use serde_json::json;
@@ -84,10 +85,34 @@ async fn the_plugin_does_day_two_work_through_the_objects() {
     let o = plugin(&ns, &["console", "mc", "--", "whitelist", "add", "mallory"]);
     assert!(!o.status.success() && text(&o).contains("CommandNotAllowed"), "{}", text(&o));
 
-    // report: the objects, no Secret data.
+    // report: the objects, no Secret data, no credentials anywhere in them,
+    // no terminal escapes from what a server (or anyone) wrote.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "sidecar-0"},
+        "spec": {"containers": [{"name": "c", "image": "example/sidecar:1", "args": ["--api-key=leak-arg"], "env": [
+            {"name": "RCON_PASSWORD", "value": "leak-env"},
+            {"name": "PLUGIN_TOKEN", "value": "leak-token"},
+            {"name": "STORE_URL", "value": "s3://user:leak-url@minio.local/worlds"},
+            {"name": "MOTD", "value": "Welcome to acme"},
+        ]}]}
+    }))
+    .unwrap();
+    f.api::<Pod>().create(&PostParams::default(), &pod).await.unwrap();
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": "mc.console"},
+        "involvedObject": {"kind": "MinecraftServer", "name": "mc", "namespace": ns, "apiVersion": "craftplane.io/v1alpha1"},
+        "reason": "Console", "type": "Normal",
+        "message": "answer: \u{1b}]0;evil\u{7}\u{1b}[2J password=leak-event",
+    }))
+    .unwrap();
+    f.api::<Event>().create(&PostParams::default(), &event).await.unwrap();
     let report = ok(&ns, &["report", "--operator-namespace", &ns]);
     assert!(report.contains("kind: MinecraftServer") && report.contains("kind: BackupSnapshot"), "{report}");
     assert!(!report.contains("kind: Secret"), "a report never holds Secrets");
+    assert!(!report.contains("leak-"), "a credential is in the report:\n{report}");
+    assert!(!report.contains('\x1b') && !report.contains('\x07'), "raw terminal escapes in the report:\n{report}");
+    assert!(report.contains("Welcome to acme") && report.contains("minio.local/worlds"), "{report}");
+    assert!(report.contains("evil"), "the event is in the report:\n{report}");
 
     // A tenant user who may only read: status works, stop is refused in words.
     let role: Role = serde_json::from_value(json!({

@@ -330,6 +330,10 @@ fn unpack<R: Read>(raw: R, manifest: &Manifest, sink: Sink<'_>) -> Result<(), Ba
                 entry.path().map_err(|e| fail(format!("archive entry path: {e}")))?.to_string_lossy().into_owned();
             let rel = safe_relative(&path)
                 .ok_or_else(|| fail(format!("archive entry {path:?} leaves the world directory")))?;
+            // A restore replaces what the snapshot covers and nothing else.
+            if !selected(&rel, &manifest.include, &manifest.exclude) {
+                return Err(fail(format!("archive entry {rel} is outside the paths the snapshot covers")));
+            }
             match entry.header().entry_type() {
                 tar::EntryType::Directory => {
                     if let Sink::Dir(root) = sink {
@@ -452,38 +456,134 @@ pub async fn restore(loc: &Location, data_dir: &Path) -> Result<Manifest, Backup
     Ok(manifest)
 }
 
-/// Top-level names of the current world a restore replaces.
-fn replaced(current: &Path, manifest: &Manifest) -> std::io::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(current)? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".craftplane") {
-            continue;
-        }
-        // Paths left out of the snapshot are left alone.
-        if manifest.exclude.iter().any(|x| x.trim_end_matches('/') == name) {
-            continue;
-        }
-        if !manifest.include.is_empty()
-            && !manifest.include.iter().any(|i| i.trim_end_matches('/').split('/').next() == Some(name.as_str()))
-        {
-            continue;
-        }
-        out.push(name);
+/// How much of a path of the world a snapshot covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cover {
+    /// The path and everything below it.
+    All,
+    /// Something below it (a directory holding included or excluded paths).
+    Part,
+    /// Nothing.
+    None,
+}
+
+/// What a snapshot with `include`/`exclude` covers of the path `rel`: the
+/// same selection [`selected`] made when the archive was written.
+fn cover(rel: &str, include: &[String], exclude: &[String]) -> Cover {
+    let below = |list: &[String]| list.iter().any(|p| p.trim_end_matches('/').starts_with(&format!("{rel}/")));
+    match selected(rel, include, exclude) {
+        true if below(exclude) => Cover::Part,
+        true => Cover::All,
+        false if below(include) => Cover::Part,
+        false => Cover::None,
     }
-    out.sort();
+}
+
+/// The moves of a restore, as paths relative to the world.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    /// Paths of the current world the snapshot covers entirely: moved aside.
+    aside: Vec<String>,
+    /// Paths of the restored world moved in (none exists once `aside` is moved).
+    bring: Vec<String>,
+}
+
+/// The entries of the directory `rel` of `root` (relative to `root`, with
+/// their metadata, links not followed) in name order; craftplane's own
+/// top-level bookkeeping (`.craftplane*`) is never part of a world.
+fn entries(root: &Path, rel: &str) -> std::io::Result<Vec<(String, std::fs::Metadata)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root.join(rel))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if rel.is_empty() && name.starts_with(".craftplane") {
+            continue;
+        }
+        let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let meta = std::fs::symlink_metadata(root.join(&r))?;
+        out.push((r, meta));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
+/// Works out a restore without changing anything: every path of the
+/// current world the snapshot covers (at any depth) goes aside, every path
+/// it does not cover stays where it is, and the restored paths go where
+/// nothing is left. A restored path that would land on a path the snapshot
+/// does not cover is an error.
+fn plan(data_dir: &Path, staging: &Path, include: &[String], exclude: &[String]) -> std::io::Result<Plan> {
+    let mut plan = Plan::default();
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        for (r, meta) in entries(data_dir, &rel)? {
+            match cover(&r, include, exclude) {
+                Cover::All => plan.aside.push(r),
+                // Symbolic links are never followed (a backup skips them too).
+                Cover::Part if meta.is_dir() => stack.push(r),
+                Cover::Part | Cover::None => {}
+            }
+        }
+    }
+    let aside: std::collections::BTreeSet<&String> = plan.aside.iter().collect();
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        for (r, meta) in entries(staging, &rel)? {
+            match std::fs::symlink_metadata(data_dir.join(&r)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => plan.bring.push(r),
+                Err(e) => return Err(e),
+                Ok(_) if aside.contains(&r) => plan.bring.push(r),
+                Ok(cur) if cur.is_dir() && meta.is_dir() => stack.push(r),
+                Ok(_) => {
+                    return Err(std::io::Error::other(format!(
+                        "the snapshot holds {r}, which would replace a path it does not cover"
+                    )));
+                }
+            }
+        }
+    }
+    plan.aside.sort();
+    plan.bring.sort();
+    Ok(plan)
+}
+
+/// Replaces what the snapshot covers with the restored world in `staging`:
+/// moves the covered paths aside into `previous`, moves the restored ones
+/// in, then deletes both directories. Paths the snapshot does not cover are
+/// never touched. When a move fails, the moves done are undone so the world
+/// is as it was (or, when even that fails, the error says where its files
+/// are).
 fn swap(data_dir: &Path, staging: &Path, previous: &Path, manifest: &Manifest) -> Result<(), BackupError> {
     let w = |e: std::io::Error| BackupError::WriteFailed(format!("swapping in the restored world: {e}"));
-    std::fs::create_dir_all(previous).map_err(w)?;
-    for name in replaced(data_dir, manifest).map_err(w)? {
-        std::fs::rename(data_dir.join(&name), previous.join(&name)).map_err(w)?;
-    }
-    for e in std::fs::read_dir(staging).map_err(w)? {
-        let name = e.map_err(w)?.file_name();
-        std::fs::rename(staging.join(&name), data_dir.join(&name)).map_err(w)?;
+    let left_as_it_was = |what: String| {
+        let _ = std::fs::remove_dir_all(staging);
+        let _ = std::fs::remove_dir_all(previous);
+        BackupError::WriteFailed(format!(
+            "swapping in the restored world: {what}; the current world was left as it was"
+        ))
+    };
+    let plan =
+        plan(data_dir, staging, &manifest.include, &manifest.exclude).map_err(|e| left_as_it_was(e.to_string()))?;
+    std::fs::create_dir_all(previous).map_err(|e| left_as_it_was(e.to_string()))?;
+    let moves = plan
+        .aside
+        .iter()
+        .map(|r| (data_dir.join(r), previous.join(r)))
+        .chain(plan.bring.iter().map(|r| (staging.join(r), data_dir.join(r))));
+    let mut done: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for (from, to) in moves {
+        let moved = to.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::rename(&from, &to));
+        if let Err(e) = moved {
+            let undone = done.iter().rev().all(|(from, to)| std::fs::rename(to, from).is_ok());
+            let what = format!("moving {} to {}: {e}", from.display(), to.display());
+            if undone {
+                return Err(left_as_it_was(what));
+            }
+            return Err(BackupError::WriteFailed(format!(
+                "swapping in the restored world: {what}; undoing failed too: files of the current world are in {}",
+                previous.display()
+            )));
+        }
+        done.push((from, to));
     }
     std::fs::remove_dir_all(staging).map_err(w)?;
     std::fs::remove_dir_all(previous).map_err(w)?;
@@ -600,6 +700,9 @@ fn list<R: Read>(raw: R, c: Compression) -> Result<Vec<FileEntry>, BackupError> 
         let path = entry.path().map_err(|e| fail(e.to_string()))?.to_string_lossy().into_owned();
         let rel =
             safe_relative(&path).ok_or_else(|| fail(format!("archive entry {path:?} leaves the world directory")))?;
+        if !selected(&rel, &[], &[]) {
+            return Err(fail(format!("archive entry {rel} is craftplane's own bookkeeping, not part of a world")));
+        }
         match entry.header().entry_type() {
             tar::EntryType::Directory => {}
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -634,6 +737,185 @@ pub async fn delete(loc: &Location) -> Result<(), BackupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let tag = crate::resources::secret::generate_password().chars().take(10).collect::<String>();
+            let p = std::env::temp_dir().join(format!("craftplane-archive-{name}-{}", tag.to_lowercase()));
+            std::fs::create_dir_all(&p).unwrap();
+            Scratch(p)
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write(root: &Path, rel: &str, body: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+
+    /// Every path under `dir` (directories as "dir", files by sha256).
+    fn tree(dir: &Path) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                if e.file_type().unwrap().is_dir() {
+                    out.insert(rel, "dir".into());
+                    stack.push(e.path());
+                } else {
+                    out.insert(rel, hex(&Sha256::digest(std::fs::read(e.path()).unwrap())));
+                }
+            }
+        }
+        out
+    }
+
+    /// A server's data directory: worlds, plugin data, settings, logs.
+    const WORLD: &[&str] = &[
+        "world/level.dat",
+        "world/region/r.0.0.mca",
+        "world/region/r.0.1.mca",
+        "world/playerdata/8667ba71.dat",
+        "world/playerdata/advancements/8667ba71.json",
+        "world/data/raids.dat",
+        "world_nether/level.dat",
+        "world_nether/DIM-1/region/r.0.0.mca",
+        "world_nether/DIM-1/data/map_0.dat",
+        "plugins/Essentials/config.yml",
+        "plugins/Essentials/userdata/8667ba71.yml",
+        "plugins/LuckPerms/luckperms.db",
+        "server.properties",
+        "logs/latest.log",
+    ];
+
+    /// The world as it was when the snapshot was taken, the world later
+    /// (every file changed, some deleted, some new), and what a restore of
+    /// a snapshot with `include`/`exclude` must leave: inside the
+    /// snapshot's scope exactly the snapshot, outside it the later world
+    /// byte for byte.
+    async fn restore_keeps_what_the_snapshot_does_not_cover(include: &[&str], exclude: &[&str]) {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (include, exclude) = (s(include), s(exclude));
+        let t = Scratch::new("scope");
+        let (then, now) = (t.0.join("then"), t.0.join("now"));
+        for f in WORLD {
+            write(&then, f, &format!("{f} at snapshot time"));
+            write(&now, f, &format!("{f} later"));
+        }
+        std::fs::create_dir_all(then.join("world/empty")).unwrap();
+        // Gone since the snapshot (they come back where the snapshot covers them).
+        for f in ["world/level.dat", "world_nether/DIM-1/region/r.0.0.mca", "plugins/Essentials/config.yml"] {
+            std::fs::remove_file(now.join(f)).unwrap();
+        }
+        // New since the snapshot (removed where the snapshot covers them).
+        for f in [
+            "world/region/r.5.5.mca",
+            "world/playerdata/new-player.dat",
+            "world_nether/DIM-1/region/r.9.9.mca",
+            "plugins/Essentials/userdata/new.yml",
+            "plugins/NewPlugin/config.yml",
+            "world2/level.dat",
+        ] {
+            write(&now, f, &format!("{f} new"));
+        }
+        let loc = Location::open(&format!("file://{}", t.0.join("store/snap").display())).unwrap();
+        let opts = CreateOptions {
+            compression: Compression::Zstd,
+            include: include.clone(),
+            exclude: exclude.clone(),
+            server: None,
+        };
+        create(&loc, &then, &opts).await.unwrap();
+        let (before, source) = (tree(&now), tree(&then));
+        restore(&loc, &now).await.unwrap();
+        let after = tree(&now);
+        let scoped = |m: &BTreeMap<String, String>, inside: bool| -> BTreeMap<String, String> {
+            m.iter()
+                .filter(|(p, _)| super::super::selected(p, &include, &exclude) == inside)
+                .map(|(p, h)| (p.clone(), h.clone()))
+                .collect()
+        };
+        let (outside_before, outside_after) = (scoped(&before, false), scoped(&after, false));
+        let digest = |m: &BTreeMap<String, String>| hex(&Sha256::digest(format!("{m:?}")));
+        assert_eq!(
+            outside_after,
+            outside_before,
+            "include {include:?} exclude {exclude:?}: paths outside the snapshot changed (tree sha256 {} -> {})",
+            digest(&outside_before),
+            digest(&outside_after)
+        );
+        assert_eq!(
+            scoped(&after, true),
+            scoped(&source, true),
+            "include {include:?} exclude {exclude:?}: inside the snapshot"
+        );
+        assert!(!after.keys().any(|p| p.starts_with(".craftplane")), "staging left behind: {after:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exclude_snapshot_restores_around_the_excluded_paths() {
+        restore_keeps_what_the_snapshot_does_not_cover(&[], &["world/playerdata", "logs"]).await;
+        restore_keeps_what_the_snapshot_does_not_cover(
+            &[],
+            &["world_nether/DIM-1/region/", "plugins/Essentials/userdata"],
+        )
+        .await;
+        restore_keeps_what_the_snapshot_does_not_cover(&["world", "plugins"], &["world/playerdata"]).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restore_that_would_replace_uncovered_paths_leaves_the_world_alone() {
+        let t = Scratch::new("conflict");
+        let (then, now) = (t.0.join("then"), t.0.join("now"));
+        write(&then, "world/region/r.0.0.mca", "region");
+        write(&then, "plugins/x.yml", "x");
+        // `world` is a file now: the snapshot (world/region) cannot go there.
+        write(&now, "world", "a file where the world was");
+        write(&now, "server.properties", "motd=now");
+        let loc = Location::open(&format!("file://{}", t.0.join("store/snap").display())).unwrap();
+        let opts = CreateOptions {
+            compression: Compression::Gzip,
+            include: vec!["world/region".into()],
+            exclude: vec![],
+            server: None,
+        };
+        create(&loc, &then, &opts).await.unwrap();
+        let before = tree(&now);
+        let err = restore(&loc, &now).await.unwrap_err();
+        assert!(matches!(err, BackupError::WriteFailed(_)), "{err:?}");
+        assert!(err.to_string().contains("left as it was"), "{err}");
+        assert_eq!(tree(&now), before, "the world is untouched and no staging is left");
+
+        // An archive holding paths its manifest says it does not cover is refused.
+        let (mut manifest, _) = read_manifest(&loc).await.unwrap();
+        manifest.include = vec!["plugins".into()];
+        put_manifest(&loc, &manifest).await.unwrap();
+        std::fs::remove_file(now.join("world")).unwrap();
+        let before = tree(&now);
+        let err = restore(&loc, &now).await.unwrap_err();
+        assert!(err.to_string().contains("outside the paths the snapshot covers"), "{err}");
+        assert_eq!(tree(&now), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_include_snapshot_restores_only_the_included_paths() {
+        restore_keeps_what_the_snapshot_does_not_cover(&["world/region"], &[]).await;
+        restore_keeps_what_the_snapshot_does_not_cover(
+            &["world/region", "world_nether/DIM-1/region", "plugins/Essentials/"],
+            &[],
+        )
+        .await;
+        restore_keeps_what_the_snapshot_does_not_cover(&["world"], &[]).await;
+        restore_keeps_what_the_snapshot_does_not_cover(&[], &[]).await;
+    }
 
     #[test]
     fn unsafe_archive_paths_are_refused() {

@@ -3,7 +3,10 @@
 //! goes through the objects (spec changes, BackupSnapshots,
 //! ConsoleCommands), never around them.
 
+mod redact;
 mod render;
+
+use render::printable;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -14,7 +17,7 @@ use futures::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::api::backup::BackupPhase;
@@ -101,7 +104,9 @@ pub enum Cmd {
     },
     /// A support bundle: the craftplane objects, conditions and Events of the
     /// namespace and the operator's log, as far as you may read them
-    /// (Secrets are never included).
+    /// (Secrets are never included; credentials in the objects, embedded
+    /// config files, URLs and log lines are redacted; control characters
+    /// are escaped).
     Report {
         /// Namespace the operator runs in.
         #[arg(long, default_value = "craftplane-system")]
@@ -198,7 +203,7 @@ impl Kube {
                 .map_err(|e| explain(&format!("list MinecraftServers in namespace {}", self.ns), e))?;
             match output {
                 "json" => println!("{}", serde_json::to_string_pretty(&list.items)?),
-                "yaml" => print!("{}", serde_yaml::to_string(&list.items)?),
+                "yaml" => print!("{}", printable(&serde_yaml::to_string(&list.items)?, true)),
                 _ => print!("{}", render::server_table(&list.items)),
             }
             return Ok(());
@@ -211,7 +216,7 @@ impl Kube {
         };
         match output {
             "json" => println!("{}", serde_json::to_string_pretty(&json!({"server": s, "plugins": plugins}))?),
-            "yaml" => print!("{}", serde_yaml::to_string(&json!({"server": s, "plugins": plugins}))?),
+            "yaml" => print!("{}", printable(&serde_yaml::to_string(&json!({"server": s, "plugins": plugins}))?, true)),
             "text" => print!("{}", render::server(&s, &plugins, self.colour)),
             other => bail!("unknown output format {other:?}: text, json or yaml"),
         }
@@ -245,7 +250,7 @@ impl Kube {
                 ready.map(|c| format!(": {}: {}", c.reason, c.message)).unwrap_or_default()
             );
             if line != last {
-                println!("{line}");
+                println!("{}", printable(&line, false));
                 last = line;
             }
             match st.phase {
@@ -254,7 +259,7 @@ impl Kube {
                         "{} bytes, {} files at {}",
                         st.bytes.unwrap_or(0),
                         st.files.unwrap_or(0),
-                        st.location.unwrap_or_default()
+                        printable(&st.location.unwrap_or_default(), false)
                     );
                     return Ok(());
                 }
@@ -282,7 +287,7 @@ impl Kube {
                 let line =
                     format!("{:?}{}", r.phase, r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default());
                 if line != last {
-                    println!("{line}");
+                    println!("{}", printable(&line, false));
                     last = line;
                 }
                 match r.phase {
@@ -344,20 +349,24 @@ impl Kube {
             let st = c.status.unwrap_or_default();
             match st.phase {
                 Some(CommandPhase::Succeeded) => {
-                    println!("{}", st.output.unwrap_or_default().trim_end());
+                    println!("{}", printable(st.output.unwrap_or_default().trim_end(), true));
                     return Ok(());
                 }
                 Some(CommandPhase::Failed) => {
                     if let Some(out) = st.output.filter(|o| !o.is_empty()) {
-                        println!("{}", out.trim_end());
+                        println!("{}", printable(out.trim_end(), true));
                     }
-                    bail!("{}: {}", st.reason.unwrap_or_else(|| "Failed".into()), st.message.unwrap_or_default());
+                    bail!(
+                        "{}: {}",
+                        printable(&st.reason.unwrap_or_else(|| "Failed".into()), false),
+                        printable(&st.message.unwrap_or_default(), false)
+                    );
                 }
                 _ if tokio::time::Instant::now() > deadline => {
                     bail!(
                         "consolecommand/{name} still {:?} after 3 minutes: {}",
                         st.phase,
-                        st.message.unwrap_or_default()
+                        printable(&st.message.unwrap_or_default(), false)
                     )
                 }
                 _ => tokio::time::sleep(Duration::from_millis(500)).await,
@@ -378,17 +387,16 @@ impl Kube {
     }
 
     async fn report(&self, operator_ns: &str) -> Result<()> {
-        let mut out = String::new();
+        let mut objects = Vec::new();
+        let mut logs = Vec::new();
         let mut refused = Vec::new();
         let lp = ListParams::default();
         macro_rules! section {
             ($kind:ty, $label:expr) => {
                 match self.api::<$kind>().list(&lp).await {
                     Ok(l) => {
-                        for mut o in l.items {
-                            o.meta_mut().managed_fields = None;
-                            out.push_str("---\n");
-                            out.push_str(&serde_yaml::to_string(&o)?);
+                        for o in l.items {
+                            objects.push(serde_json::to_value(&o)?);
                         }
                     }
                     Err(e) => refused.push(format!("{}: {}", $label, explain("list", e))),
@@ -410,14 +418,7 @@ impl Kube {
                     let name = p.name_any();
                     let lp = LogParams { tail_lines: Some(500), ..Default::default() };
                     match ops.logs(&name, &lp).await {
-                        Ok(log) => {
-                            out.push_str(&format!("--- # operator log {operator_ns}/{name} (last 500 lines)\n"));
-                            for l in log.lines() {
-                                out.push_str("# ");
-                                out.push_str(l);
-                                out.push('\n');
-                            }
-                        }
+                        Ok(log) => logs.push((format!("operator log {operator_ns}/{name} (last 500 lines)"), log)),
                         Err(e) => refused.push(format!("operator log {name}: {}", explain("read", e))),
                     }
                 }
@@ -425,12 +426,12 @@ impl Kube {
             Err(e) => refused.push(format!("operator pods in {operator_ns}: {}", explain("list", e))),
         }
         let header = format!(
-            "# craftplane report of namespace {} at {} (Secrets are never included)\n{}",
+            "# craftplane report of namespace {} at {} (Secrets are never included, credentials are redacted)\n{}",
             self.ns,
             Timestamp::now(),
-            refused.iter().map(|r| format!("# not included: {r}\n")).collect::<String>()
+            refused.iter().map(|r| format!("# not included: {}\n", printable(r, false))).collect::<String>()
         );
-        print!("{header}{}", render::redact(&out));
+        print!("{header}{}", render::report(objects, &logs));
         Ok(())
     }
 }

@@ -35,6 +35,7 @@ pub fn server_table(servers: &[MinecraftServer]) -> String {
     }
     let mut rows = vec![["NAME", "PHASE", "PLAYERS", "VERSION", "SKU", "ADDRESS", "AGE"].map(String::from).to_vec()];
     for s in servers {
+        let s = &printable_copy(s);
         let st = s.status.clone().unwrap_or_default();
         rows.push(vec![
             s.metadata.name.clone().unwrap_or_default(),
@@ -61,6 +62,8 @@ fn paint(text: &str, ok: Option<bool>, colour: bool) -> String {
 /// One server on one screen.
 pub fn server(s: &MinecraftServer, plugins: &[PluginInstallation], colour: bool) -> String {
     use crate::api::server::ServerPhase::*;
+    let s = &printable_copy(s);
+    let plugins = &printable_copy(&plugins.to_vec());
     let st = s.status.clone().unwrap_or_default();
     let name = s.metadata.name.clone().unwrap_or_default();
     let phase = st.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "Pending".into());
@@ -156,6 +159,7 @@ pub fn backups(list: &[BackupSnapshot]) -> String {
     sorted.sort_by_key(|b| std::cmp::Reverse(b.metadata.creation_timestamp.as_ref().map(|t| t.0)));
     let mut rows = vec![["NAME", "PHASE", "SIZE", "AGE", "RETAINED", "REASON"].map(String::from).to_vec()];
     for b in sorted {
+        let b = &printable_copy(b);
         let st = b.status.clone().unwrap_or_default();
         rows.push(vec![
             b.metadata.name.clone().unwrap_or_default(),
@@ -179,36 +183,186 @@ fn size(b: i64) -> String {
     }
 }
 
-/// Blanks values that look like credentials (a report is shared with
-/// support): `password`, `secret`, `token` or `key` names followed by a value.
-pub fn redact(text: &str) -> String {
+/// Server-supplied text made safe for a terminal: control characters
+/// (ESC, BEL, carriage return, DEL, C1 controls, bidirectional overrides)
+/// are written as escapes (`\x1b`, `\u{202e}`), so a status message, a
+/// console answer or a log line cannot move the cursor, retitle or clear
+/// the terminal. Newlines are kept only when `multiline` (an answer or a
+/// report meant to span lines), tabs always.
+pub fn printable(text: &str, multiline: bool) -> String {
     let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let lower = line.to_lowercase();
-        let sensitive =
-            ["password", "secret_access", "token", "apikey", "api_key", "private"].iter().any(|w| lower.contains(w));
-        match line.split_once([':', '=']) {
-            Some((k, v)) if sensitive && !v.trim().is_empty() && !k.trim().is_empty() => {
-                out.push_str(k);
-                out.push_str(&line[k.len()..k.len() + 1]);
-                out.push_str(" <redacted>");
+    for c in text.chars() {
+        match c {
+            '\n' if multiline => out.push('\n'),
+            '\t' => out.push('\t'),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
             }
-            _ => out.push_str(line),
+            c => out.push(c),
         }
-        out.push('\n');
     }
     out
+}
+
+/// Escapes every string inside a value (see [`printable`], single line).
+fn printable_value(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = printable(s, false),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(printable_value),
+        serde_json::Value::Object(map) => map.values_mut().for_each(printable_value),
+        _ => {}
+    }
+}
+
+/// A copy of an object with every string made printable (the text views
+/// show status written from what a server reports, and specs).
+fn printable_copy<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(o: &T) -> T {
+    let mut v = match serde_json::to_value(o) {
+        Ok(v) => v,
+        Err(_) => return o.clone(),
+    };
+    printable_value(&mut v);
+    serde_json::from_value(v).unwrap_or_else(|_| o.clone())
+}
+
+/// The body of `kubectl craftplane report`: every object (managed fields
+/// dropped, secrets redacted by structure) as a YAML document, then the
+/// operator logs as comment lines (redacted), all printable.
+pub fn report(objects: Vec<serde_json::Value>, logs: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for mut o in objects {
+        if let Some(meta) = o.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
+        super::redact::redact_value(&mut o);
+        out.push_str("---\n");
+        match serde_yaml::to_string(&o) {
+            Ok(y) => out.push_str(&y),
+            Err(e) => out.push_str(&format!("# cannot be shown: {e}\n")),
+        }
+    }
+    for (title, log) in logs {
+        out.push_str(&format!("--- # {}\n", printable(title, false)));
+        for l in log.lines() {
+            out.push_str("# ");
+            out.push_str(&printable(&super::redact::redact_text(l), false));
+            out.push('\n');
+        }
+    }
+    printable(&out, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const EVIL: &str = "\x1b]0;evil\x07\x1b[2J";
+
     #[test]
-    fn credentials_are_redacted() {
-        let r = redact("name: x\nRCON_PASSWORD: hunter2\npassword=abc\nAWS_SECRET_ACCESS_KEY: k\n");
-        assert!(!r.contains("hunter2") && !r.contains("abc") && !r.contains(": k"), "{r}");
-        assert!(r.contains("name: x"));
+    fn server_text_is_printed_with_control_characters_escaped() {
+        assert_eq!(printable(EVIL, false), "\\x1b]0;evil\\x07\\x1b[2J");
+        assert_eq!(printable("a\r\nb\tc\u{9b}2J\u{202e}", false), "a\\r\\nb\tc\\u{9b}2J\\u{202e}");
+        assert_eq!(printable("line 1\nline 2", true), "line 1\nline 2");
+        assert_eq!(printable("Motd §aGreen — ünïcode", false), "Motd §aGreen — ünïcode");
+
+        let mut s = crate::resources::testdata::server("mc", "sku: small\neula: true\n");
+        s.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "phase": "Running",
+                "version": format!("Paper 1.21{EVIL}"),
+                "address": format!("mc.example{EVIL}:25565"),
+                "players": {"online": 1, "max": 20, "names": [format!("alice{EVIL}")]},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Running",
+                    "message": format!("ready{EVIL}\nsecond line"), "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            }))
+            .unwrap(),
+        );
+        for colour in [false, true] {
+            let text = server(&s, &[], colour);
+            assert!(!text.contains('\x07') && !text.contains("\x1b]") && !text.contains("\x1b[2J"), "{text:?}");
+            assert!(text.contains("alice\\x1b]0;evil\\x07\\x1b[2J"), "{text}");
+            assert!(text.contains("ready\\x1b]0;evil\\x07\\x1b[2J\\nsecond line"), "{text}");
+        }
+        let table = server_table(std::slice::from_ref(&s));
+        assert!(!table.contains('\x1b') && !table.contains('\x07') && table.contains("Paper 1.21\\x1b"), "{table}");
+    }
+
+    #[test]
+    fn a_report_holds_no_credentials_and_no_terminal_escapes() {
+        use serde_json::json;
+        let applied = json!({"spec": {"containers": [{"env": [{"name": "RCON_PASSWORD", "value": "leak-applied"}]}]}});
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "mc-0", "namespace": "acme",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": applied.to_string()},
+                "managedFields": [{"manager": "craftplane", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"containers": [{
+                "name": "minecraft", "image": "itzg/minecraft-server:java21",
+                "args": ["--rcon.password=leak-arg", "--nogui"],
+                "env": [
+                    {"name": "RCON_PASSWORD", "value": "leak-env"},
+                    {"name": "CF_API_KEY", "value": "leak-cf-key"},
+                    {"name": "DISCORD_TOKEN", "value": "leak-discord"},
+                    {"name": "DB_PASS", "value": "leak-db-pass"},
+                    {"name": "BACKUP_URL", "value": "s3://AKIAEXAMPLE:leak-url-secret@minio.local:9000/worlds"},
+                    {"name": "MOTD", "value": "Welcome to acme"},
+                    {"name": "RCON_PASSWORD_FILE", "value": "/etc/rcon/password"},
+                    {"name": "S3_SECRET", "valueFrom": {"secretKeyRef": {"name": "acme-store", "key": "secret-key"}}},
+                ],
+            }]},
+            "status": {"phase": "Running", "message": format!("pulled{EVIL}")},
+        });
+        let config_map = json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mc-config", "namespace": "acme"},
+            "data": {
+                "server.properties": "motd=Hello acme\nenable-rcon=true\nrcon.password=leak-props\nrcon.port=25575\n",
+                "plugins/DiscordSRV/config.yml":
+                    "BotToken: leak-bot-token\nbot:\n  token: leak-yaml-token\n  api-key: \"leak-api-key\"\n  passive-mode: true\n  secret: leak-yaml-secret\n  pass: leak-yaml-pass\nDiscordInviteLink: https://discord.gg/acme\n",
+                "plugins/Votifier/config.json": "{\"host\": \"0.0.0.0\", \"tokens\": {\"default\": \"leak-json-token\"}}",
+            },
+        });
+        let server = json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer",
+            "metadata": {"name": "mc", "namespace": "acme"},
+            "spec": {"sku": "small", "properties": {"motd": "A server", "rcon.password": "leak-spec"}},
+            "status": {"version": format!("Paper{EVIL}"), "players": {"online": 1, "max": 20, "names": [format!("bob{EVIL}")]},
+                "conditions": [{"type": "Ready", "status": "False", "reason": "Pinging", "message": format!("MOTD says {EVIL}")}]},
+        });
+        let event = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1", "namespace": "acme"},
+            "message": format!("console answered: {EVIL}"), "reason": "Console"});
+        let log = format!(
+            "2026-12-03T19:00:00Z INFO opened store s3://op:leak-log-url@minio/worlds\n\
+             {{\"level\":\"INFO\",\"fields\":{{\"message\":\"rcon\",\"password\":\"leak-log-json\"}}}}\n\
+             2026-12-03T19:00:01Z WARN server said {EVIL} token=leak-log-field\n"
+        );
+        let text = report(vec![pod, config_map, server, event], &[("operator log craftplane-system/op-0".into(), log)]);
+        let leaks: Vec<String> =
+            text.match_indices("leak-").map(|(i, _)| text[i..].chars().take(20).collect()).collect();
+        assert!(leaks.is_empty(), "credentials in the report: {leaks:?}\n{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "raw escapes in the report:\n{text}");
+        assert!(!text.contains("managedFields"), "{text}");
+        for kept in [
+            "kind: Pod",
+            "Welcome to acme",
+            "motd=Hello acme",
+            "enable-rcon=true",
+            "rcon.port=25575",
+            "passive-mode: true",
+            "https://discord.gg/acme",
+            "/etc/rcon/password",
+            "acme-store",
+            "minio.local:9000/worlds",
+            "0.0.0.0",
+            "itzg/minecraft-server:java21",
+            "A server",
+            "evil",
+            "--nogui",
+        ] {
+            assert!(text.contains(kept), "{kept:?} is lost:\n{text}");
+        }
     }
 
     #[test]
