@@ -21,7 +21,7 @@ const NODES: usize = 3;
 /// Paths of kube-controller-manager and kube-scheduler open to anonymous
 /// requests.
 const PROFILING_PATHS: &str = "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics,/debug/pprof/*";
-const SERVICE_CIDR: &str = "10.96.0.0/16";
+pub(crate) const SERVICE_CIDR: &str = "10.96.0.0/16";
 const SERVICE_IP: &str = "10.96.0.1";
 
 /// Start order; stopped in reverse.
@@ -350,7 +350,7 @@ impl Cluster {
 
         // user → groups. The admin is a cluster-admin through system:masters;
         // the controller-manager and scheduler use their bootstrap RBAC roles.
-        let users: [(&'static str, &str, &str); 9] = [
+        let users: [(&'static str, &str, &str); 10] = [
             ("kubeconfig", "craftplane-admin", "system:masters"),
             // The operator's own identity, so its requests can be told apart
             // (audit log) from the tests' and people's. Not an admin: it holds
@@ -366,6 +366,8 @@ impl Cluster {
             ("kubelet.kubeconfig", "system:node:craftplane-node", "system:nodes"),
             ("kube-proxy.kubeconfig", "system:kube-proxy", ""),
             ("coredns.kubeconfig", "system:coredns", "system:masters"),
+            // The NetworkPolicy engine: read-only RBAC applied by the node.
+            ("kube-router.kubeconfig", node::KUBE_ROUTER_USER, ""),
         ];
         let ca = pki.join("ca.crt");
         let ca = ca.display();
@@ -713,6 +715,9 @@ mod tests {
         };
         m.insert("iptables filter".into(), chains("filter"));
         m.insert("iptables nat".into(), chains("nat"));
+        // kube-router's sets live in the node's namespace, never here.
+        let sets = Command::new("ipset").args(["list", "-n"]).output();
+        m.insert("ipsets".into(), sets.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default());
         for p in ["/var/lib/kubelet", "/var/lib/cni", "/run/containerd", "/run/netns"] {
             m.insert(p.into(), Path::new(p).exists().to_string());
         }
@@ -839,6 +844,81 @@ print('tcp ok')
             "DNS/Service probe from the node's network: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+
+        // NetworkPolicies are enforced (kube-router): a TCP connect from pod
+        // `real` to a listener in another namespace's pod passes, fails
+        // under a default-deny ingress policy there, passes once it is gone.
+        assert!(node.has_chain(node::POLICY_CHAIN), "kube-router's {} chain", node::POLICY_CHAIN);
+        let guarded = cluster.dir.join("guarded-pod.yaml");
+        fs::write(
+            &guarded,
+            format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: np-check}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: guarded, namespace: np-check}}\nspec:\n  nodeSelector: {{{l}: {v}}}\n  tolerations: [{{key: {t}, operator: Exists, effect: NoSchedule}}]\n  containers: [{{name: c, image: \"{img}\", imagePullPolicy: Never}}]\n",
+                l = node::LABEL.0,
+                v = node::LABEL.1,
+                t = node::TAINT_KEY,
+                img = crate::images::pause_image()
+            ),
+        )
+        .unwrap();
+        kubectl(&["apply", "-f", &guarded.display().to_string()]);
+        kubectl(&["wait", "--for=condition=Ready", "pod/guarded", "-n", "np-check", "--timeout=90s"]);
+        let netns_of = |ns: &str, pod: &str| {
+            let cid =
+                kubectl(&["get", "pod", pod, "-n", ns, "-o", "jsonpath={.status.containerStatuses[0].containerID}"]);
+            let id = cid.trim_start_matches("containerd://").to_string();
+            let tasks = node.ctr().args(["tasks", "ls"]).output().unwrap();
+            let pid = String::from_utf8_lossy(&tasks.stdout)
+                .lines()
+                .find(|l| l.starts_with(&id))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+                .unwrap_or_else(|| panic!("no task for {ns}/{pod}"));
+            format!("/proc/{pid}/ns/net")
+        };
+        let target = kubectl(&["get", "pod", "guarded", "-n", "np-check", "-o", "jsonpath={.status.podIP}"]);
+        // The listener: a host python in the guarded pod's network namespace.
+        struct Killed(std::process::Child);
+        impl Drop for Killed {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let listener = Command::new("nsenter")
+            .arg(format!("--net={}", netns_of("np-check", "guarded")))
+            .args(["python3", "-c"])
+            .arg("import socket\ns = socket.create_server(('0.0.0.0', 8080))\nwhile True: s.accept()[0].close()")
+            .spawn()
+            .map(Killed)
+            .unwrap();
+        let from = netns_of("default", "real");
+        let connects = || {
+            Command::new("nsenter")
+                .arg(format!("--net={from}"))
+                .args(["python3", "-c", "import socket, sys; socket.create_connection((sys.argv[1], 8080), timeout=2)"])
+                .arg(&target)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        };
+        let settles = |want: bool| {
+            wait_for(if want { "connect allowed" } else { "connect denied" }, Duration::from_secs(60), || {
+                connects() == want
+            })
+        };
+        settles(true).expect("pod-to-pod TCP without a policy");
+        let deny = cluster.dir.join("deny.yaml");
+        fs::write(
+            &deny,
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: np-check}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n",
+        )
+        .unwrap();
+        kubectl(&["apply", "-f", &deny.display().to_string()]);
+        settles(false).expect("a default-deny ingress policy stops the connect");
+        kubectl(&["delete", "-f", &deny.display().to_string()]);
+        settles(true).expect("the connect passes again once the policy is gone");
+        drop(listener);
 
         let dir = cluster.dir.display().to_string();
         let netns = node.netns();

@@ -1,12 +1,14 @@
 //! The real node of the local control plane: containerd + runc + CNI
 //! (Debian's packages), a kubelet and kube-proxy (built from the pinned
-//! Kubernetes module) and CoreDNS, so pods on it run real containers.
+//! Kubernetes module), CoreDNS, and kube-router's policy controller as the
+//! NetworkPolicy engine, so pods on it run real containers and
+//! NetworkPolicies are enforced between them.
 //!
 //! Everything the node does to networking happens inside a network
 //! namespace of its own (`craftplane-<n>`), joined to the host by one veth
-//! pair: the pods' bridge, kube-proxy's and the kubelet's iptables chains,
-//! its `ip_forward` and bridge-netfilter sysctls live and die with that
-//! namespace. The host keeps `ip_forward` off, so nothing can leave the
+//! pair: the pods' bridge, kube-proxy's, the kubelet's and kube-router's
+//! iptables chains, kube-router's ipsets, its `ip_forward` and
+//! bridge-netfilter sysctls live and die with that namespace. The host keeps `ip_forward` off, so nothing can leave the
 //! machine; it only gains an address on the veth (where the API server and
 //! the tests' host-side servers listen) and a route to the pod subnet.
 //!
@@ -39,6 +41,8 @@ use crate::tools::{self, Tools};
 
 /// The real node's name.
 pub const NODE_NAME: &str = "craftplane-node";
+/// The API identity kube-router's policy controller uses (read-only RBAC).
+pub const KUBE_ROUTER_USER: &str = "craftplane:kube-router";
 /// Taint key (effect NoSchedule) and label that place a pod on the real node.
 pub const TAINT_KEY: &str = "craftplane.io/real-node";
 pub const LABEL: (&str, &str) = ("craftplane.io/node", "real");
@@ -63,7 +67,10 @@ const CGROUP_HIERARCHIES: [&str; 9] =
     ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd"];
 
 /// The node's processes, in start order.
-pub const COMPONENTS: [&str; 4] = ["containerd", "kubelet", "kube-proxy", "coredns"];
+pub const COMPONENTS: [&str; 5] = ["containerd", "kubelet", "kube-proxy", "coredns", "kube-router"];
+/// The chain kube-router's policy controller hooks into FORWARD once it has
+/// synced (pod-to-pod traffic on the bridge passes it).
+pub const POLICY_CHAIN: &str = "KUBE-ROUTER-FORWARD";
 
 /// One real node, its state under `<cluster dir>/node`.
 #[derive(Clone, Debug)]
@@ -149,7 +156,8 @@ impl Node {
             args(&["ip", "route", "add", &pods, "via", &node_ip]),
             // Inside the namespace only: forward between the pods' bridge
             // and the veth; bridged pod traffic passes iptables (Service
-            // NAT between two pods on one bridge).
+            // NAT between two pods on one bridge, and kube-router's
+            // NetworkPolicy chains).
             args(&["ip", "netns", "exec", &ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]),
             args(&["ip", "netns", "exec", &ns, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1"]),
         ];
@@ -160,7 +168,8 @@ impl Node {
     }
 
     /// Writes the configuration and starts containerd, the kubelet,
-    /// kube-proxy and CoreDNS; waits until the node is Ready.
+    /// kube-proxy, CoreDNS and kube-router; waits until the node is Ready
+    /// and kube-router has installed its chains.
     pub fn start(&self, sh: &Shell, tools: &Tools, cluster_dir: &Path) -> Result<()> {
         let d = &self.dir;
         for sub in
@@ -323,12 +332,83 @@ ports:
             .ignore_stdout()
             .run()
             .with_context(|| format!("the real node did not become Ready; see {}", self.log("kubelet").display()))?;
+        self.start_policy_engine(sh, tools, cluster_dir)?;
         for c in COMPONENTS {
             if !self.is_running(c) {
                 bail!("{c} exited during start-up; see {}", self.log(c).display());
             }
         }
         Ok(())
+    }
+
+    /// kube-router, policy controller only (no routing, no service proxy:
+    /// the bridge CNI and kube-proxy do those), in the node's namespace. It
+    /// reads the Node object for the node's IP, so it starts once the node
+    /// is registered; read-only RBAC of its own.
+    fn start_policy_engine(&self, sh: &Shell, tools: &Tools, cluster_dir: &Path) -> Result<()> {
+        let kubectl = &tools.kubectl;
+        let kc = cluster_dir.join("kubeconfig");
+        let rbac = self.dir.join("kube-router-rbac.yaml");
+        fs::write(
+            &rbac,
+            format!(
+                "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: \"{KUBE_ROUTER_USER}\"}}
+rules:
+- apiGroups: [\"\"]
+  resources: [namespaces, pods, services, endpoints, nodes]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: \"{KUBE_ROUTER_USER}\"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: \"{KUBE_ROUTER_USER}\"}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: \"{KUBE_ROUTER_USER}\"}}
+"
+            ),
+        )?;
+        cmd!(sh, "{kubectl} --kubeconfig {kc} apply -f {rbac}").quiet().ignore_stdout().run()?;
+        self.spawn_in_netns(
+            "kube-router",
+            &tools.kube_router,
+            &[
+                format!("--kubeconfig={}", cluster_dir.join("kube-router.kubeconfig").display()),
+                format!("--hostname-override={NODE_NAME}"),
+                "--run-firewall=true".into(),
+                "--run-router=false".into(),
+                "--run-service-proxy=false".into(),
+                "--enable-cni=false".into(),
+                "--enable-ipv6=false".into(),
+                format!("--service-cluster-ip-range={}", crate::cluster::SERVICE_CIDR),
+                // Nothing listens outside the namespace's own processes.
+                "--health-port=0".into(),
+                "--metrics-port=0".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        wait_for("kube-router's policy chains", Duration::from_secs(90), || {
+            !self.is_running("kube-router") || self.has_chain(POLICY_CHAIN)
+        })?;
+        if !self.is_running("kube-router") {
+            bail!("kube-router exited during start-up; see {}", self.log("kube-router").display());
+        }
+        Ok(())
+    }
+
+    /// Whether the node's namespace has this iptables chain (filter table).
+    pub fn has_chain(&self, chain: &str) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns(), "iptables", "-w", "5", "-S", chain])
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
     /// The StorageClass and the `local` PersistentVolumes of the real node
@@ -641,13 +721,15 @@ pub fn ensure_packages(sh: &Shell) -> Result<()> {
     check_packages()
 }
 
-/// containerd + runc + CNI plugins, iptables for kube-proxy, conntrack,
-/// util-linux's nsenter, iproute2, gcc for the pause binary.
-const DEBIAN_PACKAGES: [&str; 9] = [
+/// containerd + runc + CNI plugins, iptables for kube-proxy and
+/// kube-router, ipset for kube-router, conntrack, util-linux's nsenter,
+/// iproute2, gcc for the pause binary.
+const DEBIAN_PACKAGES: [&str; 10] = [
     "containerd",
     "runc",
     "containernetworking-plugins",
     "iptables",
+    "ipset",
     "conntrack",
     "iproute2",
     "util-linux",
@@ -658,8 +740,18 @@ const DEBIAN_PACKAGES: [&str; 9] = [
 fn check_packages() -> Result<()> {
     // Commands found in the usual directories (runc is /usr/sbin/runc on
     // bookworm, /usr/bin/runc elsewhere), and the CNI plugins containerd runs.
-    let commands =
-        ["containerd", "containerd-shim-runc-v2", "ctr", "runc", "iptables", "conntrack", "nsenter", "gcc", "ip"];
+    let commands = [
+        "containerd",
+        "containerd-shim-runc-v2",
+        "ctr",
+        "runc",
+        "iptables",
+        "ipset",
+        "conntrack",
+        "nsenter",
+        "gcc",
+        "ip",
+    ];
     let on_path =
         |name: &str| ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].iter().any(|d| Path::new(d).join(name).exists());
     let mut missing: Vec<String> = commands.iter().filter(|c| !on_path(c)).map(|c| c.to_string()).collect();

@@ -34,6 +34,8 @@ pub struct Tools {
     pub kube_proxy: PathBuf,
     /// Cluster DNS for the real node's pods.
     pub coredns: PathBuf,
+    /// The real node's NetworkPolicy engine (kube-router's policy controller).
+    pub kube_router: PathBuf,
 }
 
 impl Tools {
@@ -52,10 +54,11 @@ impl Tools {
             kubelet: b.join(format!("kubelet-{k}")),
             kube_proxy: b.join(format!("kube-proxy-{k}")),
             coredns: b.join(format!("coredns-{}", versions::COREDNS)),
+            kube_router: b.join(format!("kube-router-{}", versions::KUBE_ROUTER)),
         }
     }
 
-    fn all(&self) -> [&Path; 11] {
+    fn all(&self) -> [&Path; 12] {
         [
             &self.kubelet,
             &self.kube_proxy,
@@ -68,6 +71,7 @@ impl Tools {
             &self.kubectl,
             &self.kwok,
             &self.kwok_stages,
+            &self.kube_router,
         ]
     }
 
@@ -133,6 +137,16 @@ pub fn ensure(sh: &Shell) -> Result<Tools> {
             "github.com/coredns/coredns",
         )?;
         go_build(sh, &dir, "github.com/coredns/coredns", &tools.coredns, "")?;
+    }
+    // Last: only real-node clusters run it. Its own module (it pins
+    // client-go v0.29), built static as upstream's Makefile does.
+    if !tools.kube_router.exists() {
+        let module = "github.com/cloudnativelabs/kube-router/v2";
+        let pkg = format!("{module}/cmd/kube-router");
+        let dir = prepare_simple_module(sh, "kube-router", module, versions::KUBE_ROUTER, &pkg)?;
+        let _cgo = sh.push_env("CGO_ENABLED", "0");
+        let stamp = format!("-X {module}/pkg/version.Version={}", versions::KUBE_ROUTER);
+        go_build(sh, &dir, &pkg, &tools.kube_router, &stamp)?;
     }
     let missing = tools.missing();
     if !missing.is_empty() {

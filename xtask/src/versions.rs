@@ -10,6 +10,10 @@ pub const KUBERNETES_STAGING: &str = "v0.36.3";
 pub const ETCD: &str = "v3.6.16";
 /// github.com/coredns/coredns: cluster DNS for the real node's pods.
 pub const COREDNS: &str = "v1.15.0";
+/// github.com/cloudnativelabs/kube-router/v2: the real node's NetworkPolicy
+/// engine (its policy controller only; iptables + ipset). The newest the Go
+/// module proxy here serves (v2.5.0 and v2.6.1 answer 403).
+pub const KUBE_ROUTER: &str = "v2.1.0";
 /// sigs.k8s.io/kwok.
 pub const KWOK: &str = "v0.8.0";
 /// helm.sh/helm/v3 (chart lint/template in tests and e2e).
