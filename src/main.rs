@@ -195,7 +195,7 @@ fn render(args: &RenderArgs) -> Result<String, String> {
     for s in &servers {
         let name = s.metadata.name.clone().unwrap_or_default();
         let sku = skus.iter().find(|k| k.metadata.name.as_deref() == Some(s.spec.sku.as_str()));
-        let m = resources::validate(s, sku, None, false).map_err(|e| format!("{name}: {e}"))?;
+        let m = resources::validate(s, sku, None, None).map_err(|e| format!("{name}: {e}"))?;
         let mut objects = vec![
             serde_json::to_value(pvc::build(&m, true)),
             serde_json::to_value(config_map::build(&m)),

@@ -212,8 +212,13 @@ fn tenant_spec() -> BoxedStrategy<Value> {
                 .boxed(),
         ),
         field(pick2(&["main"], &["", "Bad_Name"]).prop_map(|n| json!({"name": n, "prefix": "tenants/x/"})).boxed()),
+        field(
+            prop::collection::vec(pick2(&["example.com", "Games.Example.NET."], &["", "-bad", "a..b"]), 0..3)
+                .prop_map(|v| json!(v))
+                .boxed(),
+        ),
     )
-        .prop_map(|(o, n, q, s, net, b)| {
+        .prop_map(|(o, n, q, s, net, b, h)| {
             object(vec![
                 ("owners", o),
                 ("namespaces", n),
@@ -221,6 +226,7 @@ fn tenant_spec() -> BoxedStrategy<Value> {
                 ("allowedSkus", s),
                 ("network", net),
                 ("backupStore", b),
+                ("hostnameDomains", h),
             ])
         })
         .boxed()
@@ -333,8 +339,8 @@ fn exercise(kind: &str, obj: &Value) -> Option<bool> {
                 serde_json::from_value(wrap("Tenant", json!({"owners": [], "allowedSkus": ["small"]}), None, "t"))
                     .unwrap();
             let mut built = false;
-            for (t, provisioned) in [(None, false), (Some(&tenant), true)] {
-                if let Ok(mut m) = resources::validate(&s, Some(&sku), t, provisioned) {
+            for (t, current) in [(None, None), (Some(&tenant), Some(s.spec.sku.as_str()))] {
+                if let Ok(mut m) = resources::validate(&s, Some(&sku), t, current) {
                     m.plugins = craftplane::plugins::manifest_for(m.server_type, &[]);
                     let _ = (config_map::build(&m), pvc::build(&m, true), secret::build(&m, "pw"));
                     let game = service::game(&m);

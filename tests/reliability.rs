@@ -62,7 +62,7 @@ async fn every_generated_pod_template_passes_pod_security_restricted() {
             serde_json::from_value(json!({"apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer",
             "metadata": {"name": format!("s{i}"), "namespace": ns, "uid": "u"}, "spec": spec}))
             .unwrap();
-        let mut m = resources::validate(&server, Some(&sku), None, false).unwrap();
+        let mut m = resources::validate(&server, Some(&sku), None, None).unwrap();
         // With plugins and their config volumes.
         m.plugins.plugins.push(craftplane::plugins::ManifestEntry {
             name: "lp".into(),

@@ -420,3 +420,25 @@ async fn server_list_ping_fills_players_and_version() {
     op.stop();
     f.cleanup().await;
 }
+
+/// Issue 30 item 10: a StorageClass the SKU does not name gets no volume.
+#[tokio::test]
+async fn a_storage_class_the_sku_does_not_name_gets_no_volume() {
+    let f = Fixture::new("class").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("premium", json!({"storage": {"storageClassName": "premium-ssd"}})).await;
+    let s = f
+        .wait("premium", "StorageClassNotAllowed", &op, |s| {
+            condition(s, "Ready").is_some_and(|c| c.reason == "StorageClassNotAllowed")
+        })
+        .await;
+    let ready = condition(&s, "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("premium-ssd"), "{}", ready.message);
+    // Give the operator time to (wrongly) create something, then check.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(f.api::<PersistentVolumeClaim>().get_opt("premium-data").await.unwrap().is_none(), "no claim");
+    assert!(f.api::<StatefulSet>().get_opt("premium").await.unwrap().is_none(), "no workload");
+    op.stop();
+    f.cleanup().await;
+}

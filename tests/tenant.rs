@@ -1518,3 +1518,247 @@ async fn members_are_validated_by_the_schema() {
     raw.create(&PostParams::default(), &tenant(name.clone(), good)).await.expect("valid members");
     let _ = raw.delete(&name, &DeleteParams::default()).await;
 }
+
+/// Polls a server until `pred` holds; panics with its status and the
+/// operator log.
+async fn wait_server(
+    w: &World,
+    ns: &str,
+    name: &str,
+    op: &Operator,
+    what: &str,
+    pred: impl Fn(&MinecraftServer) -> bool,
+) -> MinecraftServer {
+    let api = Api::<MinecraftServer>::namespaced(w.admin.clone(), ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(s)) = api.get_opt(name).await {
+            if pred(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "server {ns}/{name}: {what} not reached; status {}\noperator log:\n{}",
+        serde_json::to_string_pretty(&last.and_then(|s| s.status)).unwrap(),
+        op.log_text().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+}
+
+fn has_condition(s: &MinecraftServer, type_: &str, status: &str, reason: &str) -> bool {
+    s.status.as_ref().is_some_and(|st| {
+        st.observed_generation == s.metadata.generation
+            && st.conditions.iter().any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+    })
+}
+
+/// The mc-router hostname annotation of a server's game Service (`None`:
+/// no Service yet, `Some(None)`: a Service without it).
+async fn routed_host(w: &World, ns: &str, name: &str) -> Option<Option<String>> {
+    let svc =
+        Api::<k8s_openapi::api::core::v1::Service>::namespaced(w.admin.clone(), ns).get_opt(name).await.ok()??;
+    Some(svc.metadata.annotations.and_then(|a| a.get("mc-router.itzg.me/externalServerName").cloned()))
+}
+
+/// A status field by its JSON name.
+fn status_field(s: &MinecraftServer, field: &str) -> Option<String> {
+    serde_json::to_value(s).unwrap()["status"][field].as_str().map(String::from)
+}
+
+fn server_with(name: &str, shard: &str, spec: Value) -> MinecraftServer {
+    let mut s = server(name, "", shard);
+    let mut full = serde_json::to_value(&s.spec).unwrap();
+    for (k, v) in spec.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    s.spec = serde_json::from_value(full).unwrap();
+    s
+}
+
+/// Issue 30 item 4: a hostname is confined to the domains the admin gives
+/// the tenant and held by one server, the first; Service annotations only
+/// with keys the SKU allows.
+#[tokio::test]
+async fn hostnames_stay_with_their_tenant_and_first_claimant() {
+    let mut w = World::new("host").await;
+    let small = w.sku("small", true).await;
+    let domain = format!("{}.games.example", w.shard);
+    let host = format!("mc.{domain}");
+    let owner = format!("hana-{}", w.shard);
+    let (ta, na) =
+        w.tenant("a", json!({"owners": [{"kind": "User", "name": owner}], "hostnameDomains": [domain]})).await;
+    // B's admin (carelessly) gave it the same domain: uniqueness still holds.
+    let (tb, nb) = w
+        .tenant("b", json!({"owners": [{"kind": "User", "name": owner}], "hostnameDomains": [domain.to_uppercase()]}))
+        .await;
+    let op = Operator::start(&w.shard, &[]).await;
+    w.wait_tenant(&ta, &op, "Ready", ready).await;
+    w.wait_tenant(&tb, &op, "Ready", ready).await;
+    let create = |ns: String, s: MinecraftServer| {
+        let api = Api::<MinecraftServer>::namespaced(w.admin.clone(), &ns);
+        async move {
+            let created = common::wait_until(Duration::from_secs(20), || async {
+                api.create(&PostParams::default(), &s).await.is_ok()
+            })
+            .await;
+            assert!(created.is_ok(), "create {:?}", s.metadata.name);
+        }
+    };
+    create(na.clone(), server_with("srv", &w.shard, json!({"sku": small, "hostname": host}))).await;
+    let routed = common::wait_until(Duration::from_secs(60), || async {
+        routed_host(&w, &na, "srv").await == Some(Some(host.clone()))
+    })
+    .await;
+    assert!(routed.is_ok(), "A's Service routes its hostname");
+    // Creation times have whole seconds: B is strictly later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    create(
+        nb.clone(),
+        server_with(
+            "srv",
+            &w.shard,
+            json!({"sku": small, "hostname": host, "service": {"annotations": {
+                "metallb.universe.tf/address-pool": "premium", "mc-router.itzg.me/defaultServer": "true"}}}),
+        ),
+    )
+    .await;
+    let b = wait_server(&w, &nb, "srv", &op, "HostnameConflict", |s| {
+        has_condition(s, "Hostname", "False", "HostnameConflict")
+    })
+    .await;
+    assert_eq!(status_field(&b, "hostname"), None);
+    let st = b.status.unwrap();
+    let c = st.conditions.iter().find(|c| c.type_ == "Hostname").unwrap();
+    assert!(c.message.contains(&format!("{na}/srv")), "{}", c.message);
+    let c = st.conditions.iter().find(|c| c.type_ == "ServiceAnnotations").expect("ServiceAnnotations condition");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ServiceAnnotationNotAllowed"));
+    assert!(
+        c.message.contains("metallb.universe.tf/address-pool") && c.message.contains("defaultServer"),
+        "{}",
+        c.message
+    );
+    let svc_b =
+        common::wait_until(Duration::from_secs(20), || async { routed_host(&w, &nb, "srv").await.is_some() }).await;
+    assert!(svc_b.is_ok(), "B's Service exists");
+    let b_svc = Api::<k8s_openapi::api::core::v1::Service>::namespaced(w.admin.clone(), &nb).get("srv").await.unwrap();
+    let a = b_svc.metadata.annotations.unwrap_or_default();
+    assert!(
+        !a.contains_key("mc-router.itzg.me/externalServerName")
+            && !a.contains_key("metallb.universe.tf/address-pool")
+            && !a.contains_key("mc-router.itzg.me/defaultServer"),
+        "B's Service carries none of the refused annotations: {a:?}"
+    );
+    assert_eq!(routed_host(&w, &na, "srv").await, Some(Some(host.clone())), "A keeps its hostname");
+    let a =
+        wait_server(&w, &na, "srv", &op, "Hostname Claimed", |s| has_condition(s, "Hostname", "True", "Claimed")).await;
+    assert_eq!(status_field(&a, "hostname"), Some(host.clone()));
+
+    // A hostname outside the tenant's domains.
+    create(nb.clone(), server_with("stray", &w.shard, json!({"sku": small, "hostname": "mc.elsewhere.example"}))).await;
+    let s = wait_server(&w, &nb, "stray", &op, "HostnameNotAllowed", |s| {
+        has_condition(s, "Hostname", "False", "HostnameNotAllowed")
+    })
+    .await;
+    assert!(s.status.unwrap().conditions.iter().any(|c| c.message.to_lowercase().contains(&domain)));
+    let svc =
+        common::wait_until(Duration::from_secs(20), || async { routed_host(&w, &nb, "stray").await.is_some() }).await;
+    assert!(svc.is_ok());
+    assert_eq!(routed_host(&w, &nb, "stray").await, Some(None), "no route for a hostname outside the domains");
+
+    // A goes away: B gets the hostname without any change of its own.
+    Api::<MinecraftServer>::namespaced(w.admin.clone(), &na).delete("srv", &DeleteParams::default()).await.unwrap();
+    let b =
+        wait_server(&w, &nb, "srv", &op, "Hostname handed over", |s| has_condition(s, "Hostname", "True", "Claimed"))
+            .await;
+    assert_eq!(status_field(&b, "hostname"), Some(host.clone()));
+    let routed = common::wait_until(Duration::from_secs(20), || async {
+        routed_host(&w, &nb, "srv").await == Some(Some(host.clone()))
+    })
+    .await;
+    assert!(routed.is_ok(), "B's Service now carries the hostname");
+    op.stop();
+    w.cleanup().await;
+}
+
+/// Issue 30 item 9: without the admission policy, a running server moved
+/// to a SKU its tenant may not use (or one not available) stays on the SKU
+/// it runs on, with a condition.
+#[tokio::test]
+async fn a_running_server_moved_to_a_forbidden_sku_keeps_its_own() {
+    let mut w = World::new("skumove").await;
+    let small = w.sku("small", true).await;
+    let sku = |suffix: &str, memory: &str, available: bool| {
+        let name = format!("{}-{suffix}", w.shard);
+        let sku: Sku = serde_json::from_value(json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "Sku",
+            "metadata": {"name": name, "labels": {SHARD_LABEL: w.shard}},
+            "spec": {"resources": {"cpu": "2", "memory": memory, "storage": "1Gi"}, "available": available,
+                     "placement": {"nodeSelector": {"pool": "premium"}}}
+        }))
+        .unwrap();
+        (name, sku)
+    };
+    let (large, large_sku) = sku("large", "3Gi", true);
+    let (retired, retired_sku) = sku("retired", "4Gi", false);
+    for s in [&large_sku, &retired_sku] {
+        Api::<Sku>::all(w.admin.clone()).create(&PostParams::default(), s).await.expect("create sku");
+    }
+    w.skus.extend([large.clone(), retired.clone()]);
+    let owner = format!("ivan-{}", w.shard);
+    let (t, ns) =
+        w.tenant("t", json!({"owners": [{"kind": "User", "name": owner}], "allowedSkus": [small, retired]})).await;
+    let op = Operator::start(&w.shard, &[]).await;
+    w.wait_tenant(&t, &op, "Ready", ready).await;
+    // No admission policy here (as on a cluster without it).
+    Api::<Namespace>::all(w.admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"craftplane.io/allowed-skus-policy": "disabled"}}})),
+        )
+        .await
+        .unwrap();
+    let servers = Api::<MinecraftServer>::namespaced(w.admin.clone(), &ns);
+    let created = common::wait_until(Duration::from_secs(20), || async {
+        servers.create(&PostParams::default(), &server("mover", &small, &w.shard)).await.is_ok()
+    })
+    .await;
+    assert!(created.is_ok());
+    let sts_api = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(w.admin.clone(), &ns);
+    let memory = || async {
+        let sts = sts_api.get_opt("mover").await.ok()??;
+        let pod = sts.spec?.template.spec?;
+        let limit = pod.containers.iter().find(|c| c.name == "minecraft")?.resources.clone()?.limits?;
+        Some((limit.get("memory")?.0.clone(), pod.node_selector.is_some()))
+    };
+    let applied = common::wait_until(Duration::from_secs(60), || async { memory().await.is_some() }).await;
+    assert!(applied.is_ok(), "the StatefulSet of small");
+    let before = memory().await.unwrap();
+    assert_eq!(before, ("1Gi".to_string(), false));
+
+    for (target, reason) in [(&large, "SkuNotAllowed"), (&retired, "SkuUnavailable")] {
+        servers.patch("mover", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sku": target}}))).await.unwrap();
+        let s = wait_server(&w, &ns, "mover", &op, reason, |s| has_condition(s, "Ready", "False", reason)).await;
+        assert_eq!(status_field(&s, "appliedSku"), Some(small.clone()), "{reason}: still on small");
+        let st = s.status.unwrap();
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(ready.message.contains("left unchanged"), "{}", ready.message);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(memory().await, Some(before.clone()), "{reason}: the StatefulSet keeps small's resources and nodes");
+    }
+    // Back on its own SKU, it is fine again.
+    servers.patch("mover", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sku": small}}))).await.unwrap();
+    wait_server(&w, &ns, "mover", &op, "no longer refused", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.observed_generation == s.metadata.generation
+                && st.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "False")
+        })
+    })
+    .await;
+
+    op.stop();
+    w.cleanup().await;
+}

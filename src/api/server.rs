@@ -198,11 +198,14 @@ pub struct MinecraftServerSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
     /// Hostname players connect with through mc-router (one load balancer for
-    /// many servers, wake on connect).
+    /// many servers, wake on connect): a lowercase DNS name (RFC 1123) within
+    /// the tenant's `hostnameDomains`, held by one server cluster-wide (the
+    /// first that claimed it). Otherwise condition Hostname is False and
+    /// mc-router is not told (no traffic by that name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
-        regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        regex(pattern = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     )]
     pub hostname: Option<String>,
 }
@@ -657,6 +660,17 @@ pub struct MinecraftServerStatus {
     /// The last restore requested through `spec.restore`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStatus>,
+    /// The SKU the running workload was last built from. A change of
+    /// `spec.sku` to a SKU the tenant may not use (or one not available)
+    /// leaves the server on this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub applied_sku: Option<String>,
+    /// The hostname this server holds (`spec.hostname` once granted):
+    /// mc-router routes it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub hostname: Option<String>,
     /// The generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -79,6 +79,22 @@ pub struct SkuSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
+    /// Further StorageClasses a server of this SKU may name in
+    /// `spec.storage.storageClassName`, besides `storageClassName`. Any other
+    /// class is refused (condition StorageClassNotAllowed, no volume).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub allowed_storage_classes: Vec<String>,
+    /// Service annotation keys a server of this SKU may set in
+    /// `spec.service.annotations`: exact keys, or `prefix/*` for every key
+    /// under that prefix (`service.beta.kubernetes.io/*`). Empty: none.
+    /// Other keys are not applied (condition ServiceAnnotations names them);
+    /// mc-router's `externalServerName` never is (use `spec.hostname`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 317)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub allowed_service_annotations: Vec<String>,
     /// Price shown to tenants; informational, craftplane does not bill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Price>,

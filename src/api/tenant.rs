@@ -70,6 +70,23 @@ pub struct TenantSpec {
     /// Where this tenant's backups go when a snapshot names no store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_store: Option<StoreRef>,
+    /// DNS domains this tenant's servers may use in `spec.hostname`: a
+    /// server's hostname must be one of these domains or a subdomain of one
+    /// (`play.example.com` allows `play.example.com` and
+    /// `eu.play.example.com`). Empty: no custom hostnames. A hostname
+    /// belongs to one server cluster-wide, the first that claimed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 253),
+            regex(
+                pattern = r"^([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?\.?$"
+            )
+        )
+    )]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub hostname_domains: Vec<String>,
 }
 
 /// An RBAC subject: a user, a group or a ServiceAccount.

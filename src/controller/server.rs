@@ -16,20 +16,94 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use kube::runtime::Controller;
 
-use super::conditions;
+use super::conditions::{self, Cond};
 use super::context::{ChildEvents, Context, cached_full};
 use super::error::{Error, Result};
 use super::server_status::{self, Observed};
 use super::watches::{Events, Watches, refs, run};
 use crate::api::server::{MinecraftServer, MinecraftServerStatus, Players, ServerPhase};
-use crate::api::{BackupSnapshot, PluginInstallation, Sku};
+use crate::api::{BackupSnapshot, PluginInstallation, Sku, Tenant};
 use crate::resources::{self, APPLIED_HASH, FIELD_MANAGER, InvalidSpec, ServerModel};
 
 /// Finalizer that keeps the world volume when `deletionPolicy: Retain`.
 pub const FINALIZER: &str = "craftplane.io/world-volume";
+/// Condition type: whether the server holds `spec.hostname` (set only when
+/// it names one).
+pub const HOSTNAME: &str = "Hostname";
+/// Condition type: `spec.service.annotations` keys left out (set only when
+/// some are).
+pub const SERVICE_ANNOTATIONS: &str = "ServiceAnnotations";
+
+/// The tenant a namespace belongs to.
+fn tenant_in<'a>(tenants: &'a [Arc<Tenant>], ns: &str) -> Option<&'a Arc<Tenant>> {
+    tenants.iter().find(|t| {
+        t.desired_namespaces().iter().any(|n| n == ns)
+            || t.status.as_ref().is_some_and(|st| st.namespaces.iter().any(|n| n == ns))
+    })
+}
+
+/// Grants `spec.hostname` when the server may hold it
+/// ([`resources::hostname::may_claim`] against every server in the cache);
+/// otherwise the model routes no hostname (mc-router is not told) and the
+/// condition says why.
+fn claim_hostname(
+    server: &MinecraftServer,
+    ctx: &Context,
+    tenants: &[Arc<Tenant>],
+    model: &mut ServerModel,
+) -> Option<Cond> {
+    use resources::hostname::{Claim, may_claim, normalize};
+    fn claim<'a>(s: &'a MinecraftServer, tenants: &'a [Arc<Tenant>]) -> Option<Claim<'a>> {
+        let ns = s.metadata.namespace.as_deref()?;
+        Some(Claim {
+            namespace: ns,
+            name: s.metadata.name.as_deref()?,
+            created: s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            hostname: s.spec.hostname.as_deref()?,
+            domains: tenant_in(tenants, ns).map(|t| t.spec.hostname_domains.as_slice()).unwrap_or_default(),
+        })
+    }
+    let host = server.spec.hostname.as_deref()?;
+    let wanted = normalize(host);
+    let me = claim(server, tenants)?;
+    let all = ctx.servers.state();
+    let rivals = all
+        .iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .filter(|s| s.spec.hostname.as_deref().is_some_and(|h| normalize(h) == wanted))
+        .filter_map(|s| claim(s, tenants));
+    Some(match may_claim(&me, rivals) {
+        Ok(()) => Cond::new(HOSTNAME, true, "Claimed", format!("mc-router routes {host} to this server")),
+        Err(refused) => {
+            model.hostname = None;
+            Cond::new(HOSTNAME, false, refused.reason(), format!("{refused}; mc-router is not told of it"))
+        }
+    })
+}
+
+/// The other servers in `store` that ask for or hold a hostname `server`
+/// asks for or holds: re-queued on each event of it, so a hostname freed
+/// (server deleted, hostname changed) goes to the next claimant at once.
+fn hostname_rivals(
+    store: &kube::runtime::reflector::Store<MinecraftServer>,
+    server: &MinecraftServer,
+) -> Vec<ObjectRef<MinecraftServer>> {
+    use resources::hostname::normalize;
+    let names = |s: &MinecraftServer| {
+        let held = s.status.as_ref().and_then(|st| st.hostname.as_deref());
+        [s.spec.hostname.as_deref(), held].into_iter().flatten().map(normalize).collect::<Vec<_>>()
+    };
+    let mine = names(server);
+    if mine.is_empty() {
+        return vec![];
+    }
+    let me = ObjectRef::from_obj(server);
+    refs(store, |s| names(s).iter().any(|h| mine.contains(h))).into_iter().filter(|r| *r != me).collect()
+}
 
 /// Reconciles one MinecraftServer.
 pub async fn reconcile(server: Arc<MinecraftServer>, ctx: Arc<Context>) -> Result<Action> {
@@ -147,16 +221,20 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     let ch = &ctx.children;
     let observed_sts = cached_full(&ch.statefulsets, &ns, &name);
     let sku = ctx.skus.get(&ObjectRef::new(&server.spec.sku));
-    let provisioned = observed_sts.is_some();
-    let tenant = ctx.tenants.state().into_iter().find(|t| {
-        t.desired_namespaces().contains(&ns) || t.status.as_ref().is_some_and(|st| st.namespaces.contains(&ns))
-    });
+    let tenants = ctx.tenants.state();
+    let tenant = tenant_in(&tenants, &ns);
+    let old_status = server.status.clone().unwrap_or_default();
+    // The SKU the workload runs on: recorded at each apply (a server
+    // provisioned before the record existed runs on its spec's).
+    let current_sku =
+        observed_sts.as_ref().map(|_| old_status.applied_sku.clone().unwrap_or_else(|| server.spec.sku.clone()));
 
     // 2. Validate.
-    let mut model = match resources::validate(&server, sku.as_deref(), tenant.as_deref(), provisioned) {
+    let mut model = match resources::validate(&server, sku.as_deref(), tenant.map(|t| &**t), current_sku.as_deref()) {
         Ok(m) => m,
         Err(invalid) => return report_invalid(&server, ctx, invalid, observed_sts.as_ref()).await,
     };
+    let hostname = claim_hostname(&server, ctx, &tenants, &mut model);
     let installs = ctx.plugins.state();
     let mine: Vec<&crate::api::PluginInstallation> = installs
         .iter()
@@ -165,7 +243,6 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         .collect();
     model.plugins = crate::plugins::manifest_for(model.server_type, &mine);
     model.helper_image = ctx.settings.helper_image.clone();
-    let old_status = server.status.clone().unwrap_or_default();
     // LATEST/SNAPSHOT: resolved once, then kept (see resources::version).
     let spec_version = &server.spec.version;
     let recorded = old_status.resolved_version.as_ref();
@@ -243,6 +320,18 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     conds.extend(schedule.condition);
     conds.extend(live.condition);
     conds.extend(tasks.condition);
+    conds.extend(hostname);
+    if !model.refused_annotations.is_empty() {
+        conds.push(Cond::new(
+            SERVICE_ANNOTATIONS,
+            false,
+            "ServiceAnnotationNotAllowed",
+            format!(
+                "not applied to the Service, the SKU does not allow them: {} (an admin allows keys in Sku.spec.allowedServiceAnnotations)",
+                model.refused_annotations.join(", ")
+            ),
+        ));
+    }
     let status = MinecraftServerStatus {
         phase: Some(p.phase),
         address: resources::service::address(&model, Some(&game)),
@@ -255,6 +344,8 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         last_backup: super::server_backup::last_backup(ctx, &server),
         backup_schedule: schedule.status,
         restore: restore.status,
+        applied_sku: Some(model.sku.clone()),
+        hostname: model.hostname.clone(),
         tasks: tasks.status,
         observed_generation: server.metadata.generation,
         conditions: conditions::merge(&old.conditions, &conds, server.metadata.generation, now),
@@ -427,6 +518,15 @@ pub fn controller(
     pings: impl futures::Stream<Item = ObjectRef<MinecraftServer>> + Send + 'static,
 ) -> BoxFuture<'static, ()> {
     let servers = ctx.servers.clone();
+    let (rivals_tx, rivals) = futures::channel::mpsc::unbounded();
+    let store = ctx.servers.clone();
+    let own = own.inspect(move |s| {
+        if let Ok(s) = s {
+            for r in hostname_rivals(&store, s) {
+                let _ = rivals_tx.unbounded_send(r);
+            }
+        }
+    });
     let c = Controller::for_stream(own, ctx.servers.clone())
         .owns_stream(children.statefulsets)
         .owns_stream(children.pvcs)
@@ -444,6 +544,6 @@ pub fn controller(
         .watches_stream(w.trigger::<BackupSnapshot>(&w.selected, "BackupSnapshot"), |b| {
             Some(ObjectRef::new(&b.spec.server).within(&b.namespace()?))
         })
-        .reconcile_on(futures::stream::select(pings, ctx.wakes()));
+        .reconcile_on(futures::stream::select(futures::stream::select(pings, ctx.wakes()), rivals));
     run(c, w, w.config(true), "MinecraftServer", reconcile, error_policy, ctx)
 }

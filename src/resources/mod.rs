@@ -7,6 +7,7 @@
 pub mod backup_job;
 pub mod config_map;
 pub mod console;
+pub mod hostname;
 pub mod image;
 pub mod live;
 pub mod properties;
@@ -62,6 +63,8 @@ pub enum InvalidSpec {
     MaxPlayersExceedsSku { requested: i32, limit: i32 },
     #[error("storage.size {requested} exceeds the SKU's storage {limit}")]
     StorageExceedsSku { requested: String, limit: String },
+    #[error("storageClassName {class:?} is not allowed on SKU {sku:?}; allowed: {allowed}")]
+    StorageClassNotAllowed { class: String, sku: String, allowed: String },
     #[error("image {image:?} is not allowed here; allowed: {allowed}")]
     ImageNotAllowed { image: String, allowed: String },
     #[error("SKU {sku:?} is invalid: {reason}")]
@@ -82,6 +85,7 @@ impl InvalidSpec {
             InvalidSpec::StorageExceedsSku { .. } => "StorageExceedsSku",
             InvalidSpec::InvalidSku { .. } => "InvalidSku",
             InvalidSpec::ImageNotAllowed { .. } => "ImageNotAllowed",
+            InvalidSpec::StorageClassNotAllowed { .. } => "StorageClassNotAllowed",
             InvalidSpec::InvalidField(_) => "InvalidSpec",
         }
     }
@@ -121,7 +125,10 @@ pub struct ServerModel {
     pub whitelist_env: bool,
     pub ops_env: bool,
     pub jvm_args: Vec<String>,
+    /// The game Service; its annotations only the keys the SKU allows.
     pub service: ServiceSpec,
+    /// `spec.service.annotations` keys the SKU does not allow (not applied).
+    pub refused_annotations: Vec<String>,
     pub stop_seconds: i32,
     pub stop_warning: Option<String>,
     pub deletion_policy: DeletionPolicy,
@@ -138,17 +145,20 @@ pub struct ServerModel {
 }
 
 /// Checks a server against its SKU and its tenant (when its namespace
-/// belongs to one). `provisioned` is true when the server's workload already
-/// exists: a SKU that became unavailable or disallowed then keeps it running.
+/// belongs to one). `current_sku` is the SKU the server's existing workload
+/// was built from (none: no workload yet): a SKU that became unavailable or
+/// disallowed keeps a server already on it running, but a server is never
+/// moved to such a SKU.
 pub fn validate(
     server: &MinecraftServer,
     sku: Option<&Sku>,
     tenant: Option<&Tenant>,
-    provisioned: bool,
+    current_sku: Option<&str>,
 ) -> Result<ServerModel, InvalidSpec> {
     let spec = &server.spec;
+    let staying = current_sku == Some(spec.sku.as_str());
     if let Some(t) = tenant
-        && !provisioned
+        && !staying
         && !t.allows_sku(&spec.sku)
     {
         return Err(InvalidSpec::SkuNotAllowed {
@@ -159,7 +169,7 @@ pub fn validate(
     }
     let sku = sku.ok_or_else(|| InvalidSpec::SkuNotFound(spec.sku.clone()))?;
     let sku_name = sku.metadata.name.clone().unwrap_or_default();
-    if !sku.spec.available && !provisioned {
+    if !sku.spec.available && !staying {
         return Err(InvalidSpec::SkuUnavailable(sku_name));
     }
     if let Some(image) = spec.image.as_deref() {
@@ -264,11 +274,27 @@ pub fn validate(
                 .into(),
         ));
     }
-    let storage_class = spec
-        .storage
-        .as_ref()
-        .and_then(|s| s.storage_class_name.clone())
-        .or_else(|| sku.spec.storage_class_name.clone());
+    let requested_class = spec.storage.as_ref().and_then(|s| s.storage_class_name.clone());
+    if let Some(class) = &requested_class
+        && sku.spec.storage_class_name.as_ref() != Some(class)
+        && !sku.spec.allowed_storage_classes.contains(class)
+    {
+        let allowed: Vec<&str> =
+            sku.spec.storage_class_name.iter().chain(&sku.spec.allowed_storage_classes).map(String::as_str).collect();
+        return Err(InvalidSpec::StorageClassNotAllowed {
+            class: class.clone(),
+            sku: sku_name,
+            allowed: if allowed.is_empty() {
+                "only the SKU's (leave storage.storageClassName unset)".into()
+            } else {
+                allowed.join(", ")
+            },
+        });
+    }
+    let storage_class = requested_class.or_else(|| sku.spec.storage_class_name.clone());
+    let mut service = spec.service.clone().unwrap_or_else(default_service);
+    let refused_annotations =
+        service::keep_allowed_annotations(&mut service.annotations, &sku.spec.allowed_service_annotations);
     let stop = spec.graceful_stop.as_ref();
     Ok(ServerModel {
         name: server.metadata.name.clone().unwrap_or_default(),
@@ -296,7 +322,8 @@ pub fn validate(
         whitelist_env: !spec.whitelist.is_empty(),
         ops_env: !spec.ops.is_empty(),
         jvm_args: spec.jvm_args.clone(),
-        service: spec.service.clone().unwrap_or_else(default_service),
+        service,
+        refused_annotations,
         stop_seconds: stop.map(|s| s.timeout_seconds).unwrap_or(DEFAULT_STOP_SECONDS),
         stop_warning: stop.and_then(|s| s.warning.clone()),
         deletion_policy: spec.deletion_policy,

@@ -15,6 +15,27 @@ use crate::api::server::ServiceType;
 /// mc-router's annotation naming the hostname a Service answers for.
 pub const MC_ROUTER_HOST_ANNOTATION: &str = "mc-router.itzg.me/externalServerName";
 
+/// Whether the SKU's `allowedServiceAnnotations` let a server set `key`:
+/// an exact entry, or `prefix/*` for every key under `prefix/`. mc-router's
+/// hostname annotation never (it is `spec.hostname`'s, with its rules).
+pub fn annotation_allowed(key: &str, allowed: &[String]) -> bool {
+    key != MC_ROUTER_HOST_ANNOTATION
+        && allowed.iter().any(|a| match a.strip_suffix("/*") {
+            Some(prefix) => key.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
+            None => a == key,
+        })
+}
+
+/// Drops from `annotations` every key [`annotation_allowed`] refuses and
+/// returns those keys (sorted).
+pub fn keep_allowed_annotations(annotations: &mut BTreeMap<String, String>, allowed: &[String]) -> Vec<String> {
+    let refused: Vec<String> = annotations.keys().filter(|k| !annotation_allowed(k, allowed)).cloned().collect();
+    for k in &refused {
+        annotations.remove(k);
+    }
+    refused
+}
+
 /// The Service players connect to.
 pub fn game(m: &ServerModel) -> Service {
     let s = &m.service;
@@ -70,5 +91,54 @@ pub fn address(m: &ServerModel, observed: Option<&Service>) -> Option<String> {
         }
         Some("NodePort") => port.node_port.map(|p| format!("<node-address>:{p}")),
         _ => Some(format!("{}.{}.svc:{}", m.game_service_name(), m.namespace, port.port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_allowed_annotation_keys_are_kept() {
+        let allowed: Vec<String> =
+            ["service.beta.kubernetes.io/*", "example.com/team", MC_ROUTER_HOST_ANNOTATION, "mc-router.itzg.me/*"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let mut a: BTreeMap<String, String> = [
+            "service.beta.kubernetes.io/aws-load-balancer-type",
+            "service.beta.kubernetes.io",
+            "service.beta.kubernetes.io.evil/x",
+            "example.com/team",
+            "example.com/teams",
+            "metallb.universe.tf/address-pool",
+            MC_ROUTER_HOST_ANNOTATION,
+            "mc-router.itzg.me/defaultServer",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), "v".to_string()))
+        .collect();
+        let refused = keep_allowed_annotations(&mut a, &allowed);
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            [
+                "example.com/team",
+                "mc-router.itzg.me/defaultServer",
+                "service.beta.kubernetes.io/aws-load-balancer-type"
+            ]
+        );
+        assert_eq!(
+            refused,
+            [
+                "example.com/teams",
+                MC_ROUTER_HOST_ANNOTATION,
+                "metallb.universe.tf/address-pool",
+                "service.beta.kubernetes.io",
+                "service.beta.kubernetes.io.evil/x",
+            ]
+        );
+        let mut none = BTreeMap::from([("metallb.universe.tf/address-pool".to_string(), "x".to_string())]);
+        assert_eq!(keep_allowed_annotations(&mut none, &[]).len(), 1, "an empty list allows no key");
+        assert!(none.is_empty());
     }
 }

@@ -26,6 +26,8 @@ pub fn sku(name: &str) -> Sku {
             allowed_images: vec![],
             console_commands: None,
             storage_class_name: None,
+            allowed_storage_classes: vec![],
+            allowed_service_annotations: vec![],
             price: None,
             placement: None,
             available: true,

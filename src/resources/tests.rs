@@ -7,7 +7,10 @@ use crate::api::server::ServerType;
 /// Every object a server renders to, as one YAML stream for a snapshot.
 fn render_all(yaml: &str) -> String {
     let s = server("survival", yaml);
-    let m = validate(&s, Some(&sku("small")), None, false).expect("valid");
+    let mut k = sku("small");
+    k.spec.allowed_storage_classes = vec!["fast".into()];
+    k.spec.allowed_service_annotations = vec!["metallb.universe.tf/*".into()];
+    let m = validate(&s, Some(&k), None, None).expect("valid");
     let mut out = String::new();
     let mut push = |o: serde_yaml::Value| {
         out.push_str("---\n");
@@ -50,7 +53,7 @@ fn an_unchanged_spec_keeps_its_statefulset_across_releases() {
     let now: BTreeMap<&str, serde_json::Value> = RECORDED_SPECS
         .iter()
         .map(|(name, yaml)| {
-            let m = validate(&server("survival", yaml), Some(&sku("small")), None, true).expect("valid");
+            let m = validate(&server("survival", yaml), Some(&sku("small")), None, Some("small")).expect("valid");
             (*name, serde_json::to_value(statefulset::build(&m).spec).unwrap())
         })
         .collect();
@@ -74,7 +77,7 @@ fn an_unchanged_spec_keeps_its_statefulset_across_releases() {
 #[test]
 fn live_settings_leave_the_pod_template_alone() {
     let template = |yaml: &str, kept: Option<(bool, bool)>| {
-        let mut m = validate(&server("s", yaml), Some(&sku("small")), None, true).unwrap();
+        let mut m = validate(&server("s", yaml), Some(&sku("small")), None, Some("small")).unwrap();
         if let Some((w, o)) = kept {
             m.keep_list_env(w, o);
         }
@@ -124,7 +127,7 @@ fn snapshot_custom_service() {
 #[test]
 fn spec_properties_override_sku_defaults() {
     let s = server("a", "sku: small\neula: true\nproperties: {difficulty: hard}\n");
-    let m = validate(&s, Some(&sku("small")), None, false).unwrap();
+    let m = validate(&s, Some(&sku("small")), None, None).unwrap();
     assert_eq!(m.properties.get("difficulty").map(String::as_str), Some("hard"));
     assert_eq!(m.properties.get("view-distance").map(String::as_str), Some("8"));
 }
@@ -134,20 +137,20 @@ fn managed_keys_from_the_sku_are_dropped() {
     let s = server("a", "sku: small\neula: true\n");
     let mut k = sku("small");
     k.spec.default_properties.insert("rcon.password".into(), "leak".into());
-    let m = validate(&s, Some(&k), None, false).unwrap();
+    let m = validate(&s, Some(&k), None, None).unwrap();
     assert!(!m.properties.contains_key("rcon.password"));
 }
 
 #[test]
 fn heap_follows_the_sku() {
     let s = server("a", "sku: small\neula: true\n");
-    let m = validate(&s, Some(&sku("small")), None, false).unwrap();
+    let m = validate(&s, Some(&sku("small")), None, None).unwrap();
     assert_eq!(m.heap_mb, 1536); // 75% of 2Gi
     let mut k = sku("small");
     k.spec.jvm = Some(crate::api::sku::JvmSpec { heap: Some("1G".into()), heap_percent: None });
-    assert_eq!(validate(&s, Some(&k), None, false).unwrap().heap_mb, 953); // 1e9 bytes
+    assert_eq!(validate(&s, Some(&k), None, None).unwrap().heap_mb, 953); // 1e9 bytes
     k.spec.jvm = Some(crate::api::sku::JvmSpec { heap: Some("2Gi".into()), heap_percent: None });
-    let err = validate(&s, Some(&k), None, false).unwrap_err();
+    let err = validate(&s, Some(&k), None, None).unwrap_err();
     assert_eq!(err.reason(), "InvalidSku");
     assert!(err.to_string().contains("OOM"), "{err}");
 }
@@ -155,30 +158,30 @@ fn heap_follows_the_sku() {
 #[test]
 fn sku_rules_become_typed_errors() {
     let s = server("a", "sku: small\neula: true\nmaxPlayers: 50\n");
-    let e = validate(&s, Some(&sku("small")), None, false).unwrap_err();
+    let e = validate(&s, Some(&sku("small")), None, None).unwrap_err();
     assert_eq!(e, InvalidSpec::MaxPlayersExceedsSku { requested: 50, limit: 20 });
 
     let s = server("a", "sku: small\neula: true\nstorage: {size: 50Gi}\n");
-    assert_eq!(validate(&s, Some(&sku("small")), None, false).unwrap_err().reason(), "StorageExceedsSku");
+    assert_eq!(validate(&s, Some(&sku("small")), None, None).unwrap_err().reason(), "StorageExceedsSku");
 
     let s = server("a", "sku: small\neula: true\ntype: FORGE\n");
     let mut k = sku("small");
     k.spec.allowed_server_types = vec![ServerType::Paper, ServerType::Vanilla];
-    let e = validate(&s, Some(&k), None, false).unwrap_err();
+    let e = validate(&s, Some(&k), None, None).unwrap_err();
     assert_eq!(e.reason(), "ServerTypeNotAllowed");
     assert!(e.to_string().contains("PAPER, VANILLA"), "{e}");
 
-    assert_eq!(validate(&s, None, None, false).unwrap_err(), InvalidSpec::SkuNotFound("small".into()));
+    assert_eq!(validate(&s, None, None, None).unwrap_err(), InvalidSpec::SkuNotFound("small".into()));
 
     let s = server("a", "sku: small\neula: true\n");
     let mut k = sku("small");
     k.spec.available = false;
-    assert_eq!(validate(&s, Some(&k), None, false).unwrap_err().reason(), "SkuUnavailable");
+    assert_eq!(validate(&s, Some(&k), None, None).unwrap_err().reason(), "SkuUnavailable");
     // An existing server keeps running on an unavailable SKU.
-    assert!(validate(&s, Some(&k), None, true).is_ok());
+    assert!(validate(&s, Some(&k), None, Some("small")).is_ok());
 
     let s = server("a", "sku: small\neula: true\nproperties: {motd-extra: \"a\\nb\"}\n");
-    assert_eq!(validate(&s, Some(&sku("small")), None, false).unwrap_err().reason(), "InvalidSpec");
+    assert_eq!(validate(&s, Some(&sku("small")), None, None).unwrap_err().reason(), "InvalidSpec");
 }
 
 /// A LATEST server runs the version LATEST was resolved to: the image's
@@ -188,7 +191,7 @@ fn sku_rules_become_typed_errors() {
 fn a_resolved_latest_runs_that_version() {
     let s = server("a", "sku: small\neula: true\n");
     assert_eq!(s.spec.version, "LATEST");
-    let mut m = validate(&s, Some(&sku("small")), None, false).unwrap();
+    let mut m = validate(&s, Some(&sku("small")), None, None).unwrap();
     m.set_version("1.20.4".into(), true);
     assert_eq!(m.image, image::default_image("1.20.4"));
     assert!(m.image.ends_with("-java17"), "{}", m.image);
@@ -197,7 +200,7 @@ fn a_resolved_latest_runs_that_version() {
     let version = c.env.iter().flatten().find(|e| e.name == "VERSION").and_then(|e| e.value.clone());
     assert_eq!(version.as_deref(), Some("1.20.4"));
     // spec.image stays as given.
-    let mut m = validate(&s, Some(&sku("small")), None, false).unwrap();
+    let mut m = validate(&s, Some(&sku("small")), None, None).unwrap();
     m.image = "example.com/mc:custom".into();
     m.set_version("1.20.4".into(), false);
     assert_eq!(m.image, "example.com/mc:custom");
@@ -208,7 +211,7 @@ fn motd_with_control_characters_is_refused() {
     let v = |motd: &str| {
         let mut s = server("a", "sku: small\neula: true\n");
         s.spec.motd = Some(motd.into());
-        validate(&s, Some(&sku("small")), None, false)
+        validate(&s, Some(&sku("small")), None, None)
     };
     for bad in ["line one\nline two", "a\rb", "tab\there", "\u{1b}[31mred", "nul\0", "c1\u{85}next line"] {
         let err = v(bad).unwrap_err();
@@ -226,7 +229,7 @@ fn motd_with_control_characters_is_refused() {
 fn config_hash_changes_with_config_but_not_with_whitelist_members() {
     let base = "sku: small\neula: true\nwhitelist: [Notch]\n";
     let h =
-        |yaml: &str| statefulset::config_hash(&validate(&server("a", yaml), Some(&sku("small")), None, false).unwrap());
+        |yaml: &str| statefulset::config_hash(&validate(&server("a", yaml), Some(&sku("small")), None, None).unwrap());
     let h0 = h(base);
     assert_eq!(h0, h(base), "deterministic");
     assert_ne!(h0, h(&format!("{base}properties: {{pvp: 'false'}}\n")), "a property rolls the pod");
@@ -241,7 +244,7 @@ fn config_hash_changes_with_config_but_not_with_whitelist_members() {
 
 #[test]
 fn grace_period_covers_the_stop() {
-    let m = validate(&server("a", "sku: small\neula: true\n"), Some(&sku("small")), None, false).unwrap();
+    let m = validate(&server("a", "sku: small\neula: true\n"), Some(&sku("small")), None, None).unwrap();
     assert_eq!(statefulset::stop_budget(&m), (105, 0));
     let sts = statefulset::build(&m);
     let pod = sts.spec.unwrap().template.spec.unwrap();
@@ -250,7 +253,7 @@ fn grace_period_covers_the_stop() {
         &server("a", "sku: small\neula: true\ngracefulStop: {timeoutSeconds: 60, warning: bye}\n"),
         Some(&sku("small")),
         None,
-        false,
+        None,
     )
     .unwrap();
     let (stop, announce) = statefulset::stop_budget(&m);
@@ -261,7 +264,7 @@ fn grace_period_covers_the_stop() {
             &server("a", &format!("sku: small\neula: true\ngracefulStop: {{timeoutSeconds: {t}, warning: bye}}\n")),
             Some(&sku("small")),
             None,
-            false,
+            None,
         )
         .unwrap();
         let (stop, announce) = statefulset::stop_budget(&m);
@@ -383,7 +386,7 @@ mod properties_of_any_accepted_spec {
             let mut s = MinecraftServer::new("prop", spec);
             s.metadata.namespace = Some("ns".into());
             s.metadata.uid = Some("uid".into());
-            match validate(&s, Some(&sku("small")), None, false) {
+            match validate(&s, Some(&sku("small")), None, None) {
                 Ok(m) => {
                     let sts = statefulset::build(&m);
                     let cm = config_map::build(&m);
@@ -419,7 +422,7 @@ mod properties_of_any_accepted_spec {
                 }
                 Err(e) => {
                     // Only SKU limits can refuse a schema-valid spec here.
-                    prop_assert!(matches!(e.reason(), "MaxPlayersExceedsSku" | "StorageExceedsSku"), "{e}");
+                    prop_assert!(matches!(e.reason(), "MaxPlayersExceedsSku" | "StorageExceedsSku" | "StorageClassNotAllowed"), "{e}");
                 }
             }
         }
@@ -440,17 +443,18 @@ fn a_tenant_limits_the_skus_of_new_servers() {
             allowed_images: vec![],
             network: None,
             backup_store: None,
+            hostname_domains: vec![],
         },
     );
     let s = server("a", "sku: small\neula: true\n");
-    let e = validate(&s, Some(&sku("small")), Some(&t), false).unwrap_err();
+    let e = validate(&s, Some(&sku("small")), Some(&t), None).unwrap_err();
     assert_eq!(e.reason(), "SkuNotAllowed");
     assert!(e.to_string().contains("acme") && e.to_string().contains("medium"), "{e}");
     // An existing server keeps running when its SKU is withdrawn.
-    assert!(validate(&s, Some(&sku("small")), Some(&t), true).is_ok());
+    assert!(validate(&s, Some(&sku("small")), Some(&t), Some("small")).is_ok());
     let mut open = t.clone();
     open.spec.allowed_skus.clear();
-    assert!(validate(&s, Some(&sku("small")), Some(&open), false).is_ok(), "an empty list allows every SKU");
+    assert!(validate(&s, Some(&sku("small")), Some(&open), None).is_ok(), "an empty list allows every SKU");
 }
 
 /// A SKU's placement puts the server pod on the admin's node pool, and the
@@ -468,7 +472,7 @@ fn sku_placement_reaches_the_pod_and_the_jobs() {
         }],
     });
     let s = server("survival", "sku: small\neula: true\n");
-    let m = validate(&s, Some(&k), None, false).expect("valid");
+    let m = validate(&s, Some(&k), None, None).expect("valid");
     let sts = serde_json::to_value(statefulset::build(&m)).unwrap();
     let pod = &sts["spec"]["template"]["spec"];
     assert_eq!(pod["nodeSelector"]["pool"], "games");
@@ -493,7 +497,7 @@ fn sku_placement_reaches_the_pod_and_the_jobs() {
     assert_eq!(jp["tolerations"][0]["effect"], "NoSchedule");
     // Without placement, neither is set (pods go wherever the scheduler puts them).
     let plain =
-        serde_json::to_value(statefulset::build(&validate(&s, Some(&sku("small")), None, false).unwrap())).unwrap();
+        serde_json::to_value(statefulset::build(&validate(&s, Some(&sku("small")), None, None).unwrap())).unwrap();
     assert!(plain["spec"]["template"]["spec"].get("nodeSelector").is_none());
 }
 
@@ -503,7 +507,7 @@ fn sku_placement_reaches_the_pod_and_the_jobs() {
 #[test]
 fn helper_containers_mount_nothing_under_the_binary_path() {
     let s = server("survival", "sku: small\neula: true\n");
-    let m = validate(&s, Some(&sku("small")), None, false).expect("valid");
+    let m = validate(&s, Some(&sku("small")), None, None).expect("valid");
     let sts = statefulset::build(&m);
     let pod = sts.spec.unwrap().template.spec.unwrap();
     let mounts: Vec<String> = pod
@@ -524,25 +528,93 @@ fn helper_containers_mount_nothing_under_the_binary_path() {
 fn spec_image_must_be_allowed_by_the_sku_or_the_tenant() {
     use crate::api::tenant::{Tenant, TenantSpec};
     let s = server("a", "sku: small\neula: true\nimage: xmrig/xmrig:latest\n");
-    let e = validate(&s, Some(&sku("small")), None, false).unwrap_err();
+    let e = validate(&s, Some(&sku("small")), None, None).unwrap_err();
     assert_eq!(e.reason(), "ImageNotAllowed");
     assert!(e.to_string().contains("only the image craftplane chooses"), "{e}");
     // Also for a server that already runs: its image is not started again.
-    assert_eq!(validate(&s, Some(&sku("small")), None, true).unwrap_err().reason(), "ImageNotAllowed");
+    assert_eq!(validate(&s, Some(&sku("small")), None, Some("small")).unwrap_err().reason(), "ImageNotAllowed");
     let mut open = sku("small");
     open.spec.allowed_images = vec!["xmrig/".into()];
-    assert_eq!(validate(&s, Some(&open), None, false).unwrap().image, "xmrig/xmrig:latest");
+    assert_eq!(validate(&s, Some(&open), None, None).unwrap().image, "xmrig/xmrig:latest");
     let tenant = |images: &[&str]| -> Tenant {
         let spec: TenantSpec =
             serde_json::from_value(serde_json::json!({"owners": [], "allowedImages": images})).unwrap();
         Tenant::new("acme", spec)
     };
     let t = tenant(&["xmrig/xmrig"]);
-    assert!(validate(&s, Some(&sku("small")), Some(&t), false).is_ok(), "the tenant's list allows it too");
+    assert!(validate(&s, Some(&sku("small")), Some(&t), None).is_ok(), "the tenant's list allows it too");
     let other = tenant(&["ghcr.io/acme/"]);
-    let e = validate(&s, Some(&sku("small")), Some(&other), false).unwrap_err();
+    let e = validate(&s, Some(&sku("small")), Some(&other), None).unwrap_err();
     assert!(e.to_string().contains("ghcr.io/acme/"), "{e}");
     // No spec.image: the image craftplane chooses, always.
     let plain = server("b", "sku: small\neula: true\n");
-    assert!(validate(&plain, Some(&sku("small")), None, false).unwrap().image.starts_with("itzg/minecraft-server:"));
+    assert!(validate(&plain, Some(&sku("small")), None, None).unwrap().image.starts_with("itzg/minecraft-server:"));
+}
+
+/// A server already running keeps a SKU that was withdrawn (unavailable or
+/// no longer allowed), but is never moved to such a SKU: the rules apply to
+/// every change of `spec.sku`, not only to new servers.
+#[test]
+fn a_running_server_is_not_moved_to_a_forbidden_or_unavailable_sku() {
+    use crate::api::tenant::{Subject, SubjectKind, Tenant, TenantSpec};
+    let t = Tenant::new(
+        "acme",
+        TenantSpec {
+            owners: vec![Subject { kind: SubjectKind::User, name: "alice".into(), namespace: None }],
+            members: vec![],
+            namespaces: vec![],
+            quota: None,
+            allowed_skus: vec!["small".into()],
+            allowed_images: vec![],
+            network: None,
+            backup_store: None,
+            hostname_domains: vec![],
+        },
+    );
+    let moved = server("a", "sku: large\neula: true\n");
+    let large = sku("large");
+    let e = validate(&moved, Some(&large), Some(&t), Some("small")).unwrap_err();
+    assert_eq!(e.reason(), "SkuNotAllowed", "{e}");
+    let mut retired = sku("large");
+    retired.spec.available = false;
+    let e = validate(&moved, Some(&retired), None, Some("small")).unwrap_err();
+    assert_eq!(e.reason(), "SkuUnavailable", "{e}");
+    // Staying on it is fine.
+    assert!(validate(&moved, Some(&retired), None, Some("large")).is_ok());
+    let mut open = t.clone();
+    open.spec.allowed_skus = vec!["large".into(), "small".into()];
+    assert_eq!(validate(&moved, Some(&large), Some(&open), Some("small")).unwrap().sku, "large");
+}
+
+#[test]
+fn only_the_skus_storage_classes_may_be_named() {
+    let s = server("a", "sku: small\neula: true\nstorage: {storageClassName: premium}\n");
+    let e = validate(&s, Some(&sku("small")), None, None).unwrap_err();
+    assert_eq!(e.reason(), "StorageClassNotAllowed");
+    assert!(e.to_string().contains("premium") && e.to_string().contains("leave storage.storageClassName unset"), "{e}");
+    let mut k = sku("small");
+    k.spec.storage_class_name = Some("standard".into());
+    let e = validate(&s, Some(&k), None, Some("small")).unwrap_err();
+    assert!(e.to_string().contains("allowed: standard"), "{e}");
+    k.spec.allowed_storage_classes = vec!["premium".into()];
+    assert_eq!(validate(&s, Some(&k), None, None).unwrap().storage_class.as_deref(), Some("premium"));
+    let own = server("a", "sku: small\neula: true\nstorage: {storageClassName: standard}\n");
+    assert_eq!(validate(&own, Some(&k), None, None).unwrap().storage_class.as_deref(), Some("standard"));
+    let unset = server("a", "sku: small\neula: true\n");
+    assert_eq!(validate(&unset, Some(&k), None, None).unwrap().storage_class.as_deref(), Some("standard"));
+}
+
+#[test]
+fn service_annotations_the_sku_does_not_allow_are_left_out() {
+    let s = server(
+        "a",
+        "sku: small\neula: true\nservice: {annotations: {metallb.universe.tf/address-pool: vip, example.com/team: x}}\n",
+    );
+    let mut k = sku("small");
+    k.spec.allowed_service_annotations = vec!["example.com/team".into()];
+    let m = validate(&s, Some(&k), None, None).unwrap();
+    assert_eq!(m.refused_annotations, ["metallb.universe.tf/address-pool"]);
+    let svc = service::game(&m);
+    let a = svc.metadata.annotations.unwrap();
+    assert_eq!(a.keys().collect::<Vec<_>>(), ["example.com/team"]);
 }
