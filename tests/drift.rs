@@ -237,7 +237,7 @@ async fn every_child_of_a_tenant_is_restored_after_edit_and_delete() {
     // owners' ClusterRole all tenants share.
     let crs = Api::<ClusterRole>::all(client.clone());
     let crbs = Api::<ClusterRoleBinding>::all(client.clone());
-    let tcr = format!("craftplane-tenant-{name}");
+    let tcr = format!("craftplane:tenant:{name}");
     let rules = |r: &ClusterRole| serde_json::to_value(&r.rules).unwrap();
     for role in [tcr.as_str(), "craftplane-tenant-owner"] {
         let want = rules(&crs.get(role).await.unwrap());

@@ -618,6 +618,12 @@ async fn the_whole_reconcile_survives_every_accepted_object() {
         if claim {
             spec["namespaces"] = json!([f.ns]);
             spec["allowedSkus"] = json!([f.sku]);
+            // The admin hands the (existing) test namespace to this tenant.
+            let adoptable = json!({"metadata": {"labels": {craftplane::api::tenant::ADOPTABLE_LABEL: name}}});
+            Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+                .patch(&f.ns, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(adoptable))
+                .await
+                .expect("mark the test namespace adoptable");
         }
         let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "craftplane.io/v1alpha1", "kind": kind,

@@ -14,8 +14,8 @@ use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessR
 use k8s_openapi::api::core::v1::{ConfigMap, Event, LimitRange, Namespace, Pod, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchParams};
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 struct World {
@@ -1760,5 +1760,303 @@ async fn a_running_server_moved_to_a_forbidden_sku_keeps_its_own() {
     .await;
 
     op.stop();
+    w.cleanup().await;
+}
+
+/// Tenant named `owner`, `operator` or `viewer`: before, its own
+/// ClusterRole and binding were `craftplane-tenant-<name>`, the shared role
+/// of that name, force-applied over it, bound cluster-wide and
+/// garbage-collected with the Tenant. Now they are `craftplane:tenant:<name>`
+/// and the shared roles stay as the chart/operator define them.
+#[tokio::test]
+async fn ownership_tenants_named_like_the_shared_roles_leave_them_alone() {
+    use craftplane::resources::tenant::shared_cluster_roles;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let w = World::new("roles").await;
+    let tenants = Api::<Tenant>::all(w.admin.clone());
+    let roles = Api::<ClusterRole>::all(w.admin.clone());
+    let bindings = Api::<ClusterRoleBinding>::all(w.admin.clone());
+    let dp = DeleteParams::default();
+    let names = ["owner", "operator", "viewer"];
+    // These names are cluster-wide: clear what an aborted run left.
+    for n in names {
+        if tenants.get_opt(n).await.unwrap().is_some() {
+            let unblock = json!({"metadata": {"finalizers": null}});
+            let _ = tenants.patch(n, &PatchParams::default(), &Patch::Merge(unblock)).await;
+            let _ = tenants.delete(n, &dp).await;
+        }
+    }
+    let cleared = common::wait_until(Duration::from_secs(30), || async {
+        for n in names {
+            if tenants.get_opt(n).await.unwrap().is_some() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(cleared.is_ok(), "leftover tenants of an earlier run");
+    for n in names {
+        let t: Tenant = serde_json::from_value(json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": n, "labels": {SHARD_LABEL: w.shard}},
+            "spec": {"owners": [{"kind": "User", "name": format!("boss-{n}-{}", w.shard)}],
+                     "members": [{"kind": "User", "name": format!("peek-{n}-{}", w.shard), "role": "viewer"}]},
+        }))
+        .unwrap();
+        tenants.create(&PostParams::default(), &t).await.expect("create tenant");
+    }
+    let op = Operator::start(&w.shard, &[]).await;
+    for n in names {
+        w.wait_tenant(n, &op, "Ready", ready).await;
+    }
+    // Time for a flip-flop between the shared and the per-tenant rules to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let shared_ok = |want: &ClusterRole, live: &ClusterRole| -> Result<(), String> {
+        let name = live.metadata.name.clone().unwrap_or_default();
+        if live.rules != want.rules {
+            return Err(format!("{name}: rules changed: {:?}", live.rules));
+        }
+        if !live.metadata.owner_references.clone().unwrap_or_default().is_empty() {
+            return Err(format!("{name}: owned by {:?}", live.metadata.owner_references));
+        }
+        let labels = live.metadata.labels.clone().unwrap_or_default();
+        if labels.contains_key("craftplane.io/tenant")
+            || labels.contains_key("app.kubernetes.io/component")
+            || labels.get("app.kubernetes.io/managed-by").map(String::as_str) != Some("craftplane")
+        {
+            return Err(format!("{name}: labels {labels:?}"));
+        }
+        Ok(())
+    };
+    for want in shared_cluster_roles() {
+        let name = want.metadata.name.clone().unwrap();
+        let live = roles.get(&name).await.unwrap();
+        if let Err(e) = shared_ok(&want, &live) {
+            panic!("{e}\noperator log:\n{}", op.log_text());
+        }
+        assert!(bindings.get_opt(&name).await.unwrap().is_none(), "{name} bound cluster-wide");
+    }
+    for n in names {
+        let uid = tenants.get(n).await.unwrap().metadata.uid.unwrap();
+        let own = format!("craftplane:tenant:{n}");
+        let role = roles.get(&own).await.unwrap_or_else(|e| panic!("{own}: {e}"));
+        assert_eq!(role.metadata.owner_references.unwrap()[0].uid, uid, "{own} owned by its Tenant");
+        let binding = bindings.get(&own).await.unwrap();
+        assert_eq!(binding.role_ref.name, own);
+        let subjects: Vec<String> = binding.subjects.unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(subjects, [format!("boss-{n}-{}", w.shard), format!("peek-{n}-{}", w.shard)]);
+    }
+    // A viewer of the tenant `owner` reads its Tenant, and holds no owner
+    // rights anywhere.
+    let peek = common::client_as(&format!("peek-owner-{}", w.shard), &[]).await;
+    assert!(Api::<Tenant>::all(peek.clone()).get("owner").await.is_ok(), "reads its own Tenant");
+    for ns in ["default", "tenant-owner", "tenant-viewer"] {
+        let r = can_i_in(peek.clone(), "craftplane.io", "create", "minecraftservers", "", ns).await;
+        assert!(r.is_err(), "a viewer of tenant owner may create servers in {ns}");
+    }
+
+    // Deleting the tenants takes their own roles and leaves the shared ones.
+    for n in names {
+        tenants.delete(n, &dp).await.unwrap();
+    }
+    let gone = common::wait_until(Duration::from_secs(60), || async {
+        for n in names {
+            if tenants.get_opt(n).await.unwrap().is_some()
+                || roles.get_opt(&format!("craftplane:tenant:{n}")).await.unwrap().is_some()
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(gone.is_ok(), "tenants and their ClusterRoles deleted\n{}", op.log_text());
+    // The garbage collector had its chance at anything the Tenants owned.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for want in shared_cluster_roles() {
+        let name = want.metadata.name.clone().unwrap();
+        let live = roles.get_opt(&name).await.unwrap().unwrap_or_else(|| panic!("{name} deleted with a tenant"));
+        shared_ok(&want, &live).unwrap();
+    }
+    op.stop();
+    let nss: Api<Namespace> = Api::all(w.admin.clone());
+    for n in names {
+        let _ = nss.delete(&format!("tenant-{n}"), &dp).await;
+    }
+}
+
+/// On upgrade: the `craftplane-tenant-<name>` ClusterRole and binding of an
+/// earlier release go, but only when the Tenant owns them.
+#[tokio::test]
+async fn ownership_cluster_roles_of_an_earlier_release_are_deleted_only_if_owned() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let mut w = World::new("legacy").await;
+    let (owned, _) = w.tenant("owned", json!({"owners": [{"kind": "User", "name": "lee"}]})).await;
+    let (other, _) = w.tenant("other", json!({"owners": [{"kind": "User", "name": "lee"}]})).await;
+    let tenants = Api::<Tenant>::all(w.admin.clone());
+    let uid = tenants.get(&owned).await.unwrap().metadata.uid.unwrap();
+    let roles = Api::<ClusterRole>::all(w.admin.clone());
+    let bindings = Api::<ClusterRoleBinding>::all(w.admin.clone());
+    let legacy = |t: &str, owner: Option<&str>| {
+        let name = format!("craftplane-tenant-{t}");
+        let refs = owner.map(|o| {
+            json!([{"apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant", "name": t, "uid": o, "controller": true}])
+        });
+        let meta =
+            json!({"name": name, "ownerReferences": refs, "labels": {"app.kubernetes.io/managed-by": "craftplane"}});
+        let role: ClusterRole = serde_json::from_value(json!({"metadata": meta, "rules": []})).unwrap();
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({"metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}}))
+        .unwrap();
+        (role, binding)
+    };
+    // An earlier release's objects for `owned`; an admin's of the same
+    // pattern for `other` (no owner reference).
+    for (role, binding) in [legacy(&owned, Some(&uid)), legacy(&other, None)] {
+        roles.create(&PostParams::default(), &role).await.unwrap();
+        bindings.create(&PostParams::default(), &binding).await.unwrap();
+    }
+    let op = Operator::start(&w.shard, &[]).await;
+    w.wait_tenant(&owned, &op, "Ready", ready).await;
+    w.wait_tenant(&other, &op, "Ready", ready).await;
+    let old = format!("craftplane-tenant-{owned}");
+    let deleted = common::wait_until(Duration::from_secs(30), || async {
+        roles.get_opt(&old).await.unwrap().is_none() && bindings.get_opt(&old).await.unwrap().is_none()
+    })
+    .await;
+    assert!(deleted.is_ok(), "{old} of an earlier release still there\n{}", op.log_text());
+    assert!(roles.get_opt(&format!("craftplane:tenant:{owned}")).await.unwrap().is_some());
+    let kept = format!("craftplane-tenant-{other}");
+    assert!(roles.get_opt(&kept).await.unwrap().is_some(), "not the Tenant's: kept");
+    assert!(bindings.get_opt(&kept).await.unwrap().is_some(), "not the Tenant's: kept");
+    op.stop();
+    let _ = roles.delete(&kept, &DeleteParams::default()).await;
+    let _ = bindings.delete(&kept, &DeleteParams::default()).await;
+    w.cleanup().await;
+}
+
+fn condition(t: &Tenant, type_: &str) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    t.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).cloned()
+}
+
+async fn labelled_namespace(admin: &Client, name: &str, labels: Value) {
+    let n: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+    Api::<Namespace>::all(admin.clone()).create(&PostParams::default(), &n).await.expect("create namespace");
+}
+
+/// Whether craftplane put anything in `ns`: its label, RoleBindings,
+/// NetworkPolicies.
+async fn touched(admin: &Client, ns: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let n = Api::<Namespace>::all(admin.clone()).get(ns).await.unwrap();
+    let labels = n.metadata.labels.unwrap_or_default();
+    for key in labels.keys().filter(|k| *k == "craftplane.io/tenant" || k.starts_with("pod-security")) {
+        out.push(format!("label {key}"));
+    }
+    let lp = ListParams::default();
+    for rb in Api::<RoleBinding>::namespaced(admin.clone(), ns).list(&lp).await.unwrap() {
+        out.push(format!("RoleBinding {}", rb.metadata.name.unwrap_or_default()));
+    }
+    for np in Api::<NetworkPolicy>::namespaced(admin.clone(), ns).list(&lp).await.unwrap() {
+        out.push(format!("NetworkPolicy {}", np.metadata.name.unwrap_or_default()));
+    }
+    out
+}
+
+/// An extra namespace is taken only if it is new, already the tenant's, or
+/// marked adoptable for it by an admin; anything else is left alone, also
+/// when the tenant is deleted.
+#[tokio::test]
+async fn ownership_extra_namespaces_are_taken_only_if_new_or_adoptable() {
+    let mut w = World::new("adopt").await;
+    let (foreign, adoptable, fresh) =
+        (format!("{}-foreign", w.shard), format!("{}-adoptable", w.shard), format!("{}-fresh", w.shard));
+    let tname = format!("{}-t", w.shard);
+    labelled_namespace(&w.admin, &foreign, json!({"team": "payments"})).await;
+    labelled_namespace(&w.admin, &adoptable, json!({"craftplane.io/adoptable-by": tname})).await;
+    let (t, _) = w
+        .tenant("t", json!({"owners": [{"kind": "User", "name": "tia"}], "namespaces": [foreign, adoptable, fresh]}))
+        .await;
+    let op = Operator::start(&w.shard, &[]).await;
+    let got = w
+        .wait_tenant(&t, &op, "Ready=False NamespaceNotAdoptable", |t| {
+            t.status.as_ref().is_some_and(|s| s.observed_generation == t.metadata.generation)
+                && condition(t, "Ready").is_some_and(|c| c.reason == "NamespaceNotAdoptable")
+        })
+        .await;
+    let cond = condition(&got, "Ready").unwrap();
+    println!("{}: {}", cond.reason, cond.message);
+    assert_eq!(cond.status, "False");
+    assert!(cond.message.contains(&foreign) && cond.message.contains("craftplane.io/adoptable-by"), "{}", cond.message);
+    assert_eq!(got.status.unwrap().namespaces, vec![format!("tenant-{t}"), adoptable.clone(), fresh.clone()]);
+    for ns in [&adoptable, &fresh] {
+        let rbs = Api::<RoleBinding>::namespaced(w.admin.clone(), ns);
+        assert!(rbs.get_opt("craftplane-tenant-owners").await.unwrap().is_some(), "{ns} taken");
+    }
+    assert_eq!(touched(&w.admin, &foreign).await, Vec::<String>::new(), "{foreign} left alone");
+    // Past admission: reserved namespaces (kube-*, default) are refused by the CRD.
+    let tenants = Api::<Tenant>::all(w.admin.clone());
+    for reserved in ["kube-system", "default"] {
+        let patch = json!({"spec": {"namespaces": [reserved]}});
+        let err = tenants.patch(&t, &PatchParams::default(), &Patch::Merge(patch)).await.expect_err(reserved);
+        assert!(err.to_string().contains("default and kube-* namespaces are the cluster's"), "{err}");
+    }
+    // Deleting the tenant leaves the namespace it never took as it was.
+    tenants.delete(&t, &DeleteParams::default()).await.unwrap();
+    let gone =
+        common::wait_until(Duration::from_secs(60), || async { tenants.get_opt(&t).await.unwrap().is_none() }).await;
+    assert!(gone.is_ok(), "tenant deleted\n{}", op.log_text());
+    let n = Api::<Namespace>::all(w.admin.clone()).get(&foreign).await.unwrap();
+    assert_eq!(n.labels().get("team").map(String::as_str), Some("payments"));
+    assert!(!n.labels().contains_key("craftplane.io/tenant") && !n.labels().contains_key("craftplane.io/adoptable-by"));
+    // A namespace it held is released to the same tenant only.
+    let released = Api::<Namespace>::all(w.admin.clone()).get(&fresh).await.unwrap();
+    assert_eq!(released.labels().get("craftplane.io/adoptable-by"), Some(&t));
+    assert!(!released.labels().contains_key("craftplane.io/tenant"));
+    op.stop();
+    for ns in [&foreign, &adoptable, &fresh, &format!("tenant-{t}")] {
+        common::delete_namespace(&w.admin, ns).await;
+    }
+    w.cleanup().await;
+}
+
+/// Two tenants list the same new namespace: the older one gets it, the other
+/// a condition naming it, and deleting the other leaves it alone.
+#[tokio::test]
+async fn ownership_a_namespace_two_tenants_list_belongs_to_the_first() {
+    let mut w = World::new("twice").await;
+    let shared = format!("{}-shared", w.shard);
+    // The younger tenant sorts first by name: only age decides.
+    let (first, _) = w.tenant("b", json!({"owners": [{"kind": "User", "name": "bea"}], "namespaces": [shared]})).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (second, _) = w.tenant("a", json!({"owners": [{"kind": "User", "name": "abe"}], "namespaces": [shared]})).await;
+    let op = Operator::start(&w.shard, &[]).await;
+    w.wait_tenant(&first, &op, "Ready", ready).await;
+    let lost = w
+        .wait_tenant(&second, &op, "NamespaceClaimed", |t| {
+            condition(t, "Ready").is_some_and(|c| c.status == "False" && c.reason == "NamespaceClaimed")
+        })
+        .await;
+    let msg = condition(&lost, "Ready").unwrap().message;
+    assert!(msg.contains(&shared) && msg.contains(&first), "{msg}");
+    assert!(!lost.status.unwrap().namespaces.contains(&shared));
+    let nss = Api::<Namespace>::all(w.admin.clone());
+    let owner = || async { nss.get(&shared).await.unwrap().labels().get("craftplane.io/tenant").cloned() };
+    assert_eq!(owner().await.as_deref(), Some(first.as_str()));
+    let rb = Api::<RoleBinding>::namespaced(w.admin.clone(), &shared).get("craftplane-tenant-owners").await.unwrap();
+    let subjects: Vec<String> = rb.subjects.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(subjects, ["bea"], "the first tenant's owners only");
+    // The second tenant's deletion leaves the first one's namespace alone.
+    let tenants = Api::<Tenant>::all(w.admin.clone());
+    tenants.delete(&second, &DeleteParams::default()).await.unwrap();
+    let gone =
+        common::wait_until(Duration::from_secs(60), || async { tenants.get_opt(&second).await.unwrap().is_none() })
+            .await;
+    assert!(gone.is_ok(), "tenant deleted\n{}", op.log_text());
+    assert_eq!(owner().await.as_deref(), Some(first.as_str()), "still the first tenant's");
+    w.wait_tenant(&first, &op, "still Ready", ready).await;
+    op.stop();
+    common::delete_namespace(&w.admin, &shared).await;
     w.cleanup().await;
 }

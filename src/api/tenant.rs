@@ -42,12 +42,18 @@ pub struct TenantSpec {
     #[x_kube(validation = kube::core::Rule::new("self.all(m, self.exists_one(n, n.kind == m.kind && n.name == m.name && (has(n.__namespace__) ? n.__namespace__ : '') == (has(m.__namespace__) ? m.__namespace__ : '')))").message("each subject may be listed once in members: give it the one role it needs"))]
     pub members: Vec<Member>,
     /// Extra namespaces for this tenant, besides the default `tenant-<name>`.
+    /// A namespace is taken only if it does not exist yet (craftplane
+    /// creates it), already belongs to this tenant, or a cluster admin
+    /// labelled it `craftplane.io/adoptable-by=<tenant>`; never `default`,
+    /// `kube-*` or the operator's namespace, never another tenant's.
+    /// Anything else is left alone and reported in the Ready condition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 32),
         inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
     )]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    #[x_kube(validation = kube::core::Rule::new("self.all(n, n != 'default' && !n.startsWith('kube-'))").message("default and kube-* namespaces are the cluster's: a tenant never takes them"))]
     pub namespaces: Vec<String>,
     /// Limits on what this tenant may use. Absent means no craftplane quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,6 +229,15 @@ pub struct TenantUsage {
 
 /// Label on every namespace (and object) that belongs to a tenant.
 pub const TENANT_LABEL: &str = "craftplane.io/tenant";
+
+/// Label a cluster admin puts on an existing namespace so that the tenant
+/// it names may take it (list it in `spec.namespaces`). Without it a
+/// tenant takes only namespaces that do not exist yet or are already its.
+pub const ADOPTABLE_LABEL: &str = "craftplane.io/adoptable-by";
+
+/// Namespaces no tenant ever takes (besides every `kube-*` one and the
+/// operator's own namespace).
+pub const RESERVED_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 impl Tenant {
     /// The namespace every tenant gets: `tenant-<name>`.

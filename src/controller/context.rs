@@ -302,6 +302,29 @@ where
     }
 }
 
+/// Deletes `name` only if an owner reference of it names `owner_uid`, and
+/// only that object (a UID precondition: a successor created meanwhile is
+/// kept); `true` when it deleted. Missing, not owned or replaced is not an
+/// error.
+pub async fn delete_owned<K>(api: &kube::Api<K>, name: &str, owner_uid: &str) -> kube::Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(obj) = api.get_opt(name).await? else { return Ok(false) };
+    if owner_uid.is_empty() || !obj.meta().owner_references.iter().flatten().any(|o| o.uid == owner_uid) {
+        return Ok(false);
+    }
+    let dp = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions { uid: obj.meta().uid.clone(), resource_version: None }),
+        ..Default::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether a reflector store has completed its first list, without waiting.
 pub fn store_ready<K>(store: &Store<K>) -> bool
 where

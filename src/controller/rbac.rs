@@ -152,8 +152,8 @@ pub const RULES: &[Rule] = &[
     Rule {
         groups: &["rbac.authorization.k8s.io"],
         resources: &["clusterroles", "clusterrolebindings"],
-        verbs: &["get", "list", "watch", "create", "patch"],
-        why: "the owners' ClusterRole and each tenant's read access; removed by garbage collection",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "the owners' ClusterRole and each tenant's read access, removed by garbage collection; a tenant's ClusterRole and binding of an earlier release (craftplane-tenant-<name>, owned by the Tenant) deleted on upgrade",
     },
     Rule {
         groups: &["events.k8s.io"],

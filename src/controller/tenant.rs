@@ -14,7 +14,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use tracing::{info, warn};
@@ -24,15 +24,15 @@ use kube::runtime::Controller;
 use kube::runtime::reflector::ObjectRef;
 
 use super::conditions::{self, Cond};
-use super::context::{Context, delete_if_present};
+use super::context::{Context, delete_owned};
 use super::error::{Error, Result};
 use super::server::apply_child;
 use super::watches::{Events, Watches, refs, run};
 use crate::api::common::{Quantity, parse_quantity};
-use crate::api::tenant::{TENANT_LABEL, Tenant, TenantStatus, TenantUsage};
+use crate::api::tenant::{ADOPTABLE_LABEL, TENANT_LABEL, Tenant, TenantStatus, TenantUsage};
 use crate::api::{MinecraftServer, Sku};
 use crate::resources::FIELD_MANAGER;
-use crate::resources::tenant as build;
+use crate::resources::tenant::{self as build, NamespaceClaim};
 
 /// Finalizer that blocks deletion while the tenant has servers.
 pub const FINALIZER: &str = "craftplane.io/tenant-protection";
@@ -94,8 +94,14 @@ async fn apply(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
     }
     let tcr = build::tenant_cluster_role(&t);
     let tcr_name = tcr.metadata.name.clone().unwrap_or_default();
+    if build::is_shared_role_name(&tcr_name) {
+        // Cannot happen with `craftplane:tenant:<name>`; a guard should the
+        // naming ever change: a tenant's role must never replace a shared one.
+        return Err(Error::Blocked(format!("per-tenant ClusterRole {tcr_name} would replace a shared role")));
+    }
     apply_child(&cr_api, cr_api.get_opt(&tcr_name).await?, tcr).await?;
     apply_child(&crb_api, crb_api.get_opt(&tcr_name).await?, build::tenant_cluster_role_binding(&t)).await?;
+    delete_legacy_rbac(&t, &cr_api, &crb_api).await?;
 
     let skus = ctx.skus.state();
     let effective = effective_skus(&t, skus.iter().map(|s| s.as_ref()));
@@ -106,28 +112,42 @@ async fn apply(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
         .map(|s| (s.name_any(), s.spec.allowed_images.clone()))
         .collect();
     let old = t.status.clone().unwrap_or_default();
-    let desired = t.desired_namespaces();
+    let rivals = ctx.tenants.state();
+    let mut taken = Vec::new();
     let mut managed = Vec::new();
-    let mut problems = Vec::new();
+    let mut refused: Vec<(&str, String)> = Vec::new();
     let mut retained = Vec::new();
 
-    for ns in &desired {
-        let existing = ns_api.get_opt(ns).await?;
-        if let Some(other) = existing.as_ref().and_then(|n| n.labels().get(TENANT_LABEL).cloned())
-            && other != name
-        {
-            problems.push(format!("namespace {ns} belongs to tenant {other}"));
-            continue;
+    for ns in &t.desired_namespaces() {
+        let mut existing = ns_api.get_opt(ns).await?;
+        let rivals = rivals.iter().map(|r| r.as_ref());
+        match build::claim_namespace(&t, ns, existing.as_ref(), rivals, &ctx.settings.operator_namespace) {
+            NamespaceClaim::Refused { reason, message } => {
+                refused.push((reason, message));
+                continue;
+            }
+            // A create, not an apply: of two operators (shards) creating it
+            // at once one wins; the other sees the winner's label next time.
+            NamespaceClaim::Create => {
+                let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                existing = Some(ns_api.create(&pp, &build::namespace(&t, ns)).await?);
+                info!(tenant = %name, namespace = %ns, "namespace created");
+            }
+            NamespaceClaim::Adopt => info!(tenant = %name, namespace = %ns, "adopting a namespace marked adoptable"),
+            NamespaceClaim::Owned => {}
         }
         apply_child(&ns_api, existing, build::namespace(&t, ns)).await?;
         apply_namespace_objects(&t, ctx, ns, &effective, &sku_images).await?;
+        taken.push(ns.clone());
         managed.push(ns.clone());
     }
-    // Namespaces dropped from the spec: released only when empty.
-    for ns in old.namespaces.iter().filter(|n| !desired.contains(n)) {
+    // Namespaces no longer taken (dropped from the spec, or refused now):
+    // released only when empty, and only if they carry this tenant's label.
+    for ns in old.namespaces.iter().filter(|n| !taken.contains(n)) {
+        let Some(owned) = owned_namespace(ctx, ns, &name).await? else { continue };
         let servers = servers_in(ctx, ns).await?;
         if servers.is_empty() {
-            release_namespace(&t, ctx, ns).await?;
+            release_namespace(&t, ctx, &owned).await?;
             info!(tenant = %name, namespace = %ns, "namespace released");
         } else {
             retained.push(format!("{ns} ({} servers)", servers.len()));
@@ -136,10 +156,12 @@ async fn apply(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
     }
 
     let usage = usage(ctx, &managed).await?;
-    let mut conds = if problems.is_empty() {
-        conditions::kstatus(true, false, "Reconciled", &format!("{} namespace(s) ready", managed.len()))
-    } else {
-        conditions::kstatus(false, true, "NamespaceConflict", &problems.join("; "))
+    let mut conds = match refused.first() {
+        None => conditions::kstatus(true, false, "Reconciled", &format!("{} namespace(s) ready", managed.len())),
+        Some((reason, _)) => {
+            let messages: Vec<&str> = refused.iter().map(|(_, m)| m.as_str()).collect();
+            conditions::kstatus(false, true, reason, &format!("left alone: {}", messages.join("; ")))
+        }
     };
     conds.push(if retained.is_empty() {
         Cond::new("NamespacesRetained", false, "None", "")
@@ -202,26 +224,68 @@ async fn apply_namespace_objects(
     Ok(())
 }
 
-/// Removes the tenant's objects from a namespace and unlabels it. The
-/// namespace itself (and anything else in it) stays.
-async fn release_namespace(t: &Tenant, ctx: &Context, ns: &str) -> Result<()> {
-    let c = &ctx.client;
-    let dp = DeleteParams::default();
-    for binding in [build::OWNER_BINDING, build::OPERATOR_BINDING, build::VIEWER_BINDING] {
-        delete_if_present(&Api::<RoleBinding>::namespaced(c.clone(), ns), binding, &dp).await?;
+/// Deletes the per-tenant ClusterRole and ClusterRoleBinding of earlier
+/// releases (`craftplane-tenant-<name>`): only objects this Tenant owns
+/// (owner reference with its UID), and never a shared role's name (for a
+/// tenant called `owner` that name is the shared role, which the shared
+/// roles' apply above has taken back).
+async fn delete_legacy_rbac(t: &Tenant, cr_api: &Api<ClusterRole>, crb_api: &Api<ClusterRoleBinding>) -> Result<()> {
+    let legacy = build::legacy_tenant_cluster_role_name(t);
+    let uid = t.uid().unwrap_or_default();
+    if delete_owned(crb_api, &legacy, &uid).await? {
+        info!(tenant = %t.name_any(), name = %legacy, "deleted the ClusterRoleBinding of an earlier release");
     }
-    for p in build::network_policies(t, ns, &ctx.settings.operator_namespace) {
-        let pname = p.metadata.name.unwrap_or_default();
-        delete_if_present(&Api::<NetworkPolicy>::namespaced(c.clone(), ns), &pname, &dp).await?;
+    if !build::is_shared_role_name(&legacy) && delete_owned(cr_api, &legacy, &uid).await? {
+        info!(tenant = %t.name_any(), name = %legacy, "deleted the ClusterRole of an earlier release");
     }
-    delete_if_present(&Api::<ResourceQuota>::namespaced(c.clone(), ns), build::QUOTA, &dp).await?;
-    delete_if_present(&Api::<LimitRange>::namespaced(c.clone(), ns), build::LIMITS, &dp).await?;
-    delete_if_present(&Api::<ConfigMap>::namespaced(c.clone(), ns), build::POLICY_CONFIG_MAP, &dp).await?;
-    let patch = serde_json::json!({"metadata": {"labels": {TENANT_LABEL: null}}});
-    match Api::<Namespace>::all(c.clone()).patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    Ok(())
+}
+
+/// The namespace if it exists and carries `tenant`'s label: the only
+/// namespaces a tenant's release or deletion touches.
+async fn owned_namespace(ctx: &Context, ns: &str, tenant: &str) -> Result<Option<Namespace>> {
+    let n = Api::<Namespace>::all(ctx.client.clone()).get_opt(ns).await?;
+    Ok(n.filter(|n| n.labels().get(TENANT_LABEL).is_some_and(|l| l == tenant)))
+}
+
+/// Removes the tenant label from a namespace, if it is still the one read
+/// (a resourceVersion precondition: never a label someone set meanwhile),
+/// and marks it adoptable by the same tenant: listed again, it is taken
+/// back; by no other tenant unless an admin relabels it.
+async fn unlabel(ctx: &Context, ns: &Namespace) -> Result<()> {
+    let tenant = ns.labels().get(TENANT_LABEL).cloned();
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": ns.metadata.resource_version,
+        "labels": {TENANT_LABEL: null, ADOPTABLE_LABEL: tenant}
+    }});
+    match Api::<Namespace>::all(ctx.client.clone())
+        .patch(&ns.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        // Gone, or changed since: the next reconcile looks again.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         other => other.map(|_| ()).map_err(Into::into),
     }
+}
+
+/// Removes the tenant's objects (those it owns) from a namespace that
+/// carries its label and unlabels it. The namespace itself (and anything
+/// else in it) stays.
+async fn release_namespace(t: &Tenant, ctx: &Context, namespace: &Namespace) -> Result<()> {
+    let c = &ctx.client;
+    let ns = &namespace.name_any();
+    let uid = t.uid().unwrap_or_default();
+    for binding in [build::OWNER_BINDING, build::OPERATOR_BINDING, build::VIEWER_BINDING] {
+        delete_owned(&Api::<RoleBinding>::namespaced(c.clone(), ns), binding, &uid).await?;
+    }
+    for p in build::network_policies(t, ns, &ctx.settings.operator_namespace) {
+        let pname = p.metadata.name.unwrap_or_default();
+        delete_owned(&Api::<NetworkPolicy>::namespaced(c.clone(), ns), &pname, &uid).await?;
+    }
+    delete_owned(&Api::<ResourceQuota>::namespaced(c.clone(), ns), build::QUOTA, &uid).await?;
+    delete_owned(&Api::<LimitRange>::namespaced(c.clone(), ns), build::LIMITS, &uid).await?;
+    delete_owned(&Api::<ConfigMap>::namespaced(c.clone(), ns), build::POLICY_CONFIG_MAP, &uid).await?;
+    unlabel(ctx, namespace).await
 }
 
 /// Usage across the tenant's namespaces: servers counted directly, the
@@ -305,10 +369,17 @@ async fn write_status(t: &Tenant, ctx: &Context, old: &TenantStatus, new: Tenant
 /// garbage-collected and the namespaces are kept.
 async fn cleanup(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
     let old = t.status.clone().unwrap_or_default();
-    let mut namespaces: BTreeSet<String> = old.namespaces.iter().cloned().collect();
-    namespaces.extend(t.desired_namespaces());
+    let mut listed: BTreeSet<String> = old.namespaces.iter().cloned().collect();
+    listed.extend(t.desired_namespaces());
+    // Only namespaces that carry this tenant's label: one it listed but
+    // never took (another tenant's, an unmarked one) is not touched.
+    let mut namespaces = Vec::new();
+    for ns in &listed {
+        namespaces.extend(owned_namespace(ctx, ns, &t.name_any()).await?);
+    }
     let mut blocking = Vec::new();
-    for ns in &namespaces {
+    for namespace in &namespaces {
+        let ns = &namespace.name_any();
         let n = servers_in(ctx, ns).await?.len();
         if n > 0 {
             blocking.push(format!("{ns}: {n}"));
@@ -329,14 +400,8 @@ async fn cleanup(t: Arc<Tenant>, ctx: &Context) -> Result<Action> {
         write_status(&t, ctx, &old, status).await?;
         return Err(Error::Blocked(message));
     }
-    for ns in &namespaces {
-        let patch = serde_json::json!({"metadata": {"labels": {TENANT_LABEL: null}}});
-        match Api::<Namespace>::all(ctx.client.clone()).patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+    for namespace in &namespaces {
+        unlabel(ctx, namespace).await?;
     }
     info!(tenant = %t.name_any(), "tenant deleted; its namespaces are kept");
     Ok(Action::await_change())
@@ -350,25 +415,28 @@ pub fn controller(w: &Watches, ctx: Arc<Context>, own: Events<Tenant>) -> BoxFut
         Some(ObjectRef::new(o.meta().labels.as_ref()?.get(TENANT_LABEL)?))
     }
     let labelled = w.all.clone().labels(TENANT_LABEL);
+    let adoptable = w.all.clone().labels(ADOPTABLE_LABEL);
     let (for_roles, for_skus, for_servers) = (ctx.tenants.clone(), ctx.tenants.clone(), ctx.tenants.clone());
     let c = Controller::for_stream(own, ctx.tenants.clone())
         .watches_stream(w.trigger::<Namespace>(&labelled, "Namespace"), |o| by_label(&o))
+        // A namespace an admin marks adoptable: the tenant it names may take it.
+        .watches_stream(w.trigger::<Namespace>(&adoptable, "Namespace"), |o| {
+            Some(ObjectRef::new(o.labels().get(ADOPTABLE_LABEL)?))
+        })
         .watches_stream(w.trigger::<RoleBinding>(&labelled, "RoleBinding"), |o| by_label(&o))
         .watches_stream(w.trigger::<NetworkPolicy>(&labelled, "NetworkPolicy"), |o| by_label(&o))
         .watches_stream(w.trigger::<ResourceQuota>(&labelled, "ResourceQuota"), |o| by_label(&o))
         .watches_stream(w.trigger::<LimitRange>(&labelled, "LimitRange"), |o| by_label(&o))
         .watches_stream(w.trigger::<ConfigMap>(&labelled, "ConfigMap"), |o| by_label(&o))
         .watches_stream(w.trigger::<ClusterRoleBinding>(&labelled, "ClusterRoleBinding"), |o| by_label(&o))
-        // Per-tenant ClusterRoles, and the role tiers' ClusterRoles all
-        // tenants bind (no tenant label).
-        .watches_stream(w.trigger::<ClusterRole>(&w.children, "ClusterRole"), move |o| match by_label(&o) {
-            Some(t) => vec![t],
-            None if [build::OWNER_CLUSTER_ROLE, build::OPERATOR_CLUSTER_ROLE, build::VIEWER_CLUSTER_ROLE]
-                .contains(&o.name_any().as_str()) =>
-            {
+        // The role tiers' ClusterRoles all tenants bind (by name, whatever
+        // labels they carry), and per-tenant ClusterRoles (tenant label).
+        .watches_stream(w.trigger::<ClusterRole>(&w.children, "ClusterRole"), move |o| {
+            if build::is_shared_role_name(&o.name_any()) {
                 refs(&for_roles, |_| true)
+            } else {
+                by_label(&o).into_iter().collect()
             }
-            None => vec![],
         })
         .watches_stream(w.trigger::<Sku>(&w.selected, "Sku"), move |_| refs(&for_skus, |_| true))
         .watches_stream(w.trigger::<MinecraftServer>(&w.all, "MinecraftServer"), move |s| {

@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 
 use super::{GAME_PORT, RCON_PORT};
 use crate::api::common::parse_quantity;
-use crate::api::tenant::{Role, SubjectKind, TENANT_LABEL, Tenant};
+use crate::api::tenant::{ADOPTABLE_LABEL, RESERVED_NAMESPACES, Role, SubjectKind, TENANT_LABEL, Tenant};
 use crate::api::{GROUP, VERSION};
 
 /// ClusterRole of tenant owners and `admin` members.
@@ -89,6 +89,96 @@ pub fn namespace(t: &Tenant, ns: &str) -> Namespace {
     Namespace {
         metadata: ObjectMeta { name: Some(ns.into()), labels: Some(l), ..Default::default() },
         ..Default::default()
+    }
+}
+
+/// What a tenant may do with a namespace it lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamespaceClaim {
+    /// It does not exist and no tenant before this one lists it: create it.
+    Create,
+    /// It carries this tenant's label already (created or taken earlier).
+    Owned,
+    /// It exists without a tenant label and an admin labelled it
+    /// [`ADOPTABLE_LABEL`]`=<this tenant>`.
+    Adopt,
+    /// Not this tenant's: left alone, reported with a reason.
+    Refused { reason: &'static str, message: String },
+}
+
+impl NamespaceClaim {
+    /// Whether the tenant takes (creates, keeps or adopts) the namespace.
+    pub fn taken(&self) -> bool {
+        !matches!(self, NamespaceClaim::Refused { .. })
+    }
+}
+
+/// Whether a namespace belongs to the cluster: `default`, `kube-*` and the
+/// operator's own namespace. No tenant ever takes one.
+pub fn is_reserved_namespace(ns: &str, operator_namespace: &str) -> bool {
+    RESERVED_NAMESPACES.contains(&ns) || ns.starts_with("kube-") || ns == operator_namespace
+}
+
+/// Order of tenants listing the same namespace that does not exist yet:
+/// the tenant whose default namespace it is, then the oldest, then by name.
+fn claim_order(t: &Tenant, ns: &str) -> (bool, Option<k8s_openapi::jiff::Timestamp>, String) {
+    (t.default_namespace() != ns, t.creation_timestamp().map(|c| c.0), t.name_any())
+}
+
+/// Whether tenant `t` may take namespace `ns`, given the namespace as it is
+/// (`None`: it does not exist) and the other tenants (`rivals`, for a
+/// namespace two tenants list). In order: a reserved namespace is never
+/// taken; a namespace labelled for a tenant is that tenant's; one that does
+/// not exist is created by the first tenant listing it; an existing,
+/// unlabelled one is taken only if it is the tenant's default namespace or
+/// an admin marked it adoptable by this tenant.
+pub fn claim_namespace<'a>(
+    t: &Tenant,
+    ns: &str,
+    existing: Option<&Namespace>,
+    rivals: impl IntoIterator<Item = &'a Tenant>,
+    operator_namespace: &str,
+) -> NamespaceClaim {
+    let name = t.name_any();
+    if is_reserved_namespace(ns, operator_namespace) {
+        return NamespaceClaim::Refused {
+            reason: "NamespaceReserved",
+            message: format!("namespace {ns} is reserved for the cluster (default, kube-*, the operator's own)"),
+        };
+    }
+    let Some(existing) = existing else {
+        let first = rivals
+            .into_iter()
+            .filter(|r| r.uid() != t.uid() && r.name_any() != name && r.metadata.deletion_timestamp.is_none())
+            .filter(|r| r.desired_namespaces().iter().any(|n| n == ns) && claim_order(r, ns) < claim_order(t, ns))
+            .min_by_key(|r| claim_order(r, ns));
+        return match first {
+            Some(r) => NamespaceClaim::Refused {
+                reason: "NamespaceClaimed",
+                message: format!(
+                    "namespace {ns} is claimed by tenant {}, which lists it too and came first",
+                    r.name_any()
+                ),
+            },
+            None => NamespaceClaim::Create,
+        };
+    };
+    let labels = existing.labels();
+    match labels.get(TENANT_LABEL) {
+        Some(owner) if *owner == name => NamespaceClaim::Owned,
+        Some(owner) => NamespaceClaim::Refused {
+            reason: "NamespaceClaimed",
+            message: format!("namespace {ns} belongs to tenant {owner}"),
+        },
+        // Its default namespace `tenant-<name>` says whose it is: an admin
+        // may create it first (with labels of their own).
+        None if ns == t.default_namespace() || labels.get(ADOPTABLE_LABEL) == Some(&name) => NamespaceClaim::Adopt,
+        None => NamespaceClaim::Refused {
+            reason: "NamespaceNotAdoptable",
+            message: format!(
+                "namespace {ns} exists and is not craftplane's: a cluster admin may label it {ADOPTABLE_LABEL}={name} to hand it to this tenant"
+            ),
+        },
     }
 }
 
@@ -225,10 +315,31 @@ pub fn shared_cluster_roles() -> Vec<ClusterRole> {
     vec![owner_cluster_role(), operator_cluster_role(), viewer_cluster_role()]
 }
 
+/// Whether `name` is one of the ClusterRoles all tenants share: no
+/// per-tenant object may ever be applied or deleted under such a name.
+pub fn is_shared_role_name(name: &str) -> bool {
+    [OWNER_CLUSTER_ROLE, OPERATOR_CLUSTER_ROLE, VIEWER_CLUSTER_ROLE].contains(&name)
+}
+
+/// Name of a tenant's own ClusterRole and ClusterRoleBinding:
+/// `craftplane:tenant:<name>`. A Tenant name is a DNS subdomain (no `:`),
+/// so this can never be a shared role's name (`craftplane-tenant-owner`
+/// and the like), whatever the tenant is called.
+pub fn tenant_cluster_role_name(t: &Tenant) -> String {
+    format!("craftplane:tenant:{}", t.name_any())
+}
+
+/// The name earlier releases gave [`tenant_cluster_role_name`]
+/// (`craftplane-tenant-<name>`): what the reconciler deletes on upgrade,
+/// only if the Tenant owns it and it is no shared role.
+pub fn legacy_tenant_cluster_role_name(t: &Tenant) -> String {
+    format!("craftplane-tenant-{}", t.name_any())
+}
+
 /// Per-tenant cluster-wide read access: its own Tenant and the SKU catalog.
 pub fn tenant_cluster_role(t: &Tenant) -> ClusterRole {
     ClusterRole {
-        metadata: meta(t, &format!("craftplane-tenant-{}", t.name_any()), None, "rbac"),
+        metadata: meta(t, &tenant_cluster_role_name(t), None, "rbac"),
         rules: Some(vec![
             PolicyRule {
                 api_groups: Some(vec![GROUP.into()]),
@@ -245,7 +356,7 @@ pub fn tenant_cluster_role(t: &Tenant) -> ClusterRole {
 
 /// Binds [`tenant_cluster_role`] to the owners and every member.
 pub fn tenant_cluster_role_binding(t: &Tenant) -> ClusterRoleBinding {
-    let name = format!("craftplane-tenant-{}", t.name_any());
+    let name = tenant_cluster_role_name(t);
     ClusterRoleBinding {
         metadata: meta(t, &name, None, "rbac"),
         role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name },
@@ -636,6 +747,117 @@ mod tests {
         assert_eq!((sa.namespace.as_deref(), sa.api_group.as_deref()), (Some("ci"), Some("")));
         let everyone = tenant_cluster_role_binding(&t).subjects.unwrap();
         assert_eq!(everyone.len(), 5, "owners and members read their Tenant and the SKUs, each once");
+    }
+
+    fn named(name: &str, created: &str, namespaces: &[&str]) -> Tenant {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "creationTimestamp": created},
+            "spec": {"owners": [{"kind": "User", "name": "a"}], "namespaces": namespaces}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn per_tenant_rbac_never_takes_a_shared_role_name() {
+        let shared: Vec<String> = shared_cluster_roles().into_iter().map(|r| r.metadata.name.unwrap()).collect();
+        assert!(shared.iter().all(|n| is_shared_role_name(n)));
+        for name in ["owner", "operator", "viewer", "owners", "admin", "a", &"x".repeat(56)] {
+            let t = named(name, "2026-01-01T00:00:00Z", &[]);
+            let role = tenant_cluster_role(&t);
+            let binding = tenant_cluster_role_binding(&t);
+            let rname = role.metadata.name.clone().unwrap();
+            assert_eq!(rname, format!("craftplane:tenant:{name}"));
+            assert!(!is_shared_role_name(&rname) && !shared.contains(&rname), "{rname}");
+            assert_eq!(binding.metadata.name.as_deref(), Some(rname.as_str()));
+            assert_eq!(binding.role_ref.name, rname, "binds its own role, never a shared one");
+            assert_eq!(role.metadata.owner_references.unwrap()[0].uid, format!("uid-{name}"));
+        }
+        // What earlier releases did: the per-tenant name of `owner` was the
+        // shared role (the reconciler never deletes it on upgrade).
+        assert!(is_shared_role_name(&legacy_tenant_cluster_role_name(&named("owner", "2026-01-01T00:00:00Z", &[]))));
+        for role in shared_cluster_roles() {
+            assert!(role.metadata.owner_references.is_none(), "shared roles belong to no tenant");
+            assert!(!role.metadata.labels.unwrap().contains_key(TENANT_LABEL));
+        }
+    }
+
+    fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn outcome(c: &NamespaceClaim) -> &'static str {
+        match c {
+            NamespaceClaim::Refused { reason, .. } => reason,
+            NamespaceClaim::Create => "Create",
+            NamespaceClaim::Owned => "Owned",
+            NamespaceClaim::Adopt => "Adopt",
+        }
+    }
+
+    #[test]
+    fn a_tenant_takes_only_new_own_or_adoptable_namespaces() {
+        let a = named("a", "2026-01-01T00:00:00Z", &["games"]);
+        let claim =
+            |n: &str, existing: Option<Namespace>| claim_namespace(&a, n, existing.as_ref(), [], "craftplane-system");
+        assert_eq!(claim("games", None), NamespaceClaim::Create);
+        assert_eq!(claim("games", Some(ns("games", &[(TENANT_LABEL, "a")]))), NamespaceClaim::Owned);
+        assert_eq!(claim("games", Some(ns("games", &[(ADOPTABLE_LABEL, "a")]))), NamespaceClaim::Adopt);
+        assert_eq!(outcome(&claim("games", Some(ns("games", &[])))), "NamespaceNotAdoptable");
+        assert_eq!(outcome(&claim("games", Some(ns("games", &[(ADOPTABLE_LABEL, "b")])))), "NamespaceNotAdoptable");
+        assert_eq!(claim("tenant-a", Some(ns("tenant-a", &[]))), NamespaceClaim::Adopt, "its default namespace");
+        assert_eq!(outcome(&claim("tenant-b", Some(ns("tenant-b", &[])))), "NamespaceNotAdoptable");
+        assert_eq!(outcome(&claim("tenant-a", Some(ns("tenant-a", &[(TENANT_LABEL, "b")])))), "NamespaceClaimed");
+        let NamespaceClaim::Refused { message, .. } = claim("team-x", Some(ns("team-x", &[("team", "x")]))) else {
+            panic!("an unlabelled namespace is taken")
+        };
+        assert!(message.contains("team-x") && message.contains("craftplane.io/adoptable-by=a"), "{message}");
+        // Another tenant's namespace stays its own, adoptable or not.
+        let theirs = ns("games", &[(TENANT_LABEL, "b"), (ADOPTABLE_LABEL, "a")]);
+        let NamespaceClaim::Refused { reason, message } = claim("games", Some(theirs)) else { panic!() };
+        assert_eq!(reason, "NamespaceClaimed");
+        assert!(message.contains("tenant b"), "{message}");
+        // Reserved: never, even marked adoptable or labelled by an earlier release.
+        for r in ["kube-system", "kube-public", "kube-node-lease", "kube-anything", "default", "craftplane-system"] {
+            for labels in [vec![], vec![(ADOPTABLE_LABEL, "a")], vec![(TENANT_LABEL, "a")]] {
+                assert_eq!(outcome(&claim(r, Some(ns(r, &labels)))), "NamespaceReserved", "{r} {labels:?}");
+            }
+            assert_eq!(outcome(&claim(r, None)), "NamespaceReserved");
+        }
+    }
+
+    #[test]
+    fn a_namespace_two_tenants_list_is_the_first_ones() {
+        let old = named("zeta", "2026-01-01T00:00:00Z", &["shared"]);
+        let young = named("alpha", "2026-02-01T00:00:00Z", &["shared"]);
+        let twin = named("beta", "2026-01-01T00:00:00Z", &["shared"]);
+        let all = [&old, &young, &twin];
+        let claim = |t: &Tenant, existing: Option<&Namespace>| claim_namespace(t, "shared", existing, all, "op");
+        assert_eq!(claim(&twin, None), NamespaceClaim::Create, "oldest, first by name among equals");
+        let NamespaceClaim::Refused { reason, message } = claim(&old, None) else { panic!() };
+        assert_eq!((reason, message.contains("tenant beta")), ("NamespaceClaimed", true), "{message}");
+        let NamespaceClaim::Refused { message, .. } = claim(&young, None) else { panic!() };
+        assert!(message.contains("tenant beta"), "{message}");
+        // Once it exists, the label decides: an older tenant never takes it.
+        let labelled = ns("shared", &[(TENANT_LABEL, "alpha")]);
+        assert_eq!(claim(&young, Some(&labelled)), NamespaceClaim::Owned);
+        assert_eq!(outcome(&claim(&twin, Some(&labelled))), "NamespaceClaimed");
+        // A tenant being deleted no longer competes.
+        let mut leaving = twin.clone();
+        leaving.metadata.deletion_timestamp = old.metadata.creation_timestamp.clone();
+        assert_eq!(claim_namespace(&old, "shared", None, [&leaving, &young], "op"), NamespaceClaim::Create);
+        // Its default namespace is the tenant's own, even against older tenants.
+        let grabby = named("grabby", "2025-01-01T00:00:00Z", &["tenant-late"]);
+        let late = named("late", "2026-06-01T00:00:00Z", &[]);
+        assert_eq!(claim_namespace(&late, "tenant-late", None, [&grabby], "op"), NamespaceClaim::Create);
+        assert_eq!(outcome(&claim_namespace(&grabby, "tenant-late", None, [&late], "op")), "NamespaceClaimed");
     }
 
     fn item(t: &Tenant) -> LimitRangeItem {

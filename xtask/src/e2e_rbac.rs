@@ -34,6 +34,13 @@ pub const E2E_ELSEWHERE: &[(&str, &str, &str, &str)] = &[
     ("networking.k8s.io", "networkpolicies", "delete", "tenant: a released namespace loses its policies"),
     ("rbac.authorization.k8s.io", "rolebindings", "delete", "tenant: a released namespace loses the owners' binding"),
     ("craftplane.io", "tenants", "patch", "tenant: finalizer added and removed"),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "delete",
+        "tenant: the per-tenant ClusterRole of an earlier release is deleted on upgrade (tests/tenant.rs)",
+    ),
+    ("rbac.authorization.k8s.io", "clusterrolebindings", "delete", "as above, its ClusterRoleBinding"),
     ("events.k8s.io", "events", "patch", "kube-runtime's Recorder: an Event repeated within its series"),
     (
         "craftplane.io",
