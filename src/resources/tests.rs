@@ -440,6 +440,8 @@ fn a_tenant_limits_the_skus_of_new_servers() {
             allowed_images: vec![],
             network: None,
             backup_store: None,
+            allowed_backup_stores: vec![],
+            keep_retained_archives: false,
         },
     );
     let s = server("a", "sku: small\neula: true\n");
