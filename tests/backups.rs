@@ -883,7 +883,7 @@ async fn retained_snapshots_of_a_tenant_take_their_archive_with_them() {
         let name = format!("keep{i}");
         // The quota controller may not count the kind yet: retried.
         let snap = snapshot_in(&ns, &e.f.shard, &name, json!({"retain": true}));
-        let created = common::wait_until(Duration::from_secs(60), || async {
+        let created = common::wait_until(Duration::from_secs(90), || async {
             api.create(&PostParams::default(), &snap).await.is_ok()
         })
         .await;
