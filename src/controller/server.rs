@@ -344,9 +344,13 @@ async fn ensure_secret(ctx: &Context, m: &ServerModel) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &m.namespace);
     let uid = m.owner_ref().uid;
     let foreign = || super::secrets::conflict(&m.namespace, &m.secret_name(), &format!("MinecraftServer {}", m.name));
-    if let Some(s) = cached_full(&ctx.children.secrets, &m.namespace, &m.secret_name()) {
+    if let Some(mut s) = cached_full(&ctx.children.secrets, &m.namespace, &m.secret_name()) {
         if !super::secrets::owned_by(&s, &uid) {
-            return Err(foreign());
+            // The cache keeps no labels: decide on the Secret itself.
+            s = api.get_opt(&m.secret_name()).await?.ok_or_else(foreign)?;
+            if !super::secrets::owned_by(&s, &uid) {
+                return Err(foreign());
+            }
         }
         apply_child(&api, Some(s), resources::secret::owned(m)).await?;
         return Ok(());
