@@ -447,7 +447,7 @@ pub fn controller(w: &Watches, ctx: Arc<Context>, own: Events<BackupSnapshot>) -
 
 #[cfg(test)]
 mod tests {
-    use super::settled;
+    use super::{keeps_archive, settled};
     use crate::api::server::ServerPhase::*;
 
     #[test]
@@ -459,5 +459,24 @@ mod tests {
             assert!(!settled(Some(p)), "{p:?}");
         }
         assert!(!settled(None), "a server without a status has not started");
+    }
+
+    /// `retain` keeps an archive of a deleted snapshot outside tenant
+    /// namespaces, and in a tenant's only when its admin allows it.
+    #[test]
+    fn retained_archives_are_kept_only_where_the_admin_allows() {
+        let snap = |retain: bool| -> crate::api::BackupSnapshot {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "s", "namespace": "n"}, "spec": {"server": "mc", "retain": retain}}))
+                .unwrap()
+        };
+        let tenant = |keep: bool| -> crate::api::Tenant {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "t"}, "spec": {"owners": [{"kind": "User", "name": "a"}], "keepRetainedArchives": keep}}))
+                .unwrap()
+        };
+        assert!(keeps_archive(&snap(true), None));
+        assert!(!keeps_archive(&snap(false), None));
+        assert!(!keeps_archive(&snap(true), Some(&tenant(false))));
+        assert!(keeps_archive(&snap(true), Some(&tenant(true))));
+        assert!(!keeps_archive(&snap(false), Some(&tenant(true))));
     }
 }
