@@ -14,12 +14,13 @@ use std::time::Duration;
 use common::fixture::{Fixture, tail};
 use common::operator::{Operator, SHARD_LABEL};
 use common::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
-use craftplane::api::BackupSnapshot;
 use craftplane::api::backup::BackupPhase;
 use craftplane::api::server::ServerPhase;
+use craftplane::api::{BackupSnapshot, Tenant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -32,18 +33,26 @@ struct Env {
 }
 
 async fn setup(prefix: &str) -> Env {
+    setup_stores(prefix, &["main"]).await
+}
+
+/// Like [`setup`], with stores of these names (the first is the default),
+/// each at `s3://worlds/<cluster for main, else its name>` with the same
+/// credentials.
+async fn setup_stores(prefix: &str, names: &[&str]) -> Env {
     let f = Fixture::new(prefix).await;
     let dir = std::env::temp_dir().join(format!("craftplane-{prefix}-{}", common::unique_suffix()));
     let s3 = S3Server::start(dir.join("s3"), "worlds");
     let stores = dir.join("stores.yaml");
-    std::fs::write(
-        &stores,
-        format!(
-            "defaultStore: main\nstores:\n- name: main\n  url: s3://worlds/cluster\n  config:\n    AWS_ENDPOINT: http://127.0.0.1:{}\n    AWS_ALLOW_HTTP: \"true\"\n    AWS_REGION: us-east-1\n  credentialsSecret: s3-creds\n",
+    let mut yaml = format!("defaultStore: {}\nstores:\n", names[0]);
+    for name in names {
+        let path = if *name == "main" { "cluster" } else { name };
+        yaml += &format!(
+            "- name: {name}\n  url: s3://worlds/{path}\n  config:\n    AWS_ENDPOINT: http://127.0.0.1:{}\n    AWS_ALLOW_HTTP: \"true\"\n    AWS_REGION: us-east-1\n  credentialsSecret: s3-creds\n",
             s3.port
-        ),
-    )
-    .unwrap();
+        );
+    }
+    std::fs::write(&stores, yaml).unwrap();
     // The credentials live in the operator's namespace (here: the test's).
     let creds = Secret {
         metadata: kube::api::ObjectMeta { name: Some("s3-creds".into()), ..Default::default() },
@@ -574,4 +583,329 @@ async fn a_refused_scheduled_snapshot_is_a_condition_and_the_server_goes_on() {
     assert!(f.api::<BackupSnapshot>().list(&Default::default()).await.unwrap().items.is_empty());
     op.stop();
     f.cleanup().await;
+}
+
+/// A Secret of this test's own, as an admin or another tool would have it.
+async fn foreign_secret(e: &Env, name: &str, labels: Value) -> Secret {
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "data": {"password": "bm90LWNyYWZ0cGxhbmUncw==", "other-key": "YWRtaW4tb25seQ=="},
+    }))
+    .unwrap();
+    e.f.api::<Secret>().create(&PostParams::default(), &s).await.expect("create foreign Secret")
+}
+
+/// The Secret is exactly as created: not written, not adopted, not deleted.
+async fn assert_untouched(e: &Env, before: &Secret) {
+    let name = before.metadata.name.as_deref().unwrap();
+    let now = e.f.api::<Secret>().get_opt(name).await.unwrap().unwrap_or_else(|| panic!("Secret {name} was deleted"));
+    assert_eq!(now.metadata.resource_version, before.metadata.resource_version, "Secret {name} was written");
+    assert_eq!(now.metadata.uid, before.metadata.uid, "Secret {name} was replaced");
+    assert!(now.metadata.owner_references.is_none(), "Secret {name} was adopted");
+    assert_eq!(now.data, before.data);
+    assert_eq!(now.metadata.labels, before.metadata.labels);
+}
+
+fn server_condition(s: &craftplane::api::MinecraftServer, t: &str) -> Option<(String, String, String)> {
+    let c = condition(s, t)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Secrets that are not craftplane's — named like a server's RCON Secret,
+/// a snapshot's or a restore's credentials copy — are never overwritten,
+/// adopted, mounted or deleted: the object that needs the name gets a
+/// condition naming the Secret, and the normal path goes on elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_that_are_not_craftplanes_are_left_alone() {
+    let e = setup("secret-conflict").await;
+    let world = e.dir.join("world");
+    small_world(&world);
+    // RCON Secrets in the way: one without craftplane's label, one with it
+    // (it is in the operator's cache then) but not owned by the server.
+    let plain = foreign_secret(&e, "mc2-rcon", json!({"team": "admins"})).await;
+    let labelled =
+        foreign_secret(&e, "mc3-rcon", json!({"app.kubernetes.io/managed-by": "craftplane", "team": "admins"})).await;
+    e.f.create_server("mc", json!({})).await;
+    for name in ["mc2", "mc3"] {
+        e.f.create_server(name, json!({})).await;
+        let s =
+            e.f.wait(name, "Stalled, reason SecretConflict", &e.op, |s| {
+                server_condition(s, "Stalled").is_some_and(|(st, r, _)| st == "True" && r == "SecretConflict")
+            })
+            .await;
+        let (_, _, msg) = server_condition(&s, "Ready").unwrap();
+        assert!(msg.contains(&format!("Secret {}/{name}-rcon", e.f.ns)), "{msg}");
+        let sts = e.f.api::<k8s_openapi::api::apps::v1::StatefulSet>().get_opt(name).await.unwrap();
+        assert!(sts.is_none(), "no workload mounts a foreign Secret ({name})");
+    }
+    assert_untouched(&e, &plain).await;
+    assert_untouched(&e, &labelled).await;
+
+    // The normal path: mc runs with its own RCON Secret.
+    e.f.wait("mc", "Running", &e.op, |s| s.status.as_ref().and_then(|s| s.phase) == Some(ServerPhase::Running)).await;
+    let rcon = e.f.api::<Secret>().get("mc-rcon").await.unwrap();
+    assert!(rcon.metadata.owner_references.unwrap().iter().any(|o| o.kind == "MinecraftServer" && o.name == "mc"));
+
+    // A snapshot whose credentials copy is taken: it waits with the reason, no Job.
+    let copy = foreign_secret(&e, "blocked-store", json!({})).await;
+    create_snapshot(&e, "blocked", json!({})).await;
+    let s = wait_snapshot(&e, "blocked", "reason SecretConflict", |s| reason(s).starts_with("SecretConflict: ")).await;
+    assert!(reason(&s).contains(&format!("Secret {}/blocked-store", e.f.ns)), "{}", reason(&s));
+    assert!(e.f.api::<Job>().get_opt("blocked-backup").await.unwrap().is_none());
+    e.f.api::<BackupSnapshot>().delete("blocked", &DeleteParams::default()).await.unwrap();
+    common::wait_until(Duration::from_secs(30), || async {
+        e.f.api::<BackupSnapshot>().get_opt("blocked").await.unwrap().is_none()
+    })
+    .await
+    .expect("snapshot deleted");
+    assert_untouched(&e, &copy).await;
+
+    // A copy of craftplane's that someone replaced while the Job ran is
+    // not deleted when the Job ends (the deletion checks owner and UID).
+    create_snapshot(&e, "snap", json!({})).await;
+    let job = wait_job(&e, "snap-backup").await;
+    let ours = e.f.api::<Secret>().get("snap-store").await.unwrap();
+    assert!(ours.metadata.owner_references.is_some());
+    e.f.api::<Secret>().delete("snap-store", &DeleteParams::default()).await.unwrap();
+    let replaced = foreign_secret(&e, "snap-store", json!({})).await;
+    run_job_here(&job, &world);
+    wait_snapshot(&e, "snap", "Completed", |s| phase(s) == Some(BackupPhase::Completed)).await;
+    // The operator deletes the Job once the result is in: by then it would have deleted the copy.
+    common::wait_until(Duration::from_secs(30), || async {
+        e.f.api::<Job>().get_opt("snap-backup").await.unwrap().is_none()
+    })
+    .await
+    .expect("finished Job deleted");
+    assert_untouched(&e, &replaced).await;
+
+    // A restore whose credentials copy is taken: refused before anything
+    // stops, with the reason on the server.
+    let restore_copy = foreign_secret(&e, "mc-restore-store", json!({})).await;
+    e.f.patch_spec("mc", json!({"restore": {"snapshot": "snap"}})).await;
+    let s =
+        e.f.wait("mc", "Restore=False, reason SecretConflict", &e.op, |s| {
+            server_condition(s, "Restore").is_some_and(|(st, r, _)| st == "False" && r == "SecretConflict")
+        })
+        .await;
+    let st = serde_json::to_value(s.status.as_ref().unwrap()).unwrap();
+    assert_eq!(st["restore"]["phase"], "Failed");
+    assert_eq!(st["restore"]["reason"], "SecretConflict");
+    assert!(st["restore"]["message"].as_str().unwrap().contains("mc-restore-store"), "{st}");
+    assert_eq!(s.status.as_ref().unwrap().phase, Some(ServerPhase::Running), "the server was never stopped");
+    let restores =
+        e.f.api::<Job>().list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=restore")).await;
+    assert!(restores.unwrap().items.is_empty(), "no restore Job");
+    assert_untouched(&e, &restore_copy).await;
+    e.op.stop();
+    e.f.cleanup().await;
+    let _ = std::fs::remove_dir_all(&e.dir);
+}
+
+/// A Tenant of this test's shard whose namespace `tenant-<name>` the
+/// operator creates; returns its name and namespace once the namespace is
+/// there.
+async fn tenant(e: &Env, suffix: &str, spec: Value) -> (String, String) {
+    let name = format!("{}-{suffix}", e.f.shard);
+    let mut full = json!({"owners": [{"kind": "User", "name": format!("owner-{name}")}]});
+    for (k, v) in spec.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    let t: Tenant = serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": name, "labels": {SHARD_LABEL: e.f.shard}},
+        "spec": full,
+    }))
+    .unwrap();
+    Api::<Tenant>::all(e.f.client.clone()).create(&PostParams::default(), &t).await.expect("create tenant");
+    let ns = format!("tenant-{name}");
+    let nss = Api::<k8s_openapi::api::core::v1::Namespace>::all(e.f.client.clone());
+    common::wait_until(Duration::from_secs(30), || async { nss.get_opt(&ns).await.unwrap().is_some() })
+        .await
+        .unwrap_or_else(|_| panic!("namespace {ns} not created\n{}", tail(&e.op.log_text(), 30)));
+    (name, ns)
+}
+
+async fn delete_tenant(e: &Env, name: &str, ns: &str) {
+    let dp = DeleteParams::default();
+    let _ = Api::<craftplane::api::MinecraftServer>::namespaced(e.f.client.clone(), ns)
+        .delete_collection(&dp, &Default::default())
+        .await;
+    let _ = Api::<Tenant>::all(e.f.client.clone()).delete(name, &dp).await;
+}
+
+/// A running server `mc` in `ns`, for snapshots there.
+async fn running_server_in(e: &Env, ns: &str) {
+    let s: craftplane::api::MinecraftServer = serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer",
+        "metadata": {"name": "mc", "namespace": ns, "labels": {SHARD_LABEL: e.f.shard}},
+        "spec": {"sku": e.f.sku, "eula": true, "type": "PAPER", "version": "1.21.4"},
+    }))
+    .unwrap();
+    let api = Api::<craftplane::api::MinecraftServer>::namespaced(e.f.client.clone(), ns);
+    api.create(&PostParams::default(), &s).await.expect("create server");
+    let running = common::wait_until(Duration::from_secs(60), || async {
+        api.get("mc").await.ok().and_then(|s| s.status?.phase) == Some(ServerPhase::Running)
+    })
+    .await;
+    assert!(running.is_ok(), "server {ns}/mc not Running\n{}", tail(&e.op.log_text(), 30));
+}
+
+fn snapshot_in(ns: &str, shard: &str, name: &str, spec: Value) -> BackupSnapshot {
+    let mut full = json!({"server": "mc"});
+    for (k, v) in spec.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "BackupSnapshot",
+        "metadata": {"name": name, "namespace": ns, "labels": {SHARD_LABEL: shard}},
+        "spec": full,
+    }))
+    .unwrap()
+}
+
+async fn wait_snapshot_in(
+    e: &Env,
+    ns: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&BackupSnapshot) -> bool,
+) -> BackupSnapshot {
+    let api = Api::<BackupSnapshot>::namespaced(e.f.client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(s) = api.get_opt(name).await.unwrap() {
+            if pred(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    panic!(
+        "snapshot {ns}/{name}: {what} not reached: {:?}\n{}",
+        last.and_then(|s| s.status),
+        tail(&e.op.log_text(), 30)
+    );
+}
+
+/// A tenant's snapshots use only its own store and the ones its admin
+/// lists; every key lies under the tenant's prefix and namespace, and a
+/// prefix that would leave it is refused by the schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_snapshots_stay_in_the_tenants_stores_and_prefix() {
+    let e = setup_stores("backup-confine", &["main", "other"]).await;
+    let (t, ns) = tenant(&e, "t", json!({"backupStore": {"name": "main", "prefix": "tenants/t"}})).await;
+    running_server_in(&e, &ns).await;
+    let api = Api::<BackupSnapshot>::namespaced(e.f.client.clone(), &ns);
+    let pp = PostParams::default();
+
+    // A store the admin did not give the tenant: refused with the reason.
+    api.create(&pp, &snapshot_in(&ns, &e.f.shard, "elsewhere", json!({"store": {"name": "other"}}))).await.unwrap();
+    let s = wait_snapshot_in(&e, &ns, "elsewhere", "Failed, StoreNotAllowed", |s| {
+        phase(s) == Some(BackupPhase::Failed) && reason(s).starts_with("StoreNotAllowed: ")
+    })
+    .await;
+    assert!(reason(&s).contains("\"other\"") && reason(&s).contains(&t), "{}", reason(&s));
+    let jobs = Api::<Job>::namespaced(e.f.client.clone(), &ns);
+    assert!(jobs.get_opt("elsewhere-backup").await.unwrap().is_none());
+    let secrets = Api::<Secret>::namespaced(e.f.client.clone(), &ns);
+    assert!(secrets.get_opt("elsewhere-store").await.unwrap().is_none(), "no credentials copied");
+
+    // Prefixes that leave the tenant's part: refused at admission.
+    for (i, bad) in ["..", "../other", "a/../../b", "%2e%2e", "/abs", "a//b", "a\\b", ".hidden"].iter().enumerate() {
+        let snap = snapshot_in(&ns, &e.f.shard, &format!("bad{i}"), json!({"store": {"name": "main", "prefix": bad}}));
+        let err = api.create(&pp, &snap).await.expect_err(&format!("prefix {bad:?} accepted"));
+        let kube::Error::Api(err) = err else { panic!("{err}") };
+        assert_eq!(err.code, 422, "{bad:?}: {}", err.message);
+        assert!(err.message.contains("spec.store.prefix"), "{bad:?}: {}", err.message);
+    }
+
+    // Another tenant's prefix as a sub-path: under this tenant's part and namespace.
+    api.create(
+        &pp,
+        &snapshot_in(&ns, &e.f.shard, "sub", json!({"store": {"name": "main", "prefix": "tenants/other"}})),
+    )
+    .await
+    .unwrap();
+    let s = wait_snapshot_in(&e, &ns, "sub", "Running", |s| phase(s) == Some(BackupPhase::Running)).await;
+    let st = serde_json::to_value(s.status.as_ref().unwrap()).unwrap();
+    let location = st["location"].as_str().unwrap();
+    assert!(location.starts_with(&format!("s3://worlds/cluster/tenants/t/{ns}/tenants/other/mc/sub-")), "{location}");
+    assert_eq!(st["store"], "main", "the store is recorded by name");
+
+    // A store the admin lists: allowed, under the prefix the admin gave.
+    Api::<Tenant>::all(e.f.client.clone())
+        .patch(
+            &t,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"allowedBackupStores": [{"name": "other", "prefix": "t"}]}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.create(&pp, &snapshot_in(&ns, &e.f.shard, "listed", json!({"store": {"name": "other"}}))).await.unwrap();
+    let s = wait_snapshot_in(&e, &ns, "listed", "Running", |s| phase(s) == Some(BackupPhase::Running)).await;
+    let location = s.status.unwrap().location.unwrap();
+    assert!(location.starts_with(&format!("s3://worlds/other/t/{ns}/mc/listed-")), "{location}");
+    delete_tenant(&e, &t, &ns).await;
+    e.op.stop();
+    e.f.cleanup().await;
+    let _ = std::fs::remove_dir_all(&e.dir);
+}
+
+/// In a tenant's namespace `retain` pins a snapshot against retention but
+/// does not keep its archive once the snapshot is deleted (unless the
+/// tenant's admin allows it): creating and deleting retained snapshots
+/// cannot fill the store past `maxBackups` (which counts snapshots).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_snapshots_of_a_tenant_take_their_archive_with_them() {
+    let e = setup("backup-retain").await;
+    let world = e.dir.join("world");
+    small_world(&world);
+    let (t, ns) = tenant(&e, "r", json!({})).await;
+    running_server_in(&e, &ns).await;
+    let api = Api::<BackupSnapshot>::namespaced(e.f.client.clone(), &ns);
+    let jobs = Api::<Job>::namespaced(e.f.client.clone(), &ns);
+    let mut locations = vec![];
+    for (i, keep) in [(0, false), (1, false), (2, true)] {
+        if keep {
+            Api::<Tenant>::all(e.f.client.clone())
+                .patch(
+                    &t,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"spec": {"keepRetainedArchives": true}})),
+                )
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let name = format!("keep{i}");
+        let snap = snapshot_in(&ns, &e.f.shard, &name, json!({"retain": true}));
+        api.create(&PostParams::default(), &snap).await.expect("create snapshot");
+        let job = {
+            let job_name = format!("{name}-backup");
+            common::wait_until(Duration::from_secs(30), || async { jobs.get_opt(&job_name).await.unwrap().is_some() })
+                .await
+                .unwrap_or_else(|_| panic!("no Job {job_name}\n{}", tail(&e.op.log_text(), 30)));
+            jobs.get(&job_name).await.unwrap()
+        };
+        run_job_here(&job, &world);
+        let s = wait_snapshot_in(&e, &ns, &name, "Completed", |s| phase(s) == Some(BackupPhase::Completed)).await;
+        let location = s.status.unwrap().location.unwrap();
+        assert!(stored(&e, &location).join("manifest.json").exists());
+        api.delete(&name, &DeleteParams::default()).await.unwrap();
+        common::wait_until(Duration::from_secs(30), || async { api.get_opt(&name).await.unwrap().is_none() })
+            .await
+            .expect("snapshot deleted");
+        locations.push((location, keep));
+    }
+    for (location, keep) in &locations {
+        let held = stored(&e, location).join("manifest.json").exists();
+        assert_eq!(held, *keep, "{location}: archive kept only where the tenant's admin allows it");
+    }
+    delete_tenant(&e, &t, &ns).await;
+    e.op.stop();
+    e.f.cleanup().await;
+    let _ = std::fs::remove_dir_all(&e.dir);
 }

@@ -59,7 +59,9 @@ pub struct BackupSnapshotSpec {
     #[x_kube(validation = kube::core::Rule::new("self.all(p, !p.startsWith('/') && !p.split('/').exists(s, s == '..'))").message("paths must be relative and must not contain '..'"))]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("exclude is immutable"))]
     pub exclude: Vec<String>,
-    /// Pinned: survives retention and keeps the archive when deleted.
+    /// Pinned: survives retention. Keeps the archive when deleted only
+    /// outside tenant namespaces, or where the Tenant sets
+    /// `keepRetainedArchives`.
     #[serde(default)]
     pub retain: bool,
     /// Why the snapshot was taken. Immutable.
@@ -131,6 +133,9 @@ pub struct BackupSnapshotStatus {
     /// URL of the archive in the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// Name of the store holding it (its credentials are that store's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     /// SHA-256 of the manifest, for verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_sha256: Option<String>,

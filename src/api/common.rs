@@ -154,9 +154,16 @@ pub struct StoreRef {
     /// Name of a backup store configured by the cluster admin.
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
-    /// Key prefix inside the store (e.g. `tenants/acme/`). No `..` segments.
+    /// Key prefix (e.g. `nightly/`): a relative path of letters, digits,
+    /// `-`, `_` and `.`, no segment starting with `.` (no `..`), no empty
+    /// segment. In a Tenant's `backupStore`/`allowedBackupStores` it is the
+    /// tenant's part of the store; in a snapshot, `spec.backup` or a task
+    /// it is a sub-path under the tenant's part and namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256), regex(pattern = r"^([A-Za-z0-9_.\-]+/)*[A-Za-z0-9_.\-]*$"))]
+    #[schemars(
+        length(max = 256),
+        regex(pattern = r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*/)*([A-Za-z0-9_-][A-Za-z0-9_.-]*)?$")
+    )]
     pub prefix: Option<String>,
 }
 

@@ -771,6 +771,11 @@ pub struct RestoreStatus {
     /// The restore Job of this request (deleted once its result is here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// Why a Failed request was refused, when it was (`SecretConflict`,
+    /// `StoreNotAllowed`, `InvalidPrefix`, …); also the reason of the
+    /// server's `Restore` condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Phase of a restore.

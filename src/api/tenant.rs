@@ -73,7 +73,9 @@ pub struct TenantSpec {
     /// Network access to this tenant's servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<TenantNetwork>,
-    /// Where this tenant's backups go when a snapshot names no store.
+    /// Where this tenant's backups go when a snapshot names no store
+    /// (default: the operator's default store). Its prefix is the tenant's
+    /// part of the store: every key of the tenant's snapshots lies under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_store: Option<StoreRef>,
     /// DNS domains this tenant's servers may use in `spec.hostname`: a
@@ -93,6 +95,20 @@ pub struct TenantSpec {
     )]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub hostname_domains: Vec<String>,
+    /// Further stores this tenant's snapshots may name (besides
+    /// `backupStore`), each with the tenant's prefix in it. Any other store
+    /// is refused (snapshot condition reason `StoreNotAllowed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("each store may be listed once"))]
+    pub allowed_backup_stores: Vec<StoreRef>,
+    /// Whether a deleted snapshot with `retain: true` keeps its archive in
+    /// the store. Default false: in this tenant's namespaces deleting a
+    /// snapshot deletes its archive (`retain` still pins it against
+    /// retention), so the store never holds more than `maxBackups`
+    /// archives. Kept archives are outside the quota.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_retained_archives: bool,
 }
 
 /// An RBAC subject: a user, a group or a ServiceAccount.

@@ -69,46 +69,217 @@ impl Stores {
         Ok(())
     }
 
-    /// The store for a snapshot: its own ref, else the tenant's, else the default.
-    pub fn pick<'a>(
-        &'a self,
-        own: Option<&'a StoreRef>,
-        tenant: Option<&'a StoreRef>,
-    ) -> Result<(&'a StoreConfig, Option<&'a str>), String> {
-        let (name, prefix) = match own.or(tenant) {
-            Some(r) => (r.name.as_str(), r.prefix.as_deref()),
-            None => match &self.default_store {
-                Some(d) => (d.as_str(), None),
-                None => return Err("no store named and no default store configured (--backup-stores)".into()),
-            },
-        };
-        let store = self.stores.iter().find(|s| s.name == name).ok_or_else(|| {
+    /// A configured store by its exact name.
+    pub fn named(&self, name: &str) -> Result<&StoreConfig, String> {
+        self.stores.iter().find(|s| s.name == name).ok_or_else(|| {
             let known: Vec<&str> = self.stores.iter().map(|s| s.name.as_str()).collect();
             format!(
                 "store {name:?} is not configured; configured: {}",
                 if known.is_empty() { "none".into() } else { known.join(", ") }
             )
-        })?;
-        Ok((store, prefix))
+        })
+    }
+
+    /// The name of the store a snapshot asks for: its own reference, else
+    /// its tenant's store, else the default store.
+    pub fn requested_name<'a>(
+        &'a self,
+        requested: Option<&'a StoreRef>,
+        tenant: Option<&Grants<'a>>,
+    ) -> Option<&'a str> {
+        requested.or(tenant.and_then(|g| g.own)).map(|r| r.name.as_str()).or(self.default_store.as_deref())
+    }
+
+    /// Where a new snapshot goes. The store is the one the snapshot names,
+    /// else its tenant's own (`Tenant.spec.backupStore`, else the default
+    /// store); a tenant may name only its own store and the ones its admin
+    /// lists (`allowedBackupStores`). The key is
+    /// `<store url>/<tenant prefix>/<namespace>/<prefix>/<server>/<snapshot>-<uid8>`:
+    /// the tenant's prefix is the admin's, the snapshot's own prefix only a
+    /// sub-path under the tenant's namespace. A namespace of no tenant may
+    /// name any store.
+    pub fn place(
+        &self,
+        requested: Option<&StoreRef>,
+        tenant: Option<&Grants>,
+        key: &SnapshotKey,
+    ) -> Result<Placement<'_>, Refusal> {
+        let sub = match requested.and_then(|r| r.prefix.as_deref()) {
+            Some(p) => check_prefix(p).map_err(|e| Refusal::new(INVALID_PREFIX, format!("prefix {p:?}: {e}")))?,
+            None => vec![],
+        };
+        let default = || {
+            self.default_store.as_deref().ok_or_else(|| {
+                Refusal::new(STORE_NOT_CONFIGURED, "no store named and no default store configured (--backup-stores)")
+            })
+        };
+        let (name, root): (&str, Option<&str>) = match (requested, tenant) {
+            (Some(r), None) => (r.name.as_str(), None),
+            (None, None) => (default()?, None),
+            (requested, Some(g)) => {
+                let own = match g.own {
+                    Some(o) => (o.name.as_str(), o.prefix.as_deref()),
+                    None => (default()?, None),
+                };
+                let grants: Vec<(&str, Option<&str>)> = std::iter::once(own)
+                    .chain(g.allowed.iter().map(|a| (a.name.as_str(), a.prefix.as_deref())))
+                    .collect();
+                let name = requested.map(|r| r.name.as_str()).unwrap_or(own.0);
+                match grants.iter().find(|(n, _)| *n == name) {
+                    Some(&(_, root)) => (name, root),
+                    None => {
+                        let names: Vec<&str> = grants.iter().map(|(n, _)| *n).collect();
+                        return Err(Refusal::new(
+                            STORE_NOT_ALLOWED,
+                            format!(
+                                "store {name:?} is not allowed for tenant {}; it may use: {}",
+                                g.tenant,
+                                names.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        let root = match root {
+            Some(p) => {
+                check_prefix(p).map_err(|e| Refusal::new(INVALID_PREFIX, format!("the tenant's prefix {p:?}: {e}")))?
+            }
+            None => vec![],
+        };
+        let store = self.named(name).map_err(|e| Refusal::new(STORE_NOT_CONFIGURED, e))?;
+        let mut location = store.url.trim_end_matches('/').to_string();
+        let leaf = key.leaf();
+        for seg in root.iter().chain([&key.namespace]).chain(sub.iter()).chain([&key.server, &leaf.as_str()]) {
+            location.push('/');
+            location.push_str(seg);
+        }
+        Ok(Placement { store, location })
     }
 }
 
-/// Location URL of one snapshot: `<store url>/<prefix>/<namespace>/<server>/<snapshot>-<uid8>`.
-pub fn snapshot_url(
-    store: &StoreConfig,
-    prefix: Option<&str>,
-    ns: &str,
-    server: &str,
-    snapshot: &str,
-    uid: &str,
-) -> String {
-    let mut url = store.url.trim_end_matches('/').to_string();
-    if let Some(p) = prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
-        url.push('/');
-        url.push_str(p);
+/// Condition reason: the snapshot names a store its tenant may not use.
+pub const STORE_NOT_ALLOWED: &str = "StoreNotAllowed";
+/// Condition reason: a prefix (or a recorded location) is not a plain
+/// relative path inside the tenant's part of the store.
+pub const INVALID_PREFIX: &str = "InvalidPrefix";
+/// Condition reason: a recorded location is not the snapshot's own key in
+/// its store (recorded before prefixes were checked).
+pub const INVALID_LOCATION: &str = "InvalidLocation";
+/// Condition reason: no such store.
+pub const STORE_NOT_CONFIGURED: &str = "StoreNotConfigured";
+
+/// What a tenant may use: its own store and the ones its admin lists.
+#[derive(Clone, Copy, Debug)]
+pub struct Grants<'a> {
+    pub tenant: &'a str,
+    pub own: Option<&'a StoreRef>,
+    pub allowed: &'a [StoreRef],
+}
+
+impl<'a> Grants<'a> {
+    pub fn of(t: &'a crate::api::Tenant) -> Grants<'a> {
+        Grants {
+            tenant: t.metadata.name.as_deref().unwrap_or_default(),
+            own: t.spec.backup_store.as_ref(),
+            allowed: &t.spec.allowed_backup_stores,
+        }
     }
-    let short: String = uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
-    format!("{url}/{ns}/{server}/{snapshot}-{short}")
+}
+
+/// The identity of one snapshot, as its key names it.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotKey<'a> {
+    pub namespace: &'a str,
+    pub server: &'a str,
+    pub snapshot: &'a str,
+    pub uid: &'a str,
+}
+
+impl SnapshotKey<'_> {
+    /// The last key segment: `<snapshot>-<uid8>`.
+    pub fn leaf(&self) -> String {
+        let short: String = self.uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+        format!("{}-{short}", self.snapshot)
+    }
+}
+
+/// A store refused, with its condition reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(reason: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal { reason, message: message.into() }
+    }
+}
+
+/// A new snapshot's store and location.
+#[derive(Debug)]
+pub struct Placement<'a> {
+    pub store: &'a StoreConfig,
+    pub location: String,
+}
+
+/// Checks a prefix of a store reference: a relative path of plain segments
+/// (letters, digits, `-`, `_`, `.`; none starting with `.`, so no `.` or
+/// `..`), no empty segment, no backslash or percent escape, at most 256
+/// characters; one trailing `/` is allowed. Returns its segments. The CRD
+/// schema has the same rule ([`PREFIX_PATTERN`]).
+pub fn check_prefix(p: &str) -> Result<Vec<&str>, String> {
+    if p.len() > 256 {
+        return Err("longer than 256 characters".into());
+    }
+    if p.starts_with('/') {
+        return Err("must be relative (no leading '/')".into());
+    }
+    let body = p.strip_suffix('/').unwrap_or(p);
+    if body.is_empty() {
+        return Ok(vec![]);
+    }
+    body.split('/').map(check_segment).collect()
+}
+
+fn check_segment(s: &str) -> Result<&str, String> {
+    if s.is_empty() {
+        return Err("empty path segment ('//')".into());
+    }
+    if s.starts_with('.') {
+        return Err(format!("segment {s:?} starts with '.' ('.' and '..' are not allowed)"));
+    }
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(format!("segment {s:?} contains {c:?}: only letters, digits, '-', '_' and '.' are allowed"));
+    }
+    Ok(s)
+}
+
+/// The schema pattern of a store reference's prefix ([`check_prefix`]).
+pub const PREFIX_PATTERN: &str = r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*/)*([A-Za-z0-9_-][A-Za-z0-9_.-]*)?$";
+
+/// Checks that a recorded location is this snapshot's own key in `store`:
+/// under the store's URL, plain segments only, the snapshot's namespace
+/// among them and `<server>/<snapshot>-<uid8>` at the end. Guards restore
+/// and deletion against locations recorded before prefixes were checked.
+pub fn check_location(store: &StoreConfig, location: &str, key: &SnapshotKey) -> Result<(), String> {
+    let base = format!("{}/", store.url.trim_end_matches('/'));
+    let rest = location
+        .strip_prefix(&base)
+        .ok_or_else(|| format!("{location} is not under the URL of store {:?}", store.name))?;
+    let segs: Vec<&str> =
+        rest.split('/').map(check_segment).collect::<Result<_, _>>().map_err(|e| format!("{location}: {e}"))?;
+    let n = segs.len();
+    let own =
+        n >= 3 && segs[n - 1] == key.leaf() && segs[n - 2] == key.server && segs[..n - 2].contains(&key.namespace);
+    if !own {
+        return Err(format!(
+            "{location} is not the key of snapshot {}/{} of server {}",
+            key.namespace, key.snapshot, key.server
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -122,24 +293,157 @@ mod tests {
         .unwrap()
     }
 
+    fn key() -> SnapshotKey<'static> {
+        SnapshotKey { namespace: "games", server: "survival", snapshot: "nightly", uid: "0a1b2c3d-99" }
+    }
+
+    fn r(name: &str, prefix: Option<&str>) -> StoreRef {
+        StoreRef { name: name.into(), prefix: prefix.map(str::to_string) }
+    }
+
     #[test]
-    fn snapshots_pick_their_store_then_the_tenants_then_the_default() {
+    fn snapshots_use_their_store_then_the_tenants_then_the_default() {
         let s = stores();
         assert!(s.check().is_ok());
-        let own = StoreRef { name: "cold".into(), prefix: Some("x/".into()) };
-        let tenant = StoreRef { name: "main".into(), prefix: Some("tenants/acme".into()) };
-        assert_eq!(s.pick(Some(&own), Some(&tenant)).unwrap().0.name, "cold");
-        let (st, prefix) = s.pick(None, Some(&tenant)).unwrap();
-        assert_eq!((st.name.as_str(), prefix), ("main", Some("tenants/acme")));
+        let own = r("cold", Some("x/"));
+        let (place, refuse) = (|o, t| s.place(o, t, &key()).unwrap(), |o, t| s.place(o, t, &key()).unwrap_err());
+        // No tenant (an admin's namespace): any store.
+        let p = place(Some(&own), None);
         assert_eq!(
-            snapshot_url(st, prefix, "games", "survival", "nightly", "0a1b2c3d-99"),
-            "s3://b/prod/tenants/acme/games/survival/nightly-0a1b2c3d"
+            (p.store.name.as_str(), p.location.as_str()),
+            ("cold", "file:///var/backups/games/x/survival/nightly-0a1b2c3d")
         );
-        assert_eq!(s.pick(None, None).unwrap().0.name, "main");
-        let unknown = StoreRef { name: "nope".into(), prefix: None };
-        assert!(s.pick(Some(&unknown), None).unwrap_err().contains("configured: main, cold"));
+        assert_eq!(place(None, None).location, "s3://b/prod/games/survival/nightly-0a1b2c3d");
+        // A tenant: its own store, under the admin's prefix.
+        let mine = r("main", Some("tenants/acme"));
+        let acme = Grants { tenant: "acme", own: Some(&mine), allowed: &[] };
+        let p = place(None, Some(&acme));
+        assert_eq!(
+            (p.store.name.as_str(), p.location.as_str()),
+            ("main", "s3://b/prod/tenants/acme/games/survival/nightly-0a1b2c3d")
+        );
+        // Its own prefix is a sub-path under the tenant's namespace.
+        let nightly = r("main", Some("nightly/"));
+        assert_eq!(
+            place(Some(&nightly), Some(&acme)).location,
+            "s3://b/prod/tenants/acme/games/nightly/survival/nightly-0a1b2c3d"
+        );
+        // Another store only when the admin lists it.
+        let e = refuse(Some(&own), Some(&acme));
+        assert_eq!(e.reason, STORE_NOT_ALLOWED);
+        assert_eq!(e.message, "store \"cold\" is not allowed for tenant acme; it may use: main");
+        let listed = [r("cold", Some("acme"))];
+        let acme2 = Grants { tenant: "acme", own: Some(&mine), allowed: &listed };
+        assert_eq!(
+            place(Some(&own), Some(&acme2)).location,
+            "file:///var/backups/acme/games/x/survival/nightly-0a1b2c3d"
+        );
+        // A tenant without a store of its own has the default store.
+        let plain = Grants { tenant: "p", own: None, allowed: &[] };
+        assert_eq!(place(None, Some(&plain)).store.name, "main");
+        assert_eq!(refuse(Some(&own), Some(&plain)).reason, STORE_NOT_ALLOWED);
+        assert_eq!(s.requested_name(None, Some(&acme)), Some("main"));
+        assert_eq!(s.requested_name(Some(&own), Some(&acme)), Some("cold"));
+        // Unknown stores, no default.
+        let unknown = r("nope", None);
+        let e = refuse(Some(&unknown), None);
+        assert_eq!(e.reason, STORE_NOT_CONFIGURED);
+        assert!(e.message.contains("configured: main, cold"), "{}", e.message);
         let bad: Stores = serde_yaml::from_str("defaultStore: x\nstores: []\n").unwrap();
         assert!(bad.check().is_err());
-        assert!(Stores { default_store: None, stores: vec![] }.pick(None, None).is_err());
+        let none = Stores { default_store: None, stores: vec![] };
+        assert_eq!(none.place(None, None, &key()).unwrap_err().reason, STORE_NOT_CONFIGURED);
+    }
+
+    /// A tenant's prefix never leaves its part of the store: `..`, escapes,
+    /// absolute and empty segments are refused, and another tenant's prefix
+    /// only lands under this tenant's namespace.
+    #[test]
+    fn prefixes_stay_inside_the_tenants_part_of_the_store() {
+        let re = regex::Regex::new(PREFIX_PATTERN).unwrap();
+        for bad in [
+            "..",
+            "../x",
+            "a/../b",
+            "a/..",
+            ".",
+            "./a",
+            "%2e%2e",
+            "a/%2e%2e/b",
+            "/abs",
+            "/",
+            "a//b",
+            "a\\b",
+            "..\\x",
+            "a/.hidden",
+            "s3://b/x",
+            "a?x=1",
+            "a#f",
+            "a b",
+            "é",
+        ] {
+            assert!(check_prefix(bad).is_err(), "{bad:?} accepted");
+            assert!(!re.is_match(bad), "the schema pattern accepts {bad:?}");
+        }
+        for good in ["", "a", "a/", "tenants/acme", "tenants/acme/", "v1.2_x-y/z"] {
+            assert!(check_prefix(good).is_ok(), "{good:?} refused");
+            assert!(re.is_match(good), "the schema pattern refuses {good:?}");
+        }
+        assert!(check_prefix(&"a".repeat(257)).is_err());
+        let s = stores();
+        let mine = r("main", Some("tenants/acme"));
+        let acme = Grants { tenant: "acme", own: Some(&mine), allowed: &[] };
+        for bad in ["..", "%2e%2e", "/abs", "a//b", "../../tenants/other"] {
+            let e = s.place(Some(&r("main", Some(bad))), Some(&acme), &key()).unwrap_err();
+            assert_eq!(e.reason, INVALID_PREFIX, "{bad}");
+        }
+        // Naming another tenant's prefix: still under this tenant's namespace.
+        let p = s.place(Some(&r("main", Some("tenants/other"))), Some(&acme), &key()).unwrap();
+        assert_eq!(p.location, "s3://b/prod/tenants/acme/games/tenants/other/survival/nightly-0a1b2c3d");
+        // A bad prefix of the admin's is refused too, not used.
+        let broken = r("main", Some("a/../b"));
+        let g = Grants { tenant: "acme", own: Some(&broken), allowed: &[] };
+        assert_eq!(s.place(None, Some(&g), &key()).unwrap_err().reason, INVALID_PREFIX);
+    }
+
+    #[test]
+    fn the_schema_checks_prefixes_as_the_reconciler_does() {
+        for crd in [
+            <crate::api::BackupSnapshot as kube::CustomResourceExt>::crd(),
+            <crate::api::Tenant as kube::CustomResourceExt>::crd(),
+            <crate::api::MinecraftServer as kube::CustomResourceExt>::crd(),
+        ] {
+            let text = serde_json::to_string(&crd).unwrap();
+            assert!(text.contains(&serde_json::to_string(PREFIX_PATTERN).unwrap()), "{:?}", crd.metadata.name);
+        }
+    }
+
+    /// Restore and deletion use a recorded location only when it is the
+    /// snapshot's own key under its store's URL.
+    #[test]
+    fn recorded_locations_must_be_the_snapshots_own_key() {
+        let s = stores();
+        let main = s.named("main").unwrap();
+        let k = key();
+        for ok in [
+            "s3://b/prod/games/survival/nightly-0a1b2c3d",
+            "s3://b/prod/tenants/acme/games/survival/nightly-0a1b2c3d",
+            "s3://b/prod/tenants/acme/games/sub/survival/nightly-0a1b2c3d",
+            "s3://b/prod/old-prefix/games/survival/nightly-0a1b2c3d",
+        ] {
+            assert!(check_location(main, ok, &k).is_ok(), "{ok}");
+        }
+        for bad in [
+            "s3://b/prod/../games/survival/nightly-0a1b2c3d",
+            "s3://b/prod/x/%2e%2e/games/survival/nightly-0a1b2c3d",
+            "s3://b/prod//games/survival/nightly-0a1b2c3d",
+            "s3://b/production/games/survival/nightly-0a1b2c3d",
+            "s3://b/prod/other/survival/nightly-0a1b2c3d",
+            "s3://b/prod/games/creative/nightly-0a1b2c3d",
+            "s3://b/prod/games/survival/nightly-ffffffff",
+            "file:///var/backups/games/survival/nightly-0a1b2c3d",
+        ] {
+            assert!(check_location(main, bad, &k).is_err(), "{bad}");
+        }
     }
 }

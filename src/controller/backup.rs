@@ -24,11 +24,12 @@ use kube::runtime::Controller;
 use super::conditions;
 use super::context::{Context, cached_full, delete_if_present};
 use super::error::{Error, Result};
+use super::secrets;
 use super::watches::{Events, Watches, run};
 use crate::api::backup::{BackupPhase, BackupSnapshot, BackupSnapshotStatus};
 use crate::api::server::ServerPhase;
 use crate::api::{GROUP, VERSION};
-use crate::backup::stores::{StoreConfig, snapshot_url};
+use crate::backup::stores::{self, Grants, Refusal, SnapshotKey, StoreConfig};
 use crate::backup::{BackupError, Location, archive};
 use crate::resources::FIELD_MANAGER;
 use crate::resources::backup_job::{self, JobInput, Task};
@@ -95,6 +96,48 @@ async fn settings(ctx: &Context, store: &StoreConfig) -> Result<BTreeMap<String,
     Ok(s)
 }
 
+/// The Tenant a namespace belongs to.
+pub fn tenant_of(ctx: &Context, ns: &str) -> Option<Arc<crate::api::Tenant>> {
+    let ns = ns.to_string();
+    ctx.tenants.state().into_iter().find(|t| {
+        t.desired_namespaces().contains(&ns) || t.status.as_ref().is_some_and(|st| st.namespaces.contains(&ns))
+    })
+}
+
+/// The identity of a snapshot in its key.
+fn key_of(snap: &BackupSnapshot) -> (String, String, String) {
+    (snap.namespace().unwrap_or_default(), snap.name_any(), snap.uid().unwrap_or_default())
+}
+
+/// The store holding a snapshot's archive, found by name (the one its
+/// status records; for a snapshot recorded by an earlier release, the one
+/// it asks for), never by matching URLs; and its location, which must be
+/// the snapshot's own key in that store.
+pub fn stored_at<'a>(ctx: &'a Context, snap: &BackupSnapshot) -> Result<(&'a StoreConfig, String), Refusal> {
+    let refuse = |reason: &'static str, message: String| Refusal { reason, message };
+    let st = snap.status.as_ref();
+    let Some(location) = st.and_then(|s| s.location.clone()) else {
+        return Err(refuse("InvalidStatus", "no location recorded".into()));
+    };
+    let Some(stores) = ctx.stores.as_ref() else {
+        return Err(refuse(stores::STORE_NOT_CONFIGURED, "this operator has no backup stores".into()));
+    };
+    let (ns, name, uid) = key_of(snap);
+    let tenant = tenant_of(ctx, &ns);
+    let grants = tenant.as_deref().map(Grants::of);
+    let store_name = match st.and_then(|s| s.store.as_deref()) {
+        Some(n) => Some(n),
+        None => stores.requested_name(snap.spec.store.as_ref(), grants.as_ref()),
+    };
+    let store = store_name
+        .ok_or_else(|| "no store recorded".to_string())
+        .and_then(|n| stores.named(n))
+        .map_err(|e| refuse(stores::STORE_NOT_CONFIGURED, format!("the snapshot's store: {e}")))?;
+    let key = SnapshotKey { namespace: &ns, server: &snap.spec.server, snapshot: &name, uid: &uid };
+    stores::check_location(store, &location, &key).map_err(|e| refuse(stores::INVALID_LOCATION, e))?;
+    Ok((store, location))
+}
+
 struct Verdict {
     phase: BackupPhase,
     reason: String,
@@ -150,8 +193,8 @@ async fn apply(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
     );
     if done {
         // The copied store credentials are needed only while the Job runs.
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        delete_if_present(&secrets, &creds_name, &DeleteParams::default()).await?;
+        let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        secrets::delete_owned(&secrets_api, &creds_name, &snap.uid().unwrap_or_default()).await?;
         if v.phase == BackupPhase::Completed {
             ctx.metrics.backup_bytes.inc_by(status.bytes.unwrap_or(0).max(0) as u64);
             if let (Some(s), Some(c)) = (&status.started_at, &status.completed_at) {
@@ -206,9 +249,7 @@ async fn start(
             format!("MinecraftServer {:?} does not exist in namespace {ns}", snap.spec.server),
         ));
     };
-    let tenant = ctx.tenants.state().into_iter().find(|t| {
-        t.desired_namespaces().contains(&ns) || t.status.as_ref().is_some_and(|st| st.namespaces.contains(&ns))
-    });
+    let tenant = tenant_of(ctx, &ns);
     let Some(stores) = ctx.stores.as_ref() else {
         return Ok(verdict(
             BackupPhase::Failed,
@@ -216,15 +257,19 @@ async fn start(
             "this operator has no backup stores (--backup-stores)",
         ));
     };
-    let tenant_store = tenant.as_ref().and_then(|t| t.spec.backup_store.clone());
-    let (store, prefix) = match stores.pick(snap.spec.store.as_ref(), tenant_store.as_ref()) {
-        Ok(x) => x,
-        Err(e) => return Ok(verdict(BackupPhase::Failed, "StoreNotConfigured", e)),
+    // Only the tenant's stores, keys only under its part of the store.
+    let uid = snap.uid().unwrap_or_default();
+    let key = SnapshotKey { namespace: &ns, server: &snap.spec.server, snapshot: &name, uid: &uid };
+    let grants = tenant.as_deref().map(Grants::of);
+    let (store, location) = match stores.place(snap.spec.store.as_ref(), grants.as_ref(), &key) {
+        Ok(p) => (p.store, p.location),
+        Err(r) => return Ok(verdict(BackupPhase::Failed, r.reason, r.message)),
     };
-    let location = snapshot_url(store, prefix, &ns, &snap.spec.server, &name, &snap.uid().unwrap_or_default());
     let credentials = match super::server_backup::copy_credentials(ctx, store, &ns, creds_name, &owner(snap)).await {
         Ok(c) => c,
         Err(Error::Blocked(m)) => return Ok(verdict(BackupPhase::Failed, "StoreCredentialsMissing", m)),
+        // Waits (Pending) until the Secret in the way is gone.
+        Err(Error::SecretConflict(m)) => return Ok(verdict(BackupPhase::Pending, secrets::SECRET_CONFLICT, m)),
         Err(e) => return Err(e),
     };
     // Not while the world is being created, replaced or shut down: wait for
@@ -284,6 +329,7 @@ async fn start(
         .patch(job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job))
         .await?;
     status.location = Some(location);
+    status.store = Some(store.name.clone());
     status.job_name = Some(job_name.into());
     status.started_at = Some(Time(Timestamp::now()));
     Ok(verdict(BackupPhase::Running, "JobCreated", format!("backup Job {job_name} created")))
@@ -310,11 +356,10 @@ async fn follow(snap: &BackupSnapshot, ctx: &Context, status: &mut BackupSnapsho
         return Ok(verdict(BackupPhase::Running, "JobRunning", format!("backup Job {} is running", job.name_any())));
     }
     // Success is what the store holds, not what the Job says.
-    let Some(location) = status.location.clone() else {
-        return Ok(verdict(BackupPhase::Failed, "InvalidStatus", "no location recorded"));
-    };
-    let Some(store) = super::server_backup::store_for(ctx, &location) else {
-        return Ok(verdict(BackupPhase::Failed, "StoreNotConfigured", "the snapshot's store is no longer configured"));
+    let recorded = BackupSnapshot { status: Some(status.clone()), ..snap.clone() };
+    let (store, location) = match stored_at(ctx, &recorded) {
+        Ok(x) => x,
+        Err(r) => return Ok(verdict(BackupPhase::Failed, r.reason, r.message)),
     };
     let settings = match settings(ctx, store).await {
         Ok(s) => s,
@@ -362,18 +407,30 @@ async fn job_failure(ctx: &Context, ns: &str, job: &str) -> Result<Option<(Strin
     Ok(messages.last().and_then(|(_, m)| BackupError::parse(m)))
 }
 
-/// Deletes the stored objects unless the snapshot is retained.
+/// Whether deleting `snap` keeps its archive: `retain` outside tenant
+/// namespaces; in a tenant's only where the Tenant allows it
+/// (`keepRetainedArchives`), so a tenant cannot fill the store past its
+/// `maxBackups` by creating and deleting retained snapshots.
+pub fn keeps_archive(snap: &BackupSnapshot, tenant: Option<&crate::api::Tenant>) -> bool {
+    snap.spec.retain && tenant.is_none_or(|t| t.spec.keep_retained_archives)
+}
+
+/// Deletes the stored objects unless the snapshot keeps them.
 async fn cleanup(snap: Arc<BackupSnapshot>, ctx: &Context) -> Result<Action> {
     let Some(location) = snap.status.as_ref().and_then(|s| s.location.clone()) else {
         return Ok(Action::await_change());
     };
-    if snap.spec.retain {
+    let tenant = tenant_of(ctx, &snap.namespace().unwrap_or_default());
+    if keeps_archive(&snap, tenant.as_deref()) {
         info!(snapshot = %snap.name_any(), %location, "retained: stored objects kept");
         return Ok(Action::await_change());
     }
-    let Some(store) = super::server_backup::store_for(ctx, &location) else {
-        warn!(snapshot = %snap.name_any(), %location, "store no longer configured; stored objects are left in place");
-        return Ok(Action::await_change());
+    let store = match stored_at(ctx, &snap) {
+        Ok((store, _)) => store,
+        Err(r) => {
+            warn!(snapshot = %snap.name_any(), %location, reason = r.reason, error = %r.message, "stored objects are left in place");
+            return Ok(Action::await_change());
+        }
     };
     let settings = settings(ctx, store).await.map_err(Error::Blocked)?;
     let loc = Location::open_with(&location, &settings).map_err(|e| Error::Blocked(e.to_string()))?;
@@ -390,7 +447,7 @@ pub fn controller(w: &Watches, ctx: Arc<Context>, own: Events<BackupSnapshot>) -
 
 #[cfg(test)]
 mod tests {
-    use super::settled;
+    use super::{keeps_archive, settled};
     use crate::api::server::ServerPhase::*;
 
     #[test]
@@ -402,5 +459,24 @@ mod tests {
             assert!(!settled(Some(p)), "{p:?}");
         }
         assert!(!settled(None), "a server without a status has not started");
+    }
+
+    /// `retain` keeps an archive of a deleted snapshot outside tenant
+    /// namespaces, and in a tenant's only when its admin allows it.
+    #[test]
+    fn retained_archives_are_kept_only_where_the_admin_allows() {
+        let snap = |retain: bool| -> crate::api::BackupSnapshot {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "s", "namespace": "n"}, "spec": {"server": "mc", "retain": retain}}))
+                .unwrap()
+        };
+        let tenant = |keep: bool| -> crate::api::Tenant {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "t"}, "spec": {"owners": [{"kind": "User", "name": "a"}], "keepRetainedArchives": keep}}))
+                .unwrap()
+        };
+        assert!(keeps_archive(&snap(true), None));
+        assert!(!keeps_archive(&snap(false), None));
+        assert!(!keeps_archive(&snap(true), Some(&tenant(false))));
+        assert!(keeps_archive(&snap(true), Some(&tenant(true))));
+        assert!(!keeps_archive(&snap(false), Some(&tenant(true))));
     }
 }

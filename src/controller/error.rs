@@ -17,6 +17,10 @@ pub enum Error {
     /// tenant's servers to be deleted); retried with backoff.
     #[error("blocked: {0}")]
     Blocked(String),
+    /// A Secret the operator needs exists and is not its own (see
+    /// `secrets`): reported as a condition, never overwritten.
+    #[error("{0}")]
+    SecretConflict(String),
     /// Serialization of a desired object failed.
     #[error("serialization: {0}")]
     Serde(#[from] serde_json::Error),
@@ -43,6 +47,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::MissingField(_) => "missing_field",
             Error::Blocked(_) => "blocked",
+            Error::SecretConflict(_) => "secret_conflict",
             Error::Serde(_) => "serialization",
         }
     }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ping;
 pub mod plugin;
 pub mod rbac;
+pub mod secrets;
 pub mod server;
 pub mod server_backup;
 pub mod server_live;

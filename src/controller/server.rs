@@ -114,6 +114,7 @@ pub async fn reconcile(server: Arc<MinecraftServer>, ctx: Arc<Context>) -> Resul
         match event {
             Event::Apply(s) => match apply(s.clone(), &ctx).await {
                 Err(e) if e.rejected().is_some() => report_rejected(&s, &ctx, &e).await,
+                Err(Error::SecretConflict(m)) => report_stalled(&s, &ctx, super::secrets::SECRET_CONFLICT, &m).await,
                 r => r,
             },
             Event::Cleanup(s) => cleanup(s, &ctx).await,
@@ -317,6 +318,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     let live = super::server_live::apply(ctx, &server, &model, pod.as_ref(), p.phase);
     let tasks = super::server_tasks::step(&server, ctx, p.phase);
     let mut conds = conditions::kstatus(ready, stalled, &p.reason, &p.message);
+    conds.extend(restore.condition(server.spec.restore.is_some()));
     conds.extend(schedule.condition);
     conds.extend(live.condition);
     conds.extend(tasks.condition);
@@ -402,15 +404,21 @@ async fn report_invalid(
 /// with the API's message (the phase stays as it was); checked again at the
 /// next resync or spec change.
 async fn report_rejected(server: &MinecraftServer, ctx: &Context, e: &Error) -> Result<Action> {
-    let old = server.status.clone().unwrap_or_default();
     let message = format!("the API server refused an object built from this spec: {}", e.rejected().unwrap_or(""));
-    warn!(server = %server.name_any(), namespace = ?server.namespace(), error = %message, "spec rejected");
+    report_stalled(server, ctx, "ChildRejected", &message).await
+}
+
+/// Stalled with `reason` and `message` (the phase stays as it was, the
+/// workload is left as it is); checked again at the next resync or change.
+async fn report_stalled(server: &MinecraftServer, ctx: &Context, reason: &str, message: &str) -> Result<Action> {
+    let old = server.status.clone().unwrap_or_default();
+    warn!(server = %server.name_any(), namespace = ?server.namespace(), reason, error = %message, "stalled");
     let mut status = old.clone();
     status.phase = Some(old.phase.unwrap_or(ServerPhase::Pending));
     status.observed_generation = server.metadata.generation;
     status.conditions = conditions::merge(
         &old.conditions,
-        &conditions::kstatus(false, true, "ChildRejected", &message),
+        &conditions::kstatus(false, true, reason, message),
         server.metadata.generation,
         Timestamp::now(),
     );
@@ -420,22 +428,37 @@ async fn report_rejected(server: &MinecraftServer, ctx: &Context, e: &Error) -> 
 
 /// Creates the RCON Secret once. Of an existing Secret only labels and
 /// owner are restored when changed; its password is never rewritten, so it
-/// cannot rotate by accident.
+/// cannot rotate by accident. A Secret of that name that this server does
+/// not own (an owner reference with its UID) is never written, adopted or
+/// mounted: [`Error::SecretConflict`].
 async fn ensure_secret(ctx: &Context, m: &ServerModel) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &m.namespace);
-    if let Some(s) = cached_full(&ctx.children.secrets, &m.namespace, &m.secret_name()) {
+    let uid = m.owner_ref().uid;
+    let foreign = || super::secrets::conflict(&m.namespace, &m.secret_name(), &format!("MinecraftServer {}", m.name));
+    if let Some(mut s) = cached_full(&ctx.children.secrets, &m.namespace, &m.secret_name()) {
+        if !super::secrets::owned_by(&s, &uid) {
+            // The cache keeps no labels: decide on the Secret itself.
+            s = api.get_opt(&m.secret_name()).await?.ok_or_else(foreign)?;
+            if !super::secrets::owned_by(&s, &uid) {
+                return Err(foreign());
+            }
+        }
         apply_child(&api, Some(s), resources::secret::owned(m)).await?;
         return Ok(());
     }
     // Not cached: create it. Creating never overwrites: when the cache
     // trails a Secret created a moment ago, or misses one whose labels
-    // were edited, the API refuses (409) and only labels and owner are
-    // applied, the password kept. (One request for a new server, not a
-    // GET before the create.)
+    // were edited, the API refuses (409); then it is read, and only if it
+    // is this server's are its labels and owner applied, the password
+    // kept. (One request for a new server, not a GET before the create.)
     let secret = resources::secret::build(m, &resources::secret::generate_password());
     match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api.get_opt(&m.secret_name()).await?.ok_or_else(foreign)?;
+            if !super::secrets::owned_by(&existing, &uid) {
+                return Err(foreign());
+            }
             apply_child(&api, None, resources::secret::owned(m)).await?;
             Ok(())
         }

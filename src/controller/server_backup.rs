@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::conditions::Cond;
 use super::context::{Context, delete_if_present};
 use super::error::Result;
+use super::secrets;
 use crate::api::backup::{BackupPhase, BackupReason, BackupSnapshot};
 use crate::api::server::{
     BackupPolicy, BackupScheduleStatus, LastBackup, MinecraftServer, RestorePhase, RestoreStatus,
@@ -201,6 +202,19 @@ pub struct RestoreStep {
     pub hold_stopped: bool,
 }
 
+/// Condition type on servers whose current restore request was refused
+/// with a reason (False, the reason and message of `status.restore`).
+pub const RESTORE: &str = "Restore";
+
+impl RestoreStep {
+    /// The [`RESTORE`] condition: while `spec.restore` asks for a request
+    /// that was refused with a reason.
+    pub fn condition(&self, requested: bool) -> Option<Cond> {
+        let s = self.status.as_ref().filter(|s| requested && s.phase == RestorePhase::Failed)?;
+        Some(Cond::new(RESTORE, false, s.reason.clone()?, s.message.clone().unwrap_or_default()))
+    }
+}
+
 /// One restore request: its snapshot, the generation it was accepted at and
 /// its Job.
 struct Request<'a> {
@@ -219,7 +233,17 @@ impl Request<'_> {
             completed_at: done.then(|| Time(Timestamp::now())),
             request_generation: Some(self.generation),
             job: Some(self.job.clone()),
+            reason: None,
         })
+    }
+
+    /// Refused with a reason; nothing was changed.
+    fn refused(&self, reason: &str, message: impl std::fmt::Display) -> RestoreStep {
+        let mut status = self.status(RestorePhase::Failed, format!("{message}; the world is unchanged"));
+        if let Some(s) = status.as_mut() {
+            s.reason = Some(reason.into());
+        }
+        RestoreStep { status, hold_stopped: false }
     }
 }
 
@@ -286,6 +310,24 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
             });
         }
         let snap = snap.expect("checked");
+        // The store by the name the snapshot recorded, and a location that
+        // is the snapshot's own key in it.
+        let (store, location) = match super::backup::stored_at(ctx, &snap) {
+            Ok(x) => x,
+            Err(r) => return Ok(request.refused(r.reason, r.message)),
+        };
+        let server_uid = server.uid().unwrap_or_default();
+        // A Secret of the copy's name that is not this server's: refused
+        // before anything stops (checked again when copying).
+        if store.credentials_secret.is_some() {
+            let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            if let Some(s) = secrets_api.get_opt(&creds_name).await?
+                && !secrets::owned_by(&s, &server_uid)
+            {
+                let e = secrets::conflict(&ns, &creds_name, &format!("MinecraftServer {name}"));
+                return Ok(request.refused(secrets::SECRET_CONFLICT, e));
+            }
+        }
         // Stop first: the world must not change under the restore.
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
         if pods.get_opt(&format!("{name}-0")).await?.is_some() {
@@ -294,25 +336,21 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
                 hold_stopped: true,
             });
         }
-        let location = snap.status.as_ref().and_then(|s| s.location.clone()).unwrap_or_default();
-        let Some(store) = store_for(ctx, &location) else {
-            return Ok(RestoreStep {
-                status: request.status(
-                    RestorePhase::Failed,
-                    format!("no configured store holds {location}; the world is unchanged"),
-                ),
-                hold_stopped: false,
-            });
-        };
         let owner = OwnerReference {
             api_version: "craftplane.io/v1alpha1".into(),
             kind: "MinecraftServer".into(),
             name: name.clone(),
-            uid: server.uid().unwrap_or_default(),
+            uid: server_uid.clone(),
             controller: Some(true),
             block_owner_deletion: Some(true),
         };
-        let credentials = copy_credentials(ctx, store, &ns, &creds_name, &owner).await?;
+        let credentials = match copy_credentials(ctx, store, &ns, &creds_name, &owner).await {
+            Ok(c) => c,
+            Err(e @ super::error::Error::SecretConflict(_)) => {
+                return Ok(request.refused(secrets::SECRET_CONFLICT, e));
+            }
+            Err(e) => return Err(e),
+        };
         let job = backup_job::build(&JobInput {
             name: job_name.clone(),
             namespace: ns.clone(),
@@ -344,8 +382,8 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
             hold_stopped: true,
         });
     }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    delete_if_present(&secrets, &creds_name, &DeleteParams::default()).await?;
+    let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    secrets::delete_owned(&secrets_api, &creds_name, &server.uid().unwrap_or_default()).await?;
     let status = if succeeded {
         request.status(RestorePhase::Completed, format!("world restored from {snap_name}"))
     } else {
@@ -371,17 +409,9 @@ async fn failure_message(ctx: &Context, ns: &str, job: &str) -> Result<Option<St
         .next_back())
 }
 
-/// The configured store a location lies in (longest matching base URL).
-pub fn store_for<'a>(ctx: &'a Context, location: &str) -> Option<&'a StoreConfig> {
-    ctx.stores
-        .as_ref()?
-        .stores
-        .iter()
-        .filter(|st| location.starts_with(&format!("{}/", st.url.trim_end_matches('/'))))
-        .max_by_key(|st| st.url.len())
-}
-
-/// Copies a store's credentials Secret into `ns` (for a Job there).
+/// Copies a store's credentials Secret into `ns` as `name` (for a Job
+/// there), owned by `owner`. A Secret of that name that `owner` does not
+/// own is left untouched: [`Error::SecretConflict`](super::error::Error).
 pub async fn copy_credentials(
     ctx: &Context,
     store: &StoreConfig,
@@ -397,7 +427,7 @@ pub async fn copy_credentials(
             ctx.settings.operator_namespace, store.name
         )));
     };
-    let copy = Secret {
+    let mut copy = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(ns.into()),
@@ -409,9 +439,27 @@ pub async fn copy_credentials(
         type_: Some("Opaque".into()),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&copy))
-        .await?;
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let foreign = || secrets::conflict(ns, name, &format!("{} {}", owner.kind, owner.name));
+    let existing = match api.get_opt(name).await? {
+        Some(s) => s,
+        None => {
+            let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            match api.create(&pp, &copy).await {
+                Ok(_) => return Ok(Some(name.into())),
+                // Created meanwhile: check whose it is.
+                Err(kube::Error::Api(e)) if e.code == 409 => api.get_opt(name).await?.ok_or_else(foreign)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if !secrets::owned_by(&existing, &owner.uid) {
+        return Err(foreign());
+    }
+    // Ours (an earlier attempt's): refreshed, only if it is still that
+    // object (resourceVersion precondition).
+    copy.metadata.resource_version = existing.metadata.resource_version;
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&copy)).await?;
     Ok(Some(name.into()))
 }
 
@@ -440,6 +488,7 @@ mod tests {
             completed_at: None,
             request_generation: generation,
             job: job.map(str::to_string),
+            reason: None,
         };
         assert!(is_current_request(&status(Some(3), Some(&first)), "snap"));
         assert!(!is_current_request(&status(Some(3), Some(&first)), "other"));

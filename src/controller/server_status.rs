@@ -170,6 +170,7 @@ mod tests {
             completed_at: None,
             request_generation: Some(2),
             job: Some("mc-restore-x".into()),
+            reason: None,
         };
         let p = restoring(Some(&r));
         assert_eq!(

@@ -444,6 +444,8 @@ fn a_tenant_limits_the_skus_of_new_servers() {
             network: None,
             backup_store: None,
             hostname_domains: vec![],
+            allowed_backup_stores: vec![],
+            keep_retained_archives: false,
         },
     );
     let s = server("a", "sku: small\neula: true\n");
