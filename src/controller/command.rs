@@ -158,13 +158,16 @@ fn start(ctx: Arc<Context>, cmd: Arc<ConsoleCommand>, api: Api<ConsoleCommand>, 
     tokio::spawn(async move {
         let ns = cmd.namespace().unwrap_or_default();
         let outcome = send(&ctx, &ns, &server, &pod, &cmd.spec.command).await;
-        ctx.commands.set(&uid, Run::Done { outcome: outcome.clone(), written: false });
+        // `Sending` until written: a reconcile meanwhile does not write it too.
         match record(&cmd, &api, &ctx, outcome.clone()).await {
             Ok(_) => ctx.commands.set(&uid, Run::Done { outcome, written: true }),
             // Deleted meanwhile.
             Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => ctx.commands.forget(&uid),
             // The reconcile writes it (it looks again every RECHECK).
-            Err(e) => warn!(command = %cmd.name_any(), namespace = %ns, error = %e, "cannot record a command's result"),
+            Err(e) => {
+                warn!(command = %cmd.name_any(), namespace = %ns, error = %e, "cannot record a command's result");
+                ctx.commands.set(&uid, Run::Done { outcome, written: false });
+            }
         }
     });
 }
