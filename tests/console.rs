@@ -1,7 +1,9 @@
 //! ConsoleCommands against the real API server (kwok pods, so no RCON
-//! answers here; the real-node e2e runs commands on a real server): what is
-//! refused and why, waiting for a server, the Event on the server, deletion
-//! after the TTL, and the owner reference.
+//! answers here unless a test points a pod at a fake RCON endpoint of its
+//! own; the real-node e2e runs commands on a real server): what is refused
+//! and why, waiting for a server, the Event on the server, deletion after
+//! the TTL, the owner reference, and a hostile server's RCON not holding
+//! other servers' commands.
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use common::fixture::{Fixture, tail};
 use common::operator::{Operator, SHARD_LABEL};
+use common::peers::{RconMode, fake_rcon};
 use craftplane::api::ConsoleCommand;
 use craftplane::api::command::CommandPhase;
 use craftplane::api::server::ServerPhase;
@@ -137,6 +140,48 @@ async fn the_sku_decides_which_commands_run() {
     create(&f, "say", "mc", "say hi", 3600).await;
     let c = wait_for(&f, &op, "say", "Failed", 60, |c| phase(c) == Some(CommandPhase::Failed)).await;
     assert_eq!(reason(&c), "RconUnreachable");
+    op.stop();
+    f.cleanup().await;
+}
+
+/// A hostile server whose RCON logs in and then streams packets with a
+/// wrong request id does not hold the ConsoleCommand workers (two here,
+/// `--concurrency 2`): while two commands are wedged on it, a command on
+/// another server runs; the wedged ones end Failed with a reason. The
+/// answer's terminal escapes do not reach the status.
+#[tokio::test]
+async fn a_wedged_rcon_does_not_hold_other_servers_commands() {
+    let f = Fixture::new("console-wedge").await;
+    let op = Operator::start(&f.shard, &["--concurrency", "2"]).await;
+    for name in ["bad", "good"] {
+        f.create_server(name, json!({})).await;
+    }
+    for name in ["bad", "good"] {
+        f.wait(name, "Running", &op, |s| s.status.as_ref().and_then(|st| st.phase) == Some(ServerPhase::Running)).await;
+    }
+    let (bad_ip, good_ip) = (common::loopback_ip(), common::loopback_ip());
+    let wedged = fake_rcon(&bad_ip, RconMode::WrongIds).await;
+    let answered = fake_rcon(&good_ip, RconMode::Answer).await;
+    f.set_pod_ip("bad-0", &bad_ip).await;
+    f.set_pod_ip("good-0", &good_ip).await;
+
+    create(&f, "w1", "bad", "say one", 3600).await;
+    create(&f, "w2", "bad", "say two", 3600).await;
+    common::wait_until(Duration::from_secs(30), || async { wedged.lock().unwrap().len() >= 2 })
+        .await
+        .unwrap_or_else(|()| panic!("the wedged commands were not sent\n{}", tail(&op.log_text(), 30)));
+
+    create(&f, "ok", "good", "list", 3600).await;
+    let c = wait_for(&f, &op, "ok", "Succeeded", 30, |c| phase(c) == Some(CommandPhase::Succeeded)).await;
+    assert_eq!(c.status.and_then(|s| s.output).as_deref(), Some("ran list"), "escapes removed");
+    assert_eq!(*answered.lock().unwrap(), ["list"]);
+
+    for name in ["w1", "w2"] {
+        let c = wait_for(&f, &op, name, "Failed", 30, |c| phase(c) == Some(CommandPhase::Failed)).await;
+        assert_eq!(reason(&c), "RconNoAnswer", "{:?}", c.status);
+        let msg = c.status.and_then(|s| s.message).unwrap_or_default();
+        assert!(msg.contains(&bad_ip) && msg.contains("do not answer"), "{msg}");
+    }
     op.stop();
     f.cleanup().await;
 }

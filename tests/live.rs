@@ -13,8 +13,6 @@ use std::time::Duration;
 use common::fixture::{Fixture, tail};
 use common::operator::Operator;
 use craftplane::api::server::{MinecraftServer, ServerPhase};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 fn live_reason(s: &MinecraftServer) -> Option<String> {
@@ -31,8 +29,7 @@ async fn an_unanswering_rcon_does_not_hold_the_servers_reconcile() {
 
     // The pod's address: a loopback one of this test, whose RCON port takes
     // connections and says nothing (a server hung mid-tick).
-    let n = common::unique_suffix().bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
-    let ip = format!("127.{}.{}.{}", 100 + n % 100, (n >> 8) % 250 + 1, (n >> 16) % 250 + 1);
+    let ip = common::loopback_ip();
     let listener = tokio::net::TcpListener::bind((ip.as_str(), craftplane::resources::RCON_PORT as u16))
         .await
         .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
@@ -45,14 +42,7 @@ async fn an_unanswering_rcon_does_not_hold_the_servers_reconcile() {
             h.lock().await.push(sock);
         }
     });
-    let pods = f.api::<Pod>();
-    let status = json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}});
-    pods.patch_status("mc-0", &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch the pod's IP");
-    common::wait_until(Duration::from_secs(10), || async {
-        pods.get("mc-0").await.ok().and_then(|p| p.status?.pod_ip).as_deref() == Some(ip.as_str())
-    })
-    .await
-    .unwrap_or_else(|()| panic!("the pod's IP did not stay {ip}"));
+    f.set_pod_ip("mc-0", &ip).await;
 
     // A live setting: a session with the pod. While it waits for an
     // answer, the reconcile that started it finishes and so does the next

@@ -401,6 +401,41 @@ async fn rcon_passwords(f: &Fixture) -> Vec<Vec<u8>> {
     out
 }
 
+/// A lying server (a plugin rewriting the ping answer): a version of
+/// 50,000 characters with terminal escapes, 1000 sample entries. What ends
+/// in status is bounded and clean.
+#[tokio::test]
+async fn a_lying_server_list_ping_answer_is_bounded_and_clean_in_status() {
+    let sample: Vec<serde_json::Value> = (0..1000)
+        .map(|i| json!({"name": format!("p{i}"), "id": "1"}))
+        .chain([json!({"name": "\u{1b}[2Jx", "id": "2"}), json!({"name": "y".repeat(300), "id": "3"})])
+        .collect();
+    let status = json!({
+        "version": {"name": format!("\u{1b}]0;owned\u{7}\u{1b}[5mPaper {}\u{9b}0m", "9".repeat(50_000)), "protocol": 767},
+        "players": {"max": 20, "online": 1000, "sample": sample},
+        "description": {"text": "\u{1b}[31mhi"},
+    });
+    let port = common::peers::fake_slp(status.to_string()).await;
+    let f = Fixture::new("slp-lying").await;
+    let addr = format!("127.0.0.1:{port}");
+    let op = Operator::start(&f.shard, &["--slp-interval", "1", "--slp-address", &addr]).await;
+    f.create_server("liar", json!({})).await;
+    let s = f
+        .wait("liar", "players from Server List Ping", &op, |s| {
+            s.status.as_ref().and_then(|st| st.players.as_ref()).is_some_and(|p| p.online == 1000)
+        })
+        .await;
+    let st = s.status.unwrap();
+    let version = st.version.unwrap_or_default();
+    assert!(version.len() <= craftplane::resources::text::MAX_VERSION, "status.version of {} bytes", version.len());
+    assert!(version.starts_with("Paper 999") && version.ends_with('…'), "{version:?}");
+    assert!(!version.chars().any(char::is_control), "{version:?}");
+    let names = st.players.unwrap().names;
+    assert!(names.len() <= 20 && names.iter().all(|n| n.len() <= 16 && n.starts_with('p')), "{names:?}");
+    op.stop();
+    f.cleanup().await;
+}
+
 #[tokio::test]
 async fn server_list_ping_fills_players_and_version() {
     let peer = common::peers::SlpPeer::start(3, 25, "1.20.4");

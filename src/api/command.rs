@@ -78,15 +78,21 @@ pub struct ConsoleCommandStatus {
     /// Pending, Running, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<CommandPhase>,
-    /// The server's answer (at most 16 KiB; longer answers are cut).
+    /// The server's answer (at most 16 KiB, longer answers are cut; escape
+    /// sequences and control characters other than line breaks and tabs
+    /// removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_OUTPUT))]
     pub output: Option<String>,
     /// Why it failed or waits: CommandNotAllowed, ServerNotFound,
-    /// ServerNotRunning, RconUnreachable, CommandFailed, Interrupted.
+    /// ServerNotRunning, RconUnreachable, RconNoAnswer, CommandFailed,
+    /// Interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub reason: Option<String>,
     /// What happened, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::resources::text::MAX_MESSAGE))]
     pub message: Option<String>,
     /// When it was sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

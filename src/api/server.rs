@@ -527,8 +527,10 @@ pub struct TaskStatus {
     /// Result of that run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TaskResult>,
-    /// What happened.
+    /// What happened (server answers in it are cleaned of control
+    /// characters and cut).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::resources::text::MAX_MESSAGE))]
     pub message: Option<String>,
     /// When that run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -626,8 +628,10 @@ pub struct MinecraftServerStatus {
     /// Players online and allowed, from Server List Ping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub players: Option<Players>,
-    /// Version the server reports over Server List Ping.
+    /// Version the server reports over Server List Ping (control
+    /// characters removed, cut at 128 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::resources::text::MAX_VERSION))]
     pub version: Option<String>,
     /// What `spec.version: LATEST` or `SNAPSHOT` was resolved to, once: the
     /// Minecraft version the image runs and plugins are resolved for. It
@@ -701,7 +705,7 @@ pub struct Players {
     /// (Server List Ping sample: vanilla shows up to 12, chosen at random
     /// when more are online; none when `hide-online-players` is set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 20), inner(length(max = 64)))]
+    #[schemars(length(max = crate::minecraft::slp::MAX_NAMES), inner(length(max = crate::resources::text::MAX_PLAYER_NAME)))]
     pub names: Vec<String>,
 }
 

@@ -1,11 +1,18 @@
 //! The ConsoleCommand reconciler: runs each command once over RCON on its
 //! server, writes the answer into status, records an Event on the server,
 //! and deletes the object `ttlSecondsAfterFinished` after it finished.
+//!
+//! The RCON exchange runs on its own task, not in the reconcile (the
+//! reconcile workers are shared by every tenant's commands): the reconcile
+//! records `Running` and starts it; the task writes the outcome. The
+//! session takes a slot of the server's tenant (`server_live::Slots`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -13,7 +20,7 @@ use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::conditions;
 use super::context::{Context, cached_full, delete_if_present};
@@ -21,10 +28,13 @@ use super::error::{Error, Result};
 use super::watches::{Events, Watches, run};
 use crate::api::command::{CommandPhase, ConsoleCommand, ConsoleCommandStatus, MAX_OUTPUT};
 use crate::api::server::{MinecraftServer, ServerPhase};
-use crate::resources::FIELD_MANAGER;
+use crate::resources::{FIELD_MANAGER, text};
 
 /// How long a command waits for its server to be found and Running.
 const WAIT_FOR_SERVER: Duration = Duration::from_secs(120);
+/// How often a command being sent is looked at (its task writes the result;
+/// this catches a write that failed).
+const RECHECK: Duration = Duration::from_secs(30);
 
 /// Reconciles one ConsoleCommand.
 pub async fn reconcile(cmd: Arc<ConsoleCommand>, ctx: Arc<Context>) -> Result<Action> {
@@ -37,12 +47,23 @@ pub async fn reconcile(cmd: Arc<ConsoleCommand>, ctx: Arc<Context>) -> Result<Ac
     };
     let status = cmd.status.clone().unwrap_or_default();
     match status.phase {
-        Some(CommandPhase::Succeeded | CommandPhase::Failed) => return expire(&cmd, &api, &status).await,
-        // Sent before, result never recorded (the operator stopped
-        // mid-command): never sent twice.
+        Some(CommandPhase::Succeeded | CommandPhase::Failed) => return expire(&cmd, &api, &ctx, &status).await,
         Some(CommandPhase::Running) => {
-            let msg = "the operator restarted while the command was being sent; it may or may not have run (see the server's log)";
-            return finish(&cmd, &api, &ctx, CommandPhase::Failed, "Interrupted", msg, None).await;
+            let uid = cmd.uid().unwrap_or_default();
+            return match ctx.commands.get(&uid) {
+                // Being sent on its own task, which writes the result.
+                Some(Run::Sending) => Ok(Action::requeue(RECHECK)),
+                // Written; this read came before the write.
+                Some(Run::Done { written: true, .. }) => Ok(Action::requeue(Duration::from_secs(1))),
+                // Its task could not write the result: write it now.
+                Some(Run::Done { outcome, written: false }) => record(&cmd, &api, &ctx, outcome).await,
+                // Sent before, result never recorded (the operator stopped
+                // mid-command): never sent twice.
+                None => {
+                    let msg = "the operator restarted while the command was being sent; it may or may not have run (see the server's log)";
+                    finish(&cmd, &api, &ctx, CommandPhase::Failed, "Interrupted", msg, None).await
+                }
+            };
         }
         _ => {}
     }
@@ -85,40 +106,102 @@ pub async fn reconcile(cmd: Arc<ConsoleCommand>, ctx: Arc<Context>) -> Result<Ac
         ..Default::default()
     };
     write_status(&api, &cmd.name_any(), &started).await?;
-    let answer = async {
-        let mut rcon = super::server_live::connect(&ctx, &ns, &server.name_any(), &pod).await?;
-        rcon.command(cmd.spec.command.trim().trim_start_matches('/')).await
-    }
-    .await;
+    // The exchange runs on its own task (a server that never answers must
+    // not hold one of the reconcile workers all tenants share); the task
+    // writes the result.
     let cmd = Arc::new(ConsoleCommand { status: Some(started), ..(*cmd).clone() });
-    match answer {
-        Ok(out) if crate::resources::live::failed(&out) => {
-            let msg = format!("the server refused the command: {}", first_line(&out));
-            finish(&cmd, &api, &ctx, CommandPhase::Failed, "CommandFailed", &msg, Some(out)).await
-        }
-        Ok(out) => {
-            finish(&cmd, &api, &ctx, CommandPhase::Succeeded, "Succeeded", "the server ran the command", Some(out))
-                .await
-        }
-        Err(e) => finish(&cmd, &api, &ctx, CommandPhase::Failed, "RconUnreachable", &e, None).await,
+    start(ctx, cmd, api, server.name_any(), pod);
+    Ok(Action::requeue(RECHECK))
+}
+
+/// ConsoleCommands being sent by this process, by UID.
+#[derive(Default)]
+pub struct Runs {
+    state: Mutex<HashMap<String, Run>>,
+}
+
+#[derive(Clone)]
+enum Run {
+    /// The exchange goes on.
+    Sending,
+    /// It ended; `written` once the status has the outcome.
+    Done { outcome: Outcome, written: bool },
+}
+
+/// How a sent command ended.
+#[derive(Clone)]
+struct Outcome {
+    phase: CommandPhase,
+    reason: &'static str,
+    message: String,
+    output: Option<String>,
+}
+
+impl Runs {
+    fn get(&self, uid: &str) -> Option<Run> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).get(uid).cloned()
     }
+
+    fn set(&self, uid: &str, run: Run) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string(), run);
+    }
+
+    fn forget(&self, uid: &str) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    }
+}
+
+/// Sends the command on its own task and records the outcome.
+fn start(ctx: Arc<Context>, cmd: Arc<ConsoleCommand>, api: Api<ConsoleCommand>, server: String, pod: Pod) {
+    let uid = cmd.uid().unwrap_or_default();
+    ctx.commands.set(&uid, Run::Sending);
+    tokio::spawn(async move {
+        let ns = cmd.namespace().unwrap_or_default();
+        let outcome = send(&ctx, &ns, &server, &pod, &cmd.spec.command).await;
+        // `Sending` until written: a reconcile meanwhile does not write it too.
+        match record(&cmd, &api, &ctx, outcome.clone()).await {
+            Ok(_) => ctx.commands.set(&uid, Run::Done { outcome, written: true }),
+            // Deleted meanwhile.
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => ctx.commands.forget(&uid),
+            // The reconcile writes it (it looks again every RECHECK).
+            Err(e) => {
+                warn!(command = %cmd.name_any(), namespace = %ns, error = %e, "cannot record a command's result");
+                ctx.commands.set(&uid, Run::Done { outcome, written: false });
+            }
+        }
+    });
+}
+
+/// One RCON session: connect, run the command.
+async fn send(ctx: &Context, ns: &str, server: &str, pod: &Pod, command: &str) -> Outcome {
+    let failed = |reason, message| Outcome { phase: CommandPhase::Failed, reason, message, output: None };
+    let mut rcon = match super::server_live::connect(ctx, ns, server, pod).await {
+        Ok(r) => r,
+        Err(e) => return failed("RconUnreachable", e),
+    };
+    match rcon.command(command.trim().trim_start_matches('/')).await {
+        Ok(out) if crate::resources::live::failed(&out) => Outcome {
+            phase: CommandPhase::Failed,
+            reason: "CommandFailed",
+            message: format!("the server refused the command: {}", first_line(&out)),
+            output: Some(out),
+        },
+        Ok(out) => Outcome {
+            phase: CommandPhase::Succeeded,
+            reason: "Succeeded",
+            message: "the server ran the command".into(),
+            output: Some(out),
+        },
+        Err(e) => failed("RconNoAnswer", format!("the command was sent but not answered: {e}")),
+    }
+}
+
+async fn record(cmd: &ConsoleCommand, api: &Api<ConsoleCommand>, ctx: &Context, o: Outcome) -> Result<Action> {
+    finish(cmd, api, ctx, o.phase, o.reason, &o.message, o.output).await
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().chars().take(200).collect()
-}
-
-/// Cuts `out` to [`MAX_OUTPUT`] bytes on a character boundary.
-fn bounded(mut out: String) -> String {
-    if out.len() > MAX_OUTPUT {
-        let mut end = MAX_OUTPUT - 40;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-        out.push_str("\n[craftplane: output cut at 16 KiB]");
-    }
-    out
+    text::first_line(s, 200)
 }
 
 /// The server owns its commands: deleting it deletes them.
@@ -187,9 +270,9 @@ async fn finish(
     let now = Timestamp::now();
     let status = ConsoleCommandStatus {
         phase: Some(phase),
-        output: output.map(bounded),
+        output: output.map(|o| text::clean(&o, MAX_OUTPUT, true)),
         reason: Some(reason.into()),
-        message: Some(msg.into()),
+        message: Some(text::clean(msg, text::MAX_MESSAGE, false)),
         started_at: old.started_at.clone(),
         completed_at: Some(Time(now)),
         conditions: conditions::merge(
@@ -224,7 +307,13 @@ async fn finish(
 }
 
 /// Deletes a finished command once its TTL is over.
-async fn expire(cmd: &ConsoleCommand, api: &Api<ConsoleCommand>, status: &ConsoleCommandStatus) -> Result<Action> {
+async fn expire(
+    cmd: &ConsoleCommand,
+    api: &Api<ConsoleCommand>,
+    ctx: &Context,
+    status: &ConsoleCommandStatus,
+) -> Result<Action> {
+    ctx.commands.forget(&cmd.uid().unwrap_or_default());
     let done = status.completed_at.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
     let ttl = Duration::from_secs(cmd.spec.ttl_seconds_after_finished.max(10) as u64);
     let elapsed = Duration::try_from(Timestamp::now().duration_since(done)).unwrap_or_default();

@@ -133,6 +133,10 @@ pub struct Context {
     pub tasks: super::server_tasks::Runs,
     /// Live-settings sessions of this process (`server_live`).
     pub live: super::server_live::Sessions,
+    /// Bounds on concurrent RCON sessions, in all and per tenant.
+    pub rcon_slots: super::server_live::Slots,
+    /// ConsoleCommands being sent by this process (`command`).
+    pub commands: super::command::Runs,
     /// Asks for a server's reconcile (a task finished); the server
     /// controller takes the receiving end once ([`Context::wakes`]).
     wake_tx: tokio::sync::mpsc::Sender<kube::runtime::reflector::ObjectRef<MinecraftServer>>,
@@ -182,6 +186,8 @@ impl Context {
             failures: Mutex::default(),
             tasks: Default::default(),
             live: Default::default(),
+            rcon_slots: Default::default(),
+            commands: Default::default(),
             wake_tx,
             wake_rx: Mutex::new(Some(wake_rx)),
             latest: tokio::sync::Mutex::default(),
@@ -259,7 +265,8 @@ impl Context {
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),
-            note: Some(note.chars().take(1000).collect()),
+            // Notes quote server answers: bounded, no escapes or controls.
+            note: Some(crate::resources::text::clean(note, 1024, false)),
             action: action.into(),
             secondary: None,
         };

@@ -53,7 +53,9 @@ pub async fn run(ctx: Arc<Context>, interval: Duration, trigger: mpsc::Sender<Ob
                 let ctx = ctx.clone();
                 async move {
                     let (host, port) = target(&ctx, &s)?;
-                    let r = slp::ping(&host, port, PING_TIMEOUT).await.map_err(|e| e.to_string());
+                    let r = slp::ping(&host, port, PING_TIMEOUT)
+                        .await
+                        .map_err(|e| crate::resources::text::clean(&e.to_string(), 512, false));
                     debug!(server = %s.name_any(), ok = r.is_ok(), "server list ping");
                     Some((s, r))
                 }

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use super::conditions::Cond;
@@ -24,23 +25,99 @@ use super::context::Context;
 use crate::api::server::{LiveStatus, MinecraftServer, ServerPhase};
 use crate::minecraft::rcon::Rcon;
 use crate::resources::live::{self, LiveSettings};
-use crate::resources::{ServerModel, secret};
+use crate::resources::{ServerModel, secret, text};
 
 /// Condition type of the live settings.
 pub const LIVE_CONFIG: &str = "LiveConfig";
-/// Timeout of one RCON connect, login or answer.
+/// Deadline of one RCON connect, login or command exchange (as a whole).
 const RCON_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connection attempts per session (1 s, then 2 s apart).
 const ATTEMPTS: u32 = 3;
 /// When a failed live apply is tried again.
 pub const RETRY: Duration = Duration::from_secs(30);
 
-/// Opens an RCON session with the server's pod: the password from the
-/// server's Secret, the pod's own address (it works from the operator's pod
-/// and from a host that routes to the pod network). Bounded retries, each
-/// attempt timed out.
-pub async fn connect(ctx: &Context, ns: &str, server: &str, pod: &Pod) -> Result<Rcon, String> {
+/// RCON sessions open at once in this process, in all.
+pub const MAX_SESSIONS: usize = 64;
+/// RCON sessions open at once for one tenant's servers (or, outside any
+/// tenant, one namespace's): a tenant whose servers never answer holds at
+/// most this share of [`MAX_SESSIONS`], and waits for its own.
+pub const MAX_SESSIONS_PER_TENANT: usize = 8;
+
+/// The bounds on concurrent RCON sessions: one semaphore per tenant, then
+/// a global one (taken in that order, so one tenant never queues more than
+/// its share on the global one). Waiting for a slot holds no reconcile:
+/// sessions run on their own tasks.
+pub struct Slots {
+    global: Arc<Semaphore>,
+    per_owner: usize,
+    owners: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Default for Slots {
+    fn default() -> Slots {
+        Slots::new(MAX_SESSIONS, MAX_SESSIONS_PER_TENANT)
+    }
+}
+
+/// A held slot, released on drop.
+pub struct Permit {
+    _owner: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
+}
+
+impl Slots {
+    pub fn new(global: usize, per_owner: usize) -> Slots {
+        Slots { global: Arc::new(Semaphore::new(global)), per_owner, owners: Mutex::default() }
+    }
+
+    /// Waits for a slot of `owner` (a tenant or namespace key).
+    pub async fn acquire(&self, owner: &str) -> Result<Permit, String> {
+        let sem = {
+            let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+            if owners.len() > 1024 {
+                // Owners with no session going on or waiting.
+                owners.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            owners.entry(owner.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_owner))).clone()
+        };
+        let closed = |_| "the RCON slots are closed (the operator is stopping)".to_string();
+        let own = sem.acquire_owned().await.map_err(closed)?;
+        let global = self.global.clone().acquire_owned().await.map_err(closed)?;
+        Ok(Permit { _owner: own, _global: global })
+    }
+}
+
+/// Whose share of the RCON slots a namespace's servers use: the tenant
+/// that owns the namespace, else the namespace itself.
+fn owner(ctx: &Context, ns: &str) -> String {
+    ctx.tenants
+        .state()
+        .iter()
+        .find(|t| t.status.as_ref().is_some_and(|s| s.namespaces.iter().any(|n| n == ns)))
+        .map(|t| format!("tenant/{}", t.name_any()))
+        .unwrap_or_else(|| format!("namespace/{ns}"))
+}
+
+/// An RCON session holding one of its tenant's slots.
+pub struct RconSession {
+    rcon: Rcon,
+    _permit: Permit,
+}
+
+impl RconSession {
+    /// Runs a command (one exchange, within its deadline).
+    pub async fn command(&mut self, cmd: &str) -> Result<String, String> {
+        self.rcon.command(cmd).await
+    }
+}
+
+/// Opens an RCON session with the server's pod: a slot of its tenant (see
+/// [`Slots`]), the password from the server's Secret, the pod's own address
+/// (it works from the operator's pod and from a host that routes to the pod
+/// network). Bounded retries, each attempt timed out.
+pub async fn connect(ctx: &Context, ns: &str, server: &str, pod: &Pod) -> Result<RconSession, String> {
     let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or("the server's pod has no IP address yet")?;
+    let permit = ctx.rcon_slots.acquire(&owner(ctx, ns)).await?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let name = crate::resources::secret_name(server);
     let s = secrets.get(&name).await.map_err(|e| format!("cannot read the RCON Secret {name}: {e}"))?;
@@ -57,7 +134,7 @@ pub async fn connect(ctx: &Context, ns: &str, server: &str, pod: &Pod) -> Result
             tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
         }
         match Rcon::connect(&addr, &password, RCON_TIMEOUT).await {
-            Ok(r) => return Ok(r),
+            Ok(rcon) => return Ok(RconSession { rcon, _permit: permit }),
             Err(e) => last = e,
         }
     }
@@ -254,19 +331,46 @@ async fn run(
 ) -> Result<usize, (&'static str, String)> {
     let mut rcon = connect(ctx, ns, name, pod).await.map_err(|e| ("RconUnreachable", e))?;
     let answer = rcon.command("whitelist list").await.map_err(|e| ("RconUnreachable", e))?;
-    let listed = live::parse_whitelist(&answer)
-        .ok_or_else(|| ("CommandFailed", format!("unexpected answer to `whitelist list`: {answer:?}")))?;
+    let listed = live::parse_whitelist(&answer).ok_or_else(|| {
+        ("CommandFailed", format!("unexpected answer to `whitelist list`: {:?}", text::first_line(&answer, 200)))
+    })?;
     let commands = live::commands(want, &listed, applied_ops);
     let mut failures = Vec::new();
     for c in &commands {
         let answer = rcon.command(c).await.map_err(|e| ("RconUnreachable", format!("{c}: {e}")))?;
         if live::failed(&answer) {
-            failures.push(format!("`{c}`: {}", answer.trim()));
+            failures.push(format!("`{c}`: {}", text::first_line(&answer, 200)));
         }
     }
     if failures.is_empty() {
         Ok(commands.len())
     } else {
-        Err(("CommandFailed", format!("the server refused {}", failures.join("; "))))
+        let all = format!("the server refused {}", failures.join("; "));
+        Err(("CommandFailed", text::clean(&all, text::MAX_MESSAGE, false)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tenant whose sessions never end holds only its own share: the
+    /// next of its sessions waits, another tenant's starts at once; the
+    /// global cap bounds them all.
+    #[tokio::test]
+    async fn one_tenant_holds_at_most_its_share_of_rcon_slots() {
+        let slots = Slots::new(5, 2);
+        let wait = Duration::from_millis(200);
+        let mut held = vec![slots.acquire("tenant/evil").await.unwrap(), slots.acquire("tenant/evil").await.unwrap()];
+        assert!(tokio::time::timeout(wait, slots.acquire("tenant/evil")).await.is_err(), "a third one of evil waits");
+        held.push(slots.acquire("tenant/good").await.expect("another tenant is not starved"));
+        held.push(slots.acquire("namespace/x").await.unwrap());
+        held.push(slots.acquire("tenant/good").await.unwrap());
+        assert!(tokio::time::timeout(wait, slots.acquire("tenant/other")).await.is_err(), "global cap of 5");
+        // A slot given back goes to the next waiter.
+        held.remove(0);
+        let p = tokio::time::timeout(wait, slots.acquire("tenant/evil")).await.expect("a released slot is reused");
+        drop((p, held));
+        assert_eq!(slots.global.available_permits(), 5);
     }
 }

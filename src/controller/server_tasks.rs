@@ -161,7 +161,8 @@ async fn run(ctx: Arc<Context>, ns: String, server: String, task: ScheduledTask,
     } else {
         (TaskResult::Failed, failures.join("; "))
     };
-    let message: String = message.chars().take(1000).collect();
+    // Server answers are part of it: bounded, no escapes or controls.
+    let message = crate::resources::text::clean(&message, crate::resources::text::MAX_MESSAGE, false);
     info!(server = %server, namespace = %ns, task = %task.name, ?result, message, "scheduled task finished");
     let k = key(&ns, &server, &task.name);
     ctx.tasks
@@ -185,7 +186,9 @@ fn current(ctx: &Context, ns: &str, server: &str) -> Result<Arc<MinecraftServer>
     ctx.servers.get(&ObjectRef::new(server).within(ns)).ok_or_else(|| "the server is gone".to_string())
 }
 
-async fn rcon(ctx: &Context, ns: &str, server: &str) -> Result<crate::minecraft::rcon::Rcon, String> {
+/// An RCON session with the server: a slot of its tenant, every exchange
+/// within its deadline (`server_live::connect`).
+async fn rcon(ctx: &Context, ns: &str, server: &str) -> Result<super::server_live::RconSession, String> {
     let pod = cached_full(&ctx.children.pods, ns, &format!("{server}-0")).ok_or("the server has no pod")?;
     super::server_live::connect(ctx, ns, server, &pod).await
 }
@@ -243,13 +246,11 @@ async fn restart_server(
     let pod = cached_full(&ctx.children.pods, ns, &pod_name).ok_or("the server has no pod")?;
     let uid = pod.metadata.uid.clone().ok_or("the pod has no UID")?;
     let marks = marks(r.countdown_seconds);
-    if !marks.is_empty() {
-        let mut rc = rcon(ctx, ns, server).await?;
-        for (i, left) in marks.iter().enumerate() {
-            rc.command(&format!("say {text} in {left} seconds")).await?;
-            let next = marks.get(i + 1).copied().unwrap_or(0);
-            tokio::time::sleep(Duration::from_secs((left - next) as u64)).await;
-        }
+    // A session per announcement: no RCON slot is held while counting down.
+    for (i, left) in marks.iter().enumerate() {
+        rcon(ctx, ns, server).await?.command(&format!("say {text} in {left} seconds")).await?;
+        let next = marks.get(i + 1).copied().unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs((left - next) as u64)).await;
     }
     // A clean restart: the pod is deleted with its grace period (the image
     // saves and stops), the StatefulSet starts it again.

@@ -11,8 +11,14 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Largest status response accepted (a favicon is base64 PNG, well below).
-const MAX_RESPONSE: usize = 1 << 20;
+use crate::resources::text;
+
+/// Largest status response packet accepted: the packet id (1 byte), the
+/// string's VarInt length (3 bytes) and the JSON, which the protocol caps
+/// at 32767 characters, at most 4 UTF-8 bytes each: 128 KiB. The favicon
+/// (a 64×64 PNG, base64) is part of that JSON; a vanilla client refuses a
+/// longer answer too. It was 1 MiB.
+pub const MAX_RESPONSE: usize = 1 + 3 + 32767 * 4;
 /// Protocol version sent in the handshake; servers answer status for any.
 const HANDSHAKE_PROTOCOL: i32 = 767;
 
@@ -75,9 +81,12 @@ struct RawSample {
 pub const MAX_NAMES: usize = 20;
 
 /// Player names in a sample: real names only (servers and plugins also put
-/// lines of text or "Anonymous Player" entries with the nil UUID there).
+/// lines of text or "Anonymous Player" entries with the nil UUID there), at
+/// most [`MAX_NAMES`] of them.
 fn names(sample: Vec<RawSample>) -> Vec<String> {
-    let real = |n: &str| (1..=16).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let real = |n: &str| {
+        (1..=text::MAX_PLAYER_NAME).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
     let mut out: Vec<String> = sample
         .into_iter()
         .filter(|s| s.id.as_deref().is_none_or(|id| id.chars().any(|c| c != '0' && c != '-')))
@@ -138,12 +147,12 @@ fn parse(raw: RawStatus) -> Status {
     let v = raw.version.unwrap_or(RawVersion { name: None, protocol: None });
     let p = raw.players.unwrap_or(RawPlayers { max: None, online: None, sample: vec![] });
     Status {
-        version: v.name.unwrap_or_default(),
+        version: text::clean(&v.name.unwrap_or_default(), text::MAX_VERSION, false),
         protocol: v.protocol.unwrap_or(-1),
         online: p.online.unwrap_or(0).max(0),
         max: p.max.unwrap_or(0).max(0),
         names: names(p.sample),
-        motd: raw.description.map(|d| plain_text(&d)).unwrap_or_default(),
+        motd: text::clean(&raw.description.map(|d| plain_text(&d)).unwrap_or_default(), text::MAX_MOTD, false),
     }
 }
 
@@ -269,6 +278,31 @@ mod tests {
         assert_eq!(st.online, 3);
     }
 
+    /// A lying server's answer ends up bounded and clean: a huge version
+    /// full of escapes, 1000 sample entries, a MOTD with control characters.
+    #[test]
+    fn a_lying_servers_answer_is_bounded_and_clean() {
+        let sample: Vec<serde_json::Value> = (0..1000)
+            .map(|i| serde_json::json!({"name": format!("player{i}"), "id": format!("{i:08}-0000-0000-0000-000000000001")}))
+            .chain([serde_json::json!({"name": "x".repeat(5000), "id": "1"})])
+            .chain([serde_json::json!({"name": "\u{1b}[2Jevil", "id": "2"})])
+            .collect();
+        let raw: RawStatus = serde_json::from_value(serde_json::json!({
+            "version": {"name": format!("\u{1b}]0;pwned\u{7}\u{1b}[31mPaper{}\u{1b}[0m", "\u{9b}1m9".repeat(100_000)), "protocol": 767},
+            "players": {"max": 20, "online": 1000, "sample": sample},
+            "description": {"text": "hi\u{1b}[5m\u{0}\r\nthere"},
+        }))
+        .unwrap();
+        let st = parse(raw);
+        assert!(st.version.len() <= text::MAX_VERSION, "{}", st.version.len());
+        assert!(st.version.starts_with("Paper999") && st.version.ends_with(text::CUT), "{:?}", st.version);
+        assert!(!st.version.chars().any(char::is_control), "{:?}", st.version);
+        assert_eq!(st.names.len(), MAX_NAMES);
+        assert!(st.names.iter().all(|n| n.len() <= text::MAX_PLAYER_NAME && n.starts_with("player")), "{:?}", st.names);
+        assert_eq!(st.motd, "hi  there");
+        assert_eq!(st.online, 1000);
+    }
+
     #[test]
     fn chat_components_flatten_to_text() {
         let v = serde_json::json!({"text": "§aHello ", "extra": [{"text": "world"}, "§r!"]});
@@ -299,5 +333,19 @@ mod tests {
         });
         let e = ping("127.0.0.1", port, Duration::from_millis(300)).await.unwrap_err();
         assert!(matches!(e, PingError::Timeout(_)), "{e}");
+        // A server announcing more than the protocol allows: refused
+        // before it is read.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut p = Vec::new();
+                write_varint(&mut p, (MAX_RESPONSE + 1) as i32);
+                let _ = s.write_all(&p).await;
+                let _ = s.write_all(&vec![b' '; MAX_RESPONSE + 1]).await;
+            }
+        });
+        let e = ping("127.0.0.1", port, Duration::from_secs(2)).await.unwrap_err();
+        assert!(e.to_string().contains("status packet of 131073 bytes"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ pub mod service;
 pub mod snapshot;
 pub mod statefulset;
 pub mod tenant;
+pub mod text;
 pub mod version;
 
 use std::collections::BTreeMap;

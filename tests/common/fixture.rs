@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use craftplane::api::{MinecraftServer, Sku};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -99,6 +100,19 @@ impl Fixture {
             serde_json::to_string_pretty(&last.and_then(|s| s.status)).unwrap(),
             tail(&op.log_text(), 40)
         )
+    }
+
+    /// Gives pod `pod` the IP `ip` (the operator reaches RCON at the pod's
+    /// IP: a fake endpoint of the test) and waits until it stays.
+    pub async fn set_pod_ip(&self, pod: &str, ip: &str) {
+        let pods = self.api::<Pod>();
+        let status = json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}});
+        pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch the pod's IP");
+        super::wait_until(Duration::from_secs(10), || async {
+            pods.get(pod).await.ok().and_then(|p| p.status?.pod_ip).as_deref() == Some(ip)
+        })
+        .await
+        .unwrap_or_else(|()| panic!("the IP of pod {pod} did not stay {ip}"));
     }
 
     pub async fn cleanup(self) {

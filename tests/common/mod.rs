@@ -100,6 +100,13 @@ pub fn unique_suffix() -> String {
     format!("{:x}{:x}", nanos & 0xfffff, N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A loopback address for this test (127.100–199.x.y), different per call:
+/// a pod IP the test's fake endpoints bind (`Fixture::set_pod_ip`).
+pub fn loopback_ip() -> String {
+    let n = unique_suffix().bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("127.{}.{}.{}", 100 + n % 100, (n >> 8) % 250 + 1, (n >> 16) % 250 + 1)
+}
+
 /// Polls `f` every 100 ms until it returns true or `timeout` passes.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> Result<(), ()>
 where

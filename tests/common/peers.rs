@@ -101,3 +101,91 @@ impl Drop for RconPeer {
         let _ = self.child.wait();
     }
 }
+
+/// How a [`fake_rcon`] endpoint answers commands after the login.
+#[derive(Clone, Copy, Debug)]
+pub enum RconMode {
+    /// Each command with `\x1b[32mran <command>\x1b[0m\x07` (escapes a
+    /// careless client would copy into a status).
+    Answer,
+    /// Packets with another request id, forever (a hostile server).
+    WrongIds,
+}
+
+/// A fake RCON endpoint of the test on `ip`:25575 (see
+/// `Fixture::set_pod_ip`): takes any password, then answers as `mode`
+/// says. Returns the commands it received.
+pub async fn fake_rcon(ip: &str, mode: RconMode) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn read(s: &mut tokio::net::TcpStream) -> Option<(i32, String)> {
+        let len = s.read_i32_le().await.ok()?;
+        let mut buf = vec![0u8; usize::try_from(len).ok()?.clamp(10, 4106)];
+        s.read_exact(&mut buf).await.ok()?;
+        let id = i32::from_le_bytes(buf[0..4].try_into().ok()?);
+        Some((id, String::from_utf8_lossy(&buf[8..buf.len() - 2]).into_owned()))
+    }
+    fn packet(id: i32, kind: i32, body: &str) -> Vec<u8> {
+        let mut p = (10 + body.len() as i32).to_le_bytes().to_vec();
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&kind.to_le_bytes());
+        p.extend_from_slice(body.as_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p
+    }
+    let listener = tokio::net::TcpListener::bind((ip, craftplane::resources::RCON_PORT as u16))
+        .await
+        .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let seen = s2.clone();
+            tokio::spawn(async move {
+                let Some((id, _)) = read(&mut sock).await else { return };
+                let _ = sock.write_all(&packet(id, 2, "")).await;
+                while let Some((id, cmd)) = read(&mut sock).await {
+                    seen.lock().unwrap().push(cmd.clone());
+                    match mode {
+                        RconMode::Answer => {
+                            let _ = sock.write_all(&packet(id, 0, &format!("\x1b[32mran {cmd}\x1b[0m\x07"))).await;
+                        }
+                        RconMode::WrongIds => loop {
+                            if sock.write_all(&packet(id + 7, 0, "not yours")).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        },
+                    }
+                }
+            });
+        }
+    });
+    seen
+}
+
+/// A fake Server List Ping endpoint on 127.0.0.1 answering every ping with
+/// `status` (the JSON as is, however big or strange). Returns its port.
+pub async fn fake_slp(status: String) -> u16 {
+    use craftplane::minecraft::slp::write_varint;
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut body = vec![0x00];
+    write_varint(&mut body, status.len() as i32);
+    body.extend_from_slice(status.as_bytes());
+    let mut answer = Vec::new();
+    write_varint(&mut answer, body.len() as i32);
+    answer.extend_from_slice(&body);
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let answer = answer.clone();
+            // The client's handshake and request wait in the socket buffer.
+            tokio::spawn(async move {
+                let _ = sock.write_all(&answer).await;
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            });
+        }
+    });
+    port
+}
