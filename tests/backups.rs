@@ -72,6 +72,9 @@ async fn setup_stores(prefix: &str, names: &[&str]) -> Env {
             &f.ns,
             "--helper-image",
             "craftplane:test",
+            // Schedules here run every few seconds, to see several slots.
+            "--min-backup-interval-seconds",
+            "0",
         ],
     )
     .await;
@@ -549,6 +552,69 @@ async fn a_schedule_that_slips_through_admission_is_a_condition() {
     f.cleanup().await;
 }
 
+/// Issue 30 item 8(c): a schedule with a seconds field that runs more
+/// often than the operator's minimum (default 5 minutes) is refused with a
+/// condition, and takes no snapshot at all (it used to take one a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_below_the_minimum_interval_is_a_condition_and_takes_no_snapshot() {
+    let f = Fixture::new("backup-flood").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("mc", json!({"backup": {"schedule": "* * * * * *"}})).await;
+    let s = f
+        .wait("mc", "BackupSchedule=False, reason ScheduleTooFrequent", &op, |s| {
+            condition(s, "BackupSchedule").is_some_and(|c| c.status == "False" && c.reason == "ScheduleTooFrequent")
+        })
+        .await;
+    let msg = &condition(&s, "BackupSchedule").unwrap().message;
+    assert!(msg.contains("1s apart") && msg.contains("300s"), "{msg}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let snaps = f.api::<BackupSnapshot>().list(&Default::default()).await.unwrap().items;
+    assert!(
+        snaps.is_empty(),
+        "no snapshot flood: {:?}",
+        snaps.iter().map(|s| s.metadata.name.clone()).collect::<Vec<_>>()
+    );
+    // Every 5 minutes is allowed.
+    f.patch_spec("mc", json!({"backup": {"schedule": "*/5 * * * *"}})).await;
+    f.wait("mc", "BackupSchedule=True", &op, |s| {
+        condition(s, "BackupSchedule").is_some_and(|c| c.status == "True" && c.reason == "Scheduled")
+    })
+    .await;
+    op.stop();
+    f.cleanup().await;
+}
+
+/// Issue 30 item 8(c): a new scheduled snapshot is taken only once the
+/// previous scheduled one has finished (here nothing runs its Job: it
+/// stays unfinished until kwok ends its pod).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_snapshot_waits_for_the_previous_one_to_finish() {
+    let e = setup("backup-one").await;
+    e.f.create_server("mc", json!({"backup": {"schedule": "* * * * * *"}})).await;
+    e.f.wait("mc", "BackupSchedule reason WaitingForPrevious", &e.op, |s| {
+        condition(s, "BackupSchedule").is_some_and(|c| c.status == "True" && c.reason == "WaitingForPrevious")
+    })
+    .await;
+    let api = e.f.api::<BackupSnapshot>();
+    let mut names = std::collections::BTreeSet::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(6);
+    while tokio::time::Instant::now() < until {
+        let snaps = api.list(&Default::default()).await.unwrap().items;
+        let unfinished: Vec<_> = snaps
+            .iter()
+            .filter(|s| !matches!(phase(s), Some(BackupPhase::Completed | BackupPhase::Failed)))
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        assert!(unfinished.len() <= 1, "one unfinished scheduled snapshot at a time: {unfinished:?}");
+        names.extend(snaps.into_iter().filter_map(|s| s.metadata.name));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(names.len() <= 3, "no snapshot a second: {names:?}");
+    e.op.stop();
+    e.f.cleanup().await;
+    let _ = std::fs::remove_dir_all(&e.dir);
+}
+
 /// A scheduled snapshot the API refuses (here the namespace's quota of
 /// BackupSnapshots, as a tenant's maxBackups sets it) is a condition on
 /// the server, and the server's status keeps following its spec.
@@ -561,7 +627,7 @@ async fn a_refused_scheduled_snapshot_is_a_condition_and_the_server_goes_on() {
     }))
     .unwrap();
     f.api::<k8s_openapi::api::core::v1::ResourceQuota>().create(&PostParams::default(), &quota).await.unwrap();
-    let op = Operator::start(&f.shard, &[]).await;
+    let op = Operator::start(&f.shard, &["--min-backup-interval-seconds", "0"]).await;
     f.create_server("mc", json!({"backup": {"schedule": "* * * * * *"}})).await;
     let s = f
         .wait("mc", "BackupSchedule=False, reason SnapshotCreateFailed", &op, |s| {

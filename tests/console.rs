@@ -185,3 +185,32 @@ async fn a_wedged_rcon_does_not_hold_other_servers_commands() {
     op.stop();
     f.cleanup().await;
 }
+
+/// Issue 30 item 7: what a command really runs is checked, not its first
+/// words: `execute … run`, namespaced names, aliases.
+#[tokio::test]
+async fn execute_chains_and_namespaced_aliases_are_refused() {
+    let f = Fixture::new("console-bypass").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("mc", json!({"ops": ["alice"]})).await;
+    f.wait("mc", "Running", &op, |s| s.status.as_ref().and_then(|st| st.phase) == Some(ServerPhase::Running)).await;
+    for (name, cmd, says) in [
+        ("exec-stop", "execute run stop", "`stop` (run by `execute`)"),
+        ("bukkit-stop", "bukkit:stop", "`stop` is not run"),
+        ("spigot-restart", "spigot:restart", "`restart` is not run"),
+        ("exec-op", "execute as @a run op mallory", "operators are managed by spec.ops"),
+        ("function", "function evil:stop", "cannot be checked"),
+    ] {
+        create(&f, name, "mc", cmd, 3600).await;
+        let c = wait_for(&f, &op, name, "Failed", 30, |c| phase(c) == Some(CommandPhase::Failed)).await;
+        assert_eq!(reason(&c), "CommandNotAllowed", "{cmd}: {:?}", c.status);
+        let msg = c.status.and_then(|s| s.message).unwrap_or_default();
+        assert!(msg.contains(says), "{cmd}: {msg}");
+    }
+    // A harmless execute is sent (and fails only because kwok has no RCON).
+    create(&f, "exec-say", "mc", "execute as @a[name=\"x run stop\"] run say hello", 10).await;
+    let c = wait_for(&f, &op, "exec-say", "Failed", 60, |c| phase(c) == Some(CommandPhase::Failed)).await;
+    assert_eq!(reason(&c), "RconUnreachable", "{:?}", c.status);
+    op.stop();
+    f.cleanup().await;
+}

@@ -722,6 +722,62 @@ async fn quota_refuses_servers_past_max_servers() {
     w.cleanup().await;
 }
 
+/// Issue 30 item 8(b): ConsoleCommands are counted by the tenant's quota
+/// (`maxConsoleCommands`): one more than allowed is refused by the API
+/// server, and PluginInstallations are capped too.
+#[tokio::test]
+async fn quota_refuses_console_commands_past_max_console_commands() {
+    let mut w = World::new("cmdquota").await;
+    let owner = format!("oscar-{}", w.shard);
+    let (t, ns) = w
+        .tenant(
+            "q",
+            json!({"owners": [{"kind": "User", "name": owner}], "quota": {"maxConsoleCommands": 2, "maxPlugins": 1}}),
+        )
+        .await;
+    let op = Operator::start(&w.shard, &[]).await;
+    w.wait_tenant(&t, &op, "Ready", ready).await;
+    let q = Api::<ResourceQuota>::namespaced(w.admin.clone(), &ns).get("craftplane-quota").await.unwrap();
+    let hard = q.spec.unwrap().hard.unwrap();
+    assert_eq!(hard["count/plugininstallations.craftplane.io"].0, "1");
+    let c = common::client_as(&owner, &[]).await;
+    let commands = Api::<craftplane::api::ConsoleCommand>::namespaced(c, &ns);
+    let command = |name: &str| -> craftplane::api::ConsoleCommand {
+        serde_json::from_value(json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "ConsoleCommand",
+            "metadata": {"name": name},
+            "spec": {"server": "none", "command": "list"},
+        }))
+        .unwrap()
+    };
+    for name in ["one", "two"] {
+        let create = || async {
+            match commands.create(&PostParams::default(), &command(name)).await {
+                Ok(_) => true,
+                Err(kube::Error::Api(e)) if e.code == 409 => true,
+                Err(e) => {
+                    println!("create {name}: {e}");
+                    false
+                }
+            }
+        };
+        // The quota controller discovers new kinds (the CRDs) on its own
+        // schedule; until then quota admission answers "status unknown".
+        assert!(common::wait_until(Duration::from_secs(90), create).await.is_ok(), "command {name} within quota");
+    }
+    let err = commands.create(&PostParams::default(), &command("three")).await.unwrap_err();
+    let kube::Error::Api(e) = err else { panic!("unexpected {err}") };
+    println!("third command: {} {}", e.code, e.message);
+    assert_eq!(e.code, 403);
+    assert!(
+        e.message.contains("exceeded quota") && e.message.contains("count/consolecommands.craftplane.io"),
+        "{}",
+        e.message
+    );
+    op.stop();
+    w.cleanup().await;
+}
+
 /// One end of a connection, as NetworkPolicy sees it.
 #[derive(Clone)]
 struct Peer {

@@ -42,7 +42,10 @@ pub struct ConsoleCommandSpec {
     /// (e.g. `list`, `say hello`, `time set day`). One line. The SKU may
     /// allow or deny commands (`Sku.spec.consoleCommands`); `stop` and
     /// commands that change what the spec manages (whitelist, ops,
-    /// difficulty, game rules it sets) are always refused.
+    /// difficulty, game rules it sets) are always refused, also through
+    /// `execute … run`, a namespace (`bukkit:stop`) or an alias (`rl`);
+    /// so are commands that run commands craftplane cannot check
+    /// (`function`, `sudo`).
     #[schemars(length(min = 1, max = 1000))]
     #[x_kube(validation = kube::core::Rule::new(r"!self.matches('[\\x00-\\x1f\\x7f]')").message("command must be one line without control characters"))]
     pub command: String,

@@ -203,7 +203,10 @@ pub struct SkuStatus {
 
 /// Console commands allowed on a SKU. An entry is a command with optional
 /// leading arguments, matched word by word without case (`time` matches
-/// `time set day`; `whitelist list` matches only that sub-command).
+/// `time set day`; `whitelist list` matches only that sub-command), with
+/// namespaces and aliases resolved (`reload` matches `rl` and
+/// `bukkit:reload`). Every command a line runs is checked, those run by
+/// `execute … run` included.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsolePolicy {

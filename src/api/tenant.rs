@@ -186,7 +186,23 @@ pub struct TenantQuota {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100000))]
     pub max_backups: Option<i32>,
+    /// Maximum number of ConsoleCommands in each of the tenant's namespaces
+    /// (finished ones count until their TTL deletes them). Default 100 when
+    /// a quota is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_console_commands: Option<i32>,
+    /// Maximum number of PluginInstallations in each of the tenant's
+    /// namespaces. Default 200 when a quota is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_plugins: Option<i32>,
 }
+
+/// ConsoleCommands a namespace may hold when the tenant's quota does not say.
+pub const DEFAULT_MAX_CONSOLE_COMMANDS: i32 = 100;
+/// PluginInstallations a namespace may hold when the tenant's quota does not say.
+pub const DEFAULT_MAX_PLUGINS: i32 = 200;
 
 /// Network access to a tenant's servers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]

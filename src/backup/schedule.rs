@@ -36,6 +36,40 @@ impl Schedule {
         self.0.find_next_occurrence(&z, false).ok().map(|z| z.timestamp())
     }
 
+    /// The shortest time between two consecutive slots, over the slots of
+    /// a sample walk (up to [`GAP_SAMPLES`] slots within 400 days from
+    /// 2024-01-01, a leap year): a schedule's gaps repeat each day it runs,
+    /// so any gap that makes it run too often shows within them. `None`
+    /// without two slots.
+    pub fn shortest_gap(&self) -> Option<std::time::Duration> {
+        let start = Timestamp::UNIX_EPOCH + SignedDuration::from_hours(473_352);
+        let end = start + SignedDuration::from_hours(400 * 24);
+        let mut t = self.next_after(start)?;
+        let mut shortest: Option<std::time::Duration> = None;
+        for _ in 0..GAP_SAMPLES {
+            let Some(n) = self.next_after(t) else { break };
+            let gap = std::time::Duration::try_from(n.duration_since(t)).unwrap_or_default();
+            shortest = Some(shortest.map_or(gap, |s| s.min(gap)));
+            if gap <= std::time::Duration::from_secs(1) || n > end {
+                break;
+            }
+            t = n;
+        }
+        shortest
+    }
+
+    /// Why the schedule runs too often for `min` between two slots, if it does.
+    pub fn too_frequent(&self, spelled: &str, min: std::time::Duration) -> Option<String> {
+        let gap = self.shortest_gap()?;
+        (gap < min).then(|| {
+            format!(
+                "schedule {spelled:?} runs {}s apart at its closest; the minimum between two runs is {}s (set by the cluster admin)",
+                gap.as_secs(),
+                min.as_secs()
+            )
+        })
+    }
+
     /// What to do now: the newest slot in (`since`, `now`] if any (several
     /// missed slots give one catch-up, never a burst), and the next slot.
     pub fn due(&self, since: Timestamp, now: Timestamp) -> (Option<Timestamp>, Option<Timestamp>) {
@@ -54,6 +88,9 @@ impl Schedule {
         (latest, self.next_after(now))
     }
 }
+
+/// Slots [`Schedule::shortest_gap`] looks at.
+pub const GAP_SAMPLES: usize = 1500;
 
 /// Snapshot name for a slot: `<server>-<yyyymmddhhmm>`, with seconds
 /// appended for schedules that use them (DNS-safe, sortable).
@@ -272,5 +309,31 @@ mod tests {
         assert_eq!(parse_duration("720h"), Some(SignedDuration::from_hours(720)));
         assert_eq!(parse_duration("h"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    /// Issue 30 item 8(c): how close two runs of a schedule come.
+    #[test]
+    fn shortest_gap_between_two_runs() {
+        let gap = |s: &str| Schedule::parse(s).unwrap().shortest_gap().map(|d| d.as_secs());
+        assert_eq!(gap("* * * * * *"), Some(1));
+        assert_eq!(gap("*/10 * * * * *"), Some(10));
+        assert_eq!(gap("0,30 * * * * *"), Some(30));
+        assert_eq!(gap("0 */1 * * * *"), Some(60));
+        assert_eq!(gap("0 */7 * * * *"), Some(60 * 4), "minute 56 to the next hour's 0");
+        assert_eq!(gap("* * * * *"), Some(60));
+        assert_eq!(gap("*/5 * * * *"), Some(300));
+        assert_eq!(gap("0 4 * * *"), Some(86400));
+        assert_eq!(gap("0,1 0 * * *"), Some(60), "two runs a minute apart once a day");
+        assert_eq!(gap("0 0,23 * * *"), Some(3600), "23:00 to the next day's 00:00");
+        assert_eq!(gap("0,1 0 29 2 *"), Some(60), "on leap days only");
+        assert_eq!(gap("0 23 1,2 * *"), Some(86400));
+        assert_eq!(gap("@hourly"), Some(3600));
+        assert!(gap("@yearly").unwrap() >= 365 * 86400);
+        let min = std::time::Duration::from_secs(300);
+        assert!(Schedule::parse("* * * * * *").unwrap().too_frequent("* * * * * *", min).unwrap().contains("1s apart"));
+        assert!(Schedule::parse("*/5 * * * *").unwrap().too_frequent("*/5 * * * *", min).is_none());
+        assert!(Schedule::parse("*/4 * * * *").unwrap().too_frequent("*/4 * * * *", min).is_some());
+        assert!(Schedule::parse("* * * * *").unwrap().too_frequent("x", std::time::Duration::from_secs(60)).is_none());
+        assert!(Schedule::parse("* * * * * *").unwrap().too_frequent("x", std::time::Duration::ZERO).is_none());
     }
 }

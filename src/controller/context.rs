@@ -26,6 +26,11 @@ pub struct Settings {
     pub operator_namespace: String,
     /// Image of the server pods' fetch-plugins init-container.
     pub helper_image: String,
+    /// Shortest time between two slots of a backup schedule
+    /// (`spec.backup.schedule`); closer schedules are refused.
+    pub min_backup_interval: Duration,
+    /// Shortest time between two slots of a task's schedule (`spec.tasks`).
+    pub min_task_interval: Duration,
 }
 
 /// Caches of the objects the operator creates for servers (label

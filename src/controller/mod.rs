@@ -96,6 +96,16 @@ pub struct ControllerArgs {
     /// Seconds between periodic re-checks of every object.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=86400))]
     pub resync_seconds: u64,
+    /// Shortest time in seconds between two runs of a server's backup
+    /// schedule: a schedule whose slots come closer is refused (condition
+    /// BackupSchedule=False, reason ScheduleTooFrequent). 0 allows any.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=604800))]
+    pub min_backup_interval_seconds: u64,
+    /// Shortest time in seconds between two runs of a scheduled task
+    /// (`spec.tasks`); closer schedules are refused (condition
+    /// TaskSchedule=False). 0 allows any.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=604800))]
+    pub min_task_interval_seconds: u64,
 }
 
 /// Shared process health, read by /readyz.
@@ -286,6 +296,8 @@ async fn run_controllers(
             resync: Duration::from_secs(args.resync_seconds),
             operator_namespace: args.operator_namespace.clone(),
             helper_image: args.helper_image.clone(),
+            min_backup_interval: Duration::from_secs(args.min_backup_interval_seconds),
+            min_task_interval: Duration::from_secs(args.min_task_interval_seconds),
         },
         modrinth,
         stores,

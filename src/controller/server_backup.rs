@@ -73,16 +73,31 @@ pub struct ScheduleStep {
 
 /// Parses a policy's schedule; what admission let through but the parser
 /// refuses becomes a False [`BACKUP_SCHEDULE`] condition, reason
-/// `InvalidSchedule`.
-pub fn parse_schedule(policy: &BackupPolicy) -> std::result::Result<Schedule, Cond> {
-    Schedule::parse(&policy.schedule).map_err(|e| {
-        Cond::new(
-            BACKUP_SCHEDULE,
-            false,
-            "InvalidSchedule",
-            format!("{e}; no scheduled snapshots are taken until spec.backup.schedule is fixed"),
-        )
-    })
+/// `InvalidSchedule`, and a schedule whose slots come closer than `min`
+/// (the operator's `--min-backup-interval-seconds`) one with reason
+/// `ScheduleTooFrequent`.
+pub fn parse_schedule(policy: &BackupPolicy, min: Duration) -> std::result::Result<Schedule, Cond> {
+    let refused = |reason: &str, e: String| {
+        let msg = format!("{e}; no scheduled snapshots are taken until spec.backup.schedule is fixed");
+        Cond::new(BACKUP_SCHEDULE, false, reason, msg)
+    };
+    let sched = Schedule::parse(&policy.schedule).map_err(|e| refused("InvalidSchedule", e))?;
+    match sched.too_frequent(&policy.schedule, min) {
+        Some(e) => Err(refused("ScheduleTooFrequent", e)),
+        None => Ok(sched),
+    }
+}
+
+/// A scheduled snapshot of the server that has not finished (neither
+/// Completed nor Failed): the next one waits for it.
+fn unfinished_scheduled(ctx: &Context, server: &MinecraftServer) -> Option<String> {
+    snapshots_of(ctx, server)
+        .into_iter()
+        .filter(|s| s.spec.reason == BackupReason::Scheduled && s.metadata.deletion_timestamp.is_none())
+        .find(|s| {
+            !matches!(s.status.as_ref().and_then(|st| st.phase), Some(BackupPhase::Completed | BackupPhase::Failed))
+        })
+        .map(|s| s.name_any())
 }
 
 /// Runs the schedule: creates the snapshot of a due slot (one, however
@@ -96,7 +111,7 @@ pub async fn schedule(
     let Some(policy) = &server.spec.backup else { return Ok(ScheduleStep::default()) };
     let ns = server.namespace().unwrap_or_default();
     let name = server.name_any();
-    let sched = match parse_schedule(policy) {
+    let sched = match parse_schedule(policy, ctx.settings.min_backup_interval) {
         Ok(s) => s,
         Err(cond) => {
             warn!(server = %name, namespace = %ns, error = %cond.message, "backup schedule invalid");
@@ -115,7 +130,10 @@ pub async fn schedule(
     // A failed create or prune is reported, never fails the server's
     // reconcile (its status would stop updating); the slot stays due.
     let mut problem: Option<Cond> = None;
-    if let Some(slot) = due {
+    // One scheduled snapshot at a time: a due slot waits (and stays due)
+    // while the previous one runs.
+    let busy = due.and_then(|_| unfinished_scheduled(ctx, server));
+    if let Some(slot) = due.filter(|_| busy.is_none()) {
         let snap = crate::resources::snapshot::scheduled(&name, &ns, server.labels(), policy, slot);
         let snap_name = snap.name_any();
         let api: Api<BackupSnapshot> = Api::namespaced(ctx.client.clone(), &ns);
@@ -175,11 +193,20 @@ pub async fn schedule(
         }
     }
     let mut wait = next.map(|n| Duration::from_secs_f64(n.duration_since(now).as_secs_f64().max(1.0)));
-    if problem.is_some() {
+    if problem.is_some() || busy.is_some() {
         wait = Some(wait.map_or(RETRY_AFTER_FAILURE, |w| w.min(RETRY_AFTER_FAILURE)));
     }
     let condition = match (problem, next) {
         (Some(p), _) => p,
+        (None, _) if busy.is_some() => Cond::new(
+            BACKUP_SCHEDULE,
+            true,
+            "WaitingForPrevious",
+            format!(
+                "a slot is due; the next scheduled snapshot is taken once {} has finished",
+                busy.as_deref().unwrap_or_default()
+            ),
+        ),
         (None, Some(n)) => Cond::new(BACKUP_SCHEDULE, true, "Scheduled", format!("next scheduled snapshot at {n}")),
         (None, None) => Cond::new(
             BACKUP_SCHEDULE,
@@ -499,9 +526,25 @@ mod tests {
     #[test]
     fn a_schedule_the_parser_refuses_is_a_condition() {
         // Three letters pass the admission shape check, but name no weekday.
-        let c = parse_schedule(&policy("0 4 * * MOO")).unwrap_err();
+        let min = Duration::from_secs(300);
+        let c = parse_schedule(&policy("0 4 * * MOO"), min).unwrap_err();
         assert_eq!((c.type_, c.status, c.reason.as_str()), (BACKUP_SCHEDULE, false, "InvalidSchedule"));
         assert!(c.message.contains("MOO"), "{}", c.message);
-        assert!(parse_schedule(&policy("0 4 * * MON")).is_ok());
+        assert!(parse_schedule(&policy("0 4 * * MON"), min).is_ok());
+    }
+
+    /// Issue 30 item 8(c): a schedule closer than the minimum is refused.
+    #[test]
+    fn a_schedule_below_the_minimum_interval_is_a_condition() {
+        let min = Duration::from_secs(300);
+        for s in ["* * * * * *", "*/10 * * * * *", "0 */1 * * * *", "* * * * *", "*/4 * * * *"] {
+            let c = parse_schedule(&policy(s), min).unwrap_err();
+            assert_eq!((c.status, c.reason.as_str()), (false, "ScheduleTooFrequent"), "{s}");
+            assert!(c.message.contains("300s"), "{}", c.message);
+        }
+        for s in ["*/5 * * * *", "0 4 * * *", "@hourly"] {
+            assert!(parse_schedule(&policy(s), min).is_ok(), "{s}");
+        }
+        assert!(parse_schedule(&policy("* * * * * *"), Duration::ZERO).is_ok(), "0 allows any");
     }
 }

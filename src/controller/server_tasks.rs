@@ -96,7 +96,15 @@ pub fn step(server: &MinecraftServer, ctx: &Arc<Context>, phase: ServerPhase) ->
             st.message = Some("interrupted: the operator restarted while the task ran".into());
             st.completed_at = Some(Time(now));
         }
+        let min = ctx.settings.min_task_interval;
         let sched = match parse(task) {
+            Ok(s) => match s.too_frequent(&task.schedule, min) {
+                Some(e) => Err(("ScheduleTooFrequent", format!("task {}: {e}", task.name))),
+                None => Ok(s),
+            },
+            Err(e) => Err(("InvalidSchedule", e)),
+        };
+        let sched = match sched {
             Ok(s) => s,
             Err(e) => {
                 problems.push(e);
@@ -132,8 +140,9 @@ pub fn step(server: &MinecraftServer, ctx: &Arc<Context>, phase: ServerPhase) ->
         }
         out.status.push(st);
     }
-    if !problems.is_empty() {
-        out.condition = Some(Cond::new(TASK_SCHEDULE, false, "InvalidSchedule", problems.join("; ")));
+    if let Some((reason, _)) = problems.first() {
+        let msg = problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ");
+        out.condition = Some(Cond::new(TASK_SCHEDULE, false, *reason, msg));
     } else if !server.spec.tasks.is_empty() {
         out.condition = Some(Cond::new(TASK_SCHEDULE, true, "Scheduled", "every task's schedule is valid"));
     }

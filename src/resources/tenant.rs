@@ -18,7 +18,10 @@ use kube::{Resource, ResourceExt};
 
 use super::{GAME_PORT, RCON_PORT};
 use crate::api::common::parse_quantity;
-use crate::api::tenant::{ADOPTABLE_LABEL, RESERVED_NAMESPACES, Role, SubjectKind, TENANT_LABEL, Tenant};
+use crate::api::tenant::{
+    ADOPTABLE_LABEL, DEFAULT_MAX_CONSOLE_COMMANDS, DEFAULT_MAX_PLUGINS, RESERVED_NAMESPACES, Role, SubjectKind, TENANT_LABEL,
+    Tenant,
+};
 use crate::api::{GROUP, VERSION};
 
 /// ClusterRole of tenant owners and `admin` members.
@@ -558,10 +561,16 @@ pub fn network_policies(t: &Tenant, ns: &str, operator_namespace: &str) -> Vec<N
     ]
 }
 
-/// The ResourceQuota from the tenant's quota (`None` when it sets nothing).
+/// The ResourceQuota from the tenant's quota (`None` without one). A quota
+/// always caps ConsoleCommands and PluginInstallations (object counts; by
+/// default [`DEFAULT_MAX_CONSOLE_COMMANDS`] and [`DEFAULT_MAX_PLUGINS`]).
 pub fn resource_quota(t: &Tenant, ns: &str) -> Option<ResourceQuota> {
     let q = t.spec.quota.as_ref()?;
     let mut hard = BTreeMap::new();
+    let commands = q.max_console_commands.unwrap_or(DEFAULT_MAX_CONSOLE_COMMANDS);
+    hard.insert(format!("count/consolecommands.{GROUP}"), Quantity(commands.to_string()));
+    let plugins = q.max_plugins.unwrap_or(DEFAULT_MAX_PLUGINS);
+    hard.insert(format!("count/plugininstallations.{GROUP}"), Quantity(plugins.to_string()));
     if let Some(n) = q.max_servers {
         hard.insert(format!("count/minecraftservers.{GROUP}"), Quantity(n.to_string()));
     }
@@ -884,5 +893,23 @@ mod tests {
         let none = item(&tenant(serde_json::json!({"maxServers": 3})));
         assert_eq!(get(&none.default, "memory"), "512Mi");
         assert!(none.max.is_none());
+    }
+
+    /// Issue 30 item 8(b): ConsoleCommands and PluginInstallations are
+    /// object-count quotas, with defaults when the tenant has a quota.
+    #[test]
+    fn quota_counts_console_commands_and_plugins() {
+        let hard = |q: serde_json::Value| resource_quota(&tenant(q), "ns").unwrap().spec.unwrap().hard.unwrap();
+        let set = hard(serde_json::json!({"maxServers": 2, "maxConsoleCommands": 5, "maxPlugins": 7, "maxBackups": 3}));
+        assert_eq!(set["count/consolecommands.craftplane.io"].0, "5");
+        assert_eq!(set["count/plugininstallations.craftplane.io"].0, "7");
+        assert_eq!(set["count/backupsnapshots.craftplane.io"].0, "3");
+        assert_eq!(set["count/minecraftservers.craftplane.io"].0, "2");
+        let defaults = hard(serde_json::json!({}));
+        assert_eq!(defaults["count/consolecommands.craftplane.io"].0, DEFAULT_MAX_CONSOLE_COMMANDS.to_string());
+        assert_eq!(defaults["count/plugininstallations.craftplane.io"].0, DEFAULT_MAX_PLUGINS.to_string());
+        let mut no_quota = tenant(serde_json::json!({}));
+        no_quota.spec.quota = None;
+        assert!(resource_quota(&no_quota, "ns").is_none(), "no quota, no ResourceQuota");
     }
 }
