@@ -19,8 +19,8 @@ use kube::{Resource, ResourceExt};
 use super::{GAME_PORT, RCON_PORT};
 use crate::api::common::parse_quantity;
 use crate::api::tenant::{
-    ADOPTABLE_LABEL, DEFAULT_MAX_CONSOLE_COMMANDS, DEFAULT_MAX_PLUGINS, RESERVED_NAMESPACES, Role, SubjectKind, TENANT_LABEL,
-    Tenant,
+    ADOPTABLE_LABEL, DEFAULT_MAX_CONSOLE_COMMANDS, DEFAULT_MAX_PLUGINS, RESERVED_NAMESPACES, Role, SubjectKind,
+    TENANT_LABEL, Tenant,
 };
 use crate::api::{GROUP, VERSION};
 

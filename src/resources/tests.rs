@@ -571,6 +571,8 @@ fn a_running_server_is_not_moved_to_a_forbidden_or_unavailable_sku() {
             network: None,
             backup_store: None,
             hostname_domains: vec![],
+            allowed_backup_stores: vec![],
+            keep_retained_archives: false,
         },
     );
     let moved = server("a", "sku: large\neula: true\n");
