@@ -840,11 +840,22 @@ print('.'.join(str(b) for b in r[-4:]) if answers else 'NXDOMAIN')
 t = socket.create_connection(('10.96.0.1', 443), timeout=5); t.close()
 print('tcp ok')
 "#;
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", node.netns()))
-            .args(["python3", "-c", probe, node::DNS_SERVICE_IP])
-            .output()
-            .unwrap();
+        // CoreDNS and the Service rules may still be settling right after
+        // start: the probe is repeated for up to a minute before it counts.
+        let probe_deadline = Instant::now() + Duration::from_secs(60);
+        let out = loop {
+            let out = Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", node.netns()))
+                .args(["python3", "-c", probe, node::DNS_SERVICE_IP])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).trim() == format!("{SERVICE_IP}\ntcp ok")
+                || Instant::now() > probe_deadline
+            {
+                break out;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        };
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             format!("{SERVICE_IP}\ntcp ok"),
