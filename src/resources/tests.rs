@@ -431,23 +431,7 @@ mod properties_of_any_accepted_spec {
 
 #[test]
 fn a_tenant_limits_the_skus_of_new_servers() {
-    use crate::api::tenant::{Subject, SubjectKind, Tenant, TenantSpec};
-    let t = Tenant::new(
-        "acme",
-        TenantSpec {
-            owners: vec![Subject { kind: SubjectKind::User, name: "alice".into(), namespace: None }],
-            members: vec![],
-            namespaces: vec![],
-            quota: None,
-            allowed_skus: vec!["medium".into()],
-            allowed_images: vec![],
-            network: None,
-            backup_store: None,
-            hostname_domains: vec![],
-            allowed_backup_stores: vec![],
-            keep_retained_archives: false,
-        },
-    );
+    let t = tenant_allowing(&["medium"]);
     let s = server("a", "sku: small\neula: true\n");
     let e = validate(&s, Some(&sku("small")), Some(&t), None).unwrap_err();
     assert_eq!(e.reason(), "SkuNotAllowed");
@@ -558,23 +542,7 @@ fn spec_image_must_be_allowed_by_the_sku_or_the_tenant() {
 /// every change of `spec.sku`, not only to new servers.
 #[test]
 fn a_running_server_is_not_moved_to_a_forbidden_or_unavailable_sku() {
-    use crate::api::tenant::{Subject, SubjectKind, Tenant, TenantSpec};
-    let t = Tenant::new(
-        "acme",
-        TenantSpec {
-            owners: vec![Subject { kind: SubjectKind::User, name: "alice".into(), namespace: None }],
-            members: vec![],
-            namespaces: vec![],
-            quota: None,
-            allowed_skus: vec!["small".into()],
-            allowed_images: vec![],
-            network: None,
-            backup_store: None,
-            hostname_domains: vec![],
-            allowed_backup_stores: vec![],
-            keep_retained_archives: false,
-        },
-    );
+    let t = tenant_allowing(&["small"]);
     let moved = server("a", "sku: large\neula: true\n");
     let large = sku("large");
     let e = validate(&moved, Some(&large), Some(&t), Some("small")).unwrap_err();
@@ -621,4 +589,25 @@ fn service_annotations_the_sku_does_not_allow_are_left_out() {
     let svc = service::game(&m);
     let a = svc.metadata.annotations.unwrap();
     assert_eq!(a.keys().collect::<Vec<_>>(), ["example.com/team"]);
+}
+
+/// Tenant `acme` (owner alice) allowed only `skus`.
+fn tenant_allowing(skus: &[&str]) -> crate::api::tenant::Tenant {
+    use crate::api::tenant::{Subject, SubjectKind, Tenant, TenantSpec};
+    Tenant::new(
+        "acme",
+        TenantSpec {
+            owners: vec![Subject { kind: SubjectKind::User, name: "alice".into(), namespace: None }],
+            members: vec![],
+            namespaces: vec![],
+            quota: None,
+            allowed_skus: skus.iter().map(|s| s.to_string()).collect(),
+            allowed_images: vec![],
+            network: None,
+            backup_store: None,
+            hostname_domains: vec![],
+            allowed_backup_stores: vec![],
+            keep_retained_archives: false,
+        },
+    )
 }
