@@ -394,11 +394,15 @@ subjects:
                 "--v=1".into(),
             ],
         )?;
+        // Exited, not "not yet kube-router": right after the spawn the child
+        // may not have exec'd yet (its command line is still ours).
         wait_for("kube-router's policy chains", Duration::from_secs(90), || {
-            !self.is_running("kube-router") || self.has_chain(POLICY_CHAIN)
+            self.has_exited("kube-router") || self.has_chain(POLICY_CHAIN)
         })?;
-        if !self.is_running("kube-router") {
-            bail!("kube-router exited during start-up; see {}", self.log("kube-router").display());
+        if self.has_exited("kube-router") || !self.is_running("kube-router") {
+            let log = fs::read_to_string(self.log("kube-router")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+            bail!("kube-router exited during start-up; the end of its log:\n{}", tail.join("\n"));
         }
         Ok(())
     }
@@ -547,6 +551,16 @@ disabled_plugins = [\"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snap
 
     pub fn is_running(&self, c: &str) -> bool {
         crate::cluster::read_pid(&self.pid_file(c)).is_some_and(|p| crate::cluster::process_alive(p, c))
+    }
+
+    /// Whether the process started for `c` is gone (or a zombie), whatever
+    /// its command line.
+    fn has_exited(&self, c: &str) -> bool {
+        let Some(pid) = crate::cluster::read_pid(&self.pid_file(c)) else { return true };
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()) == Some("Z"),
+            Err(_) => true,
+        }
     }
 
     /// Every node component that runs.
