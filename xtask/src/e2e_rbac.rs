@@ -56,6 +56,16 @@ pub const E2E_ELSEWHERE: &[(&str, &str, &str, &str)] = &[
 /// Granted writes the integration tests do not reach (their pods are kwok's
 /// and no real node runs), with where they are used.
 pub const INTEGRATION_ELSEWHERE: &[(&str, &str, &str, &str)] = &[
+    ("", "pods", "delete", "a scheduled task's restart of a real pod (e2e suite)"),
+    ("events.k8s.io", "events", "patch", "kube-runtime's Recorder: an Event repeated within its series (timing)"),
+    // Releasing a namespace (tenant.rs release_namespace) deletes the
+    // tenant's objects there; the integration runs leave them to garbage
+    // collection (Tenant deleted) and drop no populated namespace: a gap.
+    ("", "configmaps", "delete", "tenant release: the policy ConfigMap (not yet reached by a test)"),
+    ("", "limitranges", "delete", "tenant release: the limits (not yet reached by a test)"),
+    ("", "resourcequotas", "delete", "tenant release, or a quota removed (not yet reached by a test)"),
+    ("networking.k8s.io", "networkpolicies", "delete", "tenant release: the policies (not yet reached by a test)"),
+    ("rbac.authorization.k8s.io", "rolebindings", "delete", "tenant release: the bindings (not yet reached by a test)"),
     ("craftplane.io", "minecraftservers/finalizers", "update", "not reached here either, see E2E_ELSEWHERE"),
     ("craftplane.io", "plugininstallations/finalizers", "update", "as above"),
     ("craftplane.io", "backupsnapshots/finalizers", "update", "as above"),
