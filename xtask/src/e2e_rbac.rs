@@ -28,6 +28,12 @@ pub const E2E_ELSEWHERE: &[(&str, &str, &str, &str)] = &[
         "delete",
         "the RCON Service of an earlier release is deleted on upgrade (tests/server_reconcile.rs)",
     ),
+    (
+        "",
+        "secrets",
+        "patch",
+        "a server's own RCON Secret whose labels or owner reference were edited is re-applied (tests/drift.rs); new Secrets are created, never applied over",
+    ),
     ("", "configmaps", "delete", "tenant: a released namespace loses its policy ConfigMap"),
     ("", "resourcequotas", "delete", "a tenant's quota removed from its spec, or its namespace released"),
     ("", "limitranges", "delete", "tenant: a released namespace loses its limits"),
