@@ -187,178 +187,31 @@ backup:
     };
     let leader = retry(Duration::from_secs(60), || leader_pod(&k))?;
     println!("e2e: ok   leader Lease held by pod {leader}");
-    println!("e2e: applying examples/");
-    k.run(&["apply", "-R", "-f", "examples/"])?;
-
-    k.expect("Sku small servers", &["get", "sku", "small", "-o", "jsonpath={.status.servers}"], "1")?;
-    k.expect(
-        "Sku medium Ready",
-        &["get", "sku", "medium", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
-        "True",
-    )?;
-    k.expect(
-        "MinecraftServer survival phase",
-        &["get", "mcs", "survival", "-n", "default", "-o", "jsonpath={.status.phase}"],
-        "Running",
-    )?;
-    // The example snapshot: its Job is created; pods do not run here, so the
-    // Job's own command line runs on this machine against the same store
-    // (the kubelet's part) before kwok completes the pod, 5 s after it
-    // starts: watched for from the moment the server runs, before anything
-    // else is checked.
-    let world = cluster.dir.join("world");
-    std::fs::create_dir_all(world.join("world/region"))?;
-    for i in 0..50u32 {
-        std::fs::write(world.join(format!("world/region/r.{i}.0.mca")), vec![(i % 200) as u8; 8192 + i as usize])?;
+    // Independent scenarios run side by side (they mostly wait on probes,
+    // Jobs and the cron minute, not on the CPU): the examples on kwok nodes
+    // and a tenant's release, and the real server on the real node
+    // (xtask/src/e2e_real.rs: plugins, backup, restore, live operations,
+    // stop, deletion). Each uses its own objects; both run to the end, and
+    // every failure is reported.
+    let (examples, real) = std::thread::scope(|scope| {
+        let real = scope.spawn(|| {
+            crate::e2e_real::run(&crate::e2e_real::Setup {
+                kube: &k,
+                cluster,
+                node_modules: &node_modules,
+                s3_root: &s3_root,
+            })
+        });
+        let examples = examples(sh, &k, cluster, &host, s3_port);
+        let real = real.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the real-server scenario panicked")));
+        (examples, real)
+    });
+    match (examples, real) {
+        (Ok(()), Ok(())) => {}
+        (Err(e), Ok(())) => return Err(e.context("the examples scenario")),
+        (Ok(()), Err(e)) => return Err(e.context("the real-server scenario")),
+        (Err(a), Err(b)) => bail!("the examples scenario: {a:#}\nthe real-server scenario: {b:#}"),
     }
-    let job_name = "survival-before-1-21-5-backup";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let args_json = loop {
-        let jsonpath = "jsonpath={.spec.template.spec.containers[0].args}";
-        if let Ok(a) = cmd!(sh, "{kubectl} --kubeconfig {kc} get job {job_name} -n default -o {jsonpath}")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            && !a.is_empty()
-        {
-            break a;
-        }
-        if Instant::now() > deadline {
-            bail!("no backup Job {job_name}; operator log:\n{}", tail(&k.operator_log(), 40));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut args: Vec<String> = serde_json::from_str(&args_json)?;
-    let i = args.iter().position(|a| a == "--data-dir").context("--data-dir")?;
-    args[i + 1] = world.display().to_string();
-    if let Some(i) = args.iter().position(|a| a == "--rcon-address") {
-        args.drain(i..i + 4);
-    }
-    let out = Command::new(crate::images::release_binary())
-        .args(&args)
-        .args(["--termination-log", "/nonexistent/x"])
-        .envs([
-            ("AWS_ACCESS_KEY_ID", "e2e".to_string()),
-            ("AWS_SECRET_ACCESS_KEY", "e2e-secret".into()),
-            ("AWS_ENDPOINT", format!("http://{host}:{s3_port}")),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_REGION", "us-east-1".into()),
-        ])
-        .output()?;
-    if !out.status.success() {
-        bail!("the backup Job's command failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    k.expect(
-        "MinecraftServer survival Ready",
-        &[
-            "get",
-            "mcs",
-            "survival",
-            "-n",
-            "default",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ],
-        "True",
-    )?;
-    k.expect(
-        "StatefulSet survival ready replicas",
-        &["get", "statefulset", "survival", "-n", "default", "-o", "jsonpath={.status.readyReplicas}"],
-        "1",
-    )?;
-    k.expect(
-        "Tenant acme Ready",
-        &["get", "tenant", "acme", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
-        "True",
-    )?;
-    k.expect(
-        "Tenant acme namespaces",
-        &["get", "tenant", "acme", "-o", "jsonpath={.status.namespaces}"],
-        "[\"tenant-acme\"]",
-    )?;
-    k.expect(
-        "Namespace tenant-acme",
-        &["get", "namespace", "tenant-acme", "-o", "jsonpath={.metadata.labels.craftplane\\.io/tenant}"],
-        "acme",
-    )?;
-    k.expect(
-        "leader Lease held",
-        &["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.leaseDurationSeconds}"],
-        "15",
-    )?;
-    for plugin in ["luckperms", "chunky"] {
-        k.expect(
-            &format!("PluginInstallation {plugin} Installed (recorded Modrinth API)"),
-            &["get", "plugin", plugin, "-n", "default", "-o", "jsonpath={.status.phase}"],
-            "Installed",
-        )?;
-    }
-    let manifest =
-        k.run(&["get", "configmap", "survival-config", "-n", "default", "-o", "jsonpath={.data.plugins\\.json}"])?;
-    for file in ["LuckPerms-Bukkit-5.5.71.jar", "Chunky-Bukkit-1.4.40.jar"] {
-        if !manifest.contains(file) {
-            anyhow::bail!("survival's plugin manifest lacks {file}:\n{manifest}\noperator log:\n{}", k.operator_log());
-        }
-    }
-    println!("e2e: ok   survival manifest lists LuckPerms and Chunky");
-    // A snapshot naming a store nobody configured fails with the reason.
-    let bad = cluster.dir.join("bad-snapshot.yaml");
-    std::fs::write(
-        &bad,
-        "apiVersion: craftplane.io/v1alpha1\nkind: BackupSnapshot\nmetadata: {name: nowhere, namespace: default}\nspec: {server: survival, store: {name: nowhere}}\n",
-    )?;
-    k.run(&["apply", "-f", &bad.display().to_string()])?;
-    k.expect(
-        "BackupSnapshot nowhere Failed",
-        &[
-            "get",
-            "backup",
-            "nowhere",
-            "-n",
-            "default",
-            "-o",
-            "jsonpath={.status.phase}/{.status.conditions[?(@.type==\"Ready\")].reason}",
-        ],
-        "Failed/StoreNotConfigured",
-    )?;
-    k.expect(
-        "BackupSnapshot survival-before-1-21-5 Completed",
-        &["get", "backup", "survival-before-1-21-5", "-n", "default", "-o", "jsonpath={.status.phase}/{.status.files}"],
-        "Completed/50",
-    )?;
-
-    // A real server on the stand-in image: plugins, backup, restore, stop,
-    // deletion (xtask/src/e2e_real.rs).
-    crate::e2e_real::run(&crate::e2e_real::Setup {
-        kube: &k,
-        cluster,
-        node_modules: &node_modules,
-        s3_root: &s3_root,
-    })?;
-
-    // A tenant removed: its objects leave the namespace (garbage
-    // collection, after the Tenant is gone), which stays.
-    k.run(&["delete", "tenant", "acme", "--wait", "--timeout=90s"])?;
-    retry(Duration::from_secs(60), || {
-        let left = k.run(&[
-            "get",
-            "rolebindings,networkpolicies,resourcequotas,limitranges,configmaps",
-            "-n",
-            "tenant-acme",
-            "-l",
-            "app.kubernetes.io/managed-by=craftplane",
-            "-o",
-            "name",
-        ])?;
-        if !left.is_empty() {
-            bail!("Tenant acme deleted, but its objects stay in tenant-acme:\n{left}");
-        }
-        Ok(())
-    })?;
-    k.run(&["get", "namespace", "tenant-acme", "-o", "name"]).context("a released tenant namespace is kept")?;
-    println!(
-        "e2e: ok   Tenant acme deleted: its RBAC, policies, quota and ConfigMap left tenant-acme; the namespace stays"
-    );
 
     // Metrics scraped from the leader pod, through the API server's pod proxy
     // (gauges refresh every 5 s: poll briefly).
@@ -520,6 +373,180 @@ backup:
         "craftplane-operator",
         crate::e2e_rbac::E2E_ELSEWHERE,
     )
+}
+
+/// The examples/ manifests as a user applies them (kwok nodes): SKUs, a
+/// Tenant, a server with Modrinth plugins and a snapshot whose Job's command
+/// runs on this machine; a snapshot naming no store; then the Tenant
+/// released: its objects leave the namespace, which stays.
+fn examples(sh: &Shell, k: &Kube, cluster: &Cluster, host: &str, s3_port: u16) -> Result<()> {
+    let kubectl = &k.kubectl;
+    let kc = &k.kubeconfig;
+
+    println!("e2e: applying examples/");
+    k.run(&["apply", "-R", "-f", "examples/"])?;
+
+    k.expect("Sku small servers", &["get", "sku", "small", "-o", "jsonpath={.status.servers}"], "1")?;
+    k.expect(
+        "Sku medium Ready",
+        &["get", "sku", "medium", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+        "True",
+    )?;
+    k.expect(
+        "MinecraftServer survival phase",
+        &["get", "mcs", "survival", "-n", "default", "-o", "jsonpath={.status.phase}"],
+        "Running",
+    )?;
+    // The example snapshot: its Job is created; pods do not run here, so the
+    // Job's own command line runs on this machine against the same store
+    // (the kubelet's part) before kwok completes the pod, 5 s after it
+    // starts: watched for from the moment the server runs, before anything
+    // else is checked.
+    let world = cluster.dir.join("world");
+    std::fs::create_dir_all(world.join("world/region"))?;
+    for i in 0..50u32 {
+        std::fs::write(world.join(format!("world/region/r.{i}.0.mca")), vec![(i % 200) as u8; 8192 + i as usize])?;
+    }
+    let job_name = "survival-before-1-21-5-backup";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let args_json = loop {
+        let jsonpath = "jsonpath={.spec.template.spec.containers[0].args}";
+        if let Ok(a) = cmd!(sh, "{kubectl} --kubeconfig {kc} get job {job_name} -n default -o {jsonpath}")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            && !a.is_empty()
+        {
+            break a;
+        }
+        if Instant::now() > deadline {
+            bail!("no backup Job {job_name}; operator log:\n{}", tail(&k.operator_log(), 40));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut args: Vec<String> = serde_json::from_str(&args_json)?;
+    let i = args.iter().position(|a| a == "--data-dir").context("--data-dir")?;
+    args[i + 1] = world.display().to_string();
+    if let Some(i) = args.iter().position(|a| a == "--rcon-address") {
+        args.drain(i..i + 4);
+    }
+    let out = Command::new(crate::images::release_binary())
+        .args(&args)
+        .args(["--termination-log", "/nonexistent/x"])
+        .envs([
+            ("AWS_ACCESS_KEY_ID", "e2e".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "e2e-secret".into()),
+            ("AWS_ENDPOINT", format!("http://{host}:{s3_port}")),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!("the backup Job's command failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    k.expect(
+        "MinecraftServer survival Ready",
+        &[
+            "get",
+            "mcs",
+            "survival",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        "True",
+    )?;
+    k.expect(
+        "StatefulSet survival ready replicas",
+        &["get", "statefulset", "survival", "-n", "default", "-o", "jsonpath={.status.readyReplicas}"],
+        "1",
+    )?;
+    k.expect(
+        "Tenant acme Ready",
+        &["get", "tenant", "acme", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+        "True",
+    )?;
+    k.expect(
+        "Tenant acme namespaces",
+        &["get", "tenant", "acme", "-o", "jsonpath={.status.namespaces}"],
+        "[\"tenant-acme\"]",
+    )?;
+    k.expect(
+        "Namespace tenant-acme",
+        &["get", "namespace", "tenant-acme", "-o", "jsonpath={.metadata.labels.craftplane\\.io/tenant}"],
+        "acme",
+    )?;
+    k.expect(
+        "leader Lease held",
+        &["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.leaseDurationSeconds}"],
+        "15",
+    )?;
+    for plugin in ["luckperms", "chunky"] {
+        k.expect(
+            &format!("PluginInstallation {plugin} Installed (recorded Modrinth API)"),
+            &["get", "plugin", plugin, "-n", "default", "-o", "jsonpath={.status.phase}"],
+            "Installed",
+        )?;
+    }
+    let manifest =
+        k.run(&["get", "configmap", "survival-config", "-n", "default", "-o", "jsonpath={.data.plugins\\.json}"])?;
+    for file in ["LuckPerms-Bukkit-5.5.71.jar", "Chunky-Bukkit-1.4.40.jar"] {
+        if !manifest.contains(file) {
+            anyhow::bail!("survival's plugin manifest lacks {file}:\n{manifest}\noperator log:\n{}", k.operator_log());
+        }
+    }
+    println!("e2e: ok   survival manifest lists LuckPerms and Chunky");
+    // A snapshot naming a store nobody configured fails with the reason.
+    let bad = cluster.dir.join("bad-snapshot.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: craftplane.io/v1alpha1\nkind: BackupSnapshot\nmetadata: {name: nowhere, namespace: default}\nspec: {server: survival, store: {name: nowhere}}\n",
+    )?;
+    k.run(&["apply", "-f", &bad.display().to_string()])?;
+    k.expect(
+        "BackupSnapshot nowhere Failed",
+        &[
+            "get",
+            "backup",
+            "nowhere",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.status.phase}/{.status.conditions[?(@.type==\"Ready\")].reason}",
+        ],
+        "Failed/StoreNotConfigured",
+    )?;
+    k.expect(
+        "BackupSnapshot survival-before-1-21-5 Completed",
+        &["get", "backup", "survival-before-1-21-5", "-n", "default", "-o", "jsonpath={.status.phase}/{.status.files}"],
+        "Completed/50",
+    )?;
+
+    // A tenant removed: its objects leave the namespace (garbage
+    // collection, after the Tenant is gone), which stays.
+    k.run(&["delete", "tenant", "acme", "--wait", "--timeout=90s"])?;
+    retry(Duration::from_secs(60), || {
+        let left = k.run(&[
+            "get",
+            "rolebindings,networkpolicies,resourcequotas,limitranges,configmaps",
+            "-n",
+            "tenant-acme",
+            "-l",
+            "app.kubernetes.io/managed-by=craftplane",
+            "-o",
+            "name",
+        ])?;
+        if !left.is_empty() {
+            bail!("Tenant acme deleted, but its objects stay in tenant-acme:\n{left}");
+        }
+        Ok(())
+    })?;
+    k.run(&["get", "namespace", "tenant-acme", "-o", "name"]).context("a released tenant namespace is kept")?;
+    println!(
+        "e2e: ok   Tenant acme deleted: its RBAC, policies, quota and ConfigMap left tenant-acme; the namespace stays"
+    );
+    Ok(())
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC timestamp (`2026-12-01T10:00:00Z`).

@@ -260,6 +260,40 @@ pub fn build_release_binary(sh: &Shell) -> Result<PathBuf> {
     Ok(release_binary())
 }
 
+/// Starts building the release binary in the background at the lowest CPU
+/// priority (`nice -n 19`), its output in the cache's `prebuild.log`; the
+/// thread ends with the build. A later [`build_release_binary`] finds it
+/// done (or waits on cargo's lock) and reports any error itself.
+pub fn prebuild_release_binary() -> std::thread::JoinHandle<()> {
+    let target = release_target();
+    let log = cache_dir().join("prebuild.log");
+    std::thread::spawn(move || {
+        let Ok(out) = std::fs::File::create(&log) else { return };
+        let Ok(err) = out.try_clone() else { return };
+        eprintln!("xtask: building the image's release binary in the background (log {})", log.display());
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let _ = std::process::Command::new("nice")
+            .args([
+                "-n",
+                "19",
+                &cargo,
+                "build",
+                "--profile",
+                "image",
+                "--locked",
+                "--bin",
+                "craftplane",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .current_dir(crate::project_root())
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .status();
+    })
+}
+
 /// Builds the operator image from the release binary and returns its archive.
 pub fn build_operator(sh: &Shell) -> Result<PathBuf> {
     let bin = build_release_binary(sh)?;

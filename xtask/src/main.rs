@@ -244,10 +244,17 @@ fn write_crds(sh: &Shell) -> Result<()> {
 fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
     let t0 = std::time::Instant::now();
     cluster::reap_abandoned_test_clusters();
+    let mut phases = Phases::start();
     cmd!(sh, "cargo fmt --all --check").run().map_err(|_| anyhow::anyhow!("code is not formatted: run `cargo fmt`"))?;
     cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
+    phases.mark("fmt and clippy");
     // Build first, so compile errors show before a cluster starts.
     cmd!(sh, "cargo test --workspace --no-run --locked").run()?;
+    phases.mark("test build");
+    // The e2e's operator image binary builds while the integration tests
+    // run (they mostly wait on the API server): at the lowest CPU priority,
+    // so it takes only the idle cycles; the e2e then finds it built.
+    let prebuild = e2e.then(images::prebuild_release_binary);
     tools::ensure(sh)?;
     let node_modules = tools::ensure_npm_peers(sh)?;
     let s3s_fs = tools::ensure_s3s_fs(sh)?;
@@ -303,6 +310,7 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
     let stopped = cluster.down();
     let mut counts = result?;
     stopped?;
+    phases.mark("integration tests");
     // The stand-in server image's own contract, on a host process.
     match images::test_server_selftest(sh) {
         Ok((passed, failed)) => {
@@ -313,6 +321,12 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
             eprintln!("xtask: test server self-test failed: {e:#}");
             counts.failed += 1;
         }
+    }
+    phases.mark("test server self-test");
+    if let Some(prebuild) = prebuild {
+        // Its errors show again (in full) when the e2e builds the binary.
+        let _ = prebuild.join();
+        phases.mark("waiting for the image binary");
     }
     // End-to-end on a fresh control plane (only when the tests passed).
     if !e2e {
@@ -330,6 +344,8 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
             }
         }
     }
+    phases.mark("e2e");
+    phases.print();
     eprintln!("xtask: test run took {:.0?}", t0.elapsed());
     // One closing line for the whole run (cargo test binaries + e2e).
     println!("xtask: {} passed, {} failed, {} skipped", counts.passed, counts.failed, counts.ignored);
@@ -412,6 +428,32 @@ fn result_line(line: &str) -> Option<TestCounts> {
             .unwrap_or(0)
     };
     Some(TestCounts { passed: num("passed"), failed: num("failed"), ignored: num("ignored") + num("filtered out") })
+}
+
+/// Wall-clock time of each phase of `cargo xtask test`, printed at the end
+/// (where CI's minutes go).
+struct Phases {
+    done: Vec<(&'static str, std::time::Duration)>,
+    last: std::time::Instant,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases { done: Vec::new(), last: std::time::Instant::now() }
+    }
+
+    /// Ends `phase` now (it began at the previous mark).
+    fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((phase, now - self.last));
+        self.last = now;
+    }
+
+    fn print(&self) {
+        for (phase, took) in &self.done {
+            eprintln!("xtask: phase {phase}: {:.0}s", took.as_secs_f64());
+        }
+    }
 }
 
 /// Tests counted across every test binary (and the e2e suite).
