@@ -3,3 +3,5 @@
 //!
 //! Pure parts (protocol, routing, limits) live in their own files without
 //! I/O; the listener that uses them comes later.
+
+pub mod protocol;
