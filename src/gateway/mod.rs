@@ -5,3 +5,4 @@
 //! I/O; the listener that uses them comes later.
 
 pub mod protocol;
+pub mod proxy;
