@@ -3,6 +3,7 @@
 pub mod api;
 pub mod backup;
 pub mod controller;
+pub mod gateway;
 pub mod kubectl;
 pub mod minecraft;
 pub mod plugins;

@@ -10,6 +10,7 @@
 pub mod backup;
 pub mod command;
 pub mod common;
+pub mod contract;
 pub mod plugin;
 pub mod server;
 pub mod sku;

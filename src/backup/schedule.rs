@@ -92,17 +92,6 @@ impl Schedule {
 /// Slots [`Schedule::shortest_gap`] looks at.
 pub const GAP_SAMPLES: usize = 1500;
 
-/// Snapshot name for a slot: `<server>-<yyyymmddhhmm>`, with seconds
-/// appended for schedules that use them (DNS-safe, sortable).
-pub fn snapshot_name(server: &str, slot: Timestamp) -> String {
-    let z = slot.to_zoned(TimeZone::UTC);
-    let mut stamp = format!("{:04}{:02}{:02}{:02}{:02}", z.year(), z.month(), z.day(), z.hour(), z.minute());
-    if z.second() != 0 {
-        stamp.push_str(&format!("{:02}", z.second()));
-    }
-    crate::resources::backup_job::child_name(server, &stamp)
-}
-
 /// A scheduled snapshot as retention sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -215,8 +204,6 @@ mod tests {
         assert_eq!(every10s.next_after(ts("2026-11-23T04:00:01Z")), Some(ts("2026-11-23T04:00:10Z")));
         assert!(Schedule::parse("* * *").is_err());
         assert!(Schedule::parse("61 * * * *").is_err());
-        assert_eq!(snapshot_name("survival", ts("2026-11-23T04:00:00Z")), "survival-202611230400");
-        assert_eq!(snapshot_name("survival", ts("2026-11-23T04:00:05Z")), "survival-20261123040005");
     }
 
     /// The admission rule on backup.schedule (its pattern, run here with the

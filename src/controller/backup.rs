@@ -265,7 +265,7 @@ async fn start(
         Ok(p) => (p.store, p.location),
         Err(r) => return Ok(verdict(BackupPhase::Failed, r.reason, r.message)),
     };
-    let credentials = match super::server_backup::copy_credentials(ctx, store, &ns, creds_name, &owner(snap)).await {
+    let credentials = match super::server::backup::copy_credentials(ctx, store, &ns, creds_name, &owner(snap)).await {
         Ok(c) => c,
         Err(Error::Blocked(m)) => return Ok(verdict(BackupPhase::Failed, "StoreCredentialsMissing", m)),
         // Waits (Pending) until the Secret in the way is gone.

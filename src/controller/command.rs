@@ -5,7 +5,7 @@
 //! The RCON exchange runs on its own task, not in the reconcile (the
 //! reconcile workers are shared by every tenant's commands): the reconcile
 //! records `Running` and starts it; the task writes the outcome. The
-//! session takes a slot of the server's tenant (`server_live::Slots`).
+//! session takes a slot of the server's tenant (`server::live::Slots`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -175,7 +175,7 @@ fn start(ctx: Arc<Context>, cmd: Arc<ConsoleCommand>, api: Api<ConsoleCommand>, 
 /// One RCON session: connect, run the command.
 async fn send(ctx: &Context, ns: &str, server: &str, pod: &Pod, command: &str) -> Outcome {
     let failed = |reason, message| Outcome { phase: CommandPhase::Failed, reason, message, output: None };
-    let mut rcon = match super::server_live::connect(ctx, ns, server, pod).await {
+    let mut rcon = match super::server::live::connect(ctx, ns, server, pod).await {
         Ok(r) => r,
         Err(e) => return failed("RconUnreachable", e),
     };

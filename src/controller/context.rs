@@ -134,12 +134,12 @@ pub struct Context {
     pub pings: Mutex<HashMap<Key, Result<slp::Status, String>>>,
     /// Consecutive failures per object UID, for backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// Scheduled task runs of this process (`server_tasks`).
-    pub tasks: super::server_tasks::Runs,
-    /// Live-settings sessions of this process (`server_live`).
-    pub live: super::server_live::Sessions,
+    /// Scheduled task runs of this process (`server::tasks`).
+    pub tasks: super::server::tasks::Runs,
+    /// Live-settings sessions of this process (`server::live`).
+    pub live: super::server::live::Sessions,
     /// Bounds on concurrent RCON sessions, in all and per tenant.
-    pub rcon_slots: super::server_live::Slots,
+    pub rcon_slots: super::server::live::Slots,
     /// ConsoleCommands being sent by this process (`command`).
     pub commands: super::command::Runs,
     /// Asks for a server's reconcile (a task finished); the server
@@ -364,7 +364,7 @@ pub mod slim {
         *st = PodStatus {
             phase: st.phase.take(),
             message: st.message.take(),
-            // The address RCON is reached at (`server_live`).
+            // The address RCON is reached at (`server::live`).
             pod_ip: st.pod_ip.take(),
             conditions: st.conditions.take().map(|cs| {
                 cs.into_iter()

@@ -384,7 +384,7 @@ impl ConfigMap {
     /// Keeps the child metadata and the plugin manifest.
     pub fn slim(&mut self) {
         self.marks = Marks::take(&mut self.metadata);
-        self.manifest = self.data.take().and_then(|mut d| d.remove(crate::plugins::MANIFEST_KEY));
+        self.manifest = self.data.take().and_then(|mut d| d.remove(crate::api::contract::MANIFEST_KEY));
     }
 
     /// The plugin manifest (JSON), once slimmed.
@@ -399,7 +399,7 @@ impl Lean for ConfigMap {
         let metadata = self.marks.restore(self.metadata);
         let mut data = self.data;
         if let Some(m) = self.manifest {
-            data.get_or_insert_with(Default::default).insert(crate::plugins::MANIFEST_KEY.into(), m);
+            data.get_or_insert_with(Default::default).insert(crate::api::contract::MANIFEST_KEY.into(), m);
         }
         FullConfigMap { metadata, data, ..Default::default() }
     }

@@ -25,10 +25,8 @@ use crate::api::command::CommandPhase;
 use crate::api::server::RestorePhase;
 use crate::api::{BackupSnapshot, ConsoleCommand, MinecraftServer, PluginInstallation};
 
-/// Annotation `restart` sets on a MinecraftServer; the operator copies it
-/// into the pod template, so the StatefulSet rolls the pod (a clean stop
-/// with the grace period, like `kubectl rollout restart`).
-pub const RESTARTED_AT: &str = "craftplane.io/restartedAt";
+// The annotation is an API contract (the operator reads it): it lives in the API.
+pub use crate::api::contract::RESTARTED_AT;
 
 /// `kubectl craftplane`: craftplane servers from the command line.
 #[derive(Parser, Debug)]

@@ -5,73 +5,14 @@
 pub mod fetch;
 pub mod modrinth;
 
-use serde::{Deserialize, Serialize};
-
 use crate::api::plugin::{PluginInstallation, PluginPhase};
 use crate::api::server::ServerType;
 
-/// ConfigMap key holding the manifest.
-pub const MANIFEST_KEY: &str = "plugins.json";
-/// Where the init-container finds each plugin's `configFiles` ConfigMap:
-/// `<CONFIG_ROOT>/<entry name>/`.
-pub const CONFIG_ROOT: &str = "/etc/craftplane/plugin-config";
-/// Where the init-container finds the manifest.
-pub const MANIFEST_DIR: &str = "/etc/craftplane/manifest";
-
-/// The plugins a server should have, in the order they are installed.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Manifest {
-    /// Format version (1).
-    pub version: u32,
-    /// Folder under the data directory the files go to (`plugins` or `mods`).
-    pub directory: String,
-    /// One entry per file.
-    pub plugins: Vec<ManifestEntry>,
-}
-
-/// One file of the manifest.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestEntry {
-    /// The PluginInstallation this entry comes from (a dependency:
-    /// `<installation>/<project id>`).
-    pub name: String,
-    /// File name inside the directory.
-    pub file_name: String,
-    /// Download URL.
-    pub url: String,
-    /// Hex SHA-256, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// Hex SHA-512, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha512: Option<String>,
-    /// Configuration files to copy, when the installation has any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<ConfigFiles>,
-}
-
-/// A plugin's `configFiles`: mounted from a ConfigMap, copied into its
-/// data folder.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConfigFiles {
-    /// ConfigMap name (in the server's namespace).
-    pub config_map: String,
-    /// Target folder, relative to the data directory, e.g. `plugins/LuckPerms`.
-    pub target: String,
-    /// Hash of the ConfigMap's data: a change restarts the server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash: Option<String>,
-}
-
-impl Manifest {
-    /// Canonical JSON (stable across runs for the same content).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-}
+// The manifest's format and where the init-container finds it are a
+// contract between the operator and this init-container: they live in the API.
+pub use crate::api::contract::{
+    CONFIG_ROOT, ConfigFiles, MANIFEST_DIR, MANIFEST_KEY, Manifest, ManifestEntry, plugin_directory,
+};
 
 /// What a Modrinth plugin of `server` must run on: its loaders and its
 /// Minecraft version (LATEST/SNAPSHOT as resolved in its status; `None`
@@ -81,14 +22,6 @@ pub fn modrinth_target(server: &crate::api::MinecraftServer) -> Option<modrinth:
         loaders: loaders(server.spec.server_type).iter().map(|s| s.to_string()).collect(),
         game_version: crate::resources::version::minecraft_version(server)?,
     })
-}
-
-/// Folder plugins (or mods) of a server type live in, relative to /data.
-pub fn plugin_directory(t: ServerType) -> &'static str {
-    match t {
-        ServerType::Fabric | ServerType::Quilt | ServerType::Forge | ServerType::NeoForge => "mods",
-        _ => "plugins",
-    }
 }
 
 /// Folder a plugin's configuration lives in, relative to /data.

@@ -25,7 +25,7 @@ pub fn build(m: &ServerModel) -> ConfigMap {
     data.insert(PROPERTIES_KEY.to_string(), properties::render(&props));
     data.insert(WHITELIST_KEY.to_string(), lines(&m.whitelist));
     data.insert(OPS_KEY.to_string(), lines(&m.ops));
-    data.insert(crate::plugins::MANIFEST_KEY.to_string(), m.plugins.to_json());
+    data.insert(crate::api::contract::MANIFEST_KEY.to_string(), m.plugins.to_json());
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(m.config_map_name()),

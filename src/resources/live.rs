@@ -1,7 +1,7 @@
 //! Live settings: what a running server takes over RCON without a restart
 //! (whitelist, ops, difficulty, game rules), and the commands that bring a
 //! server from what it reports to what the spec asks. Pure: the reconciler
-//! does the RCON I/O (`controller::server_live`).
+//! does the RCON I/O (`controller::server::live`).
 
 use std::collections::{BTreeMap, BTreeSet};
 

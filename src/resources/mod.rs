@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::api::server::{DeletionPolicy, MinecraftServer, ServerState, ServerType, ServiceSpec};
 use crate::api::sku::Sku;
 use crate::api::tenant::Tenant;
-use crate::api::{GROUP, VERSION};
+use crate::api::{GROUP, VERSION, contract};
 
 /// Field manager for every server-side apply.
 pub const FIELD_MANAGER: &str = "craftplane";
@@ -134,8 +134,8 @@ pub struct ServerModel {
     pub stop_warning: Option<String>,
     pub deletion_policy: DeletionPolicy,
     pub hostname: Option<String>,
-    /// Plugins the init-container installs (see [`crate::plugins`]).
-    pub plugins: crate::plugins::Manifest,
+    /// Plugins the init-container installs (the manifest: [`crate::api::contract::Manifest`]).
+    pub plugins: contract::Manifest,
     /// Image of the init-container (`craftplane fetch-plugins`): the
     /// operator's own.
     pub helper_image: String,
@@ -329,13 +329,13 @@ pub fn validate(
         stop_warning: stop.and_then(|s| s.warning.clone()),
         deletion_policy: spec.deletion_policy,
         hostname: spec.hostname.clone(),
-        plugins: crate::plugins::Manifest {
+        plugins: contract::Manifest {
             version: 1,
-            directory: crate::plugins::plugin_directory(spec.server_type).into(),
+            directory: contract::plugin_directory(spec.server_type).into(),
             plugins: vec![],
         },
         helper_image: image::OPERATOR_IMAGE.into(),
-        restarted_at: server.metadata.annotations.as_ref().and_then(|a| a.get(crate::kubectl::RESTARTED_AT)).cloned(),
+        restarted_at: server.metadata.annotations.as_ref().and_then(|a| a.get(contract::RESTARTED_AT)).cloned(),
     })
 }
 

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::tz::TimeZone;
 
 use super::SERVER_LABEL;
 use crate::api::backup::{BackupReason, BackupSnapshot, BackupSnapshotSpec};
 use crate::api::server::BackupPolicy;
-use crate::backup::schedule;
 
 /// Label on scheduled snapshots.
 pub const SCHEDULED_LABEL: &str = "craftplane.io/scheduled";
@@ -32,6 +32,17 @@ pub fn scheduled_labels(server: &str, server_labels: &BTreeMap<String, String>) 
     labels
 }
 
+/// Snapshot name for a slot: `<server>-<yyyymmddhhmm>`, with seconds
+/// appended for schedules that use them (DNS-safe, sortable).
+pub fn snapshot_name(server: &str, slot: Timestamp) -> String {
+    let z = slot.to_zoned(TimeZone::UTC);
+    let mut stamp = format!("{:04}{:02}{:02}{:02}{:02}", z.year(), z.month(), z.day(), z.hour(), z.minute());
+    if z.second() != 0 {
+        stamp.push_str(&format!("{:02}", z.second()));
+    }
+    super::backup_job::child_name(server, &stamp)
+}
+
 /// The snapshot for `slot` of `server`'s schedule.
 pub fn scheduled(
     server: &str,
@@ -40,13 +51,13 @@ pub fn scheduled(
     policy: &BackupPolicy,
     slot: Timestamp,
 ) -> BackupSnapshot {
-    for_task(&schedule::snapshot_name(server, slot), server, namespace, server_labels, policy.store.clone())
+    for_task(&snapshot_name(server, slot), server, namespace, server_labels, policy.store.clone())
 }
 
 /// Name of the snapshot a scheduled task takes at `slot`:
 /// `<server>-<task>-<yyyymmddhhmm>` (shortened like every child name).
 pub fn task_snapshot_name(server: &str, task: &str, slot: Timestamp) -> String {
-    let stamp = schedule::snapshot_name("x", slot);
+    let stamp = snapshot_name("x", slot);
     let stamp = stamp.trim_start_matches("x-");
     crate::resources::backup_job::child_name(server, &format!("{task}-{stamp}"))
 }
@@ -109,5 +120,12 @@ mod tests {
         assert_eq!(snap.metadata.name.as_deref(), Some("survival-202611230400"));
         assert_eq!(snap.spec.reason, BackupReason::Scheduled);
         assert_eq!(snap.spec.server, "survival");
+    }
+
+    #[test]
+    fn snapshot_names_are_sortable_stamps() {
+        let ts = |s: &str| -> Timestamp { s.parse().unwrap() };
+        assert_eq!(snapshot_name("survival", ts("2026-11-23T04:00:00Z")), "survival-202611230400");
+        assert_eq!(snapshot_name("survival", ts("2026-11-23T04:00:05Z")), "survival-20261123040005");
     }
 }

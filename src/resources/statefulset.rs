@@ -229,7 +229,7 @@ pub fn build(m: &ServerModel) -> StatefulSet {
                     annotations: Some({
                         let mut a = BTreeMap::from([(CONFIG_HASH.to_string(), config_hash(m))]);
                         if let Some(t) = &m.restarted_at {
-                            a.insert(crate::kubectl::RESTARTED_AT.to_string(), t.clone());
+                            a.insert(crate::api::contract::RESTARTED_AT.to_string(), t.clone());
                         }
                         a
                     }),
@@ -291,8 +291,8 @@ fn fetch_plugins(m: &ServerModel) -> (Container, Vec<Volume>) {
         config_map: Some(ConfigMapVolumeSource {
             name: m.config_map_name(),
             items: Some(vec![KeyToPath {
-                key: crate::plugins::MANIFEST_KEY.into(),
-                path: crate::plugins::MANIFEST_KEY.into(),
+                key: crate::api::contract::MANIFEST_KEY.into(),
+                path: crate::api::contract::MANIFEST_KEY.into(),
                 mode: None,
             }]),
             ..Default::default()
@@ -303,7 +303,7 @@ fn fetch_plugins(m: &ServerModel) -> (Container, Vec<Volume>) {
         VolumeMount { name: "data".into(), mount_path: "/data".into(), ..Default::default() },
         VolumeMount {
             name: "plugin-manifest".into(),
-            mount_path: crate::plugins::MANIFEST_DIR.into(),
+            mount_path: crate::api::contract::MANIFEST_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         },
@@ -318,7 +318,7 @@ fn fetch_plugins(m: &ServerModel) -> (Container, Vec<Volume>) {
         });
         mounts.push(VolumeMount {
             name,
-            mount_path: format!("{}/{}", crate::plugins::CONFIG_ROOT, entry.name),
+            mount_path: format!("{}/{}", crate::api::contract::CONFIG_ROOT, entry.name),
             read_only: Some(true),
             ..Default::default()
         });
@@ -334,7 +334,7 @@ fn fetch_plugins(m: &ServerModel) -> (Container, Vec<Volume>) {
         args: Some(vec![
             "fetch-plugins".into(),
             "--manifest".into(),
-            format!("{}/{}", crate::plugins::MANIFEST_DIR, crate::plugins::MANIFEST_KEY),
+            format!("{}/{}", crate::api::contract::MANIFEST_DIR, crate::api::contract::MANIFEST_KEY),
             "--data-dir".into(),
             "/data".into(),
         ]),

@@ -507,7 +507,7 @@ fn helper_containers_mount_nothing_under_the_binary_path() {
     for p in mounts {
         assert!(p != "/craftplane" && !p.starts_with("/craftplane/"), "mount {p} under the image's binary /craftplane");
     }
-    assert!(!crate::plugins::CONFIG_ROOT.starts_with("/craftplane/"));
+    assert!(!crate::api::contract::CONFIG_ROOT.starts_with("/craftplane/"));
 }
 
 #[test]

@@ -1,6 +1,11 @@
 //! The MinecraftServer reconciler: dereference → validate → build → apply →
 //! status, following the pipeline in KUBE-RS-NOTES.
 
+pub mod backup;
+pub mod live;
+pub mod status;
+pub mod tasks;
+
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -23,11 +28,11 @@ use kube::runtime::Controller;
 use super::conditions::{self, Cond};
 use super::context::{ChildEvents, Context, cached_full};
 use super::error::{Error, Result};
-use super::server_status::{self, Observed};
 use super::watches::{Events, Watches, refs, run};
 use crate::api::server::{MinecraftServer, MinecraftServerStatus, Players, ServerPhase};
 use crate::api::{BackupSnapshot, PluginInstallation, Sku, Tenant};
 use crate::resources::{self, APPLIED_HASH, FIELD_MANAGER, InvalidSpec, ServerModel};
+use status::Observed;
 
 /// Finalizer that keeps the world volume when `deletionPolicy: Retain`.
 pub const FINALIZER: &str = "craftplane.io/world-volume";
@@ -255,13 +260,13 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     let (version, resolved_version) = resources::version::effective(spec_version, recorded, latest.as_ref());
     let unresolved = resources::version::is_alias(&version);
     model.set_version(version, server.spec.image.is_none());
-    let restore = super::server_backup::restore(&server, ctx, old_status.restore.as_ref()).await?;
+    let restore = backup::restore(&server, ctx, old_status.restore.as_ref()).await?;
     if restore.hold_stopped {
         model.state = crate::api::server::ServerState::Stopped;
     }
 
     // The list variables stay as the existing StatefulSet has them: the
-    // lists change live (server_live), never through the pod template.
+    // lists change live (`live`), never through the pod template.
     if let Some(env) = super::context::cached(&ch.statefulsets, &ns, &name).map(|s| s.list_env()) {
         model.keep_list_env(env.whitelist, env.ops);
     }
@@ -298,11 +303,11 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     let ping = ctx.ping(&key);
     let observed = Observed { statefulset: Some(&sts), pod: pod.as_ref(), pvc: Some(&pvc), ping: ping.as_ref() };
     let p = if restore.hold_stopped {
-        server_status::restoring(restore.status.as_ref())
+        status::restoring(restore.status.as_ref())
     } else {
-        server_status::phase(model.state, &observed)
+        status::phase(model.state, &observed)
     };
-    let ready = server_status::is_ready(model.state, p.phase);
+    let ready = status::is_ready(model.state, p.phase);
     let stalled = p.phase == ServerPhase::Failed;
     let old = server.status.clone().unwrap_or_default();
     let now = Timestamp::now();
@@ -314,9 +319,9 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         ),
         _ => (None, None),
     };
-    let schedule = super::server_backup::schedule(&server, ctx, old.backup_schedule.as_ref()).await?;
-    let live = super::server_live::apply(ctx, &server, &model, pod.as_ref(), p.phase);
-    let tasks = super::server_tasks::step(&server, ctx, p.phase);
+    let schedule = backup::schedule(&server, ctx, old.backup_schedule.as_ref()).await?;
+    let live = live::apply(ctx, &server, &model, pod.as_ref(), p.phase);
+    let tasks = tasks::step(&server, ctx, p.phase);
     let mut conds = conditions::kstatus(ready, stalled, &p.reason, &p.message);
     conds.extend(restore.condition(server.spec.restore.is_some()));
     conds.extend(schedule.condition);
@@ -341,9 +346,9 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         version,
         resolved_version,
         config_revision: Some(revision.clone()),
-        config_history: server_status::record_revision(&old.config_history, &revision, model.generation, now),
+        config_history: status::record_revision(&old.config_history, &revision, model.generation, now),
         live: live.status,
-        last_backup: super::server_backup::last_backup(ctx, &server),
+        last_backup: backup::last_backup(ctx, &server),
         backup_schedule: schedule.status,
         restore: restore.status,
         applied_sku: Some(model.sku.clone()),

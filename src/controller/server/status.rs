@@ -66,7 +66,7 @@ pub fn phase(desired: ServerState, o: &Observed) -> PhaseInfo {
         return info(ServerPhase::Provisioning, "PodPending", "waiting for the server pod to be created");
     };
     let status = pod.status.as_ref();
-    if let Some(f) = super::plugin::fetch_failure(pod) {
+    if let Some(f) = crate::controller::plugin::fetch_failure(pod) {
         return info(ServerPhase::Failed, "PluginFetchFailed", format!("plugins could not be installed: {f}"));
     }
     for cs in status.and_then(|s| s.container_statuses.as_ref()).into_iter().flatten() {

@@ -14,12 +14,12 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::conditions::Cond;
-use super::context::{Context, cached_full};
 use crate::api::BackupSnapshot;
 use crate::api::backup::BackupPhase;
 use crate::api::server::{MinecraftServer, ScheduledTask, ServerPhase, TaskResult, TaskStatus};
 use crate::backup::schedule::Schedule;
+use crate::controller::conditions::Cond;
+use crate::controller::context::{Context, cached_full};
 use crate::resources::FIELD_MANAGER;
 
 /// Condition type of the task schedules.
@@ -196,10 +196,10 @@ fn current(ctx: &Context, ns: &str, server: &str) -> Result<Arc<MinecraftServer>
 }
 
 /// An RCON session with the server: a slot of its tenant, every exchange
-/// within its deadline (`server_live::connect`).
-async fn rcon(ctx: &Context, ns: &str, server: &str) -> Result<super::server_live::RconSession, String> {
+/// within its deadline (`live::connect`).
+async fn rcon(ctx: &Context, ns: &str, server: &str) -> Result<super::live::RconSession, String> {
     let pod = cached_full(&ctx.children.pods, ns, &format!("{server}-0")).ok_or("the server has no pod")?;
-    super::server_live::connect(ctx, ns, server, &pod).await
+    super::live::connect(ctx, ns, server, &pod).await
 }
 
 async fn act(

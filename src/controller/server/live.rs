@@ -20,9 +20,9 @@ use kube::{Api, ResourceExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
-use super::conditions::Cond;
-use super::context::Context;
 use crate::api::server::{LiveStatus, MinecraftServer, ServerPhase};
+use crate::controller::conditions::Cond;
+use crate::controller::context::Context;
 use crate::minecraft::rcon::Rcon;
 use crate::resources::live::{self, LiveSettings};
 use crate::resources::{ServerModel, secret, text};

@@ -14,16 +14,16 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
-use super::conditions::Cond;
-use super::context::{Context, delete_if_present};
-use super::error::Result;
-use super::secrets;
 use crate::api::backup::{BackupPhase, BackupReason, BackupSnapshot};
 use crate::api::server::{
     BackupPolicy, BackupScheduleStatus, LastBackup, MinecraftServer, RestorePhase, RestoreStatus,
 };
 use crate::backup::schedule::{self, Candidate, Schedule};
 use crate::backup::stores::StoreConfig;
+use crate::controller::conditions::Cond;
+use crate::controller::context::{Context, delete_if_present};
+use crate::controller::error::Result;
+use crate::controller::secrets;
 use crate::resources::backup_job::{self, JobInput, Task};
 use crate::resources::{FIELD_MANAGER, short_hash};
 
@@ -339,7 +339,7 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         let snap = snap.expect("checked");
         // The store by the name the snapshot recorded, and a location that
         // is the snapshot's own key in it.
-        let (store, location) = match super::backup::stored_at(ctx, &snap) {
+        let (store, location) = match crate::controller::backup::stored_at(ctx, &snap) {
             Ok(x) => x,
             Err(r) => return Ok(request.refused(r.reason, r.message)),
         };
@@ -373,7 +373,7 @@ pub async fn restore(server: &MinecraftServer, ctx: &Context, old: Option<&Resto
         };
         let credentials = match copy_credentials(ctx, store, &ns, &creds_name, &owner).await {
             Ok(c) => c,
-            Err(e @ super::error::Error::SecretConflict(_)) => {
+            Err(e @ crate::controller::error::Error::SecretConflict(_)) => {
                 return Ok(request.refused(secrets::SECRET_CONFLICT, e));
             }
             Err(e) => return Err(e),
@@ -438,7 +438,7 @@ async fn failure_message(ctx: &Context, ns: &str, job: &str) -> Result<Option<St
 
 /// Copies a store's credentials Secret into `ns` as `name` (for a Job
 /// there), owned by `owner`. A Secret of that name that `owner` does not
-/// own is left untouched: [`Error::SecretConflict`](super::error::Error).
+/// own is left untouched: [`Error::SecretConflict`](crate::controller::error::Error).
 pub async fn copy_credentials(
     ctx: &Context,
     store: &StoreConfig,
@@ -449,7 +449,7 @@ pub async fn copy_credentials(
     let Some(source_name) = &store.credentials_secret else { return Ok(None) };
     let src: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.operator_namespace);
     let Some(source) = src.get_opt(source_name).await? else {
-        return Err(super::error::Error::Blocked(format!(
+        return Err(crate::controller::error::Error::Blocked(format!(
             "credentials Secret {}/{source_name} of store {:?} does not exist",
             ctx.settings.operator_namespace, store.name
         )));
