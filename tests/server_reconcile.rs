@@ -268,8 +268,12 @@ async fn unknown_or_unavailable_sku_gives_a_condition_and_no_workload() {
     f.wait("epsilon", "SkuUnavailable", &op, |s| condition(s, "Ready").is_some_and(|c| c.reason == "SkuUnavailable"))
         .await;
 
-    // Give the operator time to (wrongly) create something, then check.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A reconcile of each after the refusal was reported: it created nothing.
+    op.reconciled_after("MinecraftServer", 2, || async {
+        common::poke(&f.servers(), "delta").await;
+        common::poke(&f.servers(), "epsilon").await;
+    })
+    .await;
     for name in ["delta", "epsilon"] {
         assert!(f.api::<StatefulSet>().get_opt(name).await.unwrap().is_none(), "{name} got a StatefulSet");
         assert!(f.api::<PersistentVolumeClaim>().get_opt(&format!("{name}-data")).await.unwrap().is_none());
@@ -284,7 +288,7 @@ async fn unknown_or_unavailable_sku_gives_a_condition_and_no_workload() {
         .patch(&missing, &PatchParams::default(), &Patch::Merge(json!({"spec": {"available": false}})))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    op.reconciled_after("MinecraftServer", 1, || async { common::poke(&f.servers(), "delta").await }).await;
     let s = f.wait("delta", "still Running", &op, is_running_and_ready).await;
     assert_eq!(phase(&s), Some(ServerPhase::Running));
     assert_eq!(f.api::<StatefulSet>().get("delta").await.unwrap().spec.unwrap().replicas, Some(1));
@@ -358,9 +362,16 @@ async fn a_restarted_operator_writes_nothing_when_nothing_changed() {
 
     let restarted = Timestamp::now();
     let op = Operator::start(&f.shard, &[]).await;
-    // Every object is reconciled at start-up; give that time, and a status
-    // poll of its own.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Every object is reconciled at start-up: wait until the three have been.
+    let reconciled = common::wait_until(Duration::from_secs(60), || async {
+        op.reconciles("MinecraftServer").is_some_and(|(done, running)| done >= 3.0 && running == 0.0)
+    })
+    .await;
+    assert!(
+        reconciled.is_ok(),
+        "the restarted operator did not reconcile the servers: {:?}",
+        op.reconciles("MinecraftServer")
+    );
     for name in ["one", "two", "three"] {
         f.wait(name, "Running", &op, is_running_and_ready).await;
     }
@@ -470,8 +481,8 @@ async fn a_storage_class_the_sku_does_not_name_gets_no_volume() {
     let ready = condition(&s, "Ready").unwrap();
     assert_eq!(ready.status, "False");
     assert!(ready.message.contains("premium-ssd"), "{}", ready.message);
-    // Give the operator time to (wrongly) create something, then check.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A reconcile after the refusal was reported: it created nothing.
+    op.reconciled_after("MinecraftServer", 1, || async { common::poke(&f.servers(), "premium").await }).await;
     assert!(f.api::<PersistentVolumeClaim>().get_opt("premium-data").await.unwrap().is_none(), "no claim");
     assert!(f.api::<StatefulSet>().get_opt("premium").await.unwrap().is_none(), "no workload");
     op.stop();

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::fixture::{Fixture, tail};
 use common::operator::Operator;
 use craftplane::api::BackupSnapshot;
@@ -74,7 +72,7 @@ async fn tasks_run_their_actions_in_order_at_their_slot() {
         .wait("mc", "the slot skipped", &op, |s| task(s, "go-on").and_then(|t| t.result) == Some(TaskResult::Skipped))
         .await;
     assert!(task(&s, "go-on").unwrap().message.as_deref().unwrap_or_default().contains("Stopped"));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    op.reconciled_after("MinecraftServer", 1, || async { common::poke(&f.servers(), "mc").await }).await;
     let snaps = f.api::<BackupSnapshot>().list(&ListParams::default()).await.unwrap();
     assert_eq!(snaps.items.len(), 1, "no snapshot for a skipped slot\n{}", tail(&op.log_text(), 20));
     op.stop();

@@ -1802,7 +1802,7 @@ async fn a_running_server_moved_to_a_forbidden_sku_keeps_its_own() {
         let st = s.status.unwrap();
         let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert!(ready.message.contains("left unchanged"), "{}", ready.message);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        op.reconciled_after("MinecraftServer", 1, || common::poke(&servers, "mover")).await;
         assert_eq!(memory().await, Some(before.clone()), "{reason}: the StatefulSet keeps small's resources and nodes");
     }
     // Back on its own SKU, it is fine again.
@@ -1866,8 +1866,14 @@ async fn ownership_tenants_named_like_the_shared_roles_leave_them_alone() {
     for n in names {
         w.wait_tenant(n, &op, "Ready", ready).await;
     }
-    // Time for a flip-flop between the shared and the per-tenant rules to show.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A flip-flop between the shared and the per-tenant rules would show
+    // after one more reconcile of each.
+    op.reconciled_after("Tenant", names.len(), || async {
+        for n in names {
+            common::poke(&tenants, n).await;
+        }
+    })
+    .await;
     let shared_ok = |want: &ClusterRole, live: &ClusterRole| -> Result<(), String> {
         let name = live.metadata.name.clone().unwrap_or_default();
         if live.rules != want.rules {

@@ -195,7 +195,9 @@ async fn timed<T>(
     let t0 = std::time::Instant::now();
     let running = ctx.metrics.in_flight(kind);
     let r = reconcile.await;
-    drop(running);
+    // Counted before it stops being in flight: a scrape that shows none in
+    // flight has counted every reconcile that finished.
     ctx.metrics.observe_reconcile(kind, t0.elapsed(), r.as_ref().err().map(|e| e.category()));
+    drop(running);
     r
 }

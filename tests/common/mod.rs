@@ -125,6 +125,16 @@ where
     }
 }
 
+/// Touches an object (a test annotation with a new value), so that its
+/// controller reconciles it: see `Operator::reconciled_after`.
+pub async fn poke<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"annotations": {"test.craftplane.io/poke": unique_suffix()}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap_or_else(|e| panic!("poke {name}: {e}"));
+}
+
 /// A client acting as `user` (and `groups`) through impersonation: the API
 /// server authorizes every request as that user.
 pub async fn client_as(user: &str, groups: &[&str]) -> Client {

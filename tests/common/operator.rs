@@ -115,6 +115,61 @@ impl Operator {
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 
+    /// Reconciles of `kind` finished (any result) and running now, from
+    /// one scrape of the metrics.
+    pub fn reconciles(&self, kind: &str) -> Option<(f64, f64)> {
+        let (_, body) = self.get("/metrics")?;
+        let label = format!("kind=\"{kind}\"");
+        let sum = |name: &str| -> f64 {
+            body.lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(&label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        Some((sum("craftplane_reconciles_total"), sum("craftplane_reconciles_in_flight")))
+    }
+
+    /// Evidence, for a "did not happen" check, that the operator has looked
+    /// at the state as it is now: waits until no reconcile of `kind` runs,
+    /// then `poke`s (a change that triggers a reconcile of the objects in
+    /// question, see [`super::poke`]), then waits until at least `n`
+    /// reconciles of `kind` that started after the quiet moment have
+    /// finished and none runs. Panics after 60 s.
+    pub async fn reconciled_after<F, Fut>(&self, kind: &str, n: usize, poke: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let before = loop {
+            match self.reconciles(kind) {
+                Some((done, 0.0)) => break done,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "{kind} reconciles never quiet ({other:?}); log:\n{}",
+                    super::fixture::tail(&self.log_text(), 30)
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        poke().await;
+        loop {
+            let now = self.reconciles(kind);
+            if let Some((done, running)) = now
+                && running == 0.0
+                && done >= before + n as f64
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {n} {kind} reconcile(s) after the poke ({before} before, now {now:?}); log:\n{}",
+                super::fixture::tail(&self.log_text(), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

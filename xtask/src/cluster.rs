@@ -949,12 +949,14 @@ print('tcp ok')
         assert!(!Path::new(&format!("/run/netns/{netns}")).exists(), "network namespace {netns} left behind");
         let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(&dir), "mounts left under {dir}");
-        if alone {
+        if alone && other_real_node_running().is_none() {
             assert_eq!(host_snapshot(), before, "the host differs after down");
         } else {
             // Another real node (a dev cluster) shares the host: host-wide
-            // state is restored when the last one stops.
-            eprintln!("note: another real node runs; host-wide restore not checked");
+            // state is restored when the last one stops, so nothing here can
+            // be compared. Not a pass: counted as skipped by `cargo xtask
+            // test`, a failure anywhere else.
+            crate::skipped("host-wide restore after `cluster down` not compared: another real node ran on this host");
         }
     }
 

@@ -135,10 +135,10 @@ pub fn run(s: &Setup) -> Result<()> {
     // --- a corrupted archive: the restore fails, the world stays
     join(s, &ip, "bob")?;
     rcon(k, &["save-all", "flush"])?;
-    let before_bad = players(k)?;
-    if !before_bad.contains(&bob) {
-        bail!("bob's second join was not saved: {before_bad:?}");
+    if !players(k)?.contains(&bob) {
+        bail!("bob's second join was not saved: {:?}", players(k)?);
     }
+    let before_bad = world(k)?;
     let archive = k.get("backup", "real-1", "{.status.location}")?;
     corrupt(s.s3_root, &archive)?;
     // A second request for the same snapshot, the documented way: clear
@@ -154,11 +154,10 @@ pub fn run(s: &Setup) -> Result<()> {
     expect_real(k, "restore from the corrupted archive", "{.status.restore.phase}", "Failed", 180)?;
     let why = k.get("mcs", SERVER, "{.status.restore.message}")?;
     wait_running(k, Duration::from_secs(180))?;
-    let after_bad = players(k)?;
-    if after_bad != before_bad {
-        bail!("a failed restore changed the world: playerdata {before_bad:?} → {after_bad:?}");
-    }
-    println!("e2e: ok   restore from a corrupted archive Failed ({why}); world unchanged, server Running");
+    let after_bad = same_world(k, &before_bad).context("a failed restore changed the world")?;
+    println!(
+        "e2e: ok   restore from a corrupted archive Failed ({why}); world unchanged ({after_bad}), server Running"
+    );
     patch_spec(k, r#"{"restore":null}"#)?;
 
     // --- a wrong checksum keeps the server from starting, with the reason
@@ -219,7 +218,7 @@ pub fn run(s: &Setup) -> Result<()> {
     // --- live operations: whitelist, difficulty, game rules, console commands
     crate::e2e_live::run(s, &ip)?;
     // The world as the Retain step below must find it again.
-    let before_delete = players(k)?;
+    let before_delete = world(k)?;
 
     // --- state: Stopped: announce, save, clean stop within the grace period
     let grace: u64 = k.get("pod", POD, "{.spec.terminationGracePeriodSeconds}")?.parse()?;
@@ -279,13 +278,10 @@ pub fn run(s: &Setup) -> Result<()> {
     std::fs::write(&manifest, server_yaml(&format!("{cdn_url}/hello-1.0.0.jar"), &sha, "Delete"))?;
     k.run(&["apply", "-f", &path(&manifest)])?;
     wait_running(k, Duration::from_secs(180))?;
-    let back = players(k)?;
-    if back != before_delete {
-        bail!(
-            "deletionPolicy Retain: the re-created server's world has playerdata {back:?}, expected {before_delete:?}"
-        );
-    }
-    println!("e2e: ok   deletionPolicy Retain: PVC kept when the server was deleted; re-created, its world is back");
+    let back = same_world(k, &before_delete).context("deletionPolicy Retain: the re-created server's world")?;
+    println!(
+        "e2e: ok   deletionPolicy Retain: PVC kept when the server was deleted; re-created, its world is back ({back})"
+    );
 
     // --- deletionPolicy Delete: the claim goes, a new server starts fresh
     // (and fetches its plugin again: the CDN is back)
@@ -538,6 +534,59 @@ fn players(k: &Kube) -> Result<Vec<String>> {
         "const fs=require('fs');const d='/data/world/playerdata';console.log(JSON.stringify(fs.existsSync(d)?fs.readdirSync(d).filter(f=>f.endsWith('.dat')).sort():[]))",
     )?;
     serde_json::from_str(out.trim()).with_context(|| format!("playerdata listing {out:?}"))
+}
+
+/// The whole world directory as a sha256 tree, taken in the server's pod
+/// after a `save-all flush`: file (relative to /data/world) → sha256, and
+/// the stand-in's save journal (`craftplane-save.json`, rewritten by every
+/// save with its count and time) kept apart as its save count.
+struct World {
+    files: std::collections::BTreeMap<String, String>,
+    saves: u64,
+}
+
+fn world(k: &Kube) -> Result<World> {
+    rcon(k, &["save-all", "flush"])?;
+    let out = exec_node(
+        k,
+        "const fs=require('fs'),p=require('path'),c=require('crypto');const r='/data/world',f={};\
+         const w=(d)=>{for(const e of fs.readdirSync(d,{withFileTypes:true})){const x=p.join(d,e.name);\
+         if(e.isDirectory())w(x);else f[p.relative(r,x)]=e.isFile()?c.createHash('sha256').update(fs.readFileSync(x)).digest('hex'):'not a file'}};\
+         w(r);console.log(JSON.stringify(f))",
+    )?;
+    let mut files: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(out.trim()).with_context(|| format!("world tree {out:?}"))?;
+    let journal = files.remove("craftplane-save.json").context("the world has no craftplane-save.json")?;
+    let saves = exec_node(k, "console.log(require('/data/world/craftplane-save.json').saves)")?;
+    let saves = saves.trim().parse().with_context(|| format!("save count {saves:?} ({journal})"))?;
+    Ok(World { files, saves })
+}
+
+/// Waits (30 s, for a save in progress) until the world is `before` again,
+/// file for file, and its save journal went on from there (a world put back
+/// from an older copy would count fewer saves); a summary, or which files
+/// differ.
+fn same_world(k: &Kube, before: &World) -> Result<String> {
+    retry(Duration::from_secs(30), || {
+        let now = world(k)?;
+        let keys: std::collections::BTreeSet<&String> = before.files.keys().chain(now.files.keys()).collect();
+        let differ: Vec<String> = keys
+            .into_iter()
+            .filter(|f| before.files.get(*f) != now.files.get(*f))
+            .map(|f| match (before.files.get(f), now.files.get(f)) {
+                (Some(_), None) => format!("{f} gone"),
+                (None, Some(_)) => format!("{f} new"),
+                _ => format!("{f} changed"),
+            })
+            .collect();
+        if !differ.is_empty() {
+            bail!("world files differ from before: {differ:?}");
+        }
+        if now.saves <= before.saves {
+            bail!("the save journal counts {} saves, {} before: an older copy of the world", now.saves, before.saves);
+        }
+        Ok(format!("{} files, sha256 each equal; saves {} → {}", now.files.len(), before.saves, now.saves))
+    })
 }
 
 /// `rcon-cli` in the server container, as an admin with exec rights would.
