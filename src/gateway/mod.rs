@@ -4,5 +4,6 @@
 //! Pure parts (protocol, routing, limits) live in their own files without
 //! I/O; the listener that uses them comes later.
 
+pub mod limits;
 pub mod protocol;
 pub mod proxy;
