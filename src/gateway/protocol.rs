@@ -585,7 +585,7 @@ mod tests {
             ("mc.example.com\0FML\0", Some("mc.example.com")),
             ("mc.example.com\0FML2\0", Some("mc.example.com")),
             ("MC.example.com.\0FML3\0", Some("mc.example.com")),
-            ("mc.example.com\0192.0.2.1\0uuid", Some("mc.example.com")),
+            ("mc.example.com\u{0}192.0.2.1\u{0}uuid", Some("mc.example.com")),
             ("mc.example.com..", Some("mc.example.com")),
             ("", None),
             (".", None),
