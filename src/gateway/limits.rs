@@ -61,7 +61,9 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             }
         }
         let full = self.full_at.get(key).copied().filter(|t| *t > now).unwrap_or(now);
-        let after = full + self.interval;
+        let Some(after) = full.checked_add(self.interval) else {
+            return Decision::Limited { retry_after: self.interval };
+        };
         let ahead = after.saturating_duration_since(now);
         if ahead > self.tolerance {
             return Decision::Limited { retry_after: ahead - self.tolerance };
@@ -172,6 +174,9 @@ mod tests {
         }
         r.prune(t0 + 20 * S);
         assert!(r.is_empty());
+        // An interval too long for the clock refuses rather than panics.
+        let mut never = RateLimiter::new(Duration::MAX, 1, 1);
+        assert!(matches!(never.check(&a, t0), Decision::Limited { .. }));
     }
 
     #[test]
