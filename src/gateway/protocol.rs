@@ -403,35 +403,33 @@ pub struct LegacyStatus {
 /// Longest legacy answer text (UTF-16 code units): vanilla clients read
 /// at most 256 for the kick string of a ping.
 const MAX_LEGACY_UNITS: usize = 256;
+/// Longest version name in a legacy answer (characters).
+const MAX_LEGACY_VERSION_CHARS: usize = 64;
 
 /// The legacy kick packet (`FF`, u16 length, UTF-16BE text) answering a
 /// legacy ping in the client's format. Separators inside the fields (`\0`,
 /// and `§` for pre-1.4 clients) are removed and the text is cut to what the
 /// client reads, so the answer always parses.
 pub fn legacy_answer(kind: LegacyKind, s: &LegacyStatus) -> Vec<u8> {
-    let clean =
-        |t: &str, bad: char| t.chars().filter(|&c| c != '\0' && c != bad && !c.is_control()).collect::<String>();
-    let text = match kind {
-        LegacyKind::V14 => format!(
-            "§1\0{}\0{}\0{}\0{}\0{}",
-            s.protocol,
-            clean(&s.version, '\0'),
-            clean(&s.motd, '\0'),
-            s.online,
-            s.max
-        ),
-        LegacyKind::Pre14 => format!("{}§{}§{}", clean(&s.motd, '§'), s.online, s.max),
+    let clean = |t: &str, bad: char, max: usize| -> String {
+        t.chars().filter(|&c| c != '\0' && c != bad && !c.is_control()).take(max).collect()
     };
-    let mut units: Vec<u16> = text.encode_utf16().collect();
-    if units.len() > MAX_LEGACY_UNITS {
-        // Cut the MOTD, never the numbers after it: rebuild with a shorter one.
-        let over = units.len() - MAX_LEGACY_UNITS;
-        let motd: Vec<u16> = s.motd.encode_utf16().collect();
-        let keep = String::from_utf16_lossy(&motd[..motd.len().saturating_sub(over + 1)]);
-        return legacy_answer(kind, &LegacyStatus { motd: keep, ..s.clone() });
-    }
-    // A lone surrogate left by a cut is replaced, not sent.
-    units = String::from_utf16_lossy(&units).encode_utf16().collect();
+    let version = clean(&s.version, '\0', MAX_LEGACY_VERSION_CHARS);
+    let text = |motd: &str| match kind {
+        LegacyKind::V14 => format!("§1\0{}\0{version}\0{motd}\0{}\0{}", s.protocol, s.online, s.max),
+        LegacyKind::Pre14 => format!("{motd}§{}§{}", s.online, s.max),
+    };
+    // The MOTD gets what the other fields leave (they fit: at most 104 units).
+    let budget = MAX_LEGACY_UNITS.saturating_sub(text("").encode_utf16().count());
+    let mut used = 0;
+    let motd: String = clean(&s.motd, if kind == LegacyKind::Pre14 { '§' } else { '\0' }, usize::MAX)
+        .chars()
+        .take_while(|c| {
+            used += c.len_utf16();
+            used <= budget
+        })
+        .collect();
+    let units: Vec<u16> = text(&motd).encode_utf16().collect();
     let mut out = Vec::with_capacity(3 + units.len() * 2);
     out.push(0xFF);
     out.extend_from_slice(&(units.len() as u16).to_be_bytes());
@@ -457,13 +455,17 @@ pub struct StatusAnswer {
     pub favicon: Option<String>,
 }
 
-/// The status response frame (id 0x00, the status JSON). A favicon that
-/// would take the JSON past the protocol's string limit is left out, and
-/// the MOTD is cut, so the client always accepts the answer.
+/// The status response frame (id 0x00, the status JSON). The version name
+/// and MOTD are cut ([`MAX_MESSAGE_CHARS`]) and a favicon that would take
+/// the JSON past the protocol's string limit is left out, so the client
+/// always accepts the answer.
 pub fn status_response(a: &StatusAnswer) -> Vec<u8> {
-    let json = |motd: &str, favicon: Option<&String>| {
+    // Capped so that, escaped (at most 6 characters each), they always fit.
+    let version: String = a.version.chars().take(MAX_STATUS_VERSION_CHARS).collect();
+    let motd: String = a.motd.chars().take(MAX_MESSAGE_CHARS).collect();
+    let json = |favicon: Option<&String>| {
         let mut v = serde_json::json!({
-            "version": {"name": a.version, "protocol": a.protocol},
+            "version": {"name": version, "protocol": a.protocol},
             "players": {"max": a.max, "online": a.online},
             "description": {"text": motd},
         });
@@ -472,17 +474,18 @@ pub fn status_response(a: &StatusAnswer) -> Vec<u8> {
         }
         v.to_string()
     };
-    let mut text = json(&a.motd, a.favicon.as_ref());
-    if text.chars().count() > MAX_STRING_CHARS {
-        text = json(&a.motd, None);
-    }
-    if text.chars().count() > MAX_STRING_CHARS {
-        text = json(&a.motd.chars().take(1024).collect::<String>(), None);
+    // The limit counts Java characters (UTF-16 units).
+    let mut text = json(a.favicon.as_ref());
+    if text.encode_utf16().count() > MAX_STRING_CHARS {
+        text = json(None);
     }
     let mut body = Vec::with_capacity(text.len() + 3);
     write_string(&mut body, &text);
     frame(0x00, &body)
 }
+
+/// Longest version name in a status answer (characters).
+const MAX_STATUS_VERSION_CHARS: usize = 256;
 
 /// The pong frame (id 0x01) echoing a status ping's payload.
 pub fn pong(payload: i64) -> Vec<u8> {
@@ -585,7 +588,7 @@ mod tests {
             ("mc.example.com\0FML\0", Some("mc.example.com")),
             ("mc.example.com\0FML2\0", Some("mc.example.com")),
             ("MC.example.com.\0FML3\0", Some("mc.example.com")),
-            ("mc.example.com\u{0}192.0.2.1\0uuid", Some("mc.example.com")),
+            ("mc.example.com\u{0}192.0.2.1\u{0}uuid", Some("mc.example.com")),
             ("mc.example.com..", Some("mc.example.com")),
             ("", None),
             (".", None),
@@ -814,9 +817,23 @@ mod tests {
             prop_assert_eq!(json["text"].as_str(), Some(want.as_str()));
         }
 
+        /// Any status answer fits the protocol's string limit and reads back.
+        #[test]
+        fn status_answers_always_fit(version in prop_oneof![any::<String>(), Just("v".repeat(40_000))], motd in ".{0,3000}", icon in proptest::option::of(0usize..40_000)) {
+            let a = StatusAnswer { version, protocol: 769, online: 1, max: 20, motd, favicon: icon.map(|n| "A".repeat(n)) };
+            let bytes = status_response(&a);
+            let (f, used) = done(read_frame(&bytes, usize::MAX).unwrap());
+            prop_assert_eq!(used, bytes.len());
+            let text = Fields(f.body).string(usize::MAX, usize::MAX).unwrap();
+            prop_assert!(text.encode_utf16().count() <= MAX_STRING_CHARS);
+            let json: serde_json::Value = serde_json::from_str(text).unwrap();
+            let want: String = a.motd.chars().take(MAX_MESSAGE_CHARS).collect();
+            prop_assert_eq!(json["description"]["text"].as_str(), Some(want.as_str()));
+        }
+
         /// Legacy answers always carry a length that matches their text.
         #[test]
-        fn legacy_answers_are_well_formed(motd in any::<String>(), version in ".{0,40}", old in any::<bool>()) {
+        fn legacy_answers_are_well_formed(motd in any::<String>(), version in ".{0,300}", old in any::<bool>()) {
             let kind = if old { LegacyKind::Pre14 } else { LegacyKind::V14 };
             let a = legacy_answer(kind, &LegacyStatus { protocol: 127, version, motd, online: 1, max: 20 });
             prop_assert_eq!(a[0], 0xFF);
