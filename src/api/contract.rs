@@ -12,6 +12,19 @@ use crate::api::server::ServerType;
 /// with the grace period, like `kubectl rollout restart`).
 pub const RESTARTED_AT: &str = "craftplane.io/restartedAt";
 
+/// Label key naming a craftplane pod's role (the chart sets it).
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// Label key naming the application (`craftplane` on the chart's pods).
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// `app.kubernetes.io/name` of the operator's and the gateway's pods.
+pub const APP_NAME: &str = "craftplane";
+/// `app.kubernetes.io/component` of the operator's pods: tenant
+/// NetworkPolicies let them reach the game and RCON ports.
+pub const CONTROLLER_COMPONENT: &str = "controller";
+/// `app.kubernetes.io/component` of the gateway's pods (in the operator's
+/// namespace): tenant NetworkPolicies let them reach the game port only.
+pub const GATEWAY_COMPONENT: &str = "gateway";
+
 /// ConfigMap key holding the manifest.
 pub const MANIFEST_KEY: &str = "plugins.json";
 /// Where the init-container finds each plugin's `configFiles` ConfigMap:

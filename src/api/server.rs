@@ -197,17 +197,43 @@ pub struct MinecraftServerSpec {
     /// (default) keeps it, Delete removes it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// Hostname players connect with through mc-router (one load balancer for
-    /// many servers, wake on connect): a lowercase DNS name (RFC 1123) within
-    /// the tenant's `hostnameDomains`, held by one server cluster-wide (the
-    /// first that claimed it). Otherwise condition Hostname is False and
-    /// mc-router is not told (no traffic by that name).
+    /// Custom hostnames players connect with through the craftplane
+    /// gateway (besides the default `<server>.<namespace>.<base domain>`
+    /// when the admin set a base domain): lowercase DNS names (RFC 1123),
+    /// each within the tenant's `hostnameDomains` and held by one server
+    /// cluster-wide (the first that claimed it). A refused one gets no
+    /// traffic and is named in condition Hostname; the others still route.
+    /// Servers outside a tenant get none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_HOSTNAMES), inner(length(min = 1, max = 253), regex(pattern = HOSTNAME_PATTERN)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub hostnames: Vec<String>,
+    /// Deprecated: use `hostnames`. One custom hostname, added to
+    /// `hostnames`; kept for one release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOSTNAME_PATTERN))]
     pub hostname: Option<String>,
+}
+
+/// At most this many `spec.hostnames`.
+pub const MAX_HOSTNAMES: usize = 8;
+
+/// A lowercase DNS name (RFC 1123 labels of 1–63 characters, no trailing dot).
+pub const HOSTNAME_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+
+impl MinecraftServerSpec {
+    /// The custom hostnames asked for: `hostnames`, then the deprecated
+    /// `hostname`, lowercase, each once.
+    pub fn wanted_hostnames(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for h in self.hostnames.iter().chain(self.hostname.as_ref()) {
+            let h = crate::resources::hostname::normalize(h);
+            if !h.is_empty() && !out.contains(&h) {
+                out.push(h);
+            }
+        }
+        out
+    }
 }
 
 fn default_version() -> String {
@@ -622,7 +648,9 @@ pub struct MinecraftServerStatus {
     /// Lifecycle phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ServerPhase>,
-    /// host:port players connect to.
+    /// What players type to connect: the first custom hostname held, else
+    /// the default hostname (`:port` when the gateway's port is not 25565);
+    /// without either, the game Service's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Players online and allowed, from Server List Ping.
@@ -670,11 +698,11 @@ pub struct MinecraftServerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub applied_sku: Option<String>,
-    /// The hostname this server holds (`spec.hostname` once granted):
-    /// mc-router routes it here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
-    pub hostname: Option<String>,
+    /// Every hostname this server holds, which the gateway routes to it:
+    /// the custom hostnames granted, then the default one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 9), inner(length(max = 253)))]
+    pub hostnames: Vec<String>,
     /// The generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -90,7 +90,7 @@ pub struct SkuSpec {
     /// `spec.service.annotations`: exact keys, or `prefix/*` for every key
     /// under that prefix (`service.beta.kubernetes.io/*`). Empty: none.
     /// Other keys are not applied (condition ServiceAnnotations names them);
-    /// mc-router's `externalServerName` never is (use `spec.hostname`).
+    /// mc-router's `externalServerName` never is (use `spec.hostnames`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 317)))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]

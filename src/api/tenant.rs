@@ -78,11 +78,13 @@ pub struct TenantSpec {
     /// part of the store: every key of the tenant's snapshots lies under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_store: Option<StoreRef>,
-    /// DNS domains this tenant's servers may use in `spec.hostname`: a
+    /// DNS domains this tenant's servers may use in `spec.hostnames`: a
     /// server's hostname must be one of these domains or a subdomain of one
     /// (`play.example.com` allows `play.example.com` and
     /// `eu.play.example.com`). Empty: no custom hostnames. A hostname
-    /// belongs to one server cluster-wide, the first that claimed it.
+    /// belongs to one server cluster-wide, the first that claimed it; names
+    /// under the admin's base domain are the default hostnames, never
+    /// custom ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 64),

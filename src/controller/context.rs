@@ -31,6 +31,12 @@ pub struct Settings {
     pub min_backup_interval: Duration,
     /// Shortest time between two slots of a task's schedule (`spec.tasks`).
     pub min_task_interval: Duration,
+    /// The admin's base domain: every server gets the hostname
+    /// `<server>.<namespace>.<base domain>`; `None`: no default hostnames.
+    pub base_domain: Option<String>,
+    /// The port the gateway listens on for players (shown in
+    /// `status.address` when not 25565).
+    pub gateway_port: u16,
 }
 
 /// Caches of the objects the operator creates for servers (label

@@ -102,6 +102,36 @@ pub struct ControllerArgs {
     /// TaskSchedule=False). 0 allows any.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=604800))]
     pub min_task_interval_seconds: u64,
+    /// Base domain of the default hostnames: every server gets
+    /// `<server>.<namespace>.<base domain>`, routed by the gateway (point a
+    /// wildcard DNS record `*.<base domain>` at it). Custom hostnames under
+    /// it are refused. Empty: no default hostnames.
+    #[arg(long, env = "CRAFTPLANE_BASE_DOMAIN", default_value = "", value_parser = parse_base_domain)]
+    pub base_domain: String,
+    /// The port players connect to on the gateway (shown in
+    /// `status.address` when it is not 25565).
+    #[arg(long, env = "CRAFTPLANE_GATEWAY_PORT", default_value_t = 25565, value_parser = clap::value_parser!(u16).range(1..))]
+    pub gateway_port: u16,
+}
+
+/// A base domain: empty, or a DNS name with room for
+/// `<server>.<namespace>.` in front (at most 253 - 117 characters).
+fn parse_base_domain(s: &str) -> std::result::Result<String, String> {
+    let d = crate::resources::hostname::normalize(s.trim());
+    if d.is_empty() {
+        return Ok(d);
+    }
+    if !crate::resources::hostname::valid_dns_name(&d) {
+        return Err(format!("{s:?} is not a DNS name (labels of letters, digits and '-', at most 63 characters each)"));
+    }
+    if d.len() > 253 - 117 {
+        return Err(format!(
+            "{s:?} is too long: {} characters, at most {} leave room for <server>.<namespace>. in front",
+            d.len(),
+            253 - 117
+        ));
+    }
+    Ok(d)
 }
 
 /// Shared process health, read by /readyz.
@@ -294,6 +324,8 @@ async fn run_controllers(
             helper_image: args.helper_image.clone(),
             min_backup_interval: Duration::from_secs(args.min_backup_interval_seconds),
             min_task_interval: Duration::from_secs(args.min_task_interval_seconds),
+            base_domain: Some(args.base_domain.clone()).filter(|d| !d.is_empty()),
+            gateway_port: args.gateway_port,
         },
         modrinth,
         stores,

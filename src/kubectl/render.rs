@@ -77,6 +77,12 @@ pub fn server(s: &MinecraftServer, plugins: &[PluginInstallation], colour: bool)
     line("Server:", format!("{name} (namespace {})", s.metadata.namespace.clone().unwrap_or_default()));
     line("Phase:", paint(&phase, health, colour));
     line("Address:", st.address.clone().unwrap_or_else(|| "-".into()));
+    if st.hostnames.len() > 1 {
+        line("Hostnames:", st.hostnames.join(", "));
+    }
+    if let Some(c) = st.conditions.iter().find(|c| c.type_ == "Hostname" && c.status == "False") {
+        line("Hostname:", paint(&format!("{}: {}", c.reason, c.message), Some(false), colour));
+    }
     let players = match &st.players {
         Some(p) if p.names.is_empty() => format!("{}/{}", p.online, p.max),
         Some(p) => format!("{}/{} ({})", p.online, p.max, p.names.join(", ")),

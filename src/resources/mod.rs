@@ -328,7 +328,7 @@ pub fn validate(
         stop_seconds: stop.map(|s| s.timeout_seconds).unwrap_or(DEFAULT_STOP_SECONDS),
         stop_warning: stop.and_then(|s| s.warning.clone()),
         deletion_policy: spec.deletion_policy,
-        hostname: spec.hostname.clone(),
+        hostname: spec.wanted_hostnames().into_iter().next(),
         plugins: contract::Manifest {
             version: 1,
             directory: contract::plugin_directory(spec.server_type).into(),

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec as K8sService
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{GAME_PORT, ServerModel};
+use super::ServerModel;
 use crate::api::server::ServiceType;
 
 /// mc-router's annotation naming the hostname a Service answers for.
@@ -75,11 +75,9 @@ pub fn game(m: &ServerModel) -> Service {
     }
 }
 
-/// The address players use, from the observed game Service.
+/// The address players use, from the observed game Service (when the
+/// server has no hostname: [`super::hostname::address`]).
 pub fn address(m: &ServerModel, observed: Option<&Service>) -> Option<String> {
-    if let Some(host) = &m.hostname {
-        return Some(format!("{host}:{GAME_PORT}"));
-    }
     let svc = observed?;
     let spec = svc.spec.as_ref()?;
     let port = spec.ports.as_ref()?.first()?;

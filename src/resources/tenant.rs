@@ -18,6 +18,7 @@ use kube::{Resource, ResourceExt};
 
 use super::{GAME_PORT, RCON_PORT};
 use crate::api::common::parse_quantity;
+use crate::api::contract::{CONTROLLER_COMPONENT, GATEWAY_COMPONENT};
 use crate::api::tenant::{
     ADOPTABLE_LABEL, DEFAULT_MAX_CONSOLE_COMMANDS, DEFAULT_MAX_PLUGINS, RESERVED_NAMESPACES, Role, SubjectKind,
     TENANT_LABEL, Tenant,
@@ -414,6 +415,21 @@ fn ns_peer(ns: &str) -> NetworkPolicyPeer {
     }
 }
 
+/// Pods of `component` (operator or gateway) in the operator's namespace.
+fn craftplane_pods(operator_namespace: &str, component: &str) -> NetworkPolicyPeer {
+    use crate::api::contract::{APP_NAME, COMPONENT_LABEL, NAME_LABEL};
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([
+                (NAME_LABEL.into(), APP_NAME.into()),
+                (COMPONENT_LABEL.into(), component.into()),
+            ])),
+            ..Default::default()
+        }),
+        ..ns_peer(operator_namespace)
+    }
+}
+
 fn server_pods() -> LabelSelector {
     LabelSelector {
         match_labels: Some(BTreeMap::from([("app.kubernetes.io/name".into(), "minecraft-server".into())])),
@@ -439,7 +455,10 @@ fn policy(t: &Tenant, ns: &str, name: &str, spec: NetworkPolicySpec) -> NetworkP
 /// The NetworkPolicies of a tenant namespace:
 /// - `craftplane-default-deny`: no ingress, no egress for any pod;
 /// - `craftplane-game`: the game port from `network.allowedIngressCidrs`;
-/// - `craftplane-operator`: game and RCON ports from the operator's namespace;
+/// - `craftplane-operator`: game and RCON ports from the operator's pods
+///   (in its namespace, `app.kubernetes.io/component: controller`);
+/// - `craftplane-gateway`: the game port from the gateway's pods (in the
+///   operator's namespace, `app.kubernetes.io/component: gateway`);
 /// - `craftplane-backup-rcon` / `craftplane-backup-egress`: backup Jobs
 ///   reach their server's RCON port (save-off, save-all, save-on);
 /// - `craftplane-dns`: DNS to kube-system;
@@ -490,8 +509,22 @@ pub fn network_policies(t: &Tenant, ns: &str, operator_namespace: &str) -> Vec<N
                 pod_selector: Some(server_pods()),
                 policy_types: Some(vec!["Ingress".into()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![ns_peer(operator_namespace)]),
+                    from: Some(vec![craftplane_pods(operator_namespace, CONTROLLER_COMPONENT)]),
                     ports: Some(vec![tcp(GAME_PORT), tcp(RCON_PORT)]),
+                }]),
+                ..Default::default()
+            },
+        ),
+        policy(
+            t,
+            ns,
+            "craftplane-gateway",
+            NetworkPolicySpec {
+                pod_selector: Some(server_pods()),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![craftplane_pods(operator_namespace, GATEWAY_COMPONENT)]),
+                    ports: Some(vec![tcp(GAME_PORT)]),
                 }]),
                 ..Default::default()
             },

@@ -373,6 +373,7 @@ mod properties_of_any_accepted_spec {
                             .0
                             .map(|timeout_seconds| GracefulStop { timeout_seconds, warning: stop.1.clone() }),
                         deletion_policy: DeletionPolicy::Retain,
+                        hostnames: hostname.iter().map(|h| format!("play.{h}")).collect(),
                         hostname,
                     }
                 },

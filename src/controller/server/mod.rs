@@ -36,8 +36,9 @@ use status::Observed;
 
 /// Finalizer that keeps the world volume when `deletionPolicy: Retain`.
 pub const FINALIZER: &str = "craftplane.io/world-volume";
-/// Condition type: whether the server holds `spec.hostname` (set only when
-/// it names one).
+/// Condition type: whether the server holds every custom hostname it asks
+/// for (`spec.hostnames`) and its default one (set only when it asks for
+/// one or its default hostname cannot be built).
 pub const HOSTNAME: &str = "Hostname";
 /// Condition type: `spec.service.annotations` keys left out (set only when
 /// some are).
@@ -51,56 +52,109 @@ fn tenant_in<'a>(tenants: &'a [Arc<Tenant>], ns: &str) -> Option<&'a Arc<Tenant>
     })
 }
 
-/// Grants `spec.hostname` when the server may hold it
-/// ([`resources::hostname::may_claim`] against every server in the cache);
-/// otherwise the model routes no hostname (mc-router is not told) and the
-/// condition says why.
-fn claim_hostname(
-    server: &MinecraftServer,
-    ctx: &Context,
-    tenants: &[Arc<Tenant>],
-    model: &mut ServerModel,
-) -> Option<Cond> {
-    use resources::hostname::{Claim, may_claim, normalize};
-    fn claim<'a>(s: &'a MinecraftServer, tenants: &'a [Arc<Tenant>]) -> Option<Claim<'a>> {
+/// The hostnames a server holds: each custom hostname it may hold
+/// ([`resources::hostname::grant`] against every server in the cache), then
+/// its default `<server>.<namespace>.<base domain>` when the admin set a
+/// base domain. The model keeps only the custom ones held (mc-router's
+/// annotation names the first); the condition names every refusal.
+struct Held {
+    custom: Vec<String>,
+    default: Option<String>,
+    condition: Option<Cond>,
+}
+
+impl Held {
+    /// Every hostname held, custom ones first: `status.hostnames`.
+    fn all(&self) -> Vec<String> {
+        self.custom.iter().chain(self.default.as_ref()).cloned().collect()
+    }
+}
+
+fn claim_hostnames(server: &MinecraftServer, ctx: &Context, tenants: &[Arc<Tenant>], model: &mut ServerModel) -> Held {
+    use resources::hostname::{Claim, default_hostname, grant};
+    fn claim<'a>(s: &'a MinecraftServer, host: &'a str, tenants: &'a [Arc<Tenant>]) -> Option<Claim<'a>> {
         let ns = s.metadata.namespace.as_deref()?;
         Some(Claim {
             namespace: ns,
             name: s.metadata.name.as_deref()?,
             created: s.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            hostname: s.spec.hostname.as_deref()?,
+            hostname: host,
             domains: tenant_in(tenants, ns).map(|t| t.spec.hostname_domains.as_slice()).unwrap_or_default(),
         })
     }
-    let host = server.spec.hostname.as_deref()?;
-    let wanted = normalize(host);
-    let me = claim(server, tenants)?;
+    let base = ctx.settings.base_domain.as_deref();
+    let default = base.map(|b| default_hostname(&model.name, &model.namespace, b));
+    let wanted = server.spec.wanted_hostnames();
     let all = ctx.servers.state();
-    let rivals = all
+    let others: Vec<(&MinecraftServer, Vec<String>)> = all
         .iter()
         .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .filter(|s| s.spec.hostname.as_deref().is_some_and(|h| normalize(h) == wanted))
-        .filter_map(|s| claim(s, tenants));
-    Some(match may_claim(&me, rivals) {
-        Ok(()) => Cond::new(HOSTNAME, true, "Claimed", format!("mc-router routes {host} to this server")),
-        Err(refused) => {
-            model.hostname = None;
-            Cond::new(HOSTNAME, false, refused.reason(), format!("{refused}; mc-router is not told of it"))
+        .map(|s| (s.as_ref(), s.spec.wanted_hostnames()))
+        .filter(|(_, w)| w.iter().any(|h| wanted.contains(h)))
+        .collect();
+    let g = grant(
+        &wanted,
+        |h| {
+            claim(server, h, tenants).unwrap_or(Claim {
+                namespace: "",
+                name: "",
+                created: None,
+                hostname: h,
+                domains: &[],
+            })
+        },
+        |h| {
+            others
+                .iter()
+                .filter(|(_, w)| w.iter().any(|x| x == h))
+                .filter_map(|(s, w)| claim(s, w.iter().find(|x| *x == h)?, tenants))
+                .collect()
+        },
+        base,
+    );
+    model.hostname = g.held.first().cloned();
+    let mut refused: Vec<String> = g.refused.iter().map(|r| r.to_string()).collect();
+    let mut reason = g.refused.first().map(|r| r.reason());
+    let default = match default {
+        Some(Ok(h)) => Some(h),
+        Some(Err(r)) => {
+            reason = reason.or(Some(r.reason()));
+            refused.push(r.to_string());
+            None
         }
-    })
+        None => None,
+    };
+    let held = Held { custom: g.held, default, condition: None };
+    let holds = held.all();
+    let holding =
+        if holds.is_empty() { "holds no hostname".to_string() } else { format!("holds {}", holds.join(", ")) };
+    let condition = match reason {
+        Some(reason) => Some(Cond::new(
+            HOSTNAME,
+            false,
+            reason,
+            format!("{holding}; refused (no traffic by these names): {}", refused.join("; ")),
+        )),
+        None if !wanted.is_empty() => {
+            Some(Cond::new(HOSTNAME, true, "Claimed", format!("{holding}: the gateway routes them to this server")))
+        }
+        None => None,
+    };
+    Held { condition, ..held }
 }
 
-/// The other servers in `store` that ask for or hold a hostname `server`
-/// asks for or holds: re-queued on each event of it, so a hostname freed
-/// (server deleted, hostname changed) goes to the next claimant at once.
+/// The other servers in `store` that ask for or hold a custom hostname
+/// `server` asks for or holds: re-queued on each event of it, so a hostname
+/// freed (server deleted, hostname changed) goes to the next claimant at
+/// once.
 fn hostname_rivals(
     store: &kube::runtime::reflector::Store<MinecraftServer>,
     server: &MinecraftServer,
 ) -> Vec<ObjectRef<MinecraftServer>> {
-    use resources::hostname::normalize;
     let names = |s: &MinecraftServer| {
-        let held = s.status.as_ref().and_then(|st| st.hostname.as_deref());
-        [s.spec.hostname.as_deref(), held].into_iter().flatten().map(normalize).collect::<Vec<_>>()
+        let mut n = s.spec.wanted_hostnames();
+        n.extend(s.status.iter().flat_map(|st| st.hostnames.iter().cloned()));
+        n
     };
     let mine = names(server);
     if mine.is_empty() {
@@ -240,7 +294,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         Ok(m) => m,
         Err(invalid) => return report_invalid(&server, ctx, invalid, observed_sts.as_ref()).await,
     };
-    let hostname = claim_hostname(&server, ctx, &tenants, &mut model);
+    let hostnames = claim_hostnames(&server, ctx, &tenants, &mut model);
     let installs = ctx.plugins.state();
     let mine: Vec<&crate::api::PluginInstallation> = installs
         .iter()
@@ -327,7 +381,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     conds.extend(schedule.condition);
     conds.extend(live.condition);
     conds.extend(tasks.condition);
-    conds.extend(hostname);
+    conds.extend(hostnames.condition.clone());
     if !model.refused_annotations.is_empty() {
         conds.push(Cond::new(
             SERVICE_ANNOTATIONS,
@@ -341,7 +395,12 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     }
     let status = MinecraftServerStatus {
         phase: Some(p.phase),
-        address: resources::service::address(&model, Some(&game)),
+        address: resources::hostname::address(
+            &hostnames.custom,
+            hostnames.default.as_deref(),
+            ctx.settings.gateway_port,
+        )
+        .or_else(|| resources::service::address(&model, Some(&game))),
         players,
         version,
         resolved_version,
@@ -352,7 +411,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         backup_schedule: schedule.status,
         restore: restore.status,
         applied_sku: Some(model.sku.clone()),
-        hostname: model.hostname.clone(),
+        hostnames: hostnames.all(),
         tasks: tasks.status,
         observed_generation: server.metadata.generation,
         conditions: conditions::merge(&old.conditions, &conds, server.metadata.generation, now),
