@@ -58,7 +58,7 @@ impl ServerEntry {
         Some(ServerEntry {
             key: ServerKey { namespace: s.metadata.namespace.clone()?, name: s.metadata.name.clone()? },
             created: s.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            hostnames: s.spec.hostname.iter().cloned().collect(),
+            hostnames: s.spec.wanted_hostnames(),
             tenant,
         })
     }
@@ -135,7 +135,7 @@ impl RouteTable {
             }
             let claims: Vec<Claim<'_>> = claimants.iter().map(|(s, h)| s.claim(h)).collect();
             for (i, (s, h)) in claimants.iter().enumerate() {
-                match may_claim(&claims[i], claims.iter().cloned()) {
+                match may_claim(&claims[i], claims.iter().cloned(), base.as_deref()) {
                     Ok(()) => {
                         // The rule grants a name to one claimant at most; the
                         // first insert stays even if it ever did not.
@@ -335,7 +335,7 @@ mod tests {
                     if let Some(k) = routed.filter(|k| !k.name.is_empty() && !normalize(h).ends_with(".play.example")) {
                         let holder = servers.iter().find(|x| &x.key == k).unwrap();
                         prop_assert!(holder.hostnames.iter().any(|x| normalize(x) == normalize(h)));
-                        prop_assert!(may_claim(&holder.claim(h), servers.iter().flat_map(|x| x.hostnames.iter().map(move |xh| x.claim(xh)))).is_ok());
+                        prop_assert!(may_claim(&holder.claim(h), servers.iter().flat_map(|x| x.hostnames.iter().map(move |xh| x.claim(xh))), None).is_ok());
                     }
                 }
             }
