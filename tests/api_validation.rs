@@ -439,6 +439,56 @@ async fn invalid_objects_are_rejected_with_the_field_named() {
     assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
+/// Issue 32: `spec.hostnames` is bounded by the schema (at most 8, each a
+/// lowercase RFC 1123 name of at most 253 characters, each once); the
+/// deprecated `spec.hostname` is still accepted.
+#[tokio::test]
+async fn hostnames_are_bounded_by_the_schema() {
+    let client = common::client().await;
+    common::ensure_crds(&client).await;
+    let ns = common::namespace(&client, "hostnames").await;
+    let long_label = format!("{}.example.com", "a".repeat(64));
+    let too_long = format!("{}.com", ["b".repeat(63), "c".repeat(63), "d".repeat(63), "e".repeat(60)].join("."));
+    let nine: Vec<String> = (0..9).map(|i| format!("mc{i}.example.com")).collect();
+    let refused: Vec<(&str, Value)> = vec![
+        ("upper case", json!(["MC.example.com"])),
+        ("empty label", json!(["mc..example.com"])),
+        ("trailing dot", json!(["mc.example.com."])),
+        ("leading hyphen", json!(["-mc.example.com"])),
+        ("underscore", json!(["mc_1.example.com"])),
+        ("label over 63", json!([long_label])),
+        ("name over 253", json!([too_long])),
+        ("empty", json!([""])),
+        ("a port", json!(["mc.example.com:25565"])),
+        ("a NUL suffix", json!(["mc.example.com\u{0}FML3\u{0}"])),
+        ("nine names", json!(nine)),
+        ("twice the same", json!(["mc.example.com", "mc.example.com"])),
+    ];
+    let mut failures = Vec::new();
+    for (what, hostnames) in &refused {
+        match create_dry_run(&client, &ns, &server(json!({"hostnames": hostnames}))).await {
+            Ok(()) => failures.push(format!("{what}: accepted")),
+            Err(m) if !m.contains("spec.hostnames") || !(m.contains("(422)") || m.contains("(400)")) => {
+                failures.push(format!("{what}: {m}"))
+            }
+            Err(_) => {}
+        }
+    }
+    let eight: Vec<String> = (0..8).map(|i| format!("mc{i}.example.com")).collect();
+    let accepted = [
+        ("eight names", server(json!({"hostnames": eight}))),
+        ("the longest labels", server(json!({"hostnames": [format!("{}.example.com", "a".repeat(63))]}))),
+        ("deprecated hostname", server(json!({"hostname": "mc.example.com", "hostnames": ["eu.example.com"]}))),
+    ];
+    for (what, obj) in &accepted {
+        if let Err(m) = create_dry_run(&client, &ns, obj).await {
+            failures.push(format!("{what}: rejected: {m}"));
+        }
+    }
+    common::delete_namespace(&client, &ns).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// What the stricter rules must still let through.
 #[tokio::test]
 async fn valid_edge_cases_are_accepted() {

@@ -42,6 +42,27 @@ fn unknown_flag_is_a_one_line_error() {
     assert!(lines[0].contains("not-an-address"));
 }
 
+/// Issue 32: the base domain of the default hostnames and the gateway port
+/// are checked at start: a bad one is a one-line error naming it.
+#[test]
+fn base_domain_and_gateway_port_of_default_hostnames_are_checked() {
+    let long = format!("{}.{}.example.com", "a".repeat(63), "b".repeat(63));
+    for (flag, bad, says) in [
+        ("--base-domain", "bad_domain.example", "not a DNS name"),
+        ("--base-domain", "a..example", "not a DNS name"),
+        ("--base-domain", "-a.example", "not a DNS name"),
+        ("--base-domain", long.as_str(), "too long"),
+        ("--gateway-port", "0", "0"),
+        ("--gateway-port", "65536", "65536"),
+    ] {
+        let out = Command::new(BIN).args(["controller", &format!("{flag}={bad}")]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {bad}");
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(flag) && lines[0].contains(says), "{lines:?}");
+    }
+}
+
 #[test]
 fn crds_subcommand_prints_the_generated_crds() {
     let out = Command::new(BIN).arg("crds").output().unwrap();

@@ -881,9 +881,9 @@ fn allowed(policies: &[NetworkPolicy], from: &Peer, to: &Peer, port: i32, proto:
 
 /// What the tenant's NetworkPolicies let through, judged by Kubernetes'
 /// semantics on the policies the operator created (not a copy of the
-/// builder's fields): players from the allowed CIDRs reach the game port and
-/// nothing else, RCON only from the operator's namespace and the tenant's
-/// backup pods, no traffic between tenants, DNS and public internet egress
+/// builder's fields): players from the allowed CIDRs and the gateway's pods
+/// reach the game port and nothing else, RCON only from the operator's pods
+/// and the tenant's backup pods, no traffic between tenants, DNS and public internet egress
 /// only.
 #[tokio::test]
 async fn network_policies_allow_what_they_promise() {
@@ -899,7 +899,22 @@ async fn network_policies_allow_what_they_promise() {
     let server = pod(ns, &[("app.kubernetes.io/name", "minecraft-server"), ("craftplane.io/server", "mc")], "10.1.0.5");
     let backup = pod(ns, &[("app.kubernetes.io/name", "craftplane-backup")], "10.1.0.6");
     let other_pod = pod(ns, &[("app", "something-else")], "10.1.0.7");
-    let operator = pod("craftplane-system", &[("app.kubernetes.io/name", "craftplane")], "10.2.0.2");
+    let operator = pod(
+        "craftplane-system",
+        &[("app.kubernetes.io/name", "craftplane"), ("app.kubernetes.io/component", "controller")],
+        "10.2.0.2",
+    );
+    let gateway = pod(
+        "craftplane-system",
+        &[("app.kubernetes.io/name", "craftplane"), ("app.kubernetes.io/component", "gateway")],
+        "10.2.0.3",
+    );
+    let bystander = pod("craftplane-system", &[("app", "something-else")], "10.2.0.4");
+    let gateway_elsewhere = pod(
+        "tenant-other",
+        &[("app.kubernetes.io/name", "craftplane"), ("app.kubernetes.io/component", "gateway")],
+        "10.3.0.4",
+    );
     let other_tenant = pod("tenant-other", &[("app.kubernetes.io/name", "minecraft-server")], "10.3.0.3");
     let dns = pod("kube-system", &[("k8s-app", "kube-dns")], "10.96.0.10");
     let (game, rcon) = (25565, 25575);
@@ -911,6 +926,11 @@ async fn network_policies_allow_what_they_promise() {
         ("player in an allowed CIDR → game port over UDP", outside("203.0.113.9"), server.clone(), game, "UDP", false),
         ("operator → RCON", operator.clone(), server.clone(), rcon, "TCP", true),
         ("operator → game port (Server List Ping)", operator.clone(), server.clone(), game, "TCP", true),
+        ("gateway → game port", gateway.clone(), server.clone(), game, "TCP", true),
+        ("gateway → RCON", gateway.clone(), server.clone(), rcon, "TCP", false),
+        ("another pod in the operator's namespace → RCON", bystander.clone(), server.clone(), rcon, "TCP", false),
+        ("another pod in the operator's namespace → game port", bystander.clone(), server.clone(), game, "TCP", false),
+        ("a gateway-labelled pod of another tenant → game port", gateway_elsewhere, server.clone(), game, "TCP", false),
         ("tenant's backup pod → RCON", backup.clone(), server.clone(), rcon, "TCP", true),
         ("another pod of the tenant → RCON", other_pod.clone(), server.clone(), rcon, "TCP", false),
         ("another tenant's pod → game port", other_tenant.clone(), server.clone(), game, "TCP", false),
@@ -939,7 +959,9 @@ async fn network_policies_allow_what_they_promise() {
     })
     .await;
     assert!(closed.is_ok(), "game port closed when no CIDR is allowed");
-    assert!(allowed(&api.list(&ListParams::default()).await.unwrap().items, &operator, &server, game, "TCP"));
+    let policies = api.list(&ListParams::default()).await.unwrap().items;
+    assert!(allowed(&policies, &operator, &server, game, "TCP"));
+    assert!(allowed(&policies, &gateway, &server, game, "TCP"), "the gateway reaches the game port without CIDRs");
     op.stop();
     w.cleanup().await;
 }
@@ -1634,14 +1656,24 @@ fn server_with(name: &str, shard: &str, spec: Value) -> MinecraftServer {
     s
 }
 
-/// Issue 30 item 4: a hostname is confined to the domains the admin gives
-/// the tenant and held by one server, the first; Service annotations only
-/// with keys the SKU allows.
+/// A status list field by its JSON name.
+fn status_list(s: &MinecraftServer, field: &str) -> Vec<String> {
+    serde_json::from_value(serde_json::to_value(s).unwrap()["status"][field].clone()).unwrap_or_default()
+}
+
+/// Issue 30 item 4 and issue 32 item 2: custom hostnames are confined to
+/// the domains the admin gives the tenant and each is held by one server,
+/// the first (a server may hold some and be refused others); names under
+/// the base domain are the servers' default hostnames, which every server
+/// gets; Service annotations only with keys the SKU allows.
 #[tokio::test]
 async fn hostnames_stay_with_their_tenant_and_first_claimant() {
     let mut w = World::new("host").await;
     let small = w.sku("small", true).await;
     let domain = format!("{}.games.example", w.shard);
+    // The base domain lies inside the tenants' domain: still no tenant may
+    // take another server's default hostname.
+    let base = format!("def.{domain}");
     let host = format!("mc.{domain}");
     let owner = format!("hana-{}", w.shard);
     let (ta, na) =
@@ -1650,7 +1682,7 @@ async fn hostnames_stay_with_their_tenant_and_first_claimant() {
     let (tb, nb) = w
         .tenant("b", json!({"owners": [{"kind": "User", "name": owner}], "hostnameDomains": [domain.to_uppercase()]}))
         .await;
-    let op = Operator::start(&w.shard, &[]).await;
+    let op = Operator::start(&w.shard, &["--base-domain", &base.to_uppercase(), "--gateway-port", "30565"]).await;
     w.wait_tenant(&ta, &op, "Ready", ready).await;
     w.wait_tenant(&tb, &op, "Ready", ready).await;
     let create = |ns: String, s: MinecraftServer| {
@@ -1663,12 +1695,20 @@ async fn hostnames_stay_with_their_tenant_and_first_claimant() {
             assert!(created.is_ok(), "create {:?}", s.metadata.name);
         }
     };
-    create(na.clone(), server_with("srv", &w.shard, json!({"sku": small, "hostname": host}))).await;
+    let a_default = format!("srv.{na}.{base}");
+    let a_all = vec![host.clone(), format!("a.{domain}"), a_default.clone()];
+    create(na.clone(), server_with("srv", &w.shard, json!({"sku": small, "hostnames": [host, format!("a.{domain}")]})))
+        .await;
+    let a = wait_server(&w, &na, "srv", &op, "A holds its hostnames", |s| {
+        has_condition(s, "Hostname", "True", "Claimed") && status_list(s, "hostnames") == a_all
+    })
+    .await;
+    assert_eq!(status_field(&a, "address"), Some(format!("{host}:30565")), "the first custom hostname, the port");
     let routed = common::wait_until(Duration::from_secs(60), || async {
         routed_host(&w, &na, "srv").await == Some(Some(host.clone()))
     })
     .await;
-    assert!(routed.is_ok(), "A's Service routes its hostname");
+    assert!(routed.is_ok(), "A's Service carries mc-router's annotation for its first hostname");
     // Creation times have whole seconds: B is strictly later.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     create(
@@ -1676,19 +1716,21 @@ async fn hostnames_stay_with_their_tenant_and_first_claimant() {
         server_with(
             "srv",
             &w.shard,
-            json!({"sku": small, "hostname": host, "service": {"annotations": {
+            json!({"sku": small, "hostnames": [host, format!("b.{domain}"), a_default], "service": {"annotations": {
                 "metallb.universe.tf/address-pool": "premium", "mc-router.itzg.me/defaultServer": "true"}}}),
         ),
     )
     .await;
-    let b = wait_server(&w, &nb, "srv", &op, "HostnameConflict", |s| {
-        has_condition(s, "Hostname", "False", "HostnameConflict")
+    let b_all = vec![format!("b.{domain}"), format!("srv.{nb}.{base}")];
+    let b = wait_server(&w, &nb, "srv", &op, "HostnameConflict, b.<domain> held", |s| {
+        has_condition(s, "Hostname", "False", "HostnameConflict") && status_list(s, "hostnames") == b_all
     })
     .await;
-    assert_eq!(status_field(&b, "hostname"), None);
+    assert_eq!(status_field(&b, "address"), Some(format!("b.{domain}:30565")));
     let st = b.status.unwrap();
     let c = st.conditions.iter().find(|c| c.type_ == "Hostname").unwrap();
-    assert!(c.message.contains(&format!("{na}/srv")), "{}", c.message);
+    assert!(c.message.contains(&format!("{na}/srv")), "names the holder: {}", c.message);
+    assert!(c.message.contains("default hostnames"), "refuses A's default hostname: {}", c.message);
     let c = st.conditions.iter().find(|c| c.type_ == "ServiceAnnotations").expect("ServiceAnnotations condition");
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ServiceAnnotationNotAllowed"));
     assert!(
@@ -1696,28 +1738,26 @@ async fn hostnames_stay_with_their_tenant_and_first_claimant() {
         "{}",
         c.message
     );
-    let svc_b =
-        common::wait_until(Duration::from_secs(20), || async { routed_host(&w, &nb, "srv").await.is_some() }).await;
-    assert!(svc_b.is_ok(), "B's Service exists");
     let b_svc = Api::<k8s_openapi::api::core::v1::Service>::namespaced(w.admin.clone(), &nb).get("srv").await.unwrap();
     let a = b_svc.metadata.annotations.unwrap_or_default();
+    assert_eq!(a.get("mc-router.itzg.me/externalServerName"), Some(&format!("b.{domain}")), "B's first held hostname");
     assert!(
-        !a.contains_key("mc-router.itzg.me/externalServerName")
-            && !a.contains_key("metallb.universe.tf/address-pool")
-            && !a.contains_key("mc-router.itzg.me/defaultServer"),
+        !a.contains_key("metallb.universe.tf/address-pool") && !a.contains_key("mc-router.itzg.me/defaultServer"),
         "B's Service carries none of the refused annotations: {a:?}"
     );
     assert_eq!(routed_host(&w, &na, "srv").await, Some(Some(host.clone())), "A keeps its hostname");
-    let a =
-        wait_server(&w, &na, "srv", &op, "Hostname Claimed", |s| has_condition(s, "Hostname", "True", "Claimed")).await;
-    assert_eq!(status_field(&a, "hostname"), Some(host.clone()));
+    let a = Api::<MinecraftServer>::namespaced(w.admin.clone(), &na).get("srv").await.unwrap();
+    assert_eq!(status_list(&a, "hostnames"), a_all, "A keeps all its hostnames");
 
-    // A hostname outside the tenant's domains.
+    // A hostname outside the tenant's domains, through the deprecated field.
     create(nb.clone(), server_with("stray", &w.shard, json!({"sku": small, "hostname": "mc.elsewhere.example"}))).await;
+    let stray_default = format!("stray.{nb}.{base}");
     let s = wait_server(&w, &nb, "stray", &op, "HostnameNotAllowed", |s| {
         has_condition(s, "Hostname", "False", "HostnameNotAllowed")
+            && status_list(s, "hostnames") == [stray_default.clone()]
     })
     .await;
+    assert_eq!(status_field(&s, "address"), Some(format!("{stray_default}:30565")), "the default hostname");
     assert!(s.status.unwrap().conditions.iter().any(|c| c.message.to_lowercase().contains(&domain)));
     let svc =
         common::wait_until(Duration::from_secs(20), || async { routed_host(&w, &nb, "stray").await.is_some() }).await;
@@ -1726,10 +1766,12 @@ async fn hostnames_stay_with_their_tenant_and_first_claimant() {
 
     // A goes away: B gets the hostname without any change of its own.
     Api::<MinecraftServer>::namespaced(w.admin.clone(), &na).delete("srv", &DeleteParams::default()).await.unwrap();
-    let b =
-        wait_server(&w, &nb, "srv", &op, "Hostname handed over", |s| has_condition(s, "Hostname", "True", "Claimed"))
-            .await;
-    assert_eq!(status_field(&b, "hostname"), Some(host.clone()));
+    let b = wait_server(&w, &nb, "srv", &op, "Hostname handed over", |s| {
+        status_list(s, "hostnames").first() == Some(&host)
+    })
+    .await;
+    assert_eq!(status_list(&b, "hostnames"), [host.clone(), format!("b.{domain}"), format!("srv.{nb}.{base}")]);
+    assert_eq!(status_field(&b, "address"), Some(format!("{host}:30565")));
     let routed = common::wait_until(Duration::from_secs(20), || async {
         routed_host(&w, &nb, "srv").await == Some(Some(host.clone()))
     })
