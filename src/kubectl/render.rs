@@ -297,6 +297,38 @@ mod tests {
     }
 
     #[test]
+    fn status_shows_the_address_every_hostname_and_a_refused_one() {
+        let mut s = crate::resources::testdata::server("mc", "sku: small\neula: true\n");
+        s.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "phase": "Running",
+                "address": "play.a.example",
+                "hostnames": ["play.a.example", "mc.tenant-a.games.example"],
+                "conditions": [{"type": "Hostname", "status": "False", "reason": "HostnameConflict",
+                    "message": "hostname \"eu.a.example\" is held by MinecraftServer tenant-b/old, which claimed it first",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            }))
+            .unwrap(),
+        );
+        let text = server(&s, &[], false);
+        assert!(text.contains("Address:      play.a.example\n"), "{text}");
+        assert!(text.contains("Hostnames:    play.a.example, mc.tenant-a.games.example\n"), "{text}");
+        assert!(
+            text.contains("HostnameConflict: hostname \"eu.a.example\" is held by MinecraftServer tenant-b/old"),
+            "{text}"
+        );
+        // One hostname, nothing refused: the address says it all.
+        s.status = Some(
+            serde_json::from_value(
+                serde_json::json!({"address": "mc.ns.games.example", "hostnames": ["mc.ns.games.example"]}),
+            )
+            .unwrap(),
+        );
+        let text = server(&s, &[], false);
+        assert!(!text.contains("Hostname"), "{text}");
+    }
+
+    #[test]
     fn a_report_holds_no_credentials_and_no_terminal_escapes() {
         use serde_json::json;
         let applied = json!({"spec": {"containers": [{"env": [{"name": "RCON_PASSWORD", "value": "leak-applied"}]}]}});

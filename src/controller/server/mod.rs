@@ -85,7 +85,9 @@ fn claim_hostnames(server: &MinecraftServer, ctx: &Context, tenants: &[Arc<Tenan
     let base = ctx.settings.base_domain.as_deref();
     let default = base.map(|b| default_hostname(&model.name, &model.namespace, b));
     let wanted = server.spec.wanted_hostnames();
-    let all = ctx.servers.state();
+    // No custom hostname asked for: no rival to look at (no scan of every
+    // server at each reconcile).
+    let all = if wanted.is_empty() { vec![] } else { ctx.servers.state() };
     let others: Vec<(&MinecraftServer, Vec<String>)> = all
         .iter()
         .filter(|s| s.metadata.deletion_timestamp.is_none())
@@ -146,14 +148,18 @@ fn claim_hostnames(server: &MinecraftServer, ctx: &Context, tenants: &[Arc<Tenan
 /// The other servers in `store` that ask for or hold a custom hostname
 /// `server` asks for or holds: re-queued on each event of it, so a hostname
 /// freed (server deleted, hostname changed) goes to the next claimant at
-/// once.
+/// once. Default hostnames (under `base`) have no rivals: a server without
+/// custom hostnames costs no scan.
 fn hostname_rivals(
     store: &kube::runtime::reflector::Store<MinecraftServer>,
     server: &MinecraftServer,
+    base: Option<&str>,
 ) -> Vec<ObjectRef<MinecraftServer>> {
+    let suffix = base.map(|b| format!(".{b}"));
     let names = |s: &MinecraftServer| {
         let mut n = s.spec.wanted_hostnames();
-        n.extend(s.status.iter().flat_map(|st| st.hostnames.iter().cloned()));
+        let held = s.status.iter().flat_map(|st| st.hostnames.iter());
+        n.extend(held.filter(|h| suffix.as_ref().is_none_or(|x| !h.ends_with(x.as_str()))).cloned());
         n
     };
     let mine = names(server);
@@ -607,9 +613,10 @@ pub fn controller(
     let servers = ctx.servers.clone();
     let (rivals_tx, rivals) = futures::channel::mpsc::unbounded();
     let store = ctx.servers.clone();
+    let base = ctx.settings.base_domain.clone();
     let own = own.inspect(move |s| {
         if let Ok(s) = s {
-            for r in hostname_rivals(&store, s) {
+            for r in hostname_rivals(&store, s, base.as_deref()) {
                 let _ = rivals_tx.unbounded_send(r);
             }
         }
