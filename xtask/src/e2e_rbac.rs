@@ -123,9 +123,6 @@ pub fn check(
     if used.is_empty() {
         bail!("the audit log has no write of {users:?}: is it being written?");
     }
-    if !refused.is_empty() {
-        bail!("the chart's RBAC refused writes the operator needs: {refused:?}");
-    }
     // What the chart installed.
     let role: serde_json::Value = serde_json::from_str(&kube.run(&["get", "clusterrole", role, "-o", "json"])?)?;
     let owners: serde_json::Value =
@@ -148,6 +145,18 @@ pub fn check(
         out
     };
     let granted = expand(&role);
+    // A write the role grants can be refused only while the API server's
+    // authorizer has not loaded the RBAC objects yet (right after it
+    // starts: tests/apiserver_restart.rs restarts it under a running
+    // operator). Not a gap in the rules: if the grant never took effect,
+    // the write is never used below and fails there as unused.
+    let (transient, refused): (BTreeSet<Use>, BTreeSet<Use>) = refused.into_iter().partition(|u| granted.contains(u));
+    if !refused.is_empty() {
+        bail!("the chart's RBAC refused writes the operator needs: {refused:?}");
+    }
+    if !transient.is_empty() {
+        println!("rbac: note writes refused although granted (an API server starting up): {transient:?}");
+    }
     let for_owners = expand(&owners);
     let elsewhere: BTreeSet<Use> =
         elsewhere.iter().map(|(g, r, v, _)| (g.to_string(), r.to_string(), v.to_string())).collect();
