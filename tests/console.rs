@@ -85,6 +85,16 @@ async fn commands_are_refused_waited_for_recorded_and_expire() {
     create(&f, "early", "later", "list", 3600).await;
     let c = wait_for(&f, &op, "early", "Pending", 30, |c| phase(c) == Some(CommandPhase::Pending)).await;
     assert_eq!(reason(&c), "ServerNotFound");
+    let st = c.status.clone().unwrap_or_default();
+    assert!(st.waiting_since.is_some(), "the wait counts from when the operator first saw it: {st:?}");
+
+    // A stopped server: no start is coming, so no wait; said in words.
+    f.create_server("off", json!({"state": "Stopped"})).await;
+    create(&f, "to-off", "off", "list", 3600).await;
+    let c = wait_for(&f, &op, "to-off", "Failed", 30, |c| phase(c) == Some(CommandPhase::Failed)).await;
+    assert_eq!(reason(&c), "ServerNotRunning");
+    let msg = c.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(msg.contains("is Stopped") && !msg.contains("None") && !msg.contains("Some("), "{msg}");
 
     // Allowed, but the kwok pod has no RCON: a clear failure, not a hang.
     create(&f, "say", "mc", "say hello", 10).await;

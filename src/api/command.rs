@@ -97,6 +97,10 @@ pub struct ConsoleCommandStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = crate::resources::text::MAX_MESSAGE))]
     pub message: Option<String>,
+    /// When the operator first saw it waiting for its server (found and
+    /// Running); the wait is counted from here, not from its creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Time>,
     /// When it was sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,

@@ -28,10 +28,8 @@ use super::error::{Error, Result};
 use super::watches::{Events, Watches, run};
 use crate::api::command::{CommandPhase, ConsoleCommand, ConsoleCommandStatus, MAX_OUTPUT};
 use crate::api::server::{MinecraftServer, ServerPhase};
-use crate::resources::{FIELD_MANAGER, text};
+use crate::resources::{self, FIELD_MANAGER, console, text};
 
-/// How long a command waits for its server to be found and Running.
-const WAIT_FOR_SERVER: Duration = Duration::from_secs(120);
 /// How often a command being sent is looked at (its task writes the result;
 /// this catches a write that failed).
 const RECHECK: Duration = Duration::from_secs(30);
@@ -67,17 +65,16 @@ pub async fn reconcile(cmd: Arc<ConsoleCommand>, ctx: Arc<Context>) -> Result<Ac
         }
         _ => {}
     }
-    let age = cmd
-        .creation_timestamp()
+    // The wait counts from when the operator first saw the command waiting
+    // (an operator that was down, or a queue, does not eat into it).
+    let waited = status
+        .waiting_since
+        .as_ref()
         .map(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).unwrap_or_default())
         .unwrap_or_default();
-    let waited_enough = age >= WAIT_FOR_SERVER;
+    let allowance = resources::statefulset::start_allowance();
     let Some(server) = ctx.servers.get(&ObjectRef::new(&cmd.spec.server).within(&ns)) else {
-        let msg = format!("MinecraftServer {:?} does not exist in namespace {ns}", cmd.spec.server);
-        if waited_enough {
-            return finish(&cmd, &api, &ctx, CommandPhase::Failed, "ServerNotFound", &msg, None).await;
-        }
-        return pending(&cmd, &api, "ServerNotFound", &msg).await;
+        return wait_or_fail(&cmd, &api, &ctx, console::server_wait(None, None, waited, allowance)).await;
     };
     adopt(&cmd, &api, &server).await?;
     if let Err(why) = ctx.console_allowed(&server, &cmd.spec.command) {
@@ -86,16 +83,16 @@ pub async fn reconcile(cmd: Arc<ConsoleCommand>, ctx: Arc<Context>) -> Result<Ac
     let phase = server.status.as_ref().and_then(|s| s.phase);
     let pod = cached_full(&ctx.children.pods, &ns, &format!("{}-0", server.name_any()));
     let (Some(ServerPhase::Running), Some(pod)) = (phase, pod) else {
-        let msg = format!("server {} is {phase:?}, not Running", server.name_any());
-        if waited_enough {
-            return finish(&cmd, &api, &ctx, CommandPhase::Failed, "ServerNotRunning", &msg, None).await;
-        }
-        return pending(&cmd, &api, "ServerNotRunning", &msg).await;
+        // Running without its pod in the cache yet: still starting.
+        let phase = phase.filter(|p| *p != ServerPhase::Running).or(Some(ServerPhase::Starting));
+        let verdict = console::server_wait(Some(&server.name_any()), phase, waited, allowance);
+        return wait_or_fail(&cmd, &api, &ctx, verdict).await;
     };
 
     // At most once: Running is recorded before the command is sent.
     let started = ConsoleCommandStatus {
         phase: Some(CommandPhase::Running),
+        waiting_since: status.waiting_since.clone(),
         started_at: Some(Time(Timestamp::now())),
         conditions: conditions::merge(
             &status.conditions,
@@ -234,12 +231,26 @@ async fn write_status(api: &Api<ConsoleCommand>, name: &str, status: &ConsoleCom
 }
 
 /// Waits for the server (Pending, with the reason).
+/// Waits (Pending) or gives up (Failed) on the server, as `verdict` says.
+async fn wait_or_fail(
+    cmd: &ConsoleCommand,
+    api: &Api<ConsoleCommand>,
+    ctx: &Context,
+    verdict: console::ServerWait,
+) -> Result<Action> {
+    match verdict {
+        console::ServerWait::Wait(reason, msg) => pending(cmd, api, reason, &msg).await,
+        console::ServerWait::Fail(reason, msg) => finish(cmd, api, ctx, CommandPhase::Failed, reason, &msg, None).await,
+    }
+}
+
 async fn pending(cmd: &ConsoleCommand, api: &Api<ConsoleCommand>, reason: &str, msg: &str) -> Result<Action> {
     let old = cmd.status.clone().unwrap_or_default();
     let status = ConsoleCommandStatus {
         phase: Some(CommandPhase::Pending),
         reason: Some(reason.into()),
         message: Some(msg.into()),
+        waiting_since: old.waiting_since.clone().or_else(|| Some(Time(Timestamp::now()))),
         conditions: conditions::merge(
             &old.conditions,
             &conditions::kstatus(false, false, reason, msg),
@@ -273,6 +284,7 @@ async fn finish(
         output: output.map(|o| text::clean(&o, MAX_OUTPUT, true)),
         reason: Some(reason.into()),
         message: Some(text::clean(msg, text::MAX_MESSAGE, false)),
+        waiting_since: old.waiting_since.clone(),
         started_at: old.started_at.clone(),
         completed_at: Some(Time(now)),
         conditions: conditions::merge(

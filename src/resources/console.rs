@@ -13,7 +13,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::api::server::MinecraftServerSpec;
+use std::time::Duration;
+
+use crate::api::server::{MinecraftServerSpec, ServerPhase};
 use crate::api::sku::ConsolePolicy;
 
 /// Aliases (Bukkit, Spigot, Paper, vanilla, EssentialsX) of commands a
@@ -218,6 +220,73 @@ pub fn check(command: &str, spec: &MinecraftServerSpec, policy: Option<&ConsoleP
     Ok(())
 }
 
+/// What a command does about its server not being ready for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerWait {
+    /// Keep waiting (reason, message).
+    Wait(&'static str, String),
+    /// Give up (reason, message).
+    Fail(&'static str, String),
+}
+
+/// How long a command waits for a server that does not exist (yet).
+pub const WAIT_FOR_MISSING_SERVER: Duration = Duration::from_secs(120);
+
+/// The verdict for a command whose server is `server` (none: not found)
+/// in `phase`, after waiting `waited` since the operator first saw it: a
+/// server that may still be starting is waited for as long as its start
+/// may take (`start_allowance`); a stopped one fails at once (no start is
+/// coming). `phase` none with a server: not reconciled yet.
+pub fn server_wait(
+    server: Option<&str>,
+    phase: Option<ServerPhase>,
+    waited: Duration,
+    start_allowance: Duration,
+) -> ServerWait {
+    let Some(server) = server else {
+        let msg = "the MinecraftServer it names does not exist in its namespace".to_string();
+        return if waited >= WAIT_FOR_MISSING_SERVER {
+            ServerWait::Fail("ServerNotFound", msg)
+        } else {
+            ServerWait::Wait("ServerNotFound", msg)
+        };
+    };
+    let state = match phase {
+        None => "has no status yet".to_string(),
+        Some(p) => format!("is {p:?}"),
+    };
+    if phase == Some(ServerPhase::Stopped) {
+        return ServerWait::Fail(
+            "ServerNotRunning",
+            format!("server {server} is Stopped (spec.state): start it, then run the command again"),
+        );
+    }
+    let limit = humantime(start_allowance);
+    if waited >= start_allowance {
+        ServerWait::Fail(
+            "ServerNotRunning",
+            format!("server {server} {state}, not Running, after waiting {limit} (as long as its start may take)"),
+        )
+    } else {
+        ServerWait::Wait(
+            "ServerNotRunning",
+            format!("waiting for server {server} to be Running (it {state}; up to {limit})"),
+        )
+    }
+}
+
+/// `1h2m3s` style, whole seconds.
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +469,47 @@ mod tests {
             let policy = if c.starts_with("give") { None } else { Some(&deny) };
             assert_eq!(check(c, &managed, policy), Ok(()), "{c}");
         }
+    }
+
+    #[test]
+    fn a_command_waits_as_long_as_its_server_may_take_to_start() {
+        use std::time::Duration;
+        let allowance = crate::resources::statefulset::start_allowance();
+        assert!(allowance >= Duration::from_secs(30 * 60), "the startup probe allows 30 min: {allowance:?}");
+        let min = |m: u64| Duration::from_secs(m * 60);
+        // Starting for 10 minutes (a modpack's first start): still waiting.
+        for phase in [None, Some(ServerPhase::Pending), Some(ServerPhase::Starting), Some(ServerPhase::Restoring)] {
+            match server_wait(Some("survival"), phase, min(10), allowance) {
+                ServerWait::Wait("ServerNotRunning", msg) => {
+                    assert!(!msg.contains("None") && !msg.contains("Some("), "{msg}");
+                    assert!(msg.contains("up to 32m10s"), "{msg}");
+                }
+                other => panic!("{phase:?} after 10 min: {other:?}"),
+            }
+        }
+        // No status yet: said in words, not as Rust's None.
+        let ServerWait::Wait(_, msg) = server_wait(Some("survival"), None, min(0), allowance) else { panic!() };
+        assert!(msg.contains("has no status yet"), "{msg}");
+        // Past the start allowance: fails, saying how long it waited.
+        match server_wait(Some("survival"), Some(ServerPhase::Starting), allowance, allowance) {
+            ServerWait::Fail("ServerNotRunning", msg) => {
+                assert!(msg.contains("is Starting") && msg.contains("32m10s"), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Stopped: no start is coming, fail at once.
+        assert!(matches!(
+            server_wait(Some("survival"), Some(ServerPhase::Stopped), min(0), allowance),
+            ServerWait::Fail("ServerNotRunning", _)
+        ));
+        // A missing server: two minutes, then not found.
+        assert!(matches!(
+            server_wait(None, None, Duration::from_secs(60), allowance),
+            ServerWait::Wait("ServerNotFound", _)
+        ));
+        assert!(matches!(
+            server_wait(None, None, WAIT_FOR_MISSING_SERVER, allowance),
+            ServerWait::Fail("ServerNotFound", _)
+        ));
     }
 }

@@ -105,6 +105,18 @@ fn static_env(m: &ServerModel) -> Vec<EnvVar> {
     e
 }
 
+/// The startup probe: every 10 s, 180 failures allowed after a first 10 s
+/// (modpacks can take many minutes on a first start: up to 30 min).
+const STARTUP: (i32, i32, i32) = (10, 180, 10);
+
+/// How long a server's start may take before the kubelet gives up on it:
+/// the startup probe's allowance, plus two minutes for scheduling, the
+/// volume and the init-container's plugin downloads.
+pub fn start_allowance() -> std::time::Duration {
+    let (period, failures, initial) = STARTUP;
+    std::time::Duration::from_secs((initial + period * failures) as u64 + 120)
+}
+
 fn probe(period: i32, failures: i32, initial: i32) -> Probe {
     Probe {
         exec: Some(ExecAction { command: Some(vec!["mc-health".into()]) }),
@@ -162,8 +174,7 @@ pub fn build(m: &ServerModel) -> StatefulSet {
             limits: Some(resources),
             ..Default::default()
         }),
-        // Modpacks can take many minutes on first start: up to 30 min.
-        startup_probe: Some(probe(10, 180, 10)),
+        startup_probe: Some(probe(STARTUP.0, STARTUP.1, STARTUP.2)),
         readiness_probe: Some(probe(10, 3, 0)),
         liveness_probe: Some(probe(30, 5, 0)),
         lifecycle,
