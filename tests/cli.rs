@@ -151,12 +151,18 @@ async fn controller_serves_health_and_metrics_and_stops_on_sigterm() {
     let client = common::client().await;
     common::ensure_crds(&client).await;
     let port = free_port();
+    // Its log goes to a file, not a pipe nobody reads while it runs: this
+    // controller watches the whole test cluster, and a full pipe would
+    // block its writes (and its exit).
+    let log_path = std::env::temp_dir().join(format!("craftplane-cli-controller-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let mut child = Command::new(BIN)
         .args(["controller", "--http-addr", &format!("127.0.0.1:{port}")])
         .env("KUBECONFIG", common::kubeconfig_path())
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .unwrap();
 
@@ -171,8 +177,8 @@ async fn controller_serves_health_and_metrics_and_stops_on_sigterm() {
     }
     if ready.is_none() {
         let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!("controller never became ready: {}", String::from_utf8_lossy(&out.stderr));
+        let _ = child.wait();
+        panic!("controller never became ready: {}", read_log());
     }
     let (code, _) = http_get(port, "/healthz").unwrap();
     assert_eq!(code, 200);
@@ -191,11 +197,14 @@ async fn controller_serves_health_and_metrics_and_stops_on_sigterm() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(15), "controller did not exit after SIGTERM");
+        if t0.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("controller did not exit after SIGTERM; its log:\n{}", read_log());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let err = read_log();
+    let _ = std::fs::remove_file(&log_path);
     assert!(status.success(), "exit status {status:?}; stderr:\n{err}");
     println!("controller stopped {:?} after SIGTERM", t0.elapsed());
     // Logs are JSON lines.
