@@ -19,9 +19,16 @@ use xshell::{Shell, cmd};
 use crate::cluster::Cluster;
 use crate::tools::{self, Tools};
 
-const NS: &str = "craftplane-system";
+pub(crate) const NS: &str = "craftplane-system";
 
-pub fn run(sh: &Shell) -> Result<()> {
+/// Which scenarios `cargo xtask e2e` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// The chart install and the NetworkPolicy matrix (xtask/src/e2e_netpol.rs).
+    Netpol,
+}
+
+pub fn run(sh: &Shell, only: Option<Only>) -> Result<()> {
     let t0 = Instant::now();
     let tools = tools::ensure(sh)?;
     // The images first: a build error shows before a cluster starts.
@@ -29,7 +36,7 @@ pub fn run(sh: &Shell) -> Result<()> {
     let test_server = crate::images::build_test_server(sh)?;
     let cluster = Cluster::ephemeral(&format!("e2e-{}", std::process::id()));
     cluster.up(sh)?;
-    let result = cluster.import_images(&[&image, &test_server]).and_then(|()| steps(sh, &tools, &cluster));
+    let result = cluster.import_images(&[&image, &test_server]).and_then(|()| steps(sh, &tools, &cluster, only));
     if result.is_err() {
         dump_operator_pods(sh, &tools, &cluster);
     }
@@ -61,7 +68,7 @@ impl Drop for Stopper {
     }
 }
 
-fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
+fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster, only: Option<Only>) -> Result<()> {
     let kubectl = &tools.kubectl;
     let helm = &tools.helm;
     let kc = cluster.kubeconfig();
@@ -176,6 +183,11 @@ backup:
         }
     }
     println!("e2e: ok   both operator pods Ready (readiness /readyz, liveness /healthz) on {}", crate::node::NODE_NAME);
+    // The NetworkPolicy matrix: its own tenants, servers and probe pods.
+    crate::e2e_netpol::run(&crate::e2e_netpol::Setup { kube: &k, cluster, s3_port })?;
+    if only == Some(Only::Netpol) {
+        return Ok(());
+    }
     let leader_pod = |k: &Kube| -> Result<String> {
         let holder =
             k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
