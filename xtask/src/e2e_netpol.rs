@@ -14,7 +14,8 @@
 //! Sources: a plain pod of tenant A, a pod of tenant A with the backup Jobs'
 //! label, tenant A's and tenant B's server pods (their init-container
 //! `fetch-plugins` shares the pod's network and policies), a pod in the
-//! operator's namespace, and this machine (the host end of the node's veth,
+//! operator's namespace, a pod in kube-system (no egress policy: only the
+//! servers' ingress rules can refuse it), and this machine (the host end of the node's veth,
 //! the source address a player's connection has here: no NAT on the way).
 //! Destinations: both servers' game and RCON ports, a stand-in cluster DNS
 //! pod (kube-system, `k8s-app: kube-dns`), the Kubernetes API (Service and
@@ -426,6 +427,13 @@ spec:
                 allow(&cdn),
                 allow(&s3),
             ],
+        ),
+        (
+            // No policies of its own: only the servers' ingress rules stand
+            // between it and them (a tenant pod's own egress deny would hide
+            // an ingress rule that is too wide).
+            Source::Pod("kube-system", DNS_POD, "probe", "pod of another namespace without policies (kube-system)"),
+            vec![allow(&pub443), deny(&a_rcon), deny(&b_rcon), deny(&a_game)],
         ),
         (Source::Host(host.to_string()), vec![allow(&a_game), deny(&b_game), deny(&a_rcon)]),
     ];
