@@ -380,6 +380,32 @@ async fn export_and_import_move_a_world_out_and_in() {
     assert!(!out.status.success());
 }
 
+/// A server whose RCON port answers only seconds after the backup starts
+/// (as behind a NetworkPolicy engine that has not yet let the new backup
+/// pod in): the backup waits for it, saves with save-off / save-on, stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcon_reachable_only_later_is_waited_for() {
+    let t = Scratch::new("late-rcon");
+    let s3 = S3Server::start(t.path("s3"), "worlds");
+    let world = t.path("world");
+    make_world(&world, 5, 1, 16);
+    std::fs::write(t.path("pw"), "pw").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        RconPeer::start_on(port, "pw")
+    });
+    let rcon_addr = format!("127.0.0.1:{port}");
+    let (pw, tlog) = (t.path("pw"), t.path("tlog"));
+    let args = ["backup", "--to", "s3://worlds/late", "--data-dir", p(&world), "--rcon-address", &rcon_addr];
+    let args: Vec<&str> =
+        args.into_iter().chain(["--rcon-password-file", p(&pw), "--termination-log", p(&tlog)]).collect();
+    let out = craftplane(&args, &s3.env());
+    let rcon = late.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(rcon.commands(), vec!["save-off", "save-all flush", "save-on"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_fail_with_a_reason_and_save_on() {
     let t = Scratch::new("creds");

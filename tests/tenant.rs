@@ -883,13 +883,13 @@ fn allowed(policies: &[NetworkPolicy], from: &Peer, to: &Peer, port: i32, proto:
 /// semantics on the policies the operator created (not a copy of the
 /// builder's fields): players from the allowed CIDRs and the gateway's pods
 /// reach the game port and nothing else, RCON only from the operator's pods
-/// and the tenant's backup pods, no traffic between tenants, DNS and public internet egress
-/// only.
+/// and the tenant's backup pods, no traffic between tenants, DNS and public
+/// internet egress only, plus the admin's `allowedEgress` exceptions.
 #[tokio::test]
 async fn network_policies_allow_what_they_promise() {
     let mut w = World::new("net").await;
     let (t, ns) = w
-        .tenant("n", json!({"owners": [{"kind": "User", "name": "erin"}], "network": {"allowedIngressCidrs": ["203.0.113.0/24", "2001:db8::/32"]}}))
+        .tenant("n", json!({"owners": [{"kind": "User", "name": "erin"}], "network": {"allowedIngressCidrs": ["203.0.113.0/24", "2001:db8::/32"], "allowedEgress": [{"cidr": "10.200.0.0/24", "ports": [9000]}]}}))
         .await;
     let op = Operator::start(&w.shard, &["--operator-namespace", "craftplane-system"]).await;
     w.wait_tenant(&t, &op, "Ready", ready).await;
@@ -941,6 +941,17 @@ async fn network_policies_allow_what_they_promise() {
         ("server → private network", server.clone(), outside("10.200.0.1"), 443, "TCP", false),
         ("server → cloud metadata", server.clone(), outside("169.254.169.254"), 80, "TCP", false),
         ("server → public SSH", server.clone(), outside("93.184.216.34"), 22, "TCP", false),
+        ("server → the admin's egress exception", server.clone(), outside("10.200.0.1"), 9000, "TCP", true),
+        (
+            "another pod of the tenant → the admin's egress exception",
+            other_pod.clone(),
+            outside("10.200.0.1"),
+            9000,
+            "TCP",
+            true,
+        ),
+        ("server → the exception's address on another port", server.clone(), outside("10.200.0.1"), 9001, "TCP", false),
+        ("server → next to the exception's CIDR", server.clone(), outside("10.201.0.1"), 9000, "TCP", false),
     ];
     let wrong: Vec<String> = cases
         .iter()

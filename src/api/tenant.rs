@@ -216,6 +216,28 @@ pub struct TenantNetwork {
     #[schemars(length(max = 64), inner(length(max = 64)))]
     #[x_kube(validation = kube::core::Rule::new("self.all(c, isCIDR(c))").message("every entry must be a CIDR such as 203.0.113.0/24"))]
     pub allowed_ingress_cidrs: Vec<String>,
+    /// Further destinations every pod of the tenant may reach, besides
+    /// cluster DNS and public HTTP(S): e.g. a backup store or plugin mirror
+    /// on a private address. Private ranges (other tenants, the nodes, the
+    /// API server, cloud metadata) stay closed unless listed here. Set by
+    /// the cluster admin; empty by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub allowed_egress: Vec<EgressRule>,
+}
+
+/// A destination tenant pods may open connections to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressRule {
+    /// The destination addresses, e.g. `10.20.0.5/32`.
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = kube::core::Rule::new("isCIDR(self)").message("must be a CIDR such as 10.20.0.5/32"))]
+    pub cidr: String,
+    /// TCP ports allowed there. Empty: every port and protocol.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(range(min = 1, max = 65535)))]
+    pub ports: Vec<i32>,
 }
 
 /// Observed state of a tenant.

@@ -165,8 +165,7 @@ async fn run(a: RunArgs) -> Result<String, BackupError> {
     let mut rcon = match &a.rcon_address {
         Some(addr) => {
             let password = read_password(a.rcon_password_file.as_ref())?;
-            let mut c =
-                Rcon::connect(addr, &password, Duration::from_secs(10)).await.map_err(BackupError::RconFailed)?;
+            let mut c = connect_rcon(addr, &password).await.map_err(BackupError::RconFailed)?;
             c.command("save-off").await.map_err(BackupError::RconFailed)?;
             // From here on save-on is owed, whatever happens.
             let flushed = c.command("save-all flush").await;
@@ -190,7 +189,7 @@ async fn run(a: RunArgs) -> Result<String, BackupError> {
         Some((mut c, addr, password, _)) => match c.command("save-on").await {
             Ok(_) => Ok(()),
             // The connection may have dropped during a long upload: once more on a new one.
-            Err(_) => match Rcon::connect(&addr, &password, Duration::from_secs(10)).await {
+            Err(_) => match connect_rcon(&addr, &password).await {
                 Ok(mut c2) => c2.command("save-on").await.map(|_| ()),
                 Err(e) => Err(e),
             },
@@ -206,6 +205,28 @@ async fn run(a: RunArgs) -> Result<String, BackupError> {
         manifest_sha256: sha,
     };
     Ok(serde_json::to_string(&out).unwrap_or_default())
+}
+
+/// How long a backup pod keeps trying to reach its server's RCON port. A
+/// NetworkPolicy engine lets a new pod's connections through once it has
+/// programmed the pod's address, which can take seconds after the pod
+/// starts (kube-router: refused until then).
+const RCON_CONNECT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Connects and logs in, retrying failed connects for up to
+/// [`RCON_CONNECT_DEADLINE`]; a refused login is final.
+async fn connect_rcon(addr: &str, password: &str) -> Result<Rcon, String> {
+    let deadline = tokio::time::Instant::now() + RCON_CONNECT_DEADLINE;
+    loop {
+        match Rcon::connect(addr, password, Duration::from_secs(10)).await {
+            Ok(c) => return Ok(c),
+            Err(e) if !e.contains("login: ") && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "RCON not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn read_password(path: Option<&PathBuf>) -> Result<String, BackupError> {

@@ -464,10 +464,25 @@ fn policy(t: &Tenant, ns: &str, name: &str, spec: NetworkPolicySpec) -> NetworkP
 /// - `craftplane-dns`: DNS to kube-system;
 /// - `craftplane-internet-egress`: HTTP(S) to public addresses (plugin
 ///   downloads, authentication), never to private ranges, so never to other
-///   tenants' pods.
+///   tenants' pods;
+/// - `craftplane-egress`: `network.allowedEgress` (the admin's exceptions,
+///   e.g. a private backup store; none by default).
 pub fn network_policies(t: &Tenant, ns: &str, operator_namespace: &str) -> Vec<NetworkPolicy> {
     let all_pods = LabelSelector::default();
     let cidrs = t.spec.network.as_ref().map(|n| n.allowed_ingress_cidrs.clone()).unwrap_or_default();
+    let egress_rules: Vec<NetworkPolicyEgressRule> = t
+        .spec
+        .network
+        .iter()
+        .flat_map(|n| &n.allowed_egress)
+        .map(|r| NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock { cidr: r.cidr.clone(), except: None }),
+                ..Default::default()
+            }]),
+            ports: (!r.ports.is_empty()).then(|| r.ports.iter().map(|p| tcp(*p)).collect()),
+        })
+        .collect();
     let game_from: Vec<NetworkPolicyPeer> = cidrs
         .iter()
         .map(|c| NetworkPolicyPeer { ip_block: Some(IPBlock { cidr: c.clone(), except: None }), ..Default::default() })
@@ -574,6 +589,18 @@ pub fn network_policies(t: &Tenant, ns: &str, operator_namespace: &str) -> Vec<N
                     }]),
                     ports: Some(vec![udp(53), tcp(53)]),
                 }]),
+                ..Default::default()
+            },
+        ),
+        policy(
+            t,
+            ns,
+            "craftplane-egress",
+            NetworkPolicySpec {
+                pod_selector: Some(all_pods.clone()),
+                policy_types: Some(vec!["Egress".into()]),
+                // No entries: no rule, so private ranges stay closed.
+                egress: (!egress_rules.is_empty()).then_some(egress_rules),
                 ..Default::default()
             },
         ),
@@ -944,5 +971,38 @@ mod tests {
         let mut no_quota = tenant(serde_json::json!({}));
         no_quota.spec.quota = None;
         assert!(resource_quota(&no_quota, "ns").is_none(), "no quota, no ResourceQuota");
+    }
+
+    /// `network.allowedEgress`: one egress rule per entry (TCP ports, or
+    /// every port when none are listed); without entries the policy has no
+    /// rule, so it opens nothing.
+    #[test]
+    fn egress_exceptions_are_the_admins_entries_only() {
+        let egress = |t: &Tenant| -> Option<Vec<NetworkPolicyEgressRule>> {
+            let p = network_policies(t, "ns", "op")
+                .into_iter()
+                .find(|p| p.metadata.name.as_deref() == Some("craftplane-egress"));
+            p.expect("craftplane-egress exists").spec.unwrap().egress
+        };
+        assert_eq!(egress(&tenant(serde_json::json!(null))), None);
+        let mut t = tenant(serde_json::json!(null));
+        t.spec.network = serde_json::from_value(serde_json::json!({
+            "allowedEgress": [{"cidr": "10.20.0.5/32", "ports": [9000, 9001]}, {"cidr": "192.168.7.0/24"}]
+        }))
+        .unwrap();
+        let rules = egress(&t).unwrap();
+        let cidr = |r: &NetworkPolicyEgressRule| r.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr.clone();
+        let ports = |r: &NetworkPolicyEgressRule| {
+            r.ports
+                .as_ref()
+                .map(|ps| ps.iter().map(|p| (p.protocol.clone().unwrap(), p.port.clone().unwrap())).collect::<Vec<_>>())
+        };
+        assert_eq!(rules.len(), 2);
+        assert_eq!(cidr(&rules[0]), "10.20.0.5/32");
+        assert_eq!(
+            ports(&rules[0]),
+            Some(vec![("TCP".into(), IntOrString::Int(9000)), ("TCP".into(), IntOrString::Int(9001))])
+        );
+        assert_eq!((cidr(&rules[1]), ports(&rules[1])), ("192.168.7.0/24".into(), None));
     }
 }

@@ -65,6 +65,11 @@ pub struct RconPeer {
 impl RconPeer {
     pub fn start(password: &str) -> RconPeer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        RconPeer::start_on(port, password)
+    }
+
+    /// Listens on `port` of 127.0.0.1 (once started).
+    pub fn start_on(port: u16, password: &str) -> RconPeer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/rcon-server.js");
         let mut child = Command::new("node")
             .arg(script)

@@ -19,9 +19,16 @@ use xshell::{Shell, cmd};
 use crate::cluster::Cluster;
 use crate::tools::{self, Tools};
 
-const NS: &str = "craftplane-system";
+pub(crate) const NS: &str = "craftplane-system";
 
-pub fn run(sh: &Shell) -> Result<()> {
+/// Which scenarios `cargo xtask e2e` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// The chart install and the NetworkPolicy matrix (xtask/src/e2e_netpol.rs).
+    Netpol,
+}
+
+pub fn run(sh: &Shell, only: Option<Only>) -> Result<()> {
     let t0 = Instant::now();
     let tools = tools::ensure(sh)?;
     // The images first: a build error shows before a cluster starts.
@@ -29,7 +36,7 @@ pub fn run(sh: &Shell) -> Result<()> {
     let test_server = crate::images::build_test_server(sh)?;
     let cluster = Cluster::ephemeral(&format!("e2e-{}", std::process::id()));
     cluster.up(sh)?;
-    let result = cluster.import_images(&[&image, &test_server]).and_then(|()| steps(sh, &tools, &cluster));
+    let result = cluster.import_images(&[&image, &test_server]).and_then(|()| steps(sh, &tools, &cluster, only));
     if result.is_err() {
         dump_operator_pods(sh, &tools, &cluster);
     }
@@ -61,7 +68,7 @@ impl Drop for Stopper {
     }
 }
 
-fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster) -> Result<()> {
+fn steps(sh: &Shell, tools: &Tools, cluster: &Cluster, only: Option<Only>) -> Result<()> {
     let kubectl = &tools.kubectl;
     let helm = &tools.helm;
     let kc = cluster.kubeconfig();
@@ -176,6 +183,11 @@ backup:
         }
     }
     println!("e2e: ok   both operator pods Ready (readiness /readyz, liveness /healthz) on {}", crate::node::NODE_NAME);
+    // The NetworkPolicy matrix: its own tenants, servers and probe pods.
+    let netpol = || crate::e2e_netpol::run(&crate::e2e_netpol::Setup { kube: &k, cluster, s3_port });
+    if only == Some(Only::Netpol) {
+        return netpol();
+    }
     let leader_pod = |k: &Kube| -> Result<String> {
         let holder =
             k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
@@ -189,11 +201,12 @@ backup:
     println!("e2e: ok   leader Lease held by pod {leader}");
     // Independent scenarios run side by side (they mostly wait on probes,
     // Jobs and the cron minute, not on the CPU): the examples on kwok nodes
-    // and a tenant's release, and the real server on the real node
+    // and a tenant's release; the real server on the real node
     // (xtask/src/e2e_real.rs: plugins, backup, restore, live operations,
-    // stop, deletion). Each uses its own objects; both run to the end, and
-    // every failure is reported.
-    let (examples, real) = std::thread::scope(|scope| {
+    // stop, deletion); the NetworkPolicy matrix (xtask/src/e2e_netpol.rs).
+    // Each uses its own objects; all run to the end, and every failure is
+    // reported.
+    let results = std::thread::scope(|scope| {
         let real = scope.spawn(|| {
             crate::e2e_real::run(&crate::e2e_real::Setup {
                 kube: &k,
@@ -202,15 +215,23 @@ backup:
                 s3_root: &s3_root,
             })
         });
+        let matrix = scope.spawn(netpol);
         let examples = examples(sh, &k, cluster, &host, s3_port);
-        let real = real.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the real-server scenario panicked")));
-        (examples, real)
+        let joined = |h: std::thread::ScopedJoinHandle<'_, Result<()>>, what: &str| {
+            h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the {what} scenario panicked")))
+        };
+        [
+            ("examples", examples),
+            ("real-server", joined(real, "real-server")),
+            ("NetworkPolicy matrix", joined(matrix, "NetworkPolicy matrix")),
+        ]
     });
-    match (examples, real) {
-        (Ok(()), Ok(())) => {}
-        (Err(e), Ok(())) => return Err(e.context("the examples scenario")),
-        (Ok(()), Err(e)) => return Err(e.context("the real-server scenario")),
-        (Err(a), Err(b)) => bail!("the examples scenario: {a:#}\nthe real-server scenario: {b:#}"),
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(what, r)| r.as_ref().err().map(|e| format!("the {what} scenario: {e:#}")))
+        .collect();
+    if !failed.is_empty() {
+        bail!("{}", failed.join("\n"));
     }
 
     // Metrics scraped from the leader pod, through the API server's pod proxy

@@ -328,7 +328,7 @@ pub(crate) fn patch_spec(k: &Kube, spec: &str) -> Result<String> {
 
 /// The plugin "CDN": Python's http.server for `dir` on `host:port`, up
 /// when this returns, stopped when the result is dropped.
-fn serve(host: &str, port: u16, dir: &Path) -> Result<Stopper> {
+pub(crate) fn serve(host: &str, port: u16, dir: &Path) -> Result<Stopper> {
     let server = Stopper(
         Command::new("python3")
             .args(["-m", "http.server", "--bind", host, &port.to_string(), "--directory"])

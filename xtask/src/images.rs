@@ -241,9 +241,14 @@ pub fn archive_path(name: &str) -> PathBuf {
 }
 
 /// The release build's target directory: cached beside the other
-/// components, so CI's clean clones rebuild only what changed.
+/// components, so CI's clean clones rebuild only what changed;
+/// `CRAFTPLANE_RELEASE_TARGET_DIR` puts it elsewhere (several checkouts
+/// building at once on one machine).
 fn release_target() -> PathBuf {
-    cache_dir().join("target")
+    match std::env::var_os("CRAFTPLANE_RELEASE_TARGET_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => cache_dir().join("target"),
+    }
 }
 
 /// The release binary the operator image is packed from (profile `image`:

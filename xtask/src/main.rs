@@ -6,6 +6,7 @@ mod cluster;
 mod dev;
 mod e2e;
 mod e2e_live;
+mod e2e_netpol;
 mod e2e_rbac;
 mod e2e_real;
 mod http;
@@ -65,7 +66,11 @@ enum Command {
     },
     /// End-to-end: the Helm chart on a fresh control plane, the operator as
     /// its ServiceAccount, examples/ applied and checked, metrics scraped.
-    E2e,
+    E2e {
+        /// Only the chart install and this scenario (a fresh cluster still).
+        #[arg(long, value_enum)]
+        only: Option<e2e::Only>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -190,7 +195,7 @@ fn run() -> Result<ExitCode> {
         }
         Command::Test { args, no_e2e } => return test(&sh, &args, !no_e2e),
         Command::Dev => dev::run(&sh)?,
-        Command::E2e => e2e::run(&sh)?,
+        Command::E2e { only } => e2e::run(&sh, only)?,
         Command::Bench { which: BenchKind::Backup { mib } } => bench_backup::run(&sh, mib)?,
         Command::Bench { which: BenchKind::Soak { servers, minutes, flip_seconds } } => {
             bench::soak(&sh, servers, minutes, flip_seconds)?
@@ -345,7 +350,7 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
         eprintln!("xtask: the end-to-end suite was NOT run (tests failed before it): counted as skipped");
         counts.ignored += 1;
     } else {
-        match e2e::run(sh) {
+        match e2e::run(sh, None) {
             Ok(()) => counts.passed += 1,
             Err(e) => {
                 eprintln!("xtask: e2e failed: {e:#}");
