@@ -222,9 +222,16 @@ fn wait_for_examples(k: &Kube, operator: &mut Child, timeout: Duration) -> Resul
         if settled || Instant::now() > deadline {
             let mut lines = vec![
                 format!(
-                    "MinecraftServer default/survival: {server} on {} (players {})",
+                    "MinecraftServer default/survival: {server} on {} ({})",
                     field("pod", "survival-0", Some("default"), "{.spec.nodeName}"),
-                    field("mcs", "survival", Some("default"), "{.status.players.online}/{.status.players.max}")
+                    if pinged {
+                        format!(
+                            "players {}",
+                            field("mcs", "survival", Some("default"), "{.status.players.online}/{.status.players.max}")
+                        )
+                    } else {
+                        "no Server List Ping answer yet".to_string()
+                    }
                 ),
                 format!(
                     "BackupSnapshot default/survival-before-1-21-5: {backup} ({} bytes in the local S3 store)",
