@@ -133,7 +133,7 @@ async fn a_world_round_trips_through_s3_byte_for_byte() {
     assert_eq!(result["location"], to);
     assert_eq!(result["files"], 2000 + 24 + 2, "{result}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&tlog).unwrap()).unwrap(), result);
-    assert_eq!(rcon.commands(), vec!["save-off", "save-all flush", "save-on"]);
+    assert_eq!(rcon.commands_through("save-on"), vec!["save-off", "save-all flush", "save-on"]);
 
     // The manifest lists every file with its checksum; verify agrees.
     let out = craftplane(&["backup", "verify", to], &s3.env());
@@ -327,7 +327,11 @@ async fn save_on_is_sent_when_the_store_dies_mid_upload() {
     assert!(!out.status.success(), "a backup whose store died must fail: {}", text(&out));
     let log = std::fs::read_to_string(&tlog).unwrap();
     assert!(log.starts_with("StoreFailed: "), "{log}");
-    assert_eq!(rcon.commands(), vec!["save-off", "save-all flush", "save-on"], "save-on is always sent");
+    assert_eq!(
+        rcon.commands_through("save-on"),
+        vec!["save-off", "save-all flush", "save-on"],
+        "save-on is always sent"
+    );
     assert!(!t.path("s3/worlds/snap/manifest.json").exists(), "no manifest: never a complete snapshot");
     // With the store back, verify says there is no snapshot.
     s3.restart();
@@ -403,7 +407,7 @@ async fn rcon_reachable_only_later_is_waited_for() {
     let out = craftplane(&args, &s3.env());
     let rcon = late.join().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(rcon.commands(), vec!["save-off", "save-all flush", "save-on"]);
+    assert_eq!(rcon.commands_through("save-on"), vec!["save-off", "save-all flush", "save-on"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,7 +435,7 @@ async fn wrong_credentials_fail_with_a_reason_and_save_on() {
     let out = backup_to("s3://worlds/x", &env);
     assert!(!out.status.success());
     assert!(std::fs::read_to_string(&tlog).unwrap_or_default().starts_with("StoreFailed: "), "{}", text(&out));
-    assert_eq!(rcon.commands(), vec!["save-off", "save-all flush", "save-on"]);
+    assert_eq!(rcon.commands_through("save-on"), vec!["save-off", "save-all flush", "save-on"]);
     // A wrong RCON password fails before anything is written.
     std::fs::write(&pw, "wrong").unwrap();
     let out = backup_to("s3://worlds/y", &s3.env());

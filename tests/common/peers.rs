@@ -98,6 +98,20 @@ impl RconPeer {
     pub fn commands(&self) -> Vec<String> {
         self.lines.lock().unwrap().iter().filter_map(|l| l.strip_prefix("command ").map(str::to_string)).collect()
     }
+
+    /// The commands received, once `last` is among them (or after 5 s):
+    /// the peer prints a command as it answers it, so a client that got
+    /// its answer and exited can be ahead of the printed line.
+    pub fn commands_through(&self, last: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let seen = self.commands();
+            if seen.iter().any(|c| c == last) || std::time::Instant::now() > deadline {
+                return seen;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for RconPeer {
