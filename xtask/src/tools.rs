@@ -101,11 +101,14 @@ pub fn ensure(sh: &Shell) -> Result<Tools> {
         let dir = prepare_kubernetes_module(sh)?;
         // Without the version stamp the kubelet reports v0.0.0-master.
         let stamp = format!("-X k8s.io/component-base/version.gitVersion={}", versions::KUBERNETES);
-        for (name, out) in k8s_cmds {
-            if !out.exists() {
-                go_build(sh, &dir, &format!("k8s.io/kubernetes/cmd/{name}"), out, &stamp)?;
-            }
-        }
+        // One `go build` for all missing commands: their packages compile
+        // once and the links run side by side instead of one after another.
+        let missing: Vec<(String, &PathBuf)> = k8s_cmds
+            .iter()
+            .filter(|(_, out)| !out.exists())
+            .map(|(name, out)| (format!("k8s.io/kubernetes/cmd/{name}"), *out))
+            .collect();
+        go_build_many(sh, &dir, &missing, &stamp)?;
     }
     if !tools.etcd.exists() {
         let dir = prepare_simple_module(
@@ -186,6 +189,34 @@ fn go_build(sh: &Shell, dir: &Path, pkg: &str, out: &Path, extra_ldflags: &str) 
     let ldflags = format!("-ldflags=-s -w {extra_ldflags}");
     cmd!(sh, "go build -trimpath {ldflags} -o {tmp} {pkg}").run().with_context(|| format!("go build {pkg}"))?;
     std::fs::rename(&tmp, out)?;
+    Ok(())
+}
+
+/// Builds several main packages of one module in a single `go build` (shared
+/// compile work, concurrent links), then moves each binary to its cache path.
+fn go_build_many(sh: &Shell, dir: &Path, targets: &[(String, &PathBuf)], extra_ldflags: &str) -> Result<()> {
+    let Some((_, first)) = targets.first() else { return Ok(()) };
+    let pkgs: Vec<&str> = targets.iter().map(|(p, _)| p.as_str()).collect();
+    eprintln!(
+        "xtask: building {} (cached afterwards in {})",
+        pkgs.join(" "),
+        first.parent().unwrap_or(first).display()
+    );
+    let _d = sh.push_dir(dir);
+    let tmp = first.with_extension("partial.d");
+    let _ = std::fs::remove_dir_all(&tmp);
+    sh.create_dir(&tmp)?;
+    let ldflags = format!("-ldflags=-s -w {extra_ldflags}");
+    let out_dir = format!("{}/", tmp.display());
+    let args = pkgs.clone();
+    cmd!(sh, "go build -trimpath {ldflags} -o {out_dir} {args...}")
+        .run()
+        .with_context(|| format!("go build {pkgs:?}"))?;
+    for (pkg, out) in targets {
+        let name = pkg.rsplit('/').next().unwrap_or(pkg);
+        std::fs::rename(tmp.join(name), out).with_context(|| format!("{name} not built by go build"))?;
+    }
+    std::fs::remove_dir_all(&tmp)?;
     Ok(())
 }
 
