@@ -200,13 +200,16 @@ async fn gateway_routes_by_granted_hostname_only() {
     let ip = host_address();
     let (peer_a, peer_b) =
         (SlpPeer::start_on(&ip.to_string(), 3, 30, "1.20.4"), SlpPeer::start_on(&ip.to_string(), 7, 70, "1.20.4"));
-    let (ns_a, ns_b) = (w.namespace("a").await, w.namespace("b").await);
+    // A's namespace sorts after B's: only A's earlier creation (whole
+    // seconds) makes it the first claimant.
+    let (ns_a, ns_b) = (w.namespace("z").await, w.namespace("b").await);
     let base = format!("{}.play.test", w.shard);
     let default_a = format!("survival.{ns_a}.{base}");
     let default_b = format!("survival.{ns_b}.{base}");
     let custom = format!("mc.{}.example", w.shard);
     let forged = format!("both.{}.example", w.shard);
     w.server(&ns_a, "survival", &[&custom, &forged], &[&custom, &forged, &default_a], Some((ip, peer_a.port))).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     // Created later: asks for A's name (not granted) and its status names
     // another one A holds (a stale or forged status).
     w.server(&ns_b, "survival", &[&custom, &forged], &[&forged, &default_b], Some((ip, peer_b.port))).await;
