@@ -325,3 +325,57 @@ async fn gateway_readyz_fails_until_the_route_cache_synced() {
     gw.wait_ready().await;
     w.cleanup().await;
 }
+
+#[tokio::test]
+async fn gateway_drains_open_connections_on_sigterm() {
+    use craftplane::gateway::protocol::{self, Handshake, NextState};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut w = World::new().await;
+    let ip = host_address();
+    let peer = SlpPeer::start_on(&ip.to_string(), 2, 20, "1.20.4");
+    let ns = w.namespace("d").await;
+    let host = format!("drain.{}.example", w.shard);
+    w.server(&ns, "survival", &[&host], &[&host], Some((ip, peer.port))).await;
+    let mut gw = Gateway::start(
+        common::kubeconfig_path(),
+        &[&format!("--server-selector={SHARD_LABEL}={}", w.shard), "--drain-seconds=30"],
+    );
+    gw.wait_ready().await;
+    // A status session through the gateway, left open.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let hs = Handshake { protocol: 765, address: host.clone(), port: 25565, next: NextState::Status };
+    s.write_all(&[hs.encode(), protocol::frame(0, &[])].concat()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("status answer").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("\"online\":2"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+
+    let pid = gw.child.as_ref().unwrap().id();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let refused = TcpStream::connect(("127.0.0.1", gw.port)).is_err();
+        let unready = gw.get("/readyz").is_some_and(|(c, b)| c == 503 && b.contains("stopping"));
+        if refused && unready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepting or ready after SIGTERM; log:\n{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The open session still works: ping → pong through the gateway.
+    s.write_all(&protocol::frame(1, &42i64.to_be_bytes())).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("pong").unwrap();
+    assert_eq!(&buf[..n], protocol::pong(42).as_slice());
+    drop(s);
+    // Its end ends the drain: the process exits cleanly, well before 30 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = gw.child.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "gateway did not exit after its last connection; log:\n{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+    drop(peer);
+    w.cleanup().await;
+}

@@ -50,6 +50,7 @@ pub struct Snapshot {
 pub struct Cache {
     snapshot: RwLock<Arc<Snapshot>>,
     synced: AtomicBool,
+    draining: AtomicBool,
 }
 
 impl Cache {
@@ -66,6 +67,15 @@ impl Cache {
     /// Whether the first full list of every watch is in the snapshot.
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// Marks the process as stopping (/readyz fails from now on).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 }
 
@@ -215,5 +225,46 @@ async fn reflect<K>(
             Ok(_) => changed.notify_one(),
             Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(v: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_ready_endpoints_of_the_game_port_are_backends() {
+        let s = slice(serde_json::json!({
+            "metadata": {"name": "survival-abc", "namespace": "tenant-a", "labels": {"craftplane.io/server": "survival"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+                // Ready unset: ready.
+                {"addresses": ["10.0.0.2"]},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.4"], "conditions": {"ready": true, "terminating": true}},
+                {"addresses": ["not-an-ip"]},
+            ],
+            "ports": [{"name": "other", "port": 1}, {"name": "minecraft", "port": 30000}],
+        }));
+        let (key, addrs) = slice_backends(&s).unwrap();
+        assert_eq!(key, ServerKey { namespace: "tenant-a".into(), name: "survival".into() });
+        assert_eq!(addrs, ["10.0.0.1:30000".parse().unwrap(), "10.0.0.2:30000".parse::<SocketAddr>().unwrap()]);
+        // Not a server's slice: nothing.
+        let mut other = s.clone();
+        other.metadata.labels = None;
+        assert!(slice_backends(&other).is_none());
+        // A snapshot drops servers without a ready address.
+        let mut down = s.clone();
+        down.metadata.name = Some("survival-def".into());
+        down.endpoints = Some(vec![]);
+        let snap = snapshot(None, &[], &[], &[Arc::new(down)]);
+        assert!(snap.backends.is_empty());
+        let snap = snapshot(None, &[], &[], &[Arc::new(s.clone()), Arc::new(s)]);
+        assert_eq!(snap.backends.values().next().unwrap().len(), 2, "duplicates merged");
     }
 }

@@ -156,7 +156,9 @@ pub async fn serve(
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.cache.synced() {
+    if s.cache.draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: stopping\n")
+    } else if s.cache.synced() {
         (StatusCode::OK, "ok\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: route cache not synced yet\n")

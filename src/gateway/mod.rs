@@ -83,6 +83,11 @@ pub struct GatewayArgs {
     /// Open connections per tenant, all its servers (0: no limit).
     #[arg(long, default_value_t = 5000)]
     pub max_connections_per_tenant: u32,
+    /// On SIGTERM: stop accepting, report unready, and wait up to this many
+    /// seconds for open connections to end (players finish their session
+    /// while new ones go to the other replicas).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_seconds: u64,
     /// Only MinecraftServers matching this label selector (sharding).
     #[arg(long, env = "CRAFTPLANE_GATEWAY_SERVER_SELECTOR")]
     pub server_selector: Option<String>,
@@ -148,12 +153,17 @@ pub async fn run(args: GatewayArgs) -> Result<()> {
     let http_task = tokio::spawn(metrics::serve(http, cache.clone(), metrics.clone(), stop.clone()));
     let watch_task = tokio::spawn(cache::run(client, watch_cfg, cache.clone(), stop.clone()));
     let gateway = server::Gateway::new(settings, cache, metrics);
-    let accept_task = tokio::spawn(gateway.serve(players, stop.clone()));
+    let accept_task = tokio::spawn(gateway.clone().serve(players, stop.clone()));
 
     crate::controller::shutdown_signal().await;
-    info!("stopping: no new connections");
+    info!(drain_seconds = args.drain_seconds, "stopping: no new connections, unready, draining open ones");
+    gateway.cache.set_draining();
+    // The listening socket closes with the accept task; spliced connections
+    // run on their own tasks.
+    accept_task.abort();
+    let left = gateway.drain(Duration::from_secs(args.drain_seconds)).await;
+    info!(left, "stopped");
     let _ = stop_tx.send(true);
-    let _ = accept_task.await;
     let _ = watch_task.await;
     let _ = http_task.await;
     Ok(())

@@ -4,6 +4,7 @@
 //! the server's ready address and the rest spliced both ways.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     rate: Mutex<RateLimiter<IpAddr>>,
     open: Mutex<Concurrency<String>>,
+    /// Connections spliced now (the drain waits for them).
+    active: AtomicUsize,
 }
 
 /// Longest PROXY header read before the handshake.
@@ -64,7 +67,14 @@ const LEGACY_WAIT: Duration = Duration::from_millis(100);
 impl Gateway {
     pub fn new(settings: Settings, cache: Arc<Cache>, metrics: Arc<Metrics>) -> Arc<Gateway> {
         let rate = RateLimiter::new(settings.rate_interval, settings.rate_burst, settings.max_sources);
-        Arc::new(Gateway { settings, cache, metrics, rate: Mutex::new(rate), open: Mutex::new(Concurrency::new()) })
+        Arc::new(Gateway {
+            settings,
+            cache,
+            metrics,
+            rate: Mutex::new(rate),
+            open: Mutex::new(Concurrency::new()),
+            active: AtomicUsize::new(0),
+        })
     }
 
     /// Accepts until `stop`; each connection runs on its own task.
@@ -235,6 +245,7 @@ impl Gateway {
         self.metrics.connections.get_or_create(&labels).inc();
         let open = self.metrics.connections_open.get_or_create(&labels).clone();
         open.inc();
+        self.active.fetch_add(1, Ordering::AcqRel);
         debug!(%peer, client = %o.client, server = %route.server, ?next, "spliced");
         let mut head = Vec::with_capacity(buf.len() + 64);
         if self.settings.proxy_protocol_to_servers {
@@ -248,6 +259,7 @@ impl Gateway {
         }
         .await;
         open.dec();
+        self.active.fetch_sub(1, Ordering::AcqRel);
         let (up, down) = match result {
             Ok((up, down)) => (up, down),
             Err(e) => {
@@ -258,6 +270,19 @@ impl Gateway {
         let bytes = |direction| BytesLabels { server: labels.server.clone(), tenant: labels.tenant.clone(), direction };
         self.metrics.bytes.get_or_create(&bytes(Direction::Upstream)).inc_by(up + (buf.len() - o.skip) as u64);
         self.metrics.bytes.get_or_create(&bytes(Direction::Downstream)).inc_by(down);
+    }
+
+    /// Waits until no connection is spliced, or `grace` passed; returns
+    /// how many are still open.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        let end = Instant::now() + grace;
+        loop {
+            let n = self.active.load(Ordering::Acquire);
+            if n == 0 || Instant::now() >= end {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn connect(&self, addrs: &[SocketAddr]) -> Option<TcpStream> {
