@@ -22,6 +22,9 @@ struct Cli {
 enum Command {
     /// Run the reconcilers (connects with the in-cluster config or KUBECONFIG).
     Controller(ControllerArgs),
+    /// Run the player gateway: one address for every server, routed by the
+    /// hostname in the client's handshake.
+    Gateway(craftplane::gateway::GatewayArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// Print the rules of the operator's ClusterRole (what the chart grants).
@@ -126,6 +129,23 @@ fn main() -> ExitCode {
         }
         Command::Backup(args) => block_on(craftplane::backup::cli::backup(args)),
         Command::Restore(args) => block_on(craftplane::backup::cli::restore(args)),
+        Command::Gateway(args) => {
+            telemetry::init(cli.log_format);
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("craftplane: error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(craftplane::gateway::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("craftplane: error: {}", one_line(&format!("{e:#}")));
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Controller(args) => {
             telemetry::init(cli.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

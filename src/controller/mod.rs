@@ -116,7 +116,7 @@ pub struct ControllerArgs {
 
 /// A base domain: empty, or a DNS name with room for
 /// `<server>.<namespace>.` in front (at most 253 - 117 characters).
-fn parse_base_domain(s: &str) -> std::result::Result<String, String> {
+pub(crate) fn parse_base_domain(s: &str) -> std::result::Result<String, String> {
     let d = crate::resources::hostname::normalize(s.trim());
     if d.is_empty() {
         return Ok(d);
@@ -494,7 +494,7 @@ pub fn crd_names() -> Vec<String> {
     api::crds().into_iter().filter_map(|c| c.metadata.name).collect()
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

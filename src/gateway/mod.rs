@@ -6,11 +6,165 @@
 //!   answers the gateway gives itself (status, disconnect);
 //! - [`proxy`]: PROXY protocol v1/v2 from trusted load balancers, v2 to servers;
 //! - [`limits`]: per-source rate limits, open connections per server and tenant;
-//! - [`routes`]: hostname → server, by the operator's hostname rule.
+//! - [`routes`]: hostname → server, from the hostnames the operator granted.
 //!
-//! The listener that uses them comes later.
+//! The runtime: [`cache`] (watches → routes and ready addresses),
+//! [`server`] (the listener and splice), [`metrics`] (Prometheus, probes).
 
+pub mod cache;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod routes;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use kube::Client;
+use tracing::info;
+
+use routes::ServerKey;
+
+/// Flags of `craftplane gateway`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// Address players connect to.
+    #[arg(long, default_value = "0.0.0.0:25565", env = "CRAFTPLANE_GATEWAY_LISTEN")]
+    pub listen: SocketAddr,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "CRAFTPLANE_HTTP_ADDR")]
+    pub http_addr: SocketAddr,
+    /// The operator's base domain (`--base-domain` there): a hostname two
+    /// servers' statuses name goes to the one whose default name it is.
+    #[arg(long, env = "CRAFTPLANE_BASE_DOMAIN", default_value = "", value_parser = crate::controller::parse_base_domain)]
+    pub base_domain: String,
+    /// CIDR blocks of load balancers whose PROXY protocol v1/v2 header is
+    /// believed (comma-separated; empty: nobody's).
+    #[arg(long, env = "CRAFTPLANE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<proxy::Cidr>,
+    /// Milliseconds a client has to send its handshake (slowloris guard).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub handshake_timeout_ms: u64,
+    /// Milliseconds to connect to a server.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub connect_timeout_ms: u64,
+    /// Shown to clients asking for a hostname no server has (status MOTD,
+    /// login disconnect reason).
+    #[arg(
+        long,
+        env = "CRAFTPLANE_UNKNOWN_HOST_MESSAGE",
+        default_value = "No server has this address. Check the address you typed."
+    )]
+    pub unknown_host_message: String,
+    /// `namespace/name` of a server unknown hostnames go to instead.
+    #[arg(long, env = "CRAFTPLANE_DEFAULT_SERVER", value_parser = parse_server)]
+    pub default_server: Option<ServerKey>,
+    /// Send a PROXY protocol v2 header to servers (only for servers that
+    /// read it: it precedes the client's bytes).
+    #[arg(long)]
+    pub proxy_protocol_to_servers: bool,
+    /// Connections each source IP (IPv6: its /64) may open at once before
+    /// the rate applies.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+    /// Then one connection per this many milliseconds per source.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub rate_interval_ms: u64,
+    /// Source addresses tracked at most; a new source beyond is refused.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sources: u64,
+    /// Open connections per server (0: no limit).
+    #[arg(long, default_value_t = 1000)]
+    pub max_connections_per_server: u32,
+    /// Open connections per tenant, all its servers (0: no limit).
+    #[arg(long, default_value_t = 5000)]
+    pub max_connections_per_tenant: u32,
+    /// On SIGTERM: stop accepting, report unready, and wait up to this many
+    /// seconds for open connections to end (players finish their session
+    /// while new ones go to the other replicas).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_seconds: u64,
+    /// Only MinecraftServers matching this label selector (sharding).
+    #[arg(long, env = "CRAFTPLANE_GATEWAY_SERVER_SELECTOR")]
+    pub server_selector: Option<String>,
+}
+
+fn parse_cidr(s: &str) -> Result<proxy::Cidr, String> {
+    s.trim().parse()
+}
+
+fn parse_server(s: &str) -> Result<ServerKey, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(ServerKey { namespace: ns.into(), name: name.into() })
+        }
+        _ => Err(format!("{s:?} is not namespace/name")),
+    }
+}
+
+impl GatewayArgs {
+    pub fn settings(&self) -> server::Settings {
+        let limit = |n: u32| (n > 0).then_some(n);
+        server::Settings {
+            trusted_proxies: self.trusted_proxies.clone(),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            unknown_host_message: self.unknown_host_message.clone(),
+            default_server: self.default_server.clone(),
+            proxy_protocol_to_servers: self.proxy_protocol_to_servers,
+            rate_interval: Duration::from_millis(self.rate_interval_ms),
+            rate_burst: self.rate_burst,
+            max_sources: usize::try_from(self.max_sources).unwrap_or(usize::MAX),
+            max_per_server: limit(self.max_connections_per_server),
+            max_per_tenant: limit(self.max_connections_per_tenant),
+        }
+    }
+}
+
+/// Runs the gateway until SIGTERM/Ctrl-C.
+pub async fn run(args: GatewayArgs) -> Result<()> {
+    let config = kube::Config::infer()
+        .await
+        .context("no Kubernetes configuration found (not in a cluster and no usable KUBECONFIG)")?;
+    let url = config.cluster_url.clone();
+    let client = Client::try_from(config).with_context(|| format!("cannot build a client for {url}"))?;
+    let cache = Arc::new(cache::Cache::default());
+    let metrics = Arc::new(metrics::Metrics::new());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+
+    let http = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
+    info!(addr = %http.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let players = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let settings = args.settings();
+    server::log_start(players.local_addr()?, &settings);
+
+    let watch_cfg = cache::WatchConfig {
+        base_domain: Some(args.base_domain.clone()).filter(|d| !d.is_empty()),
+        server_selector: args.server_selector.clone(),
+    };
+    let http_task = tokio::spawn(metrics::serve(http, cache.clone(), metrics.clone(), stop.clone()));
+    let watch_task = tokio::spawn(cache::run(client, watch_cfg, cache.clone(), stop.clone()));
+    let gateway = server::Gateway::new(settings, cache, metrics);
+    let accept_task = tokio::spawn(gateway.clone().serve(players, stop.clone()));
+
+    crate::controller::shutdown_signal().await;
+    info!(drain_seconds = args.drain_seconds, "stopping: no new connections, unready, draining open ones");
+    gateway.cache.set_draining();
+    // The listening socket closes with the accept task; spliced connections
+    // run on their own tasks.
+    accept_task.abort();
+    let left = gateway.drain(Duration::from_secs(args.drain_seconds)).await;
+    info!(left, "stopped");
+    let _ = stop_tx.send(true);
+    let _ = watch_task.await;
+    let _ = http_task.await;
+    Ok(())
+}

@@ -24,6 +24,11 @@ pub struct SlpPeer {
 impl SlpPeer {
     /// Starts the peer reporting `online`/`max` players and `version`.
     pub fn start(online: i32, max: i32, version: &str) -> SlpPeer {
+        Self::start_on(&std::env::var("SLP_HOST").unwrap_or_else(|_| "127.0.0.1".into()), online, max, version)
+    }
+
+    /// Like [`SlpPeer::start`], listening on `host`.
+    pub fn start_on(host: &str, online: i32, max: i32, version: &str) -> SlpPeer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/slp-server.js");
         let mut child = Command::new("node")
             .arg(script)
@@ -31,6 +36,7 @@ impl SlpPeer {
             .arg(max.to_string())
             .arg(version)
             .env("NODE_PATH", node_modules())
+            .env("SLP_HOST", host)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -18,3 +18,9 @@ app.kubernetes.io/component: controller
 {{- define "craftplane.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+
+{{- define "craftplane.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: craftplane
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}

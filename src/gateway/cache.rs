@@ -1,0 +1,270 @@
+//! The gateway's view of the cluster, kept by watches (never an API
+//! request per connection): MinecraftServers (their granted
+//! `status.hostnames`), Tenants (whose namespace is whose) and the game
+//! Services' EndpointSlices (the ready pod addresses players are sent to).
+//!
+//! Why pod IPs from EndpointSlices rather than the game Service's address:
+//! no DNS lookup or kube-proxy hop per connection; servers behind the
+//! gateway need no ClusterIP of their own (a headless Service works the
+//! same, without the serialized ClusterIP allocation); only *ready*
+//! endpoints are used, so a starting or stopped server is answered with a
+//! clear message instead of a connection that hangs (issue 33 builds on
+//! this); and EndpointSlices hold addresses only, so the gateway needs no
+//! read access to tenants' pods (their specs and env).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use super::routes::{RouteTable, ServerEntry, ServerKey};
+use crate::api::{MinecraftServer, Tenant};
+use crate::resources::{GAME_PORT, SERVER_LABEL};
+
+/// Labels of the game Services, which the EndpointSlice controller copies
+/// to their slices.
+pub const GAME_SLICE_SELECTOR: &str = "app.kubernetes.io/managed-by=craftplane,app.kubernetes.io/component=game";
+/// Name of the game port in the game Service (and so in its slices).
+pub const GAME_PORT_NAME: &str = "minecraft";
+
+/// What a connection looks up: routes and backends, replaced whole on
+/// every change (readers hold an `Arc` of one consistent version).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub routes: RouteTable,
+    /// Ready addresses of each server's game port.
+    pub backends: HashMap<ServerKey, Vec<SocketAddr>>,
+}
+
+/// The shared cache: a snapshot and whether every watch has synced.
+#[derive(Default)]
+pub struct Cache {
+    snapshot: RwLock<Arc<Snapshot>>,
+    synced: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Cache {
+    /// The current snapshot.
+    pub fn get(&self) -> Arc<Snapshot> {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the snapshot (tests and the watch loop).
+    pub fn set(&self, s: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    }
+
+    /// Whether the first full list of every watch is in the snapshot.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Marks the process as stopping (/readyz fails from now on).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// The ready addresses of one EndpointSlice, with the server they serve.
+pub fn slice_backends(slice: &EndpointSlice) -> Option<(ServerKey, Vec<SocketAddr>)> {
+    let key = ServerKey { namespace: slice.namespace()?, name: slice.labels().get(SERVER_LABEL)?.clone() };
+    let ports = slice.ports.as_deref().unwrap_or_default();
+    let port = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some(GAME_PORT_NAME))
+        .or_else(|| ports.first())
+        .and_then(|p| p.port)
+        .unwrap_or(GAME_PORT);
+    let port = u16::try_from(port).ok()?;
+    let mut out = Vec::new();
+    for e in slice.endpoints.iter().flatten() {
+        // Ready unset means ready (EndpointSlice API); terminating ones are not.
+        let c = e.conditions.as_ref();
+        if c.and_then(|c| c.ready) == Some(false) || c.and_then(|c| c.terminating) == Some(true) {
+            continue;
+        }
+        out.extend(e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, port)));
+    }
+    Some((key, out))
+}
+
+/// The tenant owning `namespace`: the operator's rule (a namespace it
+/// lists or was given in its status).
+pub fn tenant_of<'a>(tenants: &'a [Arc<Tenant>], namespace: &str) -> Option<&'a Arc<Tenant>> {
+    tenants.iter().find(|t| {
+        t.desired_namespaces().iter().any(|n| n == namespace)
+            || t.status.as_ref().is_some_and(|st| st.namespaces.iter().any(|n| n == namespace))
+    })
+}
+
+/// Builds a snapshot from the three stores.
+pub fn snapshot(
+    base_domain: Option<&str>,
+    servers: &[Arc<MinecraftServer>],
+    tenants: &[Arc<Tenant>],
+    slices: &[Arc<EndpointSlice>],
+) -> Snapshot {
+    let mut by_ns: HashMap<String, Option<String>> = HashMap::new();
+    let entries: Vec<ServerEntry> = servers
+        .iter()
+        .filter_map(|s| {
+            let ns = s.namespace()?;
+            let tenant =
+                by_ns.entry(ns.clone()).or_insert_with(|| tenant_of(tenants, &ns).map(|t| t.name_any())).clone();
+            ServerEntry::from_server(s, tenant)
+        })
+        .collect();
+    let routes = RouteTable::build(base_domain, &entries);
+    let mut backends: HashMap<ServerKey, Vec<SocketAddr>> = HashMap::new();
+    for s in slices {
+        if let Some((key, addrs)) = slice_backends(s) {
+            backends.entry(key).or_default().extend(addrs);
+        }
+    }
+    for v in backends.values_mut() {
+        v.sort();
+        v.dedup();
+    }
+    backends.retain(|_, v| !v.is_empty());
+    Snapshot { routes, backends }
+}
+
+/// What the watches select.
+#[derive(Clone, Debug, Default)]
+pub struct WatchConfig {
+    /// The admin's base domain (tie-break for default names).
+    pub base_domain: Option<String>,
+    /// Only MinecraftServers with these labels (sharding, tests).
+    pub server_selector: Option<String>,
+}
+
+/// Keeps `cache` up to date until `stop`. Marks it synced once every watch
+/// listed its objects and the first snapshot is built; a watch error is
+/// logged and retried with backoff (the last snapshot keeps serving).
+pub async fn run(client: Client, cfg: WatchConfig, cache: Arc<Cache>, mut stop: watch::Receiver<bool>) {
+    let changed = Arc::new(Notify::new());
+    let mut servers_cfg = watcher::Config::default().page_size(500);
+    if let Some(sel) = &cfg.server_selector {
+        servers_cfg = servers_cfg.labels(sel);
+    }
+    let (servers, w1) = reflector::store::<MinecraftServer>();
+    let (tenants, w2) = reflector::store::<Tenant>();
+    let (slices, w3) = reflector::store::<EndpointSlice>();
+    let s1 = reflect(w1, Api::all(client.clone()), servers_cfg, "MinecraftServer", changed.clone());
+    let s2 = reflect(w2, Api::all(client.clone()), watcher::Config::default(), "Tenant", changed.clone());
+    let s3 = reflect(
+        w3,
+        Api::all(client),
+        watcher::Config::default().page_size(500).labels(GAME_SLICE_SELECTOR),
+        "EndpointSlice",
+        changed.clone(),
+    );
+    let rebuild = async {
+        for_ready(&servers).await;
+        for_ready(&tenants).await;
+        for_ready(&slices).await;
+        loop {
+            let snap = snapshot(cfg.base_domain.as_deref(), &servers.state(), &tenants.state(), &slices.state());
+            for c in snap.routes.conflicts() {
+                warn!(host = %c.host, holder = %c.holder, refused = %c.loser, "two servers' status name one hostname; routing it to the first");
+            }
+            let (routes, backends) = (snap.routes.len(), snap.backends.len());
+            cache.set(snap);
+            if !cache.synced.swap(true, Ordering::AcqRel) {
+                info!(routes, backends, "route cache synced");
+            }
+            changed.notified().await;
+            // Coalesce bursts of events into one rebuild.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        _ = s1 => {}
+        _ = s2 => {}
+        _ = s3 => {}
+        _ = rebuild => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+async fn for_ready<K>(store: &Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    let _ = store.wait_until_ready().await;
+}
+
+async fn reflect<K>(
+    writer: reflector::store::Writer<K>,
+    api: Api<K>,
+    cfg: watcher::Config,
+    kind: &'static str,
+    changed: Arc<Notify>,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+{
+    let mut events = std::pin::pin!(reflector::reflector(writer, watcher(api, cfg)).default_backoff());
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
+            Ok(_) => changed.notify_one(),
+            Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(v: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_ready_endpoints_of_the_game_port_are_backends() {
+        let s = slice(serde_json::json!({
+            "metadata": {"name": "survival-abc", "namespace": "tenant-a", "labels": {"craftplane.io/server": "survival"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+                // Ready unset: ready.
+                {"addresses": ["10.0.0.2"]},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.4"], "conditions": {"ready": true, "terminating": true}},
+                {"addresses": ["not-an-ip"]},
+            ],
+            "ports": [{"name": "other", "port": 1}, {"name": "minecraft", "port": 30000}],
+        }));
+        let (key, addrs) = slice_backends(&s).unwrap();
+        assert_eq!(key, ServerKey { namespace: "tenant-a".into(), name: "survival".into() });
+        assert_eq!(addrs, ["10.0.0.1:30000".parse().unwrap(), "10.0.0.2:30000".parse::<SocketAddr>().unwrap()]);
+        // Not a server's slice: nothing.
+        let mut other = s.clone();
+        other.metadata.labels = None;
+        assert!(slice_backends(&other).is_none());
+        // A snapshot drops servers without a ready address.
+        let mut down = s.clone();
+        down.metadata.name = Some("survival-def".into());
+        down.endpoints = Some(vec![]);
+        let snap = snapshot(None, &[], &[], &[Arc::new(down)]);
+        assert!(snap.backends.is_empty());
+        let snap = snapshot(None, &[], &[], &[Arc::new(s.clone()), Arc::new(s)]);
+        assert_eq!(snap.backends.values().next().unwrap().len(), 2, "duplicates merged");
+    }
+}

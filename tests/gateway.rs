@@ -1,0 +1,381 @@
+//! The gateway (`craftplane gateway`, run as a host process) against the
+//! real API server: routes from the MinecraftServers' `status.hostnames`,
+//! ready addresses from the game EndpointSlices, real npm clients and
+//! servers on the host.
+//!
+//! kwok pods have fake IPs, so the test writes what the operator and the
+//! EndpointSlice controller would: each server's status (the hostnames the
+//! operator granted) and an EndpointSlice labelled like a game Service's,
+//! whose ready address is an npm server on this host's non-loopback
+//! address (EndpointSlices refuse loopback). The gateway runs the same
+//! code path as in a cluster.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::operator::SHARD_LABEL;
+use common::peers::{SlpPeer, node_modules};
+use craftplane::api::MinecraftServer;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+/// A running gateway process; killed on drop.
+struct Gateway {
+    child: Option<Child>,
+    port: u16,
+    http: u16,
+    log: PathBuf,
+}
+
+impl Gateway {
+    fn start(kubeconfig: PathBuf, extra: &[&str]) -> Gateway {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (port, http) = (free(), free());
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gateway-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("gateway-{}.log", common::unique_suffix()));
+        let child = Command::new(env!("CARGO_BIN_EXE_craftplane"))
+            .arg("gateway")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--http-addr=127.0.0.1:{http}"))
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,craftplane=debug")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start craftplane gateway");
+        let g = Gateway { child: Some(child), port, http, log };
+        // Up when its HTTP port answers (ready or not).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while g.get("/healthz").is_none() {
+            assert!(Instant::now() < deadline, "gateway did not start; log:\n{}", g.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        Some((buf.split_whitespace().nth(1)?.parse().ok()?, buf))
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get("/readyz").map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "gateway not ready after 30s; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The value of a metric line starting with `prefix` (labels included).
+    fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = self.get("/metrics").expect("metrics");
+        body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The npm client against the gateway, its handshake naming `host`.
+    async fn client(&self, mode: &str, host: &str) -> Value {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/gateway-client.js");
+        let out = tokio::process::Command::new("node")
+            .arg(script)
+            .arg(mode)
+            .arg(self.port.to_string())
+            .arg(host)
+            .env("NODE_PATH", node_modules())
+            .output()
+            .await
+            .expect("run node");
+        let line = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("client output {line:?} ({e}); stderr {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// This host's address that pods (and EndpointSlices) may name: the source
+/// address of the default route (no packet is sent).
+fn host_address() -> IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    s.connect("192.0.2.123:9").or_else(|_| s.connect("8.8.8.8:53")).expect("a route off this host");
+    let ip = s.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback(), "no non-loopback address on this host ({ip})");
+    ip
+}
+
+struct World {
+    admin: Client,
+    shard: String,
+    namespaces: Vec<String>,
+}
+
+impl World {
+    async fn new() -> World {
+        let admin = common::client().await;
+        common::ensure_crds(&admin).await;
+        World { admin, shard: format!("gw-{}", common::unique_suffix()), namespaces: vec![] }
+    }
+
+    async fn namespace(&mut self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.shard);
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(self.admin.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+        self.namespaces.push(name.clone());
+        name
+    }
+
+    /// A server whose status holds `granted` (what the operator decided),
+    /// asking for `wanted`, reachable at `peer` (ready) or nowhere.
+    async fn server(&self, ns: &str, name: &str, wanted: &[&str], granted: &[&str], peer: Option<(IpAddr, u16)>) {
+        let api: Api<MinecraftServer> = Api::namespaced(self.admin.clone(), ns);
+        let s: MinecraftServer = serde_json::from_value(json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer",
+            "metadata": {"name": name, "labels": {SHARD_LABEL: self.shard}},
+            "spec": {"sku": "none", "eula": true, "hostnames": wanted},
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &s).await.expect("create server");
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"hostnames": granted}})))
+            .await
+            .expect("status");
+        let Some((ip, port)) = peer else { return };
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-game"), "labels": {
+                "kubernetes.io/service-name": name,
+                "app.kubernetes.io/managed-by": "craftplane",
+                "app.kubernetes.io/component": "game",
+                "craftplane.io/server": name,
+            }},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+            "ports": [{"name": "minecraft", "port": port, "protocol": "TCP"}],
+        }))
+        .unwrap();
+        Api::<EndpointSlice>::namespaced(self.admin.clone(), ns)
+            .create(&PostParams::default(), &slice)
+            .await
+            .expect("create EndpointSlice");
+    }
+
+    async fn cleanup(self) {
+        for ns in &self.namespaces {
+            let _ = Api::<Namespace>::all(self.admin.clone()).delete(ns, &DeleteParams::default()).await;
+        }
+    }
+}
+
+/// Players online in a ping answer (tells the two npm servers apart).
+fn online(v: &Value) -> Option<i64> {
+    v["ping"]["players"]["online"].as_i64()
+}
+
+#[tokio::test]
+async fn gateway_routes_by_granted_hostname_only() {
+    let mut w = World::new().await;
+    let ip = host_address();
+    let (peer_a, peer_b) =
+        (SlpPeer::start_on(&ip.to_string(), 3, 30, "1.20.4"), SlpPeer::start_on(&ip.to_string(), 7, 70, "1.20.4"));
+    // A's namespace sorts after B's: only A's earlier creation (whole
+    // seconds) makes it the first claimant.
+    let (ns_a, ns_b) = (w.namespace("z").await, w.namespace("b").await);
+    let base = format!("{}.play.test", w.shard);
+    let default_a = format!("survival.{ns_a}.{base}");
+    let default_b = format!("survival.{ns_b}.{base}");
+    let custom = format!("mc.{}.example", w.shard);
+    let forged = format!("both.{}.example", w.shard);
+    w.server(&ns_a, "survival", &[&custom, &forged], &[&custom, &forged, &default_a], Some((ip, peer_a.port))).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Created later: asks for A's name (not granted) and its status names
+    // another one A holds (a stale or forged status).
+    w.server(&ns_b, "survival", &[&custom, &forged], &[&forged, &default_b], Some((ip, peer_b.port))).await;
+    w.server(&ns_b, "stopped", &[], &[&format!("stopped.{ns_b}.{base}")], None).await;
+
+    let gw = Gateway::start(
+        common::kubeconfig_path(),
+        &[
+            &format!("--server-selector={SHARD_LABEL}={}", w.shard),
+            &format!("--base-domain={base}"),
+            "--unknown-host-message=No such server here (test)",
+        ],
+    );
+    gw.wait_ready().await;
+
+    // Each default hostname reaches its own server (as the player types it).
+    let a = gw.client("ping", &default_a.to_uppercase()).await;
+    assert_eq!(online(&a), Some(3), "{a}");
+    let b = gw.client("ping", &format!("{default_b}.")).await;
+    assert_eq!(online(&b), Some(7), "{b}");
+    // A custom hostname reaches its holder; B's claim in spec changes nothing.
+    assert_eq!(online(&gw.client("ping", &custom).await), Some(3));
+    // A hostname both statuses name goes to the first claimant only.
+    for _ in 0..3 {
+        assert_eq!(online(&gw.client("ping", &forged).await), Some(3));
+    }
+    // Unknown: the admin's message, as a status and as a login refusal.
+    let unknown = format!("nobody.{base}");
+    let p = gw.client("ping", &unknown).await;
+    assert_eq!(p["ping"]["description"]["text"], "No such server here (test)", "{p}");
+    let k = gw.client("login", &unknown).await;
+    assert!(k["kicked"].as_str().is_some_and(|r| r.contains("No such server here (test)")), "{k}");
+    // A server without a ready address: a clear refusal, no hang.
+    let k = gw.client("login", &format!("stopped.{ns_b}.{base}")).await;
+    assert!(k["kicked"].as_str().is_some_and(|r| r.contains("not running")), "{k}");
+
+    // Routes follow the watch: A's name moves to B when the operator grants it.
+    Api::<MinecraftServer>::namespaced(w.admin.clone(), &ns_a)
+        .delete("survival", &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<MinecraftServer>::namespaced(w.admin.clone(), &ns_b)
+        .patch_status(
+            "survival",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"hostnames": [&custom, &forged, &default_b]}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = gw.client("ping", &custom).await;
+        if online(&r) == Some(7) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the name did not move to B: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gw.metric("craftplane_gateway_refusals_total{reason=\"UnknownHost\"}") >= 2.0);
+    assert!(gw.metric("craftplane_gateway_connections_total{") >= 7.0);
+    drop((peer_a, peer_b));
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn gateway_limits_a_storm_from_one_source() {
+    let mut w = World::new().await;
+    let ip = host_address();
+    let peer = SlpPeer::start_on(&ip.to_string(), 1, 10, "1.20.4");
+    let ns = w.namespace("s").await;
+    let host = format!("storm.{}.example", w.shard);
+    w.server(&ns, "survival", &[&host], &[&host], Some((ip, peer.port))).await;
+    let gw = Gateway::start(
+        common::kubeconfig_path(),
+        &[&format!("--server-selector={SHARD_LABEL}={}", w.shard), "--rate-burst=5", "--rate-interval-ms=60000"],
+    );
+    gw.wait_ready().await;
+    let mut answered = 0;
+    let mut refused = 0;
+    for _ in 0..8 {
+        let r = gw.client("ping", &host).await;
+        match r["ping"]["description"]["text"].as_str() {
+            Some(motd) if motd.contains("Too many connections") => refused += 1,
+            _ if online(&r) == Some(1) => answered += 1,
+            _ => panic!("neither the server nor a refusal: {r}"),
+        }
+    }
+    assert_eq!((answered, refused), (5, 3), "burst of 5, then refused until the interval");
+    assert_eq!(gw.metric("craftplane_gateway_refusals_total{reason=\"RateLimited\"}"), 3.0);
+    drop(peer);
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn gateway_readyz_fails_until_the_route_cache_synced() {
+    let w = World::new().await;
+    // The operator's identity may not list EndpointSlices: the watch
+    // fails, the cache never syncs, the gateway stays unready.
+    let gw = Gateway::start(
+        common::operator::operator_kubeconfig(),
+        &[&format!("--server-selector={SHARD_LABEL}={}", w.shard)],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let (code, body) = gw.get("/readyz").expect("readyz answers");
+        assert_eq!(code, 503, "ready without a synced cache: {body}\nlog:\n{}", gw.log_text());
+        assert!(body.contains("not synced"), "{body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(gw.get("/healthz").map(|r| r.0), Some(200));
+    // With a role that may, it becomes ready.
+    let gw = Gateway::start(common::kubeconfig_path(), &[&format!("--server-selector={SHARD_LABEL}={}", w.shard)]);
+    gw.wait_ready().await;
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn gateway_drains_open_connections_on_sigterm() {
+    use craftplane::gateway::protocol::{self, Handshake, NextState};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut w = World::new().await;
+    let ip = host_address();
+    let peer = SlpPeer::start_on(&ip.to_string(), 2, 20, "1.20.4");
+    let ns = w.namespace("d").await;
+    let host = format!("drain.{}.example", w.shard);
+    w.server(&ns, "survival", &[&host], &[&host], Some((ip, peer.port))).await;
+    let mut gw = Gateway::start(
+        common::kubeconfig_path(),
+        &[&format!("--server-selector={SHARD_LABEL}={}", w.shard), "--drain-seconds=30"],
+    );
+    gw.wait_ready().await;
+    // A status session through the gateway, left open.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let hs = Handshake { protocol: 765, address: host.clone(), port: 25565, next: NextState::Status };
+    s.write_all(&[hs.encode(), protocol::frame(0, &[])].concat()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("status answer").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("\"online\":2"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+
+    let pid = gw.child.as_ref().unwrap().id();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let refused = TcpStream::connect(("127.0.0.1", gw.port)).is_err();
+        let unready = gw.get("/readyz").is_some_and(|(c, b)| c == 503 && b.contains("stopping"));
+        if refused && unready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepting or ready after SIGTERM; log:\n{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The open session still works: ping → pong through the gateway.
+    s.write_all(&protocol::frame(1, &42i64.to_be_bytes())).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("pong").unwrap();
+    assert_eq!(&buf[..n], protocol::pong(42).as_slice());
+    drop(s);
+    // Its end ends the drain: the process exits cleanly, well before 30 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = gw.child.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "gateway did not exit after its last connection; log:\n{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+    drop(peer);
+    w.cleanup().await;
+}
