@@ -26,7 +26,12 @@ pub(crate) const NS: &str = "craftplane-system";
 pub enum Only {
     /// The chart install and the NetworkPolicy matrix (xtask/src/e2e_netpol.rs).
     Netpol,
+    /// The chart install and the player gateway (xtask/src/e2e_gateway.rs).
+    Gateway,
 }
+
+/// The operator's pods (the chart's gateway pods share the name label).
+pub const OPERATOR_PODS: &str = "app.kubernetes.io/name=craftplane,app.kubernetes.io/component=controller";
 
 pub fn run(sh: &Shell, only: Option<Only>) -> Result<()> {
     let t0 = Instant::now();
@@ -53,9 +58,7 @@ fn dump_operator_pods(sh: &Shell, tools: &Tools, cluster: &Cluster) {
     let kc = cluster.kubeconfig();
     let _ = cmd!(sh, "{kubectl} --kubeconfig {kc} get pods -A -o wide").run();
     let _ = cmd!(sh, "{kubectl} --kubeconfig {kc} describe pods -n {NS}").run();
-    let _ =
-        cmd!(sh, "{kubectl} --kubeconfig {kc} logs -n {NS} -l app.kubernetes.io/name=craftplane --tail=40 --prefix")
-            .run();
+    let _ = cmd!(sh, "{kubectl} --kubeconfig {kc} logs -n {NS} -l {OPERATOR_PODS} --tail=40 --prefix").run();
 }
 
 /// A child process killed when dropped (servers the suite starts).
@@ -131,6 +134,10 @@ metrics: {{prometheusRule: {{enabled: false}}}}
 modrinth: {{url: \"http://{host}:{mr_port}/v2\"}}
 nodeSelector: {{{label}: {value}}}
 tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]
+gateway:
+  baseDomain: {base}
+  service: {{externalTrafficPolicy: Local}}
+  rateLimit: {{burst: {burst}, intervalMs: {interval}}}
 backup:
   defaultStore: main
   stores:
@@ -142,6 +149,9 @@ backup:
             label = crate::node::LABEL.0,
             value = crate::node::LABEL.1,
             taint = crate::node::TAINT_KEY,
+            base = crate::e2e_gateway::BASE_DOMAIN,
+            burst = crate::e2e_gateway::RATE_BURST,
+            interval = crate::e2e_gateway::RATE_INTERVAL_MS,
         ),
     )?;
     k.run(&["create", "namespace", NS])?;
@@ -164,7 +174,7 @@ backup:
         .run()
         .context("helm install did not become ready")?;
     println!("e2e: ok   chart installed, Deployment Available in {:.0?}", t_install.elapsed());
-    let pods_json = k.run(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "json"])?;
+    let pods_json = k.run(&["get", "pods", "-n", NS, "-l", OPERATOR_PODS, "-o", "json"])?;
     let pods: serde_json::Value = serde_json::from_str(&pods_json)?;
     let pods = pods["items"].as_array().context("pods")?.clone();
     if pods.len() != 2 {
@@ -188,10 +198,15 @@ backup:
     if only == Some(Only::Netpol) {
         return netpol();
     }
+    let gateway =
+        || crate::e2e_gateway::run(&crate::e2e_gateway::Setup { kube: &k, cluster, node_modules: &node_modules });
+    if only == Some(Only::Gateway) {
+        return gateway();
+    }
     let leader_pod = |k: &Kube| -> Result<String> {
         let holder =
             k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
-        let pods = k.run(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "name"])?;
+        let pods = k.run(&["get", "pods", "-n", NS, "-l", OPERATOR_PODS, "-o", "name"])?;
         pods.lines()
             .map(|p| p.trim_start_matches("pod/").to_string())
             .find(|p| !holder.is_empty() && holder.starts_with(&format!("{p}-")))
@@ -203,7 +218,8 @@ backup:
     // Jobs and the cron minute, not on the CPU): the examples on kwok nodes
     // and a tenant's release; the real server on the real node
     // (xtask/src/e2e_real.rs: plugins, backup, restore, live operations,
-    // stop, deletion); the NetworkPolicy matrix (xtask/src/e2e_netpol.rs).
+    // stop, deletion); the NetworkPolicy matrix (xtask/src/e2e_netpol.rs);
+    // players through the gateway (xtask/src/e2e_gateway.rs).
     // Each uses its own objects; all run to the end, and every failure is
     // reported.
     let results = std::thread::scope(|scope| {
@@ -216,6 +232,7 @@ backup:
             })
         });
         let matrix = scope.spawn(netpol);
+        let players = scope.spawn(gateway);
         let examples = examples(sh, &k, cluster, &host, s3_port);
         let joined = |h: std::thread::ScopedJoinHandle<'_, Result<()>>, what: &str| {
             h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the {what} scenario panicked")))
@@ -224,6 +241,7 @@ backup:
             ("examples", examples),
             ("real-server", joined(real, "real-server")),
             ("NetworkPolicy matrix", joined(matrix, "NetworkPolicy matrix")),
+            ("gateway", joined(players, "gateway")),
         ]
     });
     let failed: Vec<String> = results
@@ -670,11 +688,7 @@ impl Kube {
     /// The operator pods' logs (current and previous containers).
     pub fn operator_log(&self) -> String {
         let mut out = String::new();
-        for p in self
-            .run(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=craftplane", "-o", "name"])
-            .unwrap_or_default()
-            .lines()
-        {
+        for p in self.run(&["get", "pods", "-n", NS, "-l", OPERATOR_PODS, "-o", "name"]).unwrap_or_default().lines() {
             out.push_str(&self.run(&["logs", "-n", NS, p, "--tail=200"]).unwrap_or_default());
             out.push_str(&self.run(&["logs", "-n", NS, p, "--previous", "--tail=200"]).unwrap_or_default());
         }

@@ -5,6 +5,7 @@ mod bench_backup;
 mod cluster;
 mod dev;
 mod e2e;
+mod e2e_gateway;
 mod e2e_live;
 mod e2e_netpol;
 mod e2e_rbac;
@@ -12,6 +13,7 @@ mod e2e_real;
 mod http;
 mod images;
 mod node;
+mod slp;
 mod tools;
 mod versions;
 
