@@ -338,7 +338,7 @@ async fn gateway_drains_open_connections_on_sigterm() {
     w.server(&ns, "survival", &[&host], &[&host], Some((ip, peer.port))).await;
     let mut gw = Gateway::start(
         common::kubeconfig_path(),
-        &[&format!("--server-selector={SHARD_LABEL}={}", w.shard), "--drain-seconds=30"],
+        &[&format!("--server-selector={SHARD_LABEL}={}", w.shard), "--drain-seconds=30", "--shutdown-delay-seconds=2"],
     );
     gw.wait_ready().await;
     // A status session through the gateway, left open.
@@ -351,6 +351,21 @@ async fn gateway_drains_open_connections_on_sigterm() {
 
     let pid = gw.child.as_ref().unwrap().id();
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let t_term = Instant::now();
+    // First the shutdown delay: unready, but new connections still spliced
+    // (a proxy that has not yet heard of the pod's end sends players here).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while gw.get("/readyz").is_none_or(|(c, b)| c != 503 || !b.contains("stopping")) {
+        assert!(Instant::now() < deadline, "still ready 1 s after SIGTERM; log:\n{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut late =
+        tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.expect("accepting during the shutdown delay");
+    late.write_all(&[hs.encode(), protocol::frame(0, &[])].concat()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), late.read(&mut buf)).await.expect("status answer").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("\"online\":2"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    drop(late);
+    assert!(t_term.elapsed() < Duration::from_secs(2), "the check took longer than the shutdown delay");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let refused = TcpStream::connect(("127.0.0.1", gw.port)).is_err();

@@ -366,7 +366,7 @@ fn default_port() -> i32 {
 /// Kubernetes Service type.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ServiceType {
-    /// Cluster-internal (default; use with mc-router or port-forward).
+    /// Cluster-internal (default): players come through the craftplane gateway.
     #[default]
     ClusterIP,
     /// A port on every node.

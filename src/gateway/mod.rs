@@ -88,6 +88,12 @@ pub struct GatewayArgs {
     /// while new ones go to the other replicas).
     #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_seconds: u64,
+    /// On SIGTERM, first keep accepting for this many seconds while
+    /// reporting unready: the Service drops a terminating pod at once, but
+    /// every node's proxy needs a moment to stop sending new connections to
+    /// it (closing the listener at once refuses those players).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub shutdown_delay_seconds: u64,
     /// Only MinecraftServers matching this label selector (sharding).
     #[arg(long, env = "CRAFTPLANE_GATEWAY_SERVER_SELECTOR")]
     pub server_selector: Option<String>,
@@ -156,8 +162,15 @@ pub async fn run(args: GatewayArgs) -> Result<()> {
     let accept_task = tokio::spawn(gateway.clone().serve(players, stop.clone()));
 
     crate::controller::shutdown_signal().await;
-    info!(drain_seconds = args.drain_seconds, "stopping: no new connections, unready, draining open ones");
     gateway.cache.set_draining();
+    if args.shutdown_delay_seconds > 0 {
+        info!(
+            seconds = args.shutdown_delay_seconds,
+            "stopping: unready, still accepting while the Service forgets this pod"
+        );
+        tokio::time::sleep(Duration::from_secs(args.shutdown_delay_seconds)).await;
+    }
+    info!(drain_seconds = args.drain_seconds, "stopping: no new connections, draining open ones");
     // The listening socket closes with the accept task; spliced connections
     // run on their own tasks.
     accept_task.abort();

@@ -21,6 +21,38 @@ use crate::e2e::{Kube, Stopper};
 use crate::tools;
 
 const OPERATOR_NS: &str = "craftplane-system";
+/// Every example server is `<server>.<namespace>.craftplane.localhost` at
+/// the dev gateway.
+const BASE_DOMAIN: &str = "craftplane.localhost";
+
+/// How a player reaches the example servers: each server's address
+/// (`status.address`), and what the gateway answered for it just now.
+fn gateway_report(k: &Kube, port: u16) -> Vec<String> {
+    let mut lines = Vec::new();
+    let servers = k
+        .run(&["get", "mcs", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {.status.hostnames[0]} {.status.address}{\"\\n\"}{end}"])
+        .unwrap_or_default();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    for line in servers.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(server), Some(host)) = (it.next(), it.next()) else { continue };
+        let address = it.next().unwrap_or(host);
+        let answer = match crate::slp::status(addr, host, port, Duration::from_secs(3)) {
+            Ok(st) => format!(
+                "the gateway answers {:?}, {}/{} players",
+                crate::slp::motd(&st),
+                st["players"]["online"],
+                st["players"]["max"]
+            ),
+            Err(e) => format!("no answer through the gateway yet ({e:#})"),
+        };
+        lines.push(format!("players: {server} is {address}: {answer}"));
+    }
+    lines.push(format!(
+        "players: point a Minecraft client at localhost:{port} (names the gateway does not know reach default/survival), or add \"127.0.0.1 <hostname>\" to /etc/hosts and use the address above"
+    ));
+    lines
+}
 
 pub fn run(sh: &Shell) -> Result<()> {
     let t0 = Instant::now();
@@ -97,9 +129,27 @@ pub fn run(sh: &Shell) -> Result<()> {
     k.run(&["apply", "-R", "-f", &out_dir.display().to_string()])?;
 
     cmd!(sh, "cargo build --quiet --bin craftplane").run()?;
+    // The player gateway beside it, on this machine: it reaches the server
+    // pods' addresses (the host routes to the node's pod network).
+    let gateway_port =
+        if std::net::TcpListener::bind(("0.0.0.0", 25565)).is_ok() { 25565 } else { crate::e2e::free_port("0.0.0.0")? };
+    let _gateway = Stopper(
+        Command::new(crate::target_dir().join("debug/craftplane"))
+            .args(["gateway", "--log-format", "text", "--http-addr", "127.0.0.1:8081"])
+            .args(["--listen", &format!("0.0.0.0:{gateway_port}"), "--base-domain", BASE_DOMAIN])
+            .args(["--default-server", "default/survival"])
+            .env("KUBECONFIG", &kc)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("start the gateway")?,
+    );
+    eprintln!(
+        "xtask: the player gateway listens on 0.0.0.0:{gateway_port} (base domain {BASE_DOMAIN}; names it does not know go to default/survival)"
+    );
     eprintln!("xtask: starting the operator on this machine (Ctrl-C stops it; the cluster keeps running)");
     let mut operator = Command::new(crate::target_dir().join("debug/craftplane"))
         .args(["controller", "--log-format", "text", "--http-addr", "127.0.0.1:8080"])
+        .args(["--base-domain", BASE_DOMAIN, "--gateway-port", &gateway_port.to_string()])
         .arg("--backup-stores")
         .arg(&stores)
         .args(["--helper-image", &crate::images::operator_image()])
@@ -108,7 +158,8 @@ pub fn run(sh: &Shell) -> Result<()> {
         .spawn()?;
     let report = wait_for_examples(&k, &mut operator, Duration::from_secs(240));
     match report {
-        Ok(lines) => {
+        Ok(mut lines) => {
+            lines.extend(gateway_report(&k, gateway_port));
             eprintln!("\nxtask: examples after {:.0?}:", t0.elapsed());
             for l in lines {
                 eprintln!("xtask:   {l}");

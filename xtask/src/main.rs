@@ -138,6 +138,10 @@ enum ClusterAction {
         /// Delete the kind cluster instead.
         #[arg(long)]
         kind: bool,
+        /// Another cluster under ~/.cache/craftplane/clusters (e.g. an
+        /// interrupted e2e's `e2e-<pid>`) instead of the dev one.
+        #[arg(long, conflicts_with = "kind")]
+        name: Option<String>,
     },
     /// Show which components run and whether the API is ready.
     Status,
@@ -163,11 +167,22 @@ fn run() -> Result<ExitCode> {
         Command::Cluster { action } => match action {
             ClusterAction::Up { kind: false } => Cluster::dev().up(&sh)?,
             ClusterAction::Up { kind: true } => kind_up(&sh)?,
-            ClusterAction::Down { kind: false } => {
-                Cluster::dev().down()?;
+            ClusterAction::Down { kind: false, name } => {
+                let cluster = match name {
+                    Some(n) if !n.is_empty() && !n.contains('/') && n != "." && n != ".." => {
+                        let c = Cluster::ephemeral(&n);
+                        if !c.dir.exists() {
+                            anyhow::bail!("no cluster at {}", c.dir.display());
+                        }
+                        c
+                    }
+                    Some(n) => anyhow::bail!("{n:?} is not a cluster name"),
+                    None => Cluster::dev(),
+                };
+                cluster.down()?;
                 eprintln!("xtask: control plane stopped, state removed");
             }
-            ClusterAction::Down { kind: true } => {
+            ClusterAction::Down { kind: true, .. } => {
                 cmd!(sh, "kind delete cluster --name craftplane").run()?;
             }
             ClusterAction::Status => {
