@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_backup;
+mod bench_gateway;
 mod cluster;
 mod dev;
 mod e2e;
@@ -77,6 +78,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchKind {
+    /// The player gateway beside HAProxy (TCP mode) and a direct
+    /// connection: setup latency, throughput, RSS with many routes and open
+    /// connections (xtask/src/bench_gateway.rs).
+    Gateway {
+        /// Status connections per path per run (sequential).
+        #[arg(long, default_value_t = 500)]
+        connections: usize,
+        /// MiB per bulk transfer.
+        #[arg(long, default_value_t = 256)]
+        mib: usize,
+        /// MinecraftServers (hostnames) the gateway loads.
+        #[arg(long, default_value_t = 10_000)]
+        routes: usize,
+        /// Connections held open for the RSS figure.
+        #[arg(long, default_value_t = 1000)]
+        open: usize,
+        /// Alternating runs over the three paths.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// N servers on one operator beside the API server's own limit.
     Scale {
         /// Server counts to run (default 100 and 1000).
@@ -214,6 +235,9 @@ fn run() -> Result<ExitCode> {
         Command::Dev => dev::run(&sh)?,
         Command::E2e { only } => e2e::run(&sh, only)?,
         Command::Bench { which: BenchKind::Backup { mib } } => bench_backup::run(&sh, mib)?,
+        Command::Bench { which: BenchKind::Gateway { connections, mib, routes, open, runs } } => {
+            bench_gateway::run(&sh, &bench_gateway::Args { connections, mib, routes, open, runs })?
+        }
         Command::Bench { which: BenchKind::Soak { servers, minutes, flip_seconds } } => {
             bench::soak(&sh, servers, minutes, flip_seconds)?
         }

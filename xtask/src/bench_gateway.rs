@@ -1,0 +1,442 @@
+//! `cargo xtask bench gateway`: the player gateway beside HAProxy, same
+//! machine, same backend, alternating runs.
+//!
+//! Three paths to one backend on this host's non-loopback address: (a) the
+//! client straight to it, (b) HAProxy 2.6 (Debian) in TCP mode with that
+//! backend behind one frontend port (Minecraft has no SNI: HAProxy cannot
+//! route by hostname without payload parsing, so it gets the easier job),
+//! (c) `craftplane gateway` (the image's release binary) routing by the
+//! handshake's hostname among `--routes` MinecraftServers of a kwok-only
+//! control plane (status.hostnames written as the operator would; one
+//! EndpointSlice names the backend).
+//!
+//! Measured per path: connection setup (connect → handshake → the status
+//! answer; sequential, median and p99), bulk throughput (a login-state
+//! connection reading `--mib` MiB the backend sends; median of 3), and RSS:
+//! the gateway's with all routes loaded, then with `--open` status sessions
+//! held open (MiB per connection), HAProxy's the same way.
+//!
+//! The backend is a small Rust thread server in this process (a status
+//! answer for status handshakes, a byte stream for login handshakes); both
+//! proxies forward every byte after the handshake untouched.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::cluster::Cluster;
+use crate::e2e::{Kube, free_port};
+
+pub struct Args {
+    pub connections: usize,
+    pub mib: usize,
+    pub routes: usize,
+    pub open: usize,
+    pub runs: usize,
+}
+
+const NS: &str = "bench-gateway";
+const HOST: &str = "s0.bench.example";
+
+pub fn run(sh: &Shell, a: &Args) -> Result<()> {
+    if a.routes == 0 || a.connections == 0 || a.runs == 0 {
+        bail!("--routes, --connections and --runs must be at least 1");
+    }
+    let tools = crate::tools::ensure(sh)?;
+    let haproxy = ensure_haproxy(sh)?;
+    let bin = crate::images::build_release_binary(sh)?;
+    let cluster = Cluster::ephemeral(&format!("bench-gw-{}", std::process::id())).kwok_only();
+    cluster.up(sh)?;
+    let r = bench(&tools, &haproxy, &bin, &cluster, a);
+    let d = cluster.down();
+    r?;
+    d
+}
+
+fn ensure_haproxy(sh: &Shell) -> Result<String> {
+    if let Ok(p) = cmd!(sh, "sh -c 'command -v haproxy'").quiet().read() {
+        return Ok(p.trim().to_string());
+    }
+    eprintln!("xtask: installing Debian's haproxy (the benchmark's reference proxy)");
+    cmd!(sh, "apt-get install -y -qq --no-install-recommends haproxy")
+        .run()
+        .or_else(|_| {
+            cmd!(sh, "apt-get update -qq").run()?;
+            cmd!(sh, "apt-get install -y -qq --no-install-recommends haproxy").run()
+        })
+        .context("haproxy is needed (run as root: apt-get install -y haproxy)")?;
+    Ok(cmd!(sh, "sh -c 'command -v haproxy'").quiet().read()?.trim().to_string())
+}
+
+fn host_address() -> Result<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    s.connect("192.0.2.123:9").or_else(|_| s.connect("8.8.8.8:53")).context("a route off this host")?;
+    let ip = s.local_addr()?.ip();
+    if ip.is_loopback() {
+        bail!("no non-loopback address on this host");
+    }
+    Ok(ip)
+}
+
+struct Stop(Child);
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn bench(tools: &crate::tools::Tools, haproxy: &str, bin: &Path, cluster: &Cluster, a: &Args) -> Result<()> {
+    let k = Kube { kubectl: tools.kubectl.clone(), kubeconfig: cluster.kubeconfig() };
+    let ip = host_address()?;
+    let backend = Backend::start(ip, a.mib)?;
+    println!("bench: backend on {}; {} routes for the gateway", backend.addr, a.routes);
+
+    // The routes: MinecraftServers with status.hostnames, as the operator
+    // writes them; s0's EndpointSlice names the backend.
+    k.run(&["create", "namespace", NS])?;
+    let dir = &cluster.dir;
+    let mut servers = String::new();
+    let mut statuses = String::new();
+    for i in 0..a.routes {
+        servers.push_str(&format!(
+            "apiVersion: craftplane.io/v1alpha1\nkind: MinecraftServer\nmetadata: {{name: s{i}, namespace: {NS}}}\nspec: {{sku: none, eula: true}}\n---\n"
+        ));
+        statuses.push_str(&format!(
+            "apiVersion: craftplane.io/v1alpha1\nkind: MinecraftServer\nmetadata: {{name: s{i}, namespace: {NS}}}\nstatus: {{hostnames: [s{i}.bench.example]}}\n---\n"
+        ));
+    }
+    let t_load = Instant::now();
+    let (sf, stf) = (dir.join("bench-gw-servers.yaml"), dir.join("bench-gw-status.yaml"));
+    std::fs::write(&sf, servers)?;
+    std::fs::write(&stf, statuses)?;
+    k.run(&["apply", "--server-side", "-f", &sf.display().to_string()])?;
+    k.run(&["apply", "--server-side", "--subresource=status", "-f", &stf.display().to_string()])?;
+    let slice = dir.join("bench-gw-slice.yaml");
+    std::fs::write(
+        &slice,
+        format!(
+            "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: s0-game
+  namespace: {NS}
+  labels: {{kubernetes.io/service-name: s0, app.kubernetes.io/managed-by: craftplane, app.kubernetes.io/component: game, craftplane.io/server: s0}}
+addressType: IPv4
+endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
+ports: [{{name: minecraft, port: {port}, protocol: TCP}}]
+",
+            port = backend.addr.port()
+        ),
+    )?;
+    k.run(&["apply", "-f", &slice.display().to_string()])?;
+    println!(
+        "bench: {} MinecraftServers with status and the backend's EndpointSlice in {:.1?}",
+        a.routes,
+        t_load.elapsed()
+    );
+
+    // The gateway: no rate or connection limits (one source address here).
+    let gw_port = free_port("127.0.0.1")?;
+    let gw_http = free_port("127.0.0.1")?;
+    let gw = Stop(
+        Command::new(bin)
+            .args([
+                "gateway",
+                "--listen",
+                &format!("127.0.0.1:{gw_port}"),
+                "--http-addr",
+                &format!("127.0.0.1:{gw_http}"),
+            ])
+            .args(["--rate-burst", "1000000000", "--rate-interval-ms", "1"])
+            .args(["--max-connections-per-server", "0", "--max-connections-per-tenant", "0"])
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start the gateway")?,
+    );
+    let t_sync = Instant::now();
+    loop {
+        let m = crate::http::get(gw_http, "/metrics").unwrap_or_default();
+        let routes = m
+            .lines()
+            .find(|l| l.starts_with("craftplane_gateway_routes "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        let backends = m
+            .lines()
+            .find(|l| l.starts_with("craftplane_gateway_backends "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        if routes == Some(a.routes as f64) && backends == Some(1.0) {
+            break;
+        }
+        if t_sync.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "the gateway did not load {} routes and 1 backend in 300 s (routes {routes:?}, backends {backends:?})",
+                a.routes
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let gw_pid = gw.0.id();
+    println!("bench: gateway synced {} routes in {:.1?}", a.routes, t_sync.elapsed());
+
+    // HAProxy: one frontend, the one backend.
+    let hp_port = free_port("127.0.0.1")?;
+    let cfg = dir.join("bench-haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 20000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nfrontend mc\n  bind 127.0.0.1:{hp_port}\n  default_backend servers\nbackend servers\n  server s0 {}\n",
+            backend.addr
+        ),
+    )?;
+    let hp = Stop(
+        Command::new(haproxy)
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start haproxy")?,
+    );
+    let hp_pid = hp.0.id();
+    let hp_addr: SocketAddr = ([127, 0, 0, 1], hp_port).into();
+    let gw_addr: SocketAddr = ([127, 0, 0, 1], gw_port).into();
+    crate::e2e::retry(Duration::from_secs(10), || status_once(hp_addr).map(|_| ()))?;
+    crate::e2e::retry(Duration::from_secs(10), || status_once(gw_addr).map(|_| ()))?;
+    let rss_gw_idle = rss_mib(gw_pid);
+    let rss_hp_idle = rss_mib(hp_pid);
+
+    let paths = [("direct", backend.addr), ("HAProxy 2.6 (tcp)", hp_addr), ("craftplane gateway", gw_addr)];
+    let mut setup: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut thru: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for run in 1..=a.runs {
+        for (i, (name, addr)) in paths.iter().enumerate() {
+            for _ in 0..50 {
+                status_once(*addr)?; // warm-up
+            }
+            let mut lat = Vec::with_capacity(a.connections);
+            for _ in 0..a.connections {
+                lat.push(status_once(*addr)?.as_secs_f64() * 1000.0);
+            }
+            setup[i].extend(lat);
+            for _ in 0..3 {
+                thru[i].push(bulk(*addr, a.mib)?);
+            }
+            println!("bench: run {run} {name}: done");
+        }
+    }
+
+    // Open sessions: held status connections (handshake + status answered,
+    // the socket kept), through each proxy.
+    let hold = |addr: SocketAddr| -> Result<Vec<TcpStream>> { (0..a.open).map(|_| open_session(addr)).collect() };
+    let held = hold(gw_addr)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_gw_open = rss_mib(gw_pid);
+    drop(held);
+    let held = hold(hp_addr)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_hp_open = rss_mib(hp_pid);
+    drop(held);
+
+    let q = |v: &[f64], p: f64| -> f64 {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[((s.len() as f64 - 1.0) * p).round() as usize]
+    };
+    println!(
+        "\nbench gateway: {} runs alternating, {} status connections per path per run, {} MiB per bulk transfer (3 per run), {} routes loaded, {} open sessions\n",
+        a.runs, a.connections, a.mib, a.routes, a.open
+    );
+    println!("| path | setup median (ms) | setup p99 (ms) | added median vs direct (ms) | throughput median (MiB/s) |");
+    println!("|---|---|---|---|---|");
+    let direct_med = q(&setup[0], 0.5);
+    for (i, (name, _)) in paths.iter().enumerate() {
+        println!(
+            "| {name} | {:.3} | {:.3} | {:+.3} | {:.0} |",
+            q(&setup[i], 0.5),
+            q(&setup[i], 0.99),
+            q(&setup[i], 0.5) - direct_med,
+            q(&thru[i], 0.5)
+        );
+    }
+    let added = |i: usize| q(&setup[i], 0.5) - direct_med;
+    println!(
+        "\ngateway vs HAProxy: added setup latency {:.3} ms vs {:.3} ms (target ≤ HAProxy's: {}); throughput {:.2}× HAProxy's (target ≥ 0.9×: {})",
+        added(2),
+        added(1),
+        if added(2) <= added(1) { "met" } else { "MISSED" },
+        q(&thru[2], 0.5) / q(&thru[1], 0.5),
+        if q(&thru[2], 0.5) >= 0.9 * q(&thru[1], 0.5) { "met" } else { "MISSED" }
+    );
+    let per = |open: f64, idle: f64| (open - idle) * 1024.0 / a.open as f64;
+    println!(
+        "RSS: gateway {rss_gw_idle:.1} MiB with {} routes, {rss_gw_open:.1} MiB with {} open sessions ({:.1} KiB per connection); HAProxy {rss_hp_idle:.1} MiB, {rss_hp_open:.1} MiB ({:.1} KiB per connection)",
+        a.routes,
+        a.open,
+        per(rss_gw_open, rss_gw_idle),
+        per(rss_hp_open, rss_hp_idle)
+    );
+    drop(hp);
+    drop(gw);
+    Ok(())
+}
+
+fn varint(mut v: u32, out: &mut Vec<u8>) {
+    loop {
+        if v & !0x7f == 0 {
+            out.push(v as u8);
+            return;
+        }
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+}
+
+fn read_varint(r: &mut impl Read) -> std::io::Result<u32> {
+    let mut v = 0u32;
+    for i in 0..5 {
+        let mut b = [0u8];
+        r.read_exact(&mut b)?;
+        v |= u32::from(b[0] & 0x7f) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(std::io::Error::other("VarInt too long"))
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(body.len() as u32, &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+fn handshake(next: u32) -> Vec<u8> {
+    let mut hs = vec![0x00];
+    varint(769, &mut hs);
+    varint(HOST.len() as u32, &mut hs);
+    hs.extend_from_slice(HOST.as_bytes());
+    hs.extend_from_slice(&25565u16.to_be_bytes());
+    varint(next, &mut hs);
+    frame(&hs)
+}
+
+fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let n = read_varint(s)? as usize;
+    if n > 1 << 20 {
+        return Err(std::io::Error::other("frame too large"));
+    }
+    let mut b = vec![0u8; n];
+    s.read_exact(&mut b)?;
+    Ok(b)
+}
+
+/// Connect, handshake, status request, status answer: the time it took.
+fn status_once(addr: SocketAddr) -> Result<Duration> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = handshake(1);
+    req.extend(frame(&[0x00]));
+    s.write_all(&req)?;
+    let answer = read_frame(&mut s)?;
+    if answer.first() != Some(&0) || answer.len() < 10 {
+        bail!("not a status answer from {addr}");
+    }
+    Ok(t.elapsed())
+}
+
+/// A status session left open (the backend waits for its ping).
+fn open_session(addr: SocketAddr) -> Result<TcpStream> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = handshake(1);
+    req.extend(frame(&[0x00]));
+    s.write_all(&req)?;
+    read_frame(&mut s)?;
+    Ok(s)
+}
+
+/// A login handshake, then `mib` MiB from the backend: MiB/s.
+fn bulk(addr: SocketAddr, mib: usize) -> Result<f64> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(&handshake(2))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0usize;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    if got != mib << 20 {
+        bail!("bulk through {addr}: {got} bytes, expected {}", mib << 20);
+    }
+    Ok(mib as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The backend: a status answer (and pong) for status handshakes, `mib` MiB
+/// then close for login handshakes. One thread per connection.
+struct Backend {
+    addr: SocketAddr,
+}
+
+impl Backend {
+    fn start(ip: IpAddr, mib: usize) -> Result<Backend> {
+        let l = TcpListener::bind((ip, 0))?;
+        let addr = l.local_addr()?;
+        let status = {
+            let json = br#"{"version":{"name":"1.21.4","protocol":769},"players":{"max":20,"online":0},"description":{"text":"bench backend"}}"#;
+            let mut body = vec![0x00];
+            varint(json.len() as u32, &mut body);
+            body.extend_from_slice(json);
+            frame(&body)
+        };
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let status = status.clone();
+                std::thread::spawn(move || -> std::io::Result<()> {
+                    c.set_nodelay(true)?;
+                    let hs = read_frame(&mut c)?;
+                    match hs.last() {
+                        Some(1) => {
+                            read_frame(&mut c)?;
+                            c.write_all(&status)?;
+                            let ping = read_frame(&mut c)?;
+                            c.write_all(&frame(&ping))
+                        }
+                        _ => {
+                            let chunk = vec![0x5au8; 1 << 20];
+                            for _ in 0..mib {
+                                c.write_all(&chunk)?;
+                            }
+                            Ok(())
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Backend { addr })
+    }
+}
