@@ -152,11 +152,23 @@ impl World {
     /// A server whose status holds `granted` (what the operator decided),
     /// asking for `wanted`, reachable at `peer` (ready) or nowhere.
     async fn server(&self, ns: &str, name: &str, wanted: &[&str], granted: &[&str], peer: Option<(IpAddr, u16)>) {
+        self.server_on("none", ns, name, wanted, granted, peer).await
+    }
+
+    async fn server_on(
+        &self,
+        sku: &str,
+        ns: &str,
+        name: &str,
+        wanted: &[&str],
+        granted: &[&str],
+        peer: Option<(IpAddr, u16)>,
+    ) {
         let api: Api<MinecraftServer> = Api::namespaced(self.admin.clone(), ns);
         let s: MinecraftServer = serde_json::from_value(json!({
             "apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer",
             "metadata": {"name": name, "labels": {SHARD_LABEL: self.shard}},
-            "spec": {"sku": "none", "eula": true, "hostnames": wanted},
+            "spec": {"sku": sku, "eula": true, "hostnames": wanted},
         }))
         .unwrap();
         api.create(&PostParams::default(), &s).await.expect("create server");
@@ -300,6 +312,75 @@ async fn gateway_limits_a_storm_from_one_source() {
     assert_eq!((answered, refused), (5, 3), "burst of 5, then refused until the interval");
     assert_eq!(gw.metric("craftplane_gateway_refusals_total{reason=\"RateLimited\"}"), 3.0);
     drop(peer);
+    w.cleanup().await;
+}
+
+/// A status session through the gateway at `port` for `host`, left open:
+/// the socket and the MOTD of the answer.
+async fn session(port: u16, host: &str) -> (tokio::net::TcpStream, String) {
+    use craftplane::gateway::protocol::{self, Handshake, NextState};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let hs = Handshake { protocol: 765, address: host.into(), port: 25565, next: NextState::Status };
+    s.write_all(&[hs.encode(), protocol::frame(0, &[])].concat()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("status answer").unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    (s, text)
+}
+
+#[tokio::test]
+async fn gateway_applies_the_sku_and_tenant_connection_limits() {
+    use craftplane::api::{Sku, Tenant};
+    let mut w = World::new().await;
+    let ip = host_address();
+    let peer = SlpPeer::start_on(&ip.to_string(), 1, 10, "1.20.4");
+    let ns = w.namespace("l").await;
+    // Set by the admin: one connection per server of this SKU, two for the
+    // whole tenant (the gateway's flags allow 1000 and 5000).
+    let sku_name = format!("{}-limited", w.shard);
+    let sku: Sku = serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "Sku", "metadata": {"name": sku_name},
+        "spec": {"resources": {"cpu": "1", "memory": "1Gi", "storage": "1Gi"}, "gateway": {"maxConnectionsPerServer": 1}},
+    }))
+    .unwrap();
+    Api::<Sku>::all(w.admin.clone()).create(&PostParams::default(), &sku).await.expect("sku");
+    let tenant: Tenant = serde_json::from_value(json!({
+        "apiVersion": "craftplane.io/v1alpha1", "kind": "Tenant", "metadata": {"name": w.shard},
+        "spec": {"owners": [{"kind": "User", "name": "limits-owner"}], "namespaces": [ns], "gateway": {"maxConnections": 2}},
+    }))
+    .unwrap();
+    Api::<Tenant>::all(w.admin.clone()).create(&PostParams::default(), &tenant).await.expect("tenant");
+    let hosts: Vec<String> = ["a", "b", "c"].iter().map(|n| format!("{n}.{}.example", w.shard)).collect();
+    for (name, host) in ["a", "b", "c"].iter().zip(&hosts) {
+        w.server_on(&sku_name, &ns, name, &[host], &[host], Some((ip, peer.port))).await;
+    }
+    let gw = Gateway::start(common::kubeconfig_path(), &[&format!("--server-selector={SHARD_LABEL}={}", w.shard)]);
+    gw.wait_ready().await;
+    let (_a1, first) = session(gw.port, &hosts[0]).await;
+    assert!(first.contains("\"online\":1"), "the first connection reaches server a: {first}");
+    let (_, second) = session(gw.port, &hosts[0]).await;
+    assert!(second.contains("is full at the gateway"), "a second connection to a (SKU limit 1): {second}");
+    let (_b1, other) = session(gw.port, &hosts[1]).await;
+    assert!(other.contains("\"online\":1"), "server b still has room: {other}");
+    let (_, third) = session(gw.port, &hosts[2]).await;
+    assert!(third.contains("as many connections as they may"), "a third for the tenant (limit 2): {third}");
+    assert_eq!(gw.metric("craftplane_gateway_refusals_total{reason=\"ServerLimit\"}"), 1.0);
+    assert_eq!(gw.metric("craftplane_gateway_refusals_total{reason=\"TenantLimit\"}"), 1.0);
+    // Ending a session frees its place.
+    drop(_a1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_a2, again) = session(gw.port, &hosts[0]).await;
+        if again.contains("\"online\":1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a's place not freed after its session ended: {again}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(peer);
+    let _ = Api::<Tenant>::all(w.admin.clone()).delete(&w.shard, &Default::default()).await;
+    let _ = Api::<Sku>::all(w.admin.clone()).delete(&sku_name, &Default::default()).await;
     w.cleanup().await;
 }
 

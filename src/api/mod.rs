@@ -21,8 +21,8 @@ pub use command::{ConsoleCommand, ConsoleCommandSpec, ConsoleCommandStatus};
 pub use common::{CATEGORY, GROUP, Quantity, StoreRef, VERSION};
 pub use plugin::{PluginInstallation, PluginInstallationSpec, PluginInstallationStatus};
 pub use server::{MinecraftServer, MinecraftServerSpec, MinecraftServerStatus};
-pub use sku::{Sku, SkuSpec, SkuStatus};
-pub use tenant::{Tenant, TenantSpec, TenantStatus};
+pub use sku::{Sku, SkuGateway, SkuSpec, SkuStatus};
+pub use tenant::{Tenant, TenantGateway, TenantSpec, TenantStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

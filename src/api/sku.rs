@@ -75,6 +75,9 @@ pub struct SkuSpec {
     /// refused (`stop`, and commands changing what the server's spec manages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_commands: Option<ConsolePolicy>,
+    /// Limits the player gateway applies to servers of this SKU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<SkuGateway>,
     /// StorageClass for world volumes of this SKU. Empty uses the cluster default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
@@ -111,6 +114,19 @@ pub struct SkuSpec {
 
 fn default_true() -> bool {
     true
+}
+
+/// Limits the player gateway applies to servers of a SKU (per gateway
+/// replica).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SkuGateway {
+    /// Players' connections open at once to one server of this SKU (the
+    /// lower of this and its tenant's applies). Absent: the chart's
+    /// `gateway.maxConnectionsPerServer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_connections_per_server: Option<u32>,
 }
 
 /// Node selection for a SKU's pods.

@@ -73,6 +73,9 @@ pub struct TenantSpec {
     /// Network access to this tenant's servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<TenantNetwork>,
+    /// Limits the player gateway applies to this tenant's servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<TenantGateway>,
     /// Where this tenant's backups go when a snapshot names no store
     /// (default: the operator's default store). Its prefix is the tenant's
     /// part of the store: every key of the tenant's snapshots lies under it.
@@ -205,6 +208,25 @@ pub struct TenantQuota {
 pub const DEFAULT_MAX_CONSOLE_COMMANDS: i32 = 100;
 /// PluginInstallations a namespace may hold when the tenant's quota does not say.
 pub const DEFAULT_MAX_PLUGINS: i32 = 200;
+
+/// Limits the player gateway applies to a tenant (per gateway replica,
+/// like the chart's defaults they replace).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantGateway {
+    /// Players' connections open at once to all of this tenant's servers.
+    /// Absent: the chart's `gateway.maxConnectionsPerTenant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_connections: Option<u32>,
+    /// Players' connections open at once to any one of this tenant's
+    /// servers (the lower of this and the SKU's
+    /// `gateway.maxConnectionsPerServer` applies). Absent: the SKU's, else
+    /// the chart's `gateway.maxConnectionsPerServer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_connections_per_server: Option<u32>,
+}
 
 /// Network access to a tenant's servers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]

@@ -26,8 +26,8 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use super::routes::{RouteTable, ServerEntry, ServerKey};
-use crate::api::{MinecraftServer, Tenant};
+use super::routes::{Limits, RouteTable, ServerEntry, ServerKey};
+use crate::api::{MinecraftServer, Sku, Tenant};
 use crate::resources::{GAME_PORT, SERVER_LABEL};
 
 /// Labels of the game Services, which the EndpointSlice controller copies
@@ -111,21 +111,23 @@ pub fn tenant_of<'a>(tenants: &'a [Arc<Tenant>], namespace: &str) -> Option<&'a 
     })
 }
 
-/// Builds a snapshot from the three stores.
+/// Builds a snapshot from the stores.
 pub fn snapshot(
     base_domain: Option<&str>,
     servers: &[Arc<MinecraftServer>],
     tenants: &[Arc<Tenant>],
+    skus: &[Arc<Sku>],
     slices: &[Arc<EndpointSlice>],
 ) -> Snapshot {
-    let mut by_ns: HashMap<String, Option<String>> = HashMap::new();
+    let mut by_ns: HashMap<String, Option<Arc<Tenant>>> = HashMap::new();
+    let skus: HashMap<String, &Arc<Sku>> = skus.iter().map(|s| (s.name_any(), s)).collect();
     let entries: Vec<ServerEntry> = servers
         .iter()
         .filter_map(|s| {
             let ns = s.namespace()?;
-            let tenant =
-                by_ns.entry(ns.clone()).or_insert_with(|| tenant_of(tenants, &ns).map(|t| t.name_any())).clone();
-            ServerEntry::from_server(s, tenant)
+            let tenant = by_ns.entry(ns.clone()).or_insert_with(|| tenant_of(tenants, &ns).cloned()).clone();
+            let limits = Limits::of(tenant.as_deref(), skus.get(&s.spec.sku).map(|s| s.as_ref()));
+            ServerEntry::from_server(s, tenant.map(|t| t.name_any()), limits)
         })
         .collect();
     let routes = RouteTable::build(base_domain, &entries);
@@ -164,8 +166,10 @@ pub async fn run(client: Client, cfg: WatchConfig, cache: Arc<Cache>, mut stop: 
     let (servers, w1) = reflector::store::<MinecraftServer>();
     let (tenants, w2) = reflector::store::<Tenant>();
     let (slices, w3) = reflector::store::<EndpointSlice>();
+    let (skus, w4) = reflector::store::<Sku>();
     let s1 = reflect(w1, Api::all(client.clone()), servers_cfg, "MinecraftServer", changed.clone());
     let s2 = reflect(w2, Api::all(client.clone()), watcher::Config::default(), "Tenant", changed.clone());
+    let client_skus = client.clone();
     let s3 = reflect(
         w3,
         Api::all(client),
@@ -173,12 +177,20 @@ pub async fn run(client: Client, cfg: WatchConfig, cache: Arc<Cache>, mut stop: 
         "EndpointSlice",
         changed.clone(),
     );
+    let s4 = reflect(w4, Api::all(client_skus), watcher::Config::default(), "Sku", changed.clone());
     let rebuild = async {
         for_ready(&servers).await;
         for_ready(&tenants).await;
         for_ready(&slices).await;
+        for_ready(&skus).await;
         loop {
-            let snap = snapshot(cfg.base_domain.as_deref(), &servers.state(), &tenants.state(), &slices.state());
+            let snap = snapshot(
+                cfg.base_domain.as_deref(),
+                &servers.state(),
+                &tenants.state(),
+                &skus.state(),
+                &slices.state(),
+            );
             for c in snap.routes.conflicts() {
                 warn!(host = %c.host, holder = %c.holder, refused = %c.loser, "two servers' status name one hostname; routing it to the first");
             }
@@ -196,6 +208,7 @@ pub async fn run(client: Client, cfg: WatchConfig, cache: Arc<Cache>, mut stop: 
         _ = s1 => {}
         _ = s2 => {}
         _ = s3 => {}
+        _ = s4 => {}
         _ = rebuild => {}
         _ = stop.wait_for(|s| *s) => {}
     }
@@ -262,9 +275,9 @@ mod tests {
         let mut down = s.clone();
         down.metadata.name = Some("survival-def".into());
         down.endpoints = Some(vec![]);
-        let snap = snapshot(None, &[], &[], &[Arc::new(down)]);
+        let snap = snapshot(None, &[], &[], &[], &[Arc::new(down)]);
         assert!(snap.backends.is_empty());
-        let snap = snapshot(None, &[], &[], &[Arc::new(s.clone()), Arc::new(s)]);
+        let snap = snapshot(None, &[], &[], &[], &[Arc::new(s.clone()), Arc::new(s)]);
         assert_eq!(snap.backends.values().next().unwrap().len(), 2, "duplicates merged");
     }
 }

@@ -39,6 +39,31 @@ pub struct Route {
     pub server: ServerKey,
     /// The server's tenant (for per-tenant limits), when it has one.
     pub tenant: Option<String>,
+    /// Connection limits its SKU and tenant set (none: the gateway's flags).
+    pub limits: Limits,
+}
+
+/// Open-connection limits set on a server's SKU and tenant
+/// (`spec.gateway`); `None` leaves the gateway's own default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub per_server: Option<u32>,
+    pub per_tenant: Option<u32>,
+}
+
+impl Limits {
+    /// The per-server limit is the lower of the SKU's and the tenant's; the
+    /// per-tenant limit is the tenant's.
+    pub fn of(tenant: Option<&crate::api::Tenant>, sku: Option<&crate::api::Sku>) -> Limits {
+        let t = tenant.and_then(|t| t.spec.gateway.as_ref());
+        let s = sku.and_then(|s| s.spec.gateway.as_ref());
+        let per_server =
+            match (t.and_then(|g| g.max_connections_per_server), s.and_then(|g| g.max_connections_per_server)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        Limits { per_server, per_tenant: t.and_then(|g| g.max_connections) }
+    }
 }
 
 /// One server as the table needs it.
@@ -50,12 +75,14 @@ pub struct ServerEntry {
     pub hostnames: Vec<String>,
     /// Its tenant's name (none: not in a tenant).
     pub tenant: Option<String>,
+    /// Limits from its SKU and tenant.
+    pub limits: Limits,
 }
 
 impl ServerEntry {
     /// The entry of a cached server, with its tenant as resolved by the
     /// caller. `None` for a server being deleted or without a name.
-    pub fn from_server(s: &MinecraftServer, tenant: Option<String>) -> Option<ServerEntry> {
+    pub fn from_server(s: &MinecraftServer, tenant: Option<String>, limits: Limits) -> Option<ServerEntry> {
         if s.metadata.deletion_timestamp.is_some() {
             return None;
         }
@@ -64,6 +91,7 @@ impl ServerEntry {
             created: s.metadata.creation_timestamp.as_ref().map(|t| t.0),
             hostnames: s.status.as_ref().map(|st| st.hostnames.clone()).unwrap_or_default(),
             tenant,
+            limits,
         })
     }
 
@@ -132,7 +160,7 @@ impl RouteTable {
         }
         for (host, s) in holders {
             t.by_server.entry(s.key.clone()).or_default().push(host.clone());
-            t.routes.insert(host, Route { server: s.key.clone(), tenant: s.tenant.clone() });
+            t.routes.insert(host, Route { server: s.key.clone(), tenant: s.tenant.clone(), limits: s.limits });
         }
         for v in t.by_server.values_mut() {
             v.sort();
@@ -194,7 +222,33 @@ mod tests {
             created: Some(created.parse().unwrap()),
             hostnames: hosts.iter().map(|h| h.to_string()).collect(),
             tenant: tenant.map(str::to_string),
+            limits: Limits::default(),
         }
+    }
+
+    #[test]
+    fn limits_take_the_lower_per_server_and_the_tenants_total() {
+        let tenant = |g: serde_json::Value| -> crate::api::Tenant {
+            crate::api::Tenant::new(
+                "t",
+                serde_json::from_value(serde_json::json!({"owners": [{"kind": "User", "name": "a"}], "gateway": g}))
+                    .unwrap(),
+            )
+        };
+        let sku = |n: Option<u32>| -> crate::api::Sku {
+            let mut v = serde_json::json!({"resources": {"cpu": "1", "memory": "1Gi", "storage": "1Gi"}});
+            if let Some(n) = n {
+                v["gateway"] = serde_json::json!({"maxConnectionsPerServer": n});
+            }
+            crate::api::Sku::new("s", serde_json::from_value(v).unwrap())
+        };
+        let both = tenant(serde_json::json!({"maxConnections": 50, "maxConnectionsPerServer": 8}));
+        assert_eq!(Limits::of(Some(&both), Some(&sku(Some(5)))), Limits { per_server: Some(5), per_tenant: Some(50) });
+        assert_eq!(Limits::of(Some(&both), Some(&sku(Some(20)))), Limits { per_server: Some(8), per_tenant: Some(50) });
+        assert_eq!(Limits::of(Some(&both), Some(&sku(None))), Limits { per_server: Some(8), per_tenant: Some(50) });
+        let none = tenant(serde_json::json!({}));
+        assert_eq!(Limits::of(Some(&none), Some(&sku(Some(3)))), Limits { per_server: Some(3), per_tenant: None });
+        assert_eq!(Limits::of(None, None), Limits::default());
     }
 
     fn target<'a>(t: &'a RouteTable, host: &str) -> Option<&'a str> {
@@ -261,13 +315,13 @@ mod tests {
         let mut s = crate::resources::testdata::server("survival", "sku: small\neula: true\nhostname: mc.a.example");
         s.metadata.namespace = Some("tenant-a".into());
         // Asked for in spec, not granted: nothing.
-        let e = ServerEntry::from_server(&s, Some("a".into())).unwrap();
+        let e = ServerEntry::from_server(&s, Some("a".into()), Limits::default()).unwrap();
         assert!(e.hostnames.is_empty());
         s.status = Some(serde_json::from_value(serde_json::json!({"hostnames": ["mc.a.example"]})).unwrap());
-        let e = ServerEntry::from_server(&s, Some("a".into())).unwrap();
+        let e = ServerEntry::from_server(&s, Some("a".into()), Limits::default()).unwrap();
         assert_eq!(target(&RouteTable::build(None, &[e]), "mc.a.example"), Some("survival"));
         s.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
-        assert!(ServerEntry::from_server(&s, None).is_none());
+        assert!(ServerEntry::from_server(&s, None, Limits::default()).is_none());
     }
 
     fn any_servers() -> impl Strategy<Value = Vec<ServerEntry>> {
@@ -286,6 +340,7 @@ mod tests {
                         })
                         .collect(),
                     tenant: Some(format!("t{ns}")),
+                    limits: Limits::default(),
                 })
                 .collect()
         })

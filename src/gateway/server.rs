@@ -193,10 +193,13 @@ impl Gateway {
             }
         };
         let snap = self.cache.get();
-        let route: Option<Route> = host
-            .as_deref()
-            .and_then(|h| snap.routes.lookup(h).cloned())
-            .or_else(|| self.settings.default_server.clone().map(|server| Route { server, tenant: None }));
+        let route: Option<Route> = host.as_deref().and_then(|h| snap.routes.lookup(h).cloned()).or_else(|| {
+            self.settings.default_server.clone().map(|server| Route {
+                server,
+                tenant: None,
+                limits: Default::default(),
+            })
+        });
         let reply = |msg: String, reason: Refusal| Reply { msg, reason, kind: o.kind.clone(), end: o.end };
         if o.limited {
             let r = reply(
@@ -216,9 +219,9 @@ impl Gateway {
         };
         drop(snap);
         let keys = [format!("s/{}", route.server), format!("t/{}", route.tenant.as_deref().unwrap_or(""))];
-        let mut claims = vec![(keys[0].clone(), self.settings.max_per_server)];
+        let mut claims = vec![(keys[0].clone(), route.limits.per_server.or(self.settings.max_per_server))];
         if route.tenant.is_some() {
-            claims.push((keys[1].clone(), self.settings.max_per_tenant));
+            claims.push((keys[1].clone(), route.limits.per_tenant.or(self.settings.max_per_tenant)));
         }
         let acquired = self.open.lock().unwrap_or_else(|e| e.into_inner()).try_acquire(&claims);
         if let Err(full) = acquired {

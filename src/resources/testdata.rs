@@ -25,6 +25,7 @@ pub fn sku(name: &str) -> Sku {
             allowed_server_types: vec![],
             allowed_images: vec![],
             console_commands: None,
+            gateway: None,
             storage_class_name: None,
             allowed_storage_classes: vec![],
             allowed_service_annotations: vec![],

@@ -605,6 +605,7 @@ fn tenant_allowing(skus: &[&str]) -> crate::api::tenant::Tenant {
             allowed_skus: skus.iter().map(|s| s.to_string()).collect(),
             allowed_images: vec![],
             network: None,
+            gateway: None,
             backup_store: None,
             hostname_domains: vec![],
             allowed_backup_stores: vec![],
