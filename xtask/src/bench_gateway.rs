@@ -31,6 +31,7 @@ use xshell::{Shell, cmd};
 
 use crate::cluster::Cluster;
 use crate::e2e::{Kube, free_port};
+use crate::slp::{frame, read_varint, varint};
 
 pub struct Args {
     pub connections: usize,
@@ -258,73 +259,60 @@ ports: [{{name: minecraft, port: {port}, protocol: TCP}}]
         s.sort_by(f64::total_cmp);
         s[((s.len() as f64 - 1.0) * p).round() as usize]
     };
-    println!(
-        "\nbench gateway: {} runs alternating, {} status connections per path per run, {} MiB per bulk transfer (3 per run), {} routes loaded, {} open sessions\n",
-        a.runs, a.connections, a.mib, a.routes, a.open
+    let mut out = format!(
+        "\n## Gateway: {}, 2 cores, {} alternating runs, {} status connections per path per run, {} MiB per bulk transfer (3 per run), {} routes loaded\n\n",
+        date(),
+        a.runs,
+        a.connections,
+        a.mib,
+        a.routes
     );
-    println!("| path | setup median (ms) | setup p99 (ms) | added median vs direct (ms) | throughput median (MiB/s) |");
-    println!("|---|---|---|---|---|");
+    out.push_str("| path | setup median (ms) | setup p99 (ms) | added median vs direct (ms) | throughput median (MiB/s) |\n|---|---|---|---|---|\n");
     let direct_med = q(&setup[0], 0.5);
     for (i, (name, _)) in paths.iter().enumerate() {
-        println!(
-            "| {name} | {:.3} | {:.3} | {:+.3} | {:.0} |",
+        out.push_str(&format!(
+            "| {name} | {:.3} | {:.3} | {:+.3} | {:.0} |\n",
             q(&setup[i], 0.5),
             q(&setup[i], 0.99),
             q(&setup[i], 0.5) - direct_med,
             q(&thru[i], 0.5)
-        );
+        ));
     }
     let added = |i: usize| q(&setup[i], 0.5) - direct_med;
-    println!(
-        "\ngateway vs HAProxy: added setup latency {:.3} ms vs {:.3} ms (target ≤ HAProxy's: {}); throughput {:.2}× HAProxy's (target ≥ 0.9×: {})",
+    let ratio = q(&thru[2], 0.5) / q(&thru[1], 0.5);
+    out.push_str(&format!(
+        "\nGateway vs HAProxy: added setup latency {:.3} ms vs {:.3} ms (target ≤ HAProxy's: {}); throughput {ratio:.2}× HAProxy's (target ≥ 0.9×: {}).\n",
         added(2),
         added(1),
-        if added(2) <= added(1) { "met" } else { "MISSED" },
-        q(&thru[2], 0.5) / q(&thru[1], 0.5),
-        if q(&thru[2], 0.5) >= 0.9 * q(&thru[1], 0.5) { "met" } else { "MISSED" }
-    );
+        if added(2) <= added(1) { "met" } else { "missed" },
+        if ratio >= 0.9 { "met" } else { "missed" }
+    ));
     let per = |open: f64, idle: f64| (open - idle) * 1024.0 / a.open as f64;
-    println!(
-        "RSS: gateway {rss_gw_idle:.1} MiB with {} routes, {rss_gw_open:.1} MiB with {} open sessions ({:.1} KiB per connection); HAProxy {rss_hp_idle:.1} MiB, {rss_hp_open:.1} MiB ({:.1} KiB per connection)",
+    out.push_str(&format!(
+        "RSS: the gateway {rss_gw_idle:.1} MiB with {} routes, {rss_gw_open:.1} MiB with {} open sessions ({:.1} KiB per connection); HAProxy {rss_hp_idle:.1} MiB, {rss_hp_open:.1} MiB ({:.1} KiB per connection).\n",
         a.routes,
         a.open,
         per(rss_gw_open, rss_gw_idle),
         per(rss_hp_open, rss_hp_idle)
-    );
+    ));
+    print!("{out}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(crate::project_root().join("BENCHMARKS.md"))?
+        .write_all(out.as_bytes())?;
+    println!("bench: appended to BENCHMARKS.md");
     drop(hp);
     drop(gw);
     Ok(())
 }
 
-fn varint(mut v: u32, out: &mut Vec<u8>) {
-    loop {
-        if v & !0x7f == 0 {
-            out.push(v as u8);
-            return;
-        }
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-}
-
-fn read_varint(r: &mut impl Read) -> std::io::Result<u32> {
-    let mut v = 0u32;
-    for i in 0..5 {
-        let mut b = [0u8];
-        r.read_exact(&mut b)?;
-        v |= u32::from(b[0] & 0x7f) << (7 * i);
-        if b[0] & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(std::io::Error::other("VarInt too long"))
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    varint(body.len() as u32, &mut out);
-    out.extend_from_slice(body);
-    out
+fn date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn handshake(next: u32) -> Vec<u8> {
@@ -338,7 +326,7 @@ fn handshake(next: u32) -> Vec<u8> {
 }
 
 fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let n = read_varint(s)? as usize;
+    let n = read_varint(s).map_err(std::io::Error::other)? as usize;
     if n > 1 << 20 {
         return Err(std::io::Error::other("frame too large"));
     }

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 /// on it).
 const PROTOCOL: i32 = 769;
 
-fn varint(mut v: u32, out: &mut Vec<u8>) {
+pub(crate) fn varint(mut v: u32, out: &mut Vec<u8>) {
     loop {
         if v & !0x7f == 0 {
             out.push(v as u8);
@@ -25,7 +25,7 @@ fn varint(mut v: u32, out: &mut Vec<u8>) {
     }
 }
 
-fn read_varint(r: &mut impl Read) -> Result<u32> {
+pub(crate) fn read_varint(r: &mut impl Read) -> Result<u32> {
     let mut v = 0u32;
     for i in 0..5 {
         let mut b = [0u8];
@@ -38,7 +38,7 @@ fn read_varint(r: &mut impl Read) -> Result<u32> {
     bail!("VarInt longer than 5 bytes")
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     varint(body.len() as u32, &mut out);
     out.extend_from_slice(body);
