@@ -138,6 +138,7 @@ gateway:
   baseDomain: {base}
   service: {{externalTrafficPolicy: Local}}
   rateLimit: {{burst: {burst}, intervalMs: {interval}}}
+  resources: {{requests: {{cpu: 50m, memory: 32Mi}}, limits: {{memory: 256Mi}}}}
 backup:
   defaultStore: main
   stores:
@@ -214,6 +215,10 @@ backup:
     };
     let leader = retry(Duration::from_secs(60), || leader_pod(&k))?;
     println!("e2e: ok   leader Lease held by pod {leader}");
+    // The real node has 2 CPUs to request: operator 2×100m, gateway 2×50m,
+    // servers: real 500m, the matrix's 2×150m, the gateway scenario's
+    // 2×100m, probes ~70m, and two backup Jobs of 250m at once: 1,870m.
+    // A scenario that asks for more starves the others' pods (Pending).
     // Independent scenarios run side by side (they mostly wait on probes,
     // Jobs and the cron minute, not on the CPU): the examples on kwok nodes
     // and a tenant's release; the real server on the real node

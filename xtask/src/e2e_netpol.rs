@@ -149,7 +149,7 @@ fn matrix(s: &Setup, host: &str, cdn_port: u16, sha: &str) -> Result<()> {
 kind: Sku
 metadata: {{name: {SKU}}}
 spec:
-  resources: {{cpu: 300m, memory: 768Mi, storage: 1Gi}}
+  resources: {{cpu: 150m, memory: 512Mi, storage: 1Gi}}
   maxPlayers: 4
   storageClassName: {sc}
   allowedImages: [{image_repo}]
