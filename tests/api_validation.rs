@@ -289,6 +289,11 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
             server(json!({"service": {"type": "ClusterIP", "nodePort": 30001}})),
             &["spec.service", "nodePort needs type"],
         ),
+        (
+            "nodePort on Headless (the default type)",
+            server(json!({"service": {"nodePort": 30001}})),
+            &["spec.service", "nodePort needs type"],
+        ),
         ("negative storage", server(json!({"storage": {"size": "-5Gi"}})), &["spec.storage.size", "non-negative"]),
         ("malformed storage", server(json!({"storage": {"size": "lots"}})), &["spec.storage.size", "quantity"]),
         ("unknown field", server(json!({"colour": "blue"})), &["unknown field", "spec.colour"]),
@@ -608,7 +613,7 @@ async fn defaults_are_applied_by_the_api_server() {
         ("/type", json!("VANILLA")),
         ("/state", json!("Running")),
         ("/deletionPolicy", json!("Retain")),
-        ("/service/type", json!("ClusterIP")),
+        ("/service/type", json!("Headless")),
         ("/service/port", json!(25565)),
         ("/gracefulStop/timeoutSeconds", json!(120)),
     ] {

@@ -132,7 +132,10 @@ fn server_spec() -> BoxedStrategy<Value> {
                 .boxed(),
         ),
         field(
-            (field(pick2(&["LoadBalancer", "NodePort", "ClusterIP"], &["Headless"])), field(int(1..65536, -1..70000)))
+            (
+                field(pick2(&["LoadBalancer", "NodePort", "ClusterIP", "Headless"], &["Internal"])),
+                field(int(1..65536, -1..70000)),
+            )
                 .prop_map(|(t, p)| object(vec![("type", t), ("port", p)]))
                 .boxed(),
         ),

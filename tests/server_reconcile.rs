@@ -61,10 +61,11 @@ async fn server_reaches_running_with_every_child() {
     assert_eq!(pvc.status.unwrap().phase.as_deref(), Some("Bound"));
     let game = f.api::<Service>().get("alpha").await.expect("game service");
     assert!(owned_by_server(&game.metadata));
-    // Players' Service has a cluster IP; RCON has no Service (the operator
-    // and backup Jobs use the pod's address).
+    // Players' Service is headless by default (players come through the
+    // gateway, which connects to the pod; no cluster IP to allocate); RCON
+    // has no Service (the operator and backup Jobs use the pod's address).
     let game_ip = game.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
-    assert!(game_ip.parse::<std::net::IpAddr>().is_ok(), "game Service cluster IP: {game_ip:?}");
+    assert_eq!(game_ip, "None", "the default game Service is headless");
     let services = f.api::<Service>().list(&Default::default()).await.unwrap();
     let names: Vec<String> = services.items.iter().map(|s| s.name_any()).collect();
     assert_eq!(names, ["alpha"], "one Service per server");
@@ -172,6 +173,37 @@ async fn an_upgrade_deletes_the_old_rcon_service_and_keeps_the_pod() {
     assert!(s2.status.unwrap().conditions.iter().all(|c| c.type_ != "Stalled" || c.status == "False"));
     op.stop();
     f.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_game_service_moves_between_headless_and_a_cluster_ip() {
+    let f = Fixture::new("svc-type").await;
+    let op = Operator::start(&f.shard, &[]).await;
+    f.create_server("foxtrot", json!({})).await;
+    f.wait("foxtrot", "Running + Ready", &op, is_running_and_ready).await;
+    let svcs = f.api::<Service>();
+    let ip_of = |s: &Service| s.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
+    let headless = svcs.get("foxtrot").await.unwrap();
+    assert_eq!(ip_of(&headless), "None");
+    // ClusterIP asked for: the Service is re-created with an IP (it cannot
+    // gain one in place), and the server stays Running.
+    f.patch_spec("foxtrot", json!({"service": {"type": "ClusterIP"}})).await;
+    common::wait_until(Duration::from_secs(60), || async {
+        svcs.get_opt("foxtrot").await.unwrap().is_some_and(|s| ip_of(&s).parse::<std::net::IpAddr>().is_ok())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no cluster IP after asking for one\n{}", tail(&op.log_text(), 20)));
+    let with_ip = svcs.get("foxtrot").await.unwrap();
+    assert_ne!(with_ip.uid(), headless.uid(), "re-created, not patched");
+    f.wait("foxtrot", "Running + Ready with a cluster IP", &op, is_running_and_ready).await;
+    // And back to Headless.
+    f.patch_spec("foxtrot", json!({"service": {"type": "Headless"}})).await;
+    common::wait_until(Duration::from_secs(60), || async {
+        svcs.get_opt("foxtrot").await.unwrap().is_some_and(|s| ip_of(&s) == "None")
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still a cluster IP after Headless\n{}", tail(&op.log_text(), 20)));
+    assert!(!op.log_text().contains("immutable"), "{}", tail(&op.log_text(), 20));
 }
 
 #[tokio::test]

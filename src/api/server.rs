@@ -335,10 +335,13 @@ pub enum DeletionPolicy {
 /// The game Service.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("!has(self.nodePort) || self.type != 'ClusterIP'").message("nodePort needs type NodePort or LoadBalancer"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.nodePort) || self.type == 'NodePort' || self.type == 'LoadBalancer'").message("nodePort needs type NodePort or LoadBalancer"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.loadBalancerClass) || self.type == 'LoadBalancer'").message("loadBalancerClass needs type LoadBalancer"))]
 pub struct ServiceSpec {
-    /// Service type: ClusterIP (default), NodePort or LoadBalancer.
+    /// Service type: Headless (default: players come through the gateway),
+    /// ClusterIP, NodePort or LoadBalancer. Switching between Headless and
+    /// the others re-creates the Service (a cluster IP cannot be added or
+    /// removed in place).
     #[serde(default, rename = "type")]
     pub service_type: ServiceType,
     /// Port players connect to.
@@ -366,8 +369,12 @@ fn default_port() -> i32 {
 /// Kubernetes Service type.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ServiceType {
-    /// Cluster-internal (default): players come through the craftplane gateway.
+    /// No cluster IP (default): players come through the craftplane
+    /// gateway, which connects to the server's pod; the Service's DNS name
+    /// resolves to the pod. Costs the API server no IP allocation.
     #[default]
+    Headless,
+    /// A virtual cluster IP, for in-cluster proxies that need one.
     ClusterIP,
     /// A port on every node.
     NodePort,

@@ -293,6 +293,9 @@ pub struct Service {
 struct ServiceSpecLean {
     #[serde(default, rename = "type")]
     type_: Option<String>,
+    /// Kept only when `None` (headless): which IP a Service has is not needed.
+    #[serde(default, rename = "clusterIP")]
+    cluster_ip: Option<String>,
     #[serde(default)]
     ports: Option<Vec<ServicePort>>,
 }
@@ -303,6 +306,11 @@ impl Service {
     /// Keeps the child metadata, and of the ports their name and numbers.
     pub fn slim(&mut self) {
         self.marks = Marks::take(&mut self.metadata);
+        if let Some(spec) = self.spec.as_mut()
+            && spec.cluster_ip.as_deref() != Some("None")
+        {
+            spec.cluster_ip = None;
+        }
         if let Some(ports) = self.spec.as_mut().and_then(|s| s.ports.as_mut()) {
             for p in ports {
                 *p = ServicePort { name: p.name.take(), port: p.port, node_port: p.node_port, ..Default::default() };
@@ -320,7 +328,12 @@ impl Lean for Service {
         let metadata = self.marks.restore(self.metadata);
         FullService {
             metadata,
-            spec: self.spec.map(|s| ServiceSpec { type_: s.type_, ports: s.ports, ..Default::default() }),
+            spec: self.spec.map(|s| ServiceSpec {
+                type_: s.type_,
+                cluster_ip: s.cluster_ip,
+                ports: s.ports,
+                ..Default::default()
+            }),
             status: self.status,
         }
     }
@@ -466,6 +479,12 @@ mod tests {
         let spec = svc.spec.as_ref().unwrap();
         assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
         assert!(spec.cluster_ip.is_none());
+        let mut headless: Service = serde_json::from_value(
+            json!({"metadata": {"name": "h"}, "spec": {"type": "ClusterIP", "clusterIP": "None"}}),
+        )
+        .unwrap();
+        headless.slim();
+        assert_eq!(headless.into_full().spec.unwrap().cluster_ip.as_deref(), Some("None"));
         let p = &spec.ports.as_ref().unwrap()[0];
         assert_eq!(
             (p.name.as_deref(), p.port, p.node_port, p.protocol.as_deref()),

@@ -44,7 +44,7 @@ pub fn game(m: &ServerModel) -> Service {
         annotations.insert(MC_ROUTER_HOST_ANNOTATION.into(), host.clone());
     }
     let type_ = match s.service_type {
-        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::Headless | ServiceType::ClusterIP => "ClusterIP",
         ServiceType::NodePort => "NodePort",
         ServiceType::LoadBalancer => "LoadBalancer",
     };
@@ -59,6 +59,7 @@ pub fn game(m: &ServerModel) -> Service {
         },
         spec: Some(K8sServiceSpec {
             type_: Some(type_.into()),
+            cluster_ip: (s.service_type == ServiceType::Headless).then(|| "None".into()),
             selector: Some(m.selector_labels()),
             ports: Some(vec![ServicePort {
                 name: Some("minecraft".into()),
@@ -77,6 +78,11 @@ pub fn game(m: &ServerModel) -> Service {
 
 /// The address players use, from the observed game Service (when the
 /// server has no hostname: [`super::hostname::address`]).
+/// Whether a Service has no cluster IP.
+pub fn is_headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
 pub fn address(m: &ServerModel, observed: Option<&Service>) -> Option<String> {
     let svc = observed?;
     let spec = svc.spec.as_ref()?;

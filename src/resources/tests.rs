@@ -319,7 +319,7 @@ mod properties_of_any_accepted_spec {
             proptest::collection::vec("[A-Za-z0-9_]{3,16}", 0..5),
             proptest::collection::vec("-[A-Za-z0-9:+=.]{1,20}", 0..4),
             (proptest::option::of(10i32..=3600), proptest::option::of("[ -~]{0,50}")),
-            (0usize..3, 1i32..=65535, proptest::option::of(30000i32..=32767)),
+            (0usize..4, 1i32..=65535, proptest::option::of(30000i32..=32767)),
             proptest::option::of((1u32..10, proptest::option::of("[a-z]{1,10}"))),
             proptest::option::of("[a-z]{1,10}(\\.[a-z]{1,10}){0,2}"),
         )
@@ -338,8 +338,12 @@ mod properties_of_any_accepted_spec {
                     storage,
                     hostname,
                 )| {
-                    let service_type =
-                        [ServiceType::ClusterIP, ServiceType::NodePort, ServiceType::LoadBalancer][svc.0];
+                    let service_type = [
+                        ServiceType::Headless,
+                        ServiceType::ClusterIP,
+                        ServiceType::NodePort,
+                        ServiceType::LoadBalancer,
+                    ][svc.0];
                     MinecraftServerSpec {
                         sku: "small".into(),
                         eula: true,
@@ -358,7 +362,11 @@ mod properties_of_any_accepted_spec {
                         service: Some(ServiceSpec {
                             service_type,
                             port: svc.1,
-                            node_port: if service_type == ServiceType::ClusterIP { None } else { svc.2 },
+                            node_port: if matches!(service_type, ServiceType::Headless | ServiceType::ClusterIP) {
+                                None
+                            } else {
+                                svc.2
+                            },
                             annotations: BTreeMap::new(),
                             load_balancer_class: None,
                         }),

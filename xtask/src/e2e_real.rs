@@ -98,12 +98,19 @@ pub fn run(s: &Setup) -> Result<()> {
         "0/8 1.21.4",
         90,
     )?;
-    let ip = k.get("service", SERVER, "{.spec.clusterIP}")?;
+    // Its game Service is headless (the default): its name resolves to the
+    // pod, whose address the client uses here.
+    if k.get("service", SERVER, "{.spec.clusterIP}")? != "None" {
+        bail!("the default game Service of {SERVER} is not headless");
+    }
+    let ip = k.get("pod", &format!("{SERVER}-0"), "{.status.podIP}")?;
     join(s, &ip, "alice")?;
     if !server_log(k)?.contains("alice") {
         bail!("the server's log does not show alice joining");
     }
-    println!("e2e: ok   a minecraft-protocol client joined real through its Service ({ip}:25565)");
+    println!(
+        "e2e: ok   a minecraft-protocol client joined real at its pod's address ({ip}:25565; headless game Service)"
+    );
 
     // --- backup on the real node
     let players_at_snapshot = backup(s, "real-1")?;

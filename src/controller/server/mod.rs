@@ -245,6 +245,11 @@ where
 /// successor).
 async fn delete_legacy_rcon(api: &Api<Service>, server: &MinecraftServer, observed: Option<Service>) -> Result<()> {
     let Some(svc) = observed else { return Ok(()) };
+    delete_owned_service(api, server, svc, "the RCON Service of an earlier release").await
+}
+
+/// Deletes a Service `server` owns (by UID, so a replacement is never hit).
+async fn delete_owned_service(api: &Api<Service>, server: &MinecraftServer, svc: Service, why: &str) -> Result<()> {
     let owner = server.metadata.uid.as_deref();
     if owner.is_none() || !svc.owner_references().iter().any(|o| Some(o.uid.as_str()) == owner) {
         return Ok(());
@@ -255,9 +260,7 @@ async fn delete_legacy_rcon(api: &Api<Service>, server: &MinecraftServer, observ
         ..Default::default()
     };
     match api.delete(&name, &dp).await {
-        Ok(_) => {
-            info!(service = %name, namespace = ?svc.metadata.namespace, "deleted the RCON Service of an earlier release")
-        }
+        Ok(_) => info!(service = %name, namespace = ?svc.metadata.namespace, why, "deleted a Service"),
         // Gone already, or already replaced (its UID differs).
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
         Err(e) => return Err(e.into()),
@@ -349,12 +352,17 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     // server: the API server allocates cluster IPs one at a time (~3 s per
     // Service apply at 1,000 servers at once, see BENCHMARKS.md).
     let sts = apply_child(&sts_api, observed_sts, resources::statefulset::build(&model)).await?;
-    let game = apply_child(
-        &svc_api,
-        cached_full(&ch.services, &ns, &model.game_service_name()),
-        resources::service::game(&model),
-    )
-    .await?;
+    let desired_game = resources::service::game(&model);
+    let mut observed_game = cached_full(&ch.services, &ns, &model.game_service_name());
+    if let Some(svc) = &observed_game
+        && resources::service::is_headless(svc) != resources::service::is_headless(&desired_game)
+    {
+        // A cluster IP cannot be added or removed in place.
+        delete_owned_service(&svc_api, &server, svc.clone(), "its type moved between Headless and a cluster IP")
+            .await?;
+        observed_game = None;
+    }
+    let game = apply_child(&svc_api, observed_game, desired_game).await?;
     delete_legacy_rcon(&svc_api, &server, cached_full(&ch.services, &ns, &model.legacy_rcon_service_name())).await?;
 
     // 5. Status from what the cluster reports.
