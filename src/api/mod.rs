@@ -14,6 +14,7 @@ pub mod contract;
 pub mod plugin;
 pub mod server;
 pub mod sku;
+pub mod sleep;
 pub mod tenant;
 
 pub use backup::{BackupSnapshot, BackupSnapshotSpec, BackupSnapshotStatus};

@@ -213,6 +213,10 @@ pub struct MinecraftServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = HOSTNAME_PATTERN))]
     pub hostname: Option<String>,
+    /// Sleep while nobody plays, wake when a player joins through the
+    /// gateway. Absent: the SKU's default (none: never sleep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<crate::api::sleep::SleepPolicy>,
 }
 
 /// At most this many `spec.hostnames`.
@@ -642,7 +646,9 @@ pub enum ServerPhase {
     Stopped,
     /// Restoring a snapshot.
     Restoring,
-    /// Scaled to zero by mc-router until a player connects.
+    /// Asleep: scaled to zero after its idle time (`spec.sleep`), volume
+    /// and configuration kept; a player joining through the gateway wakes
+    /// it. Ready (an asleep server is as it should be).
     Hibernated,
     /// Cannot run; see conditions.
     Failed,
@@ -710,6 +716,9 @@ pub struct MinecraftServerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 9), inner(length(max = 253)))]
     pub hostnames: Vec<String>,
+    /// Sleep and wake: idle since, asleep since, last wake, wake count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<crate::api::sleep::SleepStatus>,
     /// The generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

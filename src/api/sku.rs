@@ -78,6 +78,10 @@ pub struct SkuSpec {
     /// Limits the player gateway applies to servers of this SKU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<SkuGateway>,
+    /// Sleep default of this SKU's servers (`MinecraftServer.spec.sleep`),
+    /// optionally forced on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<crate::api::sleep::SkuSleep>,
     /// StorageClass for world volumes of this SKU. Empty uses the cluster default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]

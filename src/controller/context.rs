@@ -37,6 +37,9 @@ pub struct Settings {
     /// The port the gateway listens on for players (shown in
     /// `status.address` when not 25565).
     pub gateway_port: u16,
+    /// The gateway's HTTP `host:port`, asked for open connections before a
+    /// server sleeps; `None`: no gateway.
+    pub gateway_http: Option<String>,
 }
 
 /// Caches of the objects the operator creates for servers (label
@@ -131,6 +134,10 @@ pub struct Context {
     pub plugins: Store<crate::api::PluginInstallation>,
     pub snapshots: Store<crate::api::BackupSnapshot>,
     pub children: Children,
+    /// The gateway's wake requests (Leases in the operator's namespace).
+    pub wake_leases: Store<k8s_openapi::api::coordination::v1::Lease>,
+    /// HTTP client for the gateways' open-connection counts.
+    pub http: reqwest::Client,
     pub settings: Settings,
     /// Modrinth API client; `None` when disabled.
     pub modrinth: Option<crate::plugins::modrinth::Client>,
@@ -175,6 +182,7 @@ impl Context {
         plugins: Store<crate::api::PluginInstallation>,
         snapshots: Store<crate::api::BackupSnapshot>,
         children: Children,
+        wake_leases: Store<k8s_openapi::api::coordination::v1::Lease>,
         settings: Settings,
         modrinth: Option<crate::plugins::modrinth::Client>,
         stores: Option<crate::backup::stores::Stores>,
@@ -190,6 +198,8 @@ impl Context {
             plugins,
             snapshots,
             children,
+            wake_leases,
+            http: reqwest::Client::new(),
             settings,
             modrinth,
             stores,

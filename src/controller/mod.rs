@@ -112,6 +112,12 @@ pub struct ControllerArgs {
     /// `status.address` when it is not 25565).
     #[arg(long, env = "CRAFTPLANE_GATEWAY_PORT", default_value_t = 25565, value_parser = clap::value_parser!(u16).range(1..))]
     pub gateway_port: u16,
+    /// `host:port` of the gateway's HTTP port (the chart's headless
+    /// Service): before a server sleeps, every address it resolves to is
+    /// asked whether a player's connection to it is open. Empty: no gateway
+    /// (only the players online count).
+    #[arg(long, env = "CRAFTPLANE_GATEWAY_HTTP", default_value = "")]
+    pub gateway_http: String,
 }
 
 /// A base domain: empty, or a DNS name with room for
@@ -290,6 +296,14 @@ async fn run_controllers(
     let (command_store, command_events) =
         watches::primary::<crate::api::ConsoleCommand>(&client, &w.selected, "ConsoleCommand");
     let (child_stores, child_events) = context::Children::watch(&w);
+    // The gateway's wake requests: Leases in the operator's namespace.
+    let (wake_store, wake_events) = watches::cached(
+        kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &args.operator_namespace),
+        w.all.clone().labels(crate::api::sleep::WAKE_LEASE_LABEL),
+        "Lease",
+        |_| {},
+        false,
+    );
     let stores = match &args.backup_stores {
         Some(p) => Some(crate::backup::stores::Stores::load(p).map_err(|e| anyhow::anyhow!(e))?),
         None => None,
@@ -316,6 +330,7 @@ async fn run_controllers(
         plugin_store,
         snapshot_store,
         child_stores,
+        wake_store,
         context::Settings {
             slp_interval: (args.slp_interval > 0).then(|| Duration::from_secs(args.slp_interval)),
             slp_address: args.slp_address.clone(),
@@ -326,6 +341,7 @@ async fn run_controllers(
             min_task_interval: Duration::from_secs(args.min_task_interval_seconds),
             base_domain: Some(args.base_domain.clone()).filter(|d| !d.is_empty()),
             gateway_port: args.gateway_port,
+            gateway_http: Some(args.gateway_http.clone()).filter(|g| !g.is_empty()),
         },
         modrinth,
         stores,
@@ -378,7 +394,7 @@ async fn run_controllers(
         }
     }
     let mut tasks = AbortOnDrop(vec![
-        tokio::spawn(server::controller(&w, ctx.clone(), server_events, child_events, pings)),
+        tokio::spawn(server::controller(&w, ctx.clone(), server_events, child_events, wake_events, pings)),
         tokio::spawn(sku::controller(&w, ctx.clone(), sku_events)),
         tokio::spawn(tenant::controller(&w, ctx.clone(), tenant_events)),
         tokio::spawn(plugin::controller(&w, ctx.clone(), plugin_events)),

@@ -26,7 +26,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use super::routes::{Limits, RouteTable, ServerEntry, ServerKey};
+use super::routes::{Limits, RouteTable, ServerEntry, ServerKey, Sleeping};
 use crate::api::{MinecraftServer, Sku, Tenant};
 use crate::resources::{GAME_PORT, SERVER_LABEL};
 
@@ -51,6 +51,8 @@ pub struct Cache {
     snapshot: RwLock<Arc<Snapshot>>,
     synced: AtomicBool,
     draining: AtomicBool,
+    /// Woken on every new snapshot (held joins wait on it).
+    changed: Notify,
 }
 
 impl Cache {
@@ -62,6 +64,12 @@ impl Cache {
     /// Replaces the snapshot (tests and the watch loop).
     pub fn set(&self, s: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves at the next new snapshot.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// Whether the first full list of every watch is in the snapshot.
@@ -119,6 +127,7 @@ pub fn snapshot(
     skus: &[Arc<Sku>],
     slices: &[Arc<EndpointSlice>],
 ) -> Snapshot {
+    let now = k8s_openapi::jiff::Timestamp::now();
     let mut by_ns: HashMap<String, Option<Arc<Tenant>>> = HashMap::new();
     let skus: HashMap<String, &Arc<Sku>> = skus.iter().map(|s| (s.name_any(), s)).collect();
     let entries: Vec<ServerEntry> = servers
@@ -126,8 +135,11 @@ pub fn snapshot(
         .filter_map(|s| {
             let ns = s.namespace()?;
             let tenant = by_ns.entry(ns.clone()).or_insert_with(|| tenant_of(tenants, &ns).cloned()).clone();
-            let limits = Limits::of(tenant.as_deref(), skus.get(&s.spec.sku).map(|s| s.as_ref()));
-            ServerEntry::from_server(s, tenant.map(|t| t.name_any()), limits)
+            let sku = skus.get(&s.spec.sku).map(|s| s.as_ref());
+            let limits = Limits::of(tenant.as_deref(), sku);
+            let mut e = ServerEntry::from_server(s, tenant.map(|t| t.name_any()), limits)?;
+            e.sleep = Sleeping::of(s, sku, now).map(Arc::new);
+            Some(e)
         })
         .collect();
     let routes = RouteTable::build(base_domain, &entries);

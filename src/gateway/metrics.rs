@@ -65,6 +65,15 @@ pub enum Refusal {
     Malformed,
     /// A pre-1.7 ping answered by the gateway itself.
     Legacy,
+    /// The server sleeps: a status answered by the gateway, or a join that
+    /// may not wake it (`wakeOnJoin` false).
+    Asleep,
+    /// A join of a sleeping server by a player its whitelist refuses.
+    NotWhitelisted,
+    /// A join that would wake a server, over the source's or tenant's wake rate.
+    WakeLimited,
+    /// The server did not become ready while the join was held.
+    WakeTimeout,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +91,10 @@ pub struct Metrics {
     pub handshake_seconds: Histogram,
     pub routes: Gauge,
     pub backends: Gauge,
+    /// Wake requests sent to the operator.
+    pub wakes: Counter,
+    /// From a join of a sleeping server to its spliced connection.
+    pub wake_seconds: Histogram,
 }
 
 impl Metrics {
@@ -96,6 +109,9 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             routes: Gauge::default(),
             backends: Gauge::default(),
+            wakes: Counter::default(),
+            // 0.25 s to ~8.5 min.
+            wake_seconds: Histogram::new(exponential_buckets(0.25, 2.0, 12)),
             registry: Registry::default(),
         };
         registry.register("connections_open", "Connections spliced to a server now", m.connections_open.clone());
@@ -109,6 +125,12 @@ impl Metrics {
         );
         registry.register("routes", "Hostnames in the route table", m.routes.clone());
         registry.register("backends", "Servers with a ready address", m.backends.clone());
+        registry.register("wakes", "Wake requests for sleeping servers sent to the operator", m.wakes.clone());
+        registry.register(
+            "wake_duration_seconds",
+            "From a join of a sleeping server to the player's connection reaching it",
+            m.wake_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -129,25 +151,32 @@ impl Default for Metrics {
     }
 }
 
+/// Players' connections open to a server on this replica (the operator
+/// asks before it puts a server to sleep).
+pub type OpenCount = Arc<dyn Fn(&str) -> u32 + Send + Sync>;
+
 #[derive(Clone)]
 struct AppState {
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
+    open: OpenCount,
 }
 
-/// Serves /healthz, /readyz (fails until the route cache synced) and
-/// /metrics until `stop`.
+/// Serves /healthz, /readyz (fails until the route cache synced),
+/// /metrics and /connections until `stop`.
 pub async fn serve(
     listener: TcpListener,
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
+    open: OpenCount,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
-        .with_state(AppState { cache, metrics });
+        .route("/connections", get(connections))
+        .with_state(AppState { cache, metrics, open });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -163,6 +192,20 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: route cache not synced yet\n")
     }
+}
+
+/// `GET /connections?server=<namespace>/<name>`: `{"open": N}`, the
+/// players' connections to it open on this replica (held joins included).
+async fn connections(
+    State(s): State<AppState>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> impl IntoResponse {
+    let server = q.as_deref().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("server=")).unwrap_or("");
+    if server.split('/').count() != 2 {
+        return (StatusCode::BAD_REQUEST, "server=<namespace>/<name> required\n".to_string()).into_response();
+    }
+    let open = (s.open)(server);
+    ([(header::CONTENT_TYPE, "application/json")], format!("{{\"open\":{open}}}\n")).into_response()
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {

@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod wake;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,6 +98,36 @@ pub struct GatewayArgs {
     /// Only MinecraftServers matching this label selector (sharding).
     #[arg(long, env = "CRAFTPLANE_GATEWAY_SERVER_SELECTOR")]
     pub server_selector: Option<String>,
+    /// Namespace of the wake Leases this gateway writes when a player joins
+    /// a sleeping server (the operator's; the chart sets it). Empty: joins
+    /// do not wake servers.
+    #[arg(long, env = "CRAFTPLANE_WAKE_NAMESPACE", default_value = "")]
+    pub wake_namespace: String,
+    /// This gateway's name in wake requests (the chart sets the pod's name).
+    #[arg(long, env = "POD_NAME", default_value = "craftplane-gateway")]
+    pub identity: String,
+    /// MOTD of a sleeping server's status answer.
+    #[arg(long, env = "CRAFTPLANE_ASLEEP_MESSAGE", default_value = "This server is asleep. Join to wake it up!")]
+    pub asleep_message: String,
+    /// MOTD while a woken server starts.
+    #[arg(long, env = "CRAFTPLANE_WAKING_MESSAGE", default_value = "This server is starting, join in a moment.")]
+    pub waking_message: String,
+    /// Seconds a join of a sleeping server is held while it starts, before
+    /// the player is told to join again (the Java client gives up after 30).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub wake_hold_seconds: u64,
+    /// Joins that may wake a server, per source IP: this many at once...
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub wake_burst_per_source: u32,
+    /// ...then one per this many seconds.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub wake_interval_seconds_per_source: u64,
+    /// Joins that may wake servers, per tenant: this many at once...
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub wake_burst_per_tenant: u32,
+    /// ...then one per this many seconds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub wake_interval_seconds_per_tenant: u64,
 }
 
 fn parse_cidr(s: &str) -> Result<proxy::Cidr, String> {
@@ -127,6 +158,13 @@ impl GatewayArgs {
             max_sources: usize::try_from(self.max_sources).unwrap_or(usize::MAX),
             max_per_server: limit(self.max_connections_per_server),
             max_per_tenant: limit(self.max_connections_per_tenant),
+            asleep_message: self.asleep_message.clone(),
+            waking_message: self.waking_message.clone(),
+            wake_hold: Duration::from_secs(self.wake_hold_seconds),
+            wake_source_interval: Duration::from_secs(self.wake_interval_seconds_per_source),
+            wake_source_burst: self.wake_burst_per_source,
+            wake_tenant_interval: Duration::from_secs(self.wake_interval_seconds_per_tenant),
+            wake_tenant_burst: self.wake_burst_per_tenant,
         }
     }
 }
@@ -156,9 +194,19 @@ pub async fn run(args: GatewayArgs) -> Result<()> {
         base_domain: Some(args.base_domain.clone()).filter(|d| !d.is_empty()),
         server_selector: args.server_selector.clone(),
     };
-    let http_task = tokio::spawn(metrics::serve(http, cache.clone(), metrics.clone(), stop.clone()));
-    let watch_task = tokio::spawn(cache::run(client, watch_cfg, cache.clone(), stop.clone()));
-    let gateway = server::Gateway::new(settings, cache, metrics);
+    let wakes = if args.wake_namespace.is_empty() {
+        info!("no --wake-namespace: joins do not wake sleeping servers");
+        None
+    } else {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(wake::run(client.clone(), args.wake_namespace.clone(), args.identity.clone(), rx));
+        Some(tx)
+    };
+    let gateway = server::Gateway::new(settings, cache.clone(), metrics.clone(), wakes, args.identity.clone());
+    let g = gateway.clone();
+    let open: metrics::OpenCount = Arc::new(move |server: &str| g.open_to(server));
+    let http_task = tokio::spawn(metrics::serve(http, cache.clone(), metrics, open, stop.clone()));
+    let watch_task = tokio::spawn(cache::run(client, watch_cfg, cache, stop.clone()));
     let accept_task = tokio::spawn(gateway.clone().serve(players, stop.clone()));
 
     crate::controller::shutdown_signal().await;

@@ -14,6 +14,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -34,13 +35,92 @@ impl std::fmt::Display for ServerKey {
 }
 
 /// Where a hostname goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Route {
     pub server: ServerKey,
     /// The server's tenant (for per-tenant limits), when it has one.
     pub tenant: Option<String>,
     /// Connection limits its SKU and tenant set (none: the gateway's flags).
     pub limits: Limits,
+    /// Set while the server sleeps or wakes (`spec.sleep`).
+    pub sleep: Option<Arc<Sleeping>>,
+}
+
+/// Whether a server sleeps or is waking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SleepState {
+    /// Asleep: a join may wake it.
+    Asleep,
+    /// Woken, not ready yet: joins wait for it.
+    Waking,
+}
+
+/// What the gateway needs of a sleeping or waking server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sleeping {
+    pub state: SleepState,
+    /// A join may wake it (`wakeOnJoin`, the SKU's when forced).
+    pub wake_on_join: bool,
+    /// `spec.whitelist` lowercased (names, UUIDs); empty: anyone may join.
+    pub whitelist: Vec<String>,
+    /// Its last Server List Ping answer before it slept.
+    pub last_seen: Option<crate::api::sleep::LastSeen>,
+}
+
+impl Sleeping {
+    /// The sleep state of a server as its status shows it: asleep while
+    /// `status.sleep.asleepSince` is set; waking while it starts within
+    /// 15 minutes of a wake. `None`: neither.
+    pub fn of(s: &MinecraftServer, sku: Option<&crate::api::Sku>, now: Timestamp) -> Option<Sleeping> {
+        use crate::api::server::{ServerPhase, ServerState};
+        if s.spec.state != ServerState::Running {
+            return None;
+        }
+        let st = s.status.as_ref()?;
+        let sl = st.sleep.as_ref()?;
+        let state = if sl.asleep_since.is_some() {
+            SleepState::Asleep
+        } else {
+            let recent = sl.last_wake.as_ref().is_some_and(|t| now.duration_since(t.0).as_secs() < 900);
+            let starting = matches!(
+                st.phase,
+                Some(
+                    ServerPhase::Hibernated | ServerPhase::Pending | ServerPhase::Provisioning | ServerPhase::Starting
+                )
+            );
+            if !(recent && starting) {
+                return None;
+            }
+            SleepState::Waking
+        };
+        let policy = crate::api::sleep::effective(s.spec.sleep.as_ref(), sku.and_then(|k| k.spec.sleep.as_ref())).ok();
+        Some(Sleeping {
+            state,
+            wake_on_join: policy.is_none_or(|p| p.wake_on_join),
+            whitelist: s.spec.whitelist.iter().map(|w| w.to_lowercase()).collect(),
+            last_seen: sl.last_seen.clone(),
+        })
+    }
+
+    /// Whether a player may join: anyone without a whitelist; else one
+    /// named in it by name or UUID (either spelling of the UUID).
+    pub fn admits(&self, name: &str, uuid: Option<u128>) -> bool {
+        if self.whitelist.is_empty() {
+            return true;
+        }
+        let name = name.to_lowercase();
+        let (plain, dashed) = match uuid {
+            Some(u) => {
+                let h = format!("{u:032x}");
+                let d = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+                (Some(h), Some(d))
+            }
+            None => (None, None),
+        };
+        self.whitelist
+            .iter()
+            .any(|w| *w == name || plain.as_deref() == Some(w.as_str()) || dashed.as_deref() == Some(w.as_str()))
+    }
 }
 
 /// Open-connection limits set on a server's SKU and tenant
@@ -77,6 +157,8 @@ pub struct ServerEntry {
     pub tenant: Option<String>,
     /// Limits from its SKU and tenant.
     pub limits: Limits,
+    /// Its sleep state, when it sleeps or wakes.
+    pub sleep: Option<Arc<Sleeping>>,
 }
 
 impl ServerEntry {
@@ -92,6 +174,7 @@ impl ServerEntry {
             hostnames: s.status.as_ref().map(|st| st.hostnames.clone()).unwrap_or_default(),
             tenant,
             limits,
+            sleep: None,
         })
     }
 
@@ -160,7 +243,10 @@ impl RouteTable {
         }
         for (host, s) in holders {
             t.by_server.entry(s.key.clone()).or_default().push(host.clone());
-            t.routes.insert(host, Route { server: s.key.clone(), tenant: s.tenant.clone(), limits: s.limits });
+            t.routes.insert(
+                host,
+                Route { server: s.key.clone(), tenant: s.tenant.clone(), limits: s.limits, sleep: s.sleep.clone() },
+            );
         }
         for v in t.by_server.values_mut() {
             v.sort();
@@ -223,6 +309,7 @@ mod tests {
             hostnames: hosts.iter().map(|h| h.to_string()).collect(),
             tenant: tenant.map(str::to_string),
             limits: Limits::default(),
+            sleep: None,
         }
     }
 
@@ -341,9 +428,26 @@ mod tests {
                         .collect(),
                     tenant: Some(format!("t{ns}")),
                     limits: Limits::default(),
+                    sleep: None,
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn a_whitelist_admits_by_name_or_either_uuid_spelling() {
+        let s = Sleeping {
+            state: SleepState::Asleep,
+            wake_on_join: true,
+            whitelist: vec!["steve".into(), "069a79f4-44e9-4726-a5be-fca90e38aaf5".into()],
+            last_seen: None,
+        };
+        assert!(s.admits("Steve", None));
+        assert!(!s.admits("Alex", None));
+        assert!(s.admits("Renamed", Some(0x069a79f444e94726a5befca90e38aaf5)));
+        assert!(!s.admits("Renamed", Some(1)));
+        let open = Sleeping { whitelist: vec![], ..s };
+        assert!(open.admits("Anyone", None));
     }
 
     proptest! {

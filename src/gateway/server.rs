@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::cache::Cache;
@@ -20,7 +20,8 @@ use super::protocol::{
     self, LegacyKind, LegacyStatus, MAX_HANDSHAKE_FRAME, NextState, Opening, Progress, StatusAnswer, StatusRequest,
 };
 use super::proxy::{self, Cidr};
-use super::routes::{Route, ServerKey};
+use super::routes::{Route, ServerKey, SleepState, Sleeping};
+use super::wake;
 
 /// How the listener behaves (from the command line).
 #[derive(Clone, Debug)]
@@ -46,6 +47,20 @@ pub struct Settings {
     /// Open connections per server / per tenant (None: no limit).
     pub max_per_server: Option<u32>,
     pub max_per_tenant: Option<u32>,
+    /// MOTD of a sleeping server's status answer.
+    pub asleep_message: String,
+    /// MOTD while a woken server starts; also the message of a join that
+    /// waited longer than `wake_hold` (with the time it waited).
+    pub waking_message: String,
+    /// How long a join of a sleeping server is held while it starts (the
+    /// client's own login timeout is 30 s).
+    pub wake_hold: Duration,
+    /// Joins that may wake servers, per source IP: `burst`, then one per `interval`.
+    pub wake_source_interval: Duration,
+    pub wake_source_burst: u32,
+    /// The same per tenant, all its servers.
+    pub wake_tenant_interval: Duration,
+    pub wake_tenant_burst: u32,
 }
 
 /// The shared state of every connection.
@@ -57,16 +72,34 @@ pub struct Gateway {
     open: Mutex<Concurrency<String>>,
     /// Connections spliced now (the drain waits for them).
     active: AtomicUsize,
+    /// Where wake requests go (`None`: this gateway cannot wake servers).
+    wakes: Option<mpsc::Sender<wake::Request>>,
+    /// Who this gateway is, in wake requests (its pod's name).
+    pub identity: String,
+    wake_by_source: Mutex<RateLimiter<IpAddr>>,
+    wake_by_tenant: Mutex<RateLimiter<String>>,
 }
 
 /// Longest PROXY header read before the handshake.
 const MAX_PROXY_HEADER: usize = 16 + proxy::MAX_V2_BODY;
+/// Bytes a held join may buffer while its server wakes.
+const MAX_HELD: usize = 64 * 1024;
 /// How long a lone `FE` / `FE 01` waits for more before it is a legacy ping.
 const LEGACY_WAIT: Duration = Duration::from_millis(100);
 
 impl Gateway {
-    pub fn new(settings: Settings, cache: Arc<Cache>, metrics: Arc<Metrics>) -> Arc<Gateway> {
+    pub fn new(
+        settings: Settings,
+        cache: Arc<Cache>,
+        metrics: Arc<Metrics>,
+        wakes: Option<mpsc::Sender<wake::Request>>,
+        identity: String,
+    ) -> Arc<Gateway> {
         let rate = RateLimiter::new(settings.rate_interval, settings.rate_burst, settings.max_sources);
+        let by_source =
+            RateLimiter::new(settings.wake_source_interval, settings.wake_source_burst, settings.max_sources);
+        let by_tenant =
+            RateLimiter::new(settings.wake_tenant_interval, settings.wake_tenant_burst, settings.max_sources);
         Arc::new(Gateway {
             settings,
             cache,
@@ -74,7 +107,17 @@ impl Gateway {
             rate: Mutex::new(rate),
             open: Mutex::new(Concurrency::new()),
             active: AtomicUsize::new(0),
+            wakes,
+            identity,
+            wake_by_source: Mutex::new(by_source),
+            wake_by_tenant: Mutex::new(by_tenant),
         })
+    }
+
+    /// Players' connections open to `server` (`namespace/name`) here,
+    /// joins held for a wake included.
+    pub fn open_to(&self, server: &str) -> u32 {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).open(&format!("s/{server}"))
     }
 
     /// Accepts until `stop`; each connection runs on its own task.
@@ -84,7 +127,10 @@ impl Gateway {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(10)).await;
-                    g.rate.lock().unwrap_or_else(|e| e.into_inner()).prune(Instant::now());
+                    let now = Instant::now();
+                    g.rate.lock().unwrap_or_else(|e| e.into_inner()).prune(now);
+                    g.wake_by_source.lock().unwrap_or_else(|e| e.into_inner()).prune(now);
+                    g.wake_by_tenant.lock().unwrap_or_else(|e| e.into_inner()).prune(now);
                 }
             })
         };
@@ -198,9 +244,10 @@ impl Gateway {
                 server,
                 tenant: None,
                 limits: Default::default(),
+                sleep: None,
             })
         });
-        let reply = |msg: String, reason: Refusal| Reply { msg, reason, kind: o.kind.clone(), end: o.end };
+        let reply = |msg: String, reason: Refusal| Reply { msg, reason, kind: o.kind.clone(), end: o.end, seen: None };
         if o.limited {
             let r = reply(
                 "Too many connections from your address; wait a moment and try again.".into(),
@@ -213,10 +260,7 @@ impl Gateway {
             let r = reply(self.settings.unknown_host_message.clone(), Refusal::UnknownHost);
             return self.refuse(sock, buf, r, deadline).await;
         };
-        let Some(addrs) = snap.backends.get(&route.server).cloned() else {
-            let r = reply(format!("Server {} is not running right now.", route.server.name), Refusal::NotRunning);
-            return self.refuse(sock, buf, r, deadline).await;
-        };
+        let ready = snap.backends.get(&route.server).cloned();
         drop(snap);
         let keys = [format!("s/{}", route.server), format!("t/{}", route.tenant.as_deref().unwrap_or(""))];
         let mut claims = vec![(keys[0].clone(), route.limits.per_server.or(self.settings.max_per_server))];
@@ -237,12 +281,35 @@ impl Gateway {
         }
         let held: Vec<String> = claims.into_iter().map(|(k, _)| k).collect();
         let _release = Release { gateway: self.clone(), keys: held };
-        let Some(mut upstream) = self.connect(&addrs).await else {
+        let mut woken = false;
+        let (addrs, connected) = match (ready, route.sleep.clone()) {
+            (Some(a), _) => (a, None),
+            (None, Some(sleeping)) => match self.wake(sock, peer, buf, &o, &route, &sleeping, deadline).await {
+                Some((s, b, up)) => {
+                    (sock, buf, woken) = (s, b, true);
+                    (vec![], Some(up))
+                }
+                None => return,
+            },
+            (None, None) => {
+                let r = reply(format!("Server {} is not running right now.", route.server.name), Refusal::NotRunning);
+                return self.refuse(sock, buf, r, deadline).await;
+            }
+        };
+        let upstream = match connected {
+            Some(up) => Some(up),
+            None => self.connect(&addrs).await,
+        };
+        let Some(mut upstream) = upstream else {
             warn!(server = %route.server, ?addrs, "server unreachable");
             let r = reply(format!("Server {} cannot be reached right now.", route.server.name), Refusal::Unreachable);
             return self.refuse(sock, buf, r, deadline).await;
         };
-        self.metrics.handshake_seconds.observe(started.elapsed().as_secs_f64());
+        if woken {
+            self.metrics.wake_seconds.observe(started.elapsed().as_secs_f64());
+        } else {
+            self.metrics.handshake_seconds.observe(started.elapsed().as_secs_f64());
+        }
         let labels =
             ServerLabels { server: route.server.to_string(), tenant: route.tenant.clone().unwrap_or_default() };
         self.metrics.connections.get_or_create(&labels).inc();
@@ -273,6 +340,140 @@ impl Gateway {
         let bytes = |direction| BytesLabels { server: labels.server.clone(), tenant: labels.tenant.clone(), direction };
         self.metrics.bytes.get_or_create(&bytes(Direction::Upstream)).inc_by(up + (buf.len() - o.skip) as u64);
         self.metrics.bytes.get_or_create(&bytes(Direction::Downstream)).inc_by(down);
+    }
+
+    /// A connection to a sleeping or waking server. Status pings and
+    /// legacy pings are answered here (the server's last version and slots,
+    /// a MOTD that says it sleeps or starts). A login is read: a player the
+    /// whitelist refuses is told so and wakes nothing; otherwise (when
+    /// joins may wake it, within the wake rates) the operator is asked to
+    /// wake the server and the connection is held until the server has a
+    /// ready address that accepts a connection — then the caller forwards
+    /// the buffered handshake and login, so the player lands in the game on
+    /// this same connection — or until `wake_hold`, when the player is told
+    /// to join again shortly.
+    /// `None`: answered here.
+    #[allow(clippy::too_many_arguments)]
+    async fn wake(
+        &self,
+        mut sock: TcpStream,
+        peer: SocketAddr,
+        mut buf: Vec<u8>,
+        o: &Opened,
+        route: &Route,
+        sl: &Sleeping,
+        deadline: tokio::time::Instant,
+    ) -> Option<(TcpStream, Vec<u8>, TcpStream)> {
+        let motd = match sl.state {
+            SleepState::Asleep => self.settings.asleep_message.clone(),
+            SleepState::Waking => self.settings.waking_message.clone(),
+        };
+        let seen = sl.last_seen.as_ref().map(|l| (l.version.clone(), l.protocol, l.max_players));
+        let reply =
+            |msg: String, reason: Refusal| Reply { msg, reason, kind: o.kind.clone(), end: o.end, seen: seen.clone() };
+        let h = match &o.kind {
+            Kind::Modern(h) if h.next != NextState::Status => h.clone(),
+            _ => {
+                self.refuse(sock, buf, reply(motd, Refusal::Asleep), deadline).await;
+                return None;
+            }
+        };
+        // The login start, under the handshake's deadline.
+        let login = loop {
+            match protocol::parse_login_start(&buf[o.end..], h.protocol) {
+                Ok(Progress::Done { value, .. }) => break value,
+                Ok(Progress::NeedMore) => {
+                    match tokio::time::timeout_at(deadline, read_more(&mut sock, &mut buf)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(r)) => {
+                            self.metrics.refuse(r);
+                            return None;
+                        }
+                        Err(_) => {
+                            self.metrics.refuse(Refusal::Timeout);
+                            return None;
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.metrics.refuse(Refusal::Malformed);
+                    return None;
+                }
+            }
+        };
+        if !sl.admits(&login.name, login.uuid) {
+            debug!(%peer, server = %route.server, player = %login.name, "not whitelisted; not waking");
+            let r = reply("You are not whitelisted on this server.".into(), Refusal::NotWhitelisted);
+            self.refuse(sock, buf, r, deadline).await;
+            return None;
+        }
+        if sl.state == SleepState::Asleep {
+            if !sl.wake_on_join || self.wakes.is_none() {
+                let r = reply(
+                    format!(
+                        "Server {} is asleep and joining does not wake it; ask its owner to start it.",
+                        route.server.name
+                    ),
+                    Refusal::Asleep,
+                );
+                self.refuse(sock, buf, r, deadline).await;
+                return None;
+            }
+            let now = Instant::now();
+            let limited = matches!(
+                self.wake_by_source.lock().unwrap_or_else(|e| e.into_inner()).check(&source_key(o.client.ip()), now),
+                Decision::Limited { .. }
+            ) || matches!(
+                self.wake_by_tenant
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .check(&route.tenant.clone().unwrap_or_else(|| route.server.namespace.clone()), now),
+                Decision::Limited { .. }
+            );
+            if limited {
+                let r = reply("Too many wake requests from here; try again in a minute.".into(), Refusal::WakeLimited);
+                self.refuse(sock, buf, r, deadline).await;
+                return None;
+            }
+            let by = format!("join of {} through {}", login.name, self.identity);
+            if let Some(tx) = &self.wakes
+                && tx.try_send(wake::Request { server: route.server.clone(), by }).is_ok()
+            {
+                self.metrics.wakes.inc();
+            }
+        }
+        info!(%peer, server = %route.server, player = %login.name, "holding a join while the server wakes");
+        let held_since = Instant::now();
+        let until = tokio::time::Instant::now() + self.settings.wake_hold;
+        let mut chunk = [0u8; 1024];
+        loop {
+            // Ready, and taking connections (a pod reported ready a moment
+            // before its address answers is tried again).
+            if let Some(a) = self.cache.get().backends.get(&route.server).cloned()
+                && let Some(up) = self.connect(&a).await
+            {
+                return Some((sock, buf, up));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = self.cache.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                r = sock.read(&mut chunk) => match r {
+                    // The player gave up.
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) if buf.len() + n <= MAX_HELD => buf.extend_from_slice(&chunk[..n]),
+                    Ok(_) => {
+                        self.metrics.refuse(Refusal::Malformed);
+                        return None;
+                    }
+                },
+            }
+        }
+        let waited = held_since.elapsed().as_secs();
+        let msg = format!("{} (waited {waited} s; join again in a few seconds)", self.settings.waking_message);
+        self.refuse(sock, buf, reply(msg, Refusal::WakeTimeout), tokio::time::Instant::now() + Duration::from_secs(2))
+            .await;
+        None
     }
 
     /// Waits until no connection is spliced, or `grace` passed; returns
@@ -316,10 +517,10 @@ impl Gateway {
                 Kind::Legacy(kind) => {
                     let s = LegacyStatus {
                         protocol: 127,
-                        version: "craftplane".into(),
+                        version: r.seen.as_ref().map(|s| s.0.clone()).unwrap_or_else(|| "craftplane".into()),
                         motd: r.msg.clone(),
                         online: 0,
-                        max: 0,
+                        max: r.seen.as_ref().map(|s| s.2).unwrap_or(0),
                     };
                     sock.write_all(&protocol::legacy_answer(*kind, &s)).await?;
                 }
@@ -330,10 +531,14 @@ impl Gateway {
                             Ok(Progress::Done { value: StatusRequest::Status, consumed }) => {
                                 at += consumed;
                                 let a = StatusAnswer {
-                                    version: "craftplane".into(),
-                                    protocol: h.protocol,
+                                    version: r
+                                        .seen
+                                        .as_ref()
+                                        .map(|s| s.0.clone())
+                                        .unwrap_or_else(|| "craftplane".into()),
+                                    protocol: r.seen.as_ref().map(|s| s.1).unwrap_or(h.protocol),
                                     online: 0,
-                                    max: 0,
+                                    max: r.seen.as_ref().map(|s| s.2).unwrap_or(0),
                                     motd: r.msg.clone(),
                                     favicon: None,
                                 };
@@ -403,6 +608,9 @@ struct Reply {
     reason: Refusal,
     kind: Kind,
     end: usize,
+    /// A sleeping server's last version, protocol and slots (its status
+    /// answer shows them); `None`: the gateway's own answer.
+    seen: Option<(String, i32, i32)>,
 }
 
 /// Reads more bytes; the peer closing first is a malformed opening.

@@ -83,6 +83,8 @@ pub enum Cmd {
     Stop { server: String },
     /// Restart a server cleanly (the operator rolls its pod).
     Restart { server: String },
+    /// Wake a sleeping server (spec.sleep), even one whose joins do not.
+    Wake { server: String },
     /// Run a console command (a ConsoleCommand) and print the answer.
     Console {
         server: String,
@@ -136,6 +138,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Start { server } => k.set_state(&server, "Running").await,
         Cmd::Stop { server } => k.set_state(&server, "Stopped").await,
         Cmd::Restart { server } => k.restart(&server).await,
+        Cmd::Wake { server } => k.wake(&server).await,
         Cmd::Console { server, command } => k.console(&server, &command.join(" ")).await,
         Cmd::Logs { server, follow, tail } => k.logs(&server, follow, tail).await,
         Cmd::Report { operator_namespace } => k.report(&operator_namespace).await,
@@ -326,6 +329,17 @@ impl Kube {
             .await
             .map_err(|e| explain(&format!("annotate MinecraftServer {server} for a restart"), e))?;
         println!("minecraftserver/{server}: restart requested (the operator rolls its pod)");
+        Ok(())
+    }
+
+    async fn wake(&self, server: &str) -> Result<()> {
+        let patch =
+            json!({"metadata": {"annotations": {crate::api::sleep::WAKE_ANNOTATION: Timestamp::now().to_string()}}});
+        self.api::<MinecraftServer>()
+            .patch(server, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| explain(&format!("annotate MinecraftServer {server} for a wake"), e))?;
+        println!("minecraftserver/{server}: wake requested (the operator starts it if it sleeps)");
         Ok(())
     }
 

@@ -97,6 +97,23 @@ pub fn server(s: &MinecraftServer, plugins: &[PluginInstallation], colour: bool)
     line("Version:", format!("{version} ({:?})", s.spec.server_type));
     line("SKU:", s.spec.sku.clone());
     line("Desired:", format!("{:?}", s.spec.state));
+    if let Some(sl) = &st.sleep {
+        let state = match (&sl.asleep_since, &sl.idle_since) {
+            (Some(t), _) => format!("asleep for {}", age(Some(t))),
+            (None, Some(t)) => format!("awake, no player for {}", age(Some(t))),
+            (None, None) => "awake".into(),
+        };
+        let wakes = match &sl.last_wake {
+            Some(t) => format!(
+                "; woken {} times, last {} ago by {}",
+                sl.wake_count,
+                age(Some(t)),
+                sl.last_wake_by.as_deref().unwrap_or("-")
+            ),
+            None => String::new(),
+        };
+        line("Sleep:", format!("{state}{wakes}"));
+    }
     if let Some(l) = &st.live {
         line(
             "Live config:",
@@ -326,6 +343,27 @@ mod tests {
         );
         let text = server(&s, &[], false);
         assert!(!text.contains("Hostname"), "{text}");
+    }
+
+    #[test]
+    fn status_shows_sleep_and_wakes() {
+        let mut s = crate::resources::testdata::server("mc", "sku: small\neula: true\n");
+        let hour_ago = (Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(3600)).to_string();
+        s.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "phase": "Hibernated",
+                "sleep": {"asleepSince": hour_ago, "lastWake": hour_ago, "wakeCount": 3,
+                          "lastWakeBy": "join of Steve through gw-1"},
+            }))
+            .unwrap(),
+        );
+        let text = server(&s, &[], false);
+        assert!(
+            text.contains("Sleep:        asleep for 60m; woken 3 times, last 60m ago by join of Steve through gw-1\n"),
+            "{text}"
+        );
+        s.status = None;
+        assert!(!server(&s, &[], false).contains("Sleep:"));
     }
 
     #[test]

@@ -261,6 +261,16 @@ pub fn server_wait(
             format!("server {server} is Stopped (spec.state): start it, then run the command again"),
         );
     }
+    // A command does not wake a sleeping server (a scheduled command would
+    // otherwise start every sleeping server it names).
+    if phase == Some(ServerPhase::Hibernated) {
+        return ServerWait::Fail(
+            "ServerAsleep",
+            format!(
+                "server {server} is asleep (spec.sleep): wake it (kubectl craftplane wake {server}), then run the command again"
+            ),
+        );
+    }
     let limit = humantime(start_allowance);
     if waited >= start_allowance {
         ServerWait::Fail(
@@ -502,6 +512,11 @@ mod tests {
             server_wait(Some("survival"), Some(ServerPhase::Stopped), min(0), allowance),
             ServerWait::Fail("ServerNotRunning", _)
         ));
+        // Asleep: a command does not wake it; fail at once, saying how to.
+        match server_wait(Some("survival"), Some(ServerPhase::Hibernated), min(0), allowance) {
+            ServerWait::Fail("ServerAsleep", msg) => assert!(msg.contains("kubectl craftplane wake survival"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
         // A missing server: two minutes, then not found.
         assert!(matches!(
             server_wait(None, None, Duration::from_secs(60), allowance),

@@ -76,13 +76,13 @@ pub fn game(m: &ServerModel) -> Service {
     }
 }
 
-/// The address players use, from the observed game Service (when the
-/// server has no hostname: [`super::hostname::address`]).
 /// Whether a Service has no cluster IP.
 pub fn is_headless(svc: &Service) -> bool {
     svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
 }
 
+/// The address players use, from the observed game Service (when the
+/// server has no hostname: [`super::hostname::address`]).
 pub fn address(m: &ServerModel, observed: Option<&Service>) -> Option<String> {
     let svc = observed?;
     let spec = svc.spec.as_ref()?;

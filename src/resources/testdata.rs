@@ -26,6 +26,7 @@ pub fn sku(name: &str) -> Sku {
             allowed_images: vec![],
             console_commands: None,
             gateway: None,
+            sleep: None,
             storage_class_name: None,
             allowed_storage_classes: vec![],
             allowed_service_annotations: vec![],

@@ -383,6 +383,7 @@ mod properties_of_any_accepted_spec {
                         deletion_policy: DeletionPolicy::Retain,
                         hostnames: hostname.iter().map(|h| format!("play.{h}")).collect(),
                         hostname,
+                        sleep: None,
                     }
                 },
             )

@@ -17,6 +17,7 @@ use tokio::sync::OnceCell;
 
 pub mod files;
 pub mod fixture;
+pub mod gateway;
 pub mod modrinth;
 pub mod operator;
 pub mod peers;

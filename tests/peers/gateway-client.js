@@ -5,7 +5,7 @@
 // usage: node gateway-client.js <ping|login|join> <port> <hostname> [version] [username]
 // Prints one JSON line: {"ping": <status response>} | {"joined": true} (join:
 // the server sent the login/spawn packet) | {"kicked": <reason>} |
-// {"error": <message>}.
+// {"error": <message>}. CLIENT_TIMEOUT_MS: give up after (default 10000).
 const net = require('net');
 const mc = require('minecraft-protocol');
 
@@ -19,7 +19,7 @@ const done = (v) => {
   console.log(JSON.stringify(v));
   process.exit(0);
 };
-setTimeout(() => done({ error: 'timeout' }), 10000);
+setTimeout(() => done({ error: 'timeout' }), parseInt(process.env.CLIENT_TIMEOUT_MS || '10000', 10));
 
 if (mode === 'ping') {
   mc.ping({ host: hostname, port: 25565, version, connect, closeTimeout: 5000 }, (err, res) => {

@@ -1,6 +1,7 @@
 // An independent Server List Ping peer: the npm package minecraft-protocol's
 // server. Prints "listening <port>" once ready. Players online/max and the
 // version come from the command line so tests can change what it reports.
+// A player who logs in is sent the join game packet.
 // usage: node slp-server.js <online> <max> [version]
 const mc = require('minecraft-protocol');
 
@@ -22,6 +23,27 @@ const server = mc.createServer({
     response.players.sample = [];
     return response;
   },
+});
+// A player who logs in gets the join game packet (the client's "spawned"),
+// so a test can tell a join that reached this server from one that did not.
+server.on('playerJoin', (client) => {
+  const mcData = require('minecraft-data')(server.version);
+  client.write('login', {
+    ...mcData.loginPacket,
+    enforceSecureChat: false,
+    entityId: client.id,
+    isHardcore: false,
+    gameMode: 0,
+    previousGameMode: 1,
+    hashedSeed: [0, 0],
+    maxPlayers: server.maxPlayers,
+    viewDistance: 10,
+    reducedDebugInfo: false,
+    enableRespawnScreen: true,
+    isDebug: false,
+    isFlat: false,
+  });
+  console.error(`joined ${client.username}`);
 });
 server.on('listening', () => {
   console.log(`listening ${server.socketServer.address().port}`);

@@ -519,7 +519,7 @@ pub const OPERATOR_USERS: [&str; 2] = ["craftplane-operator", "craftplane-operat
 /// The operator identities' RBAC: exactly the chart's ClusterRole (the rules
 /// `cargo xtask crds` generates from src/controller/rbac.rs into
 /// charts/craftplane/files/operator-rules.yaml), and the chart's
-/// leader-election rules on Leases, cluster-wide here because each test runs
+/// rules on Leases (leader election, wake requests), cluster-wide here because each test runs
 /// its operator in a namespace of its own. A rule missing from rbac.rs makes
 /// the operator's request fail in the integration tests as it would in a
 /// real install. Named apart from the chart's objects so the e2e suite's
@@ -537,7 +537,7 @@ fn operator_rbac() -> Result<String> {
         ("craftplane-test-operator", rules.as_str()),
         (
             "craftplane-test-operator-leases",
-            "  - apiGroups: [\"coordination.k8s.io\"]\n    resources: [\"leases\"]\n    verbs: [\"get\", \"list\", \"watch\", \"create\", \"update\", \"patch\"]\n",
+            "  - apiGroups: [\"coordination.k8s.io\"]\n    resources: [\"leases\"]\n    verbs: [\"get\", \"list\", \"watch\", \"create\", \"update\", \"patch\", \"delete\"]\n",
         ),
     ] {
         yaml.push_str(&format!(

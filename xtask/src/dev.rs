@@ -138,6 +138,8 @@ pub fn run(sh: &Shell) -> Result<()> {
             .args(["gateway", "--log-format", "text", "--http-addr", "127.0.0.1:8081"])
             .args(["--listen", &format!("0.0.0.0:{gateway_port}"), "--base-domain", BASE_DOMAIN])
             .args(["--default-server", "default/survival"])
+            // Joins of a sleeping server wake it (docs/sleep.md).
+            .args(["--wake-namespace", OPERATOR_NS])
             .env("KUBECONFIG", &kc)
             .env("RUST_LOG", "warn")
             .spawn()
@@ -150,6 +152,7 @@ pub fn run(sh: &Shell) -> Result<()> {
     let mut operator = Command::new(crate::target_dir().join("debug/craftplane"))
         .args(["controller", "--log-format", "text", "--http-addr", "127.0.0.1:8080"])
         .args(["--base-domain", BASE_DOMAIN, "--gateway-port", &gateway_port.to_string()])
+        .args(["--gateway-http", "127.0.0.1:8081"])
         .arg("--backup-stores")
         .arg(&stores)
         .args(["--helper-image", &crate::images::operator_image()])

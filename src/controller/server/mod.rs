@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod live;
+pub mod sleep;
 pub mod status;
 pub mod tasks;
 
@@ -29,7 +30,7 @@ use super::conditions::{self, Cond};
 use super::context::{ChildEvents, Context, cached_full};
 use super::error::{Error, Result};
 use super::watches::{Events, Watches, refs, run};
-use crate::api::server::{MinecraftServer, MinecraftServerStatus, Players, ServerPhase};
+use crate::api::server::{MinecraftServer, MinecraftServerStatus, Players, ServerPhase, ServerState};
 use crate::api::{BackupSnapshot, PluginInstallation, Sku, Tenant};
 use crate::resources::{self, APPLIED_HASH, FIELD_MANAGER, InvalidSpec, ServerModel};
 use status::Observed;
@@ -43,6 +44,9 @@ pub const HOSTNAME: &str = "Hostname";
 /// Condition type: `spec.service.annotations` keys left out (set only when
 /// some are).
 pub const SERVICE_ANNOTATIONS: &str = "ServiceAnnotations";
+/// Condition type: `spec.sleep` (or the SKU's) cannot be applied (set only
+/// then; the server then never sleeps).
+pub const SLEEP: &str = "Sleep";
 
 /// The tenant a namespace belongs to.
 fn tenant_in<'a>(tenants: &'a [Arc<Tenant>], ns: &str) -> Option<&'a Arc<Tenant>> {
@@ -328,6 +332,52 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         model.state = crate::api::server::ServerState::Stopped;
     }
 
+    // Sleep and wake (sleep.rs), decided before the StatefulSet is built.
+    let desired = model.state;
+    let key = (ns.clone(), name.clone());
+    let ping = ctx.ping(&key);
+    let pod = cached_full(&ch.pods, &ns, &format!("{name}-0"));
+    let (policy, sleep_cond) = match crate::api::sleep::effective(
+        server.spec.sleep.as_ref(),
+        sku.as_ref().and_then(|s| s.spec.sleep.as_ref()),
+    ) {
+        Ok(p) => (p, None),
+        Err(e) => (
+            crate::api::sleep::EffectiveSleep { after_idle: None, wake_on_join: true },
+            Some(Cond::new(SLEEP, false, "InvalidSleep", format!("{e}; the server does not sleep"))),
+        ),
+    };
+    let before = status::phase(
+        desired,
+        &Observed { statefulset: observed_sts.as_ref(), pod: pod.as_ref(), pvc: None, ping: ping.as_ref() },
+    );
+    let lease_name = crate::api::sleep::wake_lease_name(&ns, &name);
+    let lease = super::context::cached(&ctx.wake_leases, &ctx.settings.operator_namespace, &lease_name);
+    let mut plan = sleep::plan(&sleep::Inputs {
+        policy: policy.clone(),
+        running: desired == ServerState::Running,
+        phase: before.phase,
+        ping: ping.as_ref(),
+        old: old_status.sleep.as_ref(),
+        lease: lease.as_ref().and_then(sleep::WakeRequest::of),
+        annotation: server.annotations().get(crate::api::sleep::WAKE_ANNOTATION).map(String::as_str),
+        now: Timestamp::now(),
+    });
+    let mut sleep_wait = plan.wait;
+    let mut fell_asleep = false;
+    if plan.sleep_due {
+        if sleep::gateway_idle(&ctx.http, ctx.settings.gateway_http.as_deref(), &ns, &name).await {
+            sleep::fall_asleep(plan.status.get_or_insert_with(Default::default), Timestamp::now());
+            plan.asleep = true;
+            fell_asleep = true;
+        } else {
+            sleep_wait = Some(std::time::Duration::from_secs(30));
+        }
+    }
+    if plan.asleep {
+        model.state = ServerState::Stopped;
+    }
+
     // The list variables stay as the existing StatefulSet has them: the
     // lists change live (`live`), never through the pod template.
     if let Some(env) = super::context::cached(&ch.statefulsets, &ns, &name).map(|s| s.list_env()) {
@@ -366,16 +416,15 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     delete_legacy_rcon(&svc_api, &server, cached_full(&ch.services, &ns, &model.legacy_rcon_service_name())).await?;
 
     // 5. Status from what the cluster reports.
-    let pod = cached_full(&ch.pods, &ns, &format!("{name}-0"));
-    let key = (ns.clone(), name.clone());
-    let ping = ctx.ping(&key);
     let observed = Observed { statefulset: Some(&sts), pod: pod.as_ref(), pvc: Some(&pvc), ping: ping.as_ref() };
     let p = if restore.hold_stopped {
         status::restoring(restore.status.as_ref())
+    } else if plan.asleep {
+        status::asleep(pod.is_some(), &policy)
     } else {
-        status::phase(model.state, &observed)
+        status::phase(desired, &observed)
     };
-    let ready = status::is_ready(model.state, p.phase);
+    let ready = status::is_ready(desired, p.phase);
     let stalled = p.phase == ServerPhase::Failed;
     let old = server.status.clone().unwrap_or_default();
     let now = Timestamp::now();
@@ -396,6 +445,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     conds.extend(live.condition);
     conds.extend(tasks.condition);
     conds.extend(hostnames.condition.clone());
+    conds.extend(sleep_cond);
     if !model.refused_annotations.is_empty() {
         conds.push(Cond::new(
             SERVICE_ANNOTATIONS,
@@ -427,11 +477,19 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         applied_sku: Some(model.sku.clone()),
         hostnames: hostnames.all(),
         tasks: tasks.status,
+        sleep: plan.status.clone(),
         observed_generation: server.metadata.generation,
         conditions: conditions::merge(&old.conditions, &conds, server.metadata.generation, now),
     };
     let restoring = restore.hold_stopped;
     write_status(&server, ctx, &old, status).await?;
+    // Recorded first: a request is deleted only once its wake is in status.
+    sleep_events(&server, ctx, fell_asleep, plan.woke_by.as_deref(), &policy).await;
+    if plan.delete_lease
+        && let Some(l) = &lease
+    {
+        sleep::delete_lease(ctx, l).await?;
+    }
     let mut wait = ctx.settings.resync;
     if let Some(w) = schedule.wait {
         wait = wait.min(w);
@@ -448,7 +506,31 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     if unresolved {
         wait = wait.min(std::time::Duration::from_secs(60));
     }
+    if let Some(w) = sleep_wait {
+        wait = wait.min(w);
+    }
     Ok(Action::requeue(wait))
+}
+
+/// The Events of a sleep and a wake (one each, never per reconcile).
+async fn sleep_events(
+    server: &MinecraftServer,
+    ctx: &Context,
+    fell_asleep: bool,
+    woke_by: Option<&str>,
+    policy: &crate::api::sleep::EffectiveSleep,
+) {
+    let oref = server.object_ref(&());
+    if fell_asleep {
+        let idle = policy.after_idle.map(|d| format!("{} s", d.as_secs())).unwrap_or_default();
+        info!(server = %server.name_any(), namespace = ?server.namespace(), idle, "falling asleep");
+        let note = format!("no player for {idle}: saving the world and stopping; the volume and configuration stay");
+        ctx.event(&oref, false, "Asleep", &note, "Sleep").await;
+    }
+    if let Some(by) = woke_by {
+        info!(server = %server.name_any(), namespace = ?server.namespace(), by, "waking");
+        ctx.event(&oref, false, "Woken", &format!("woken by {by}"), "Wake").await;
+    }
 }
 
 /// Reports a spec that cannot run; an existing workload is left as it is.
@@ -616,6 +698,7 @@ pub fn controller(
     ctx: Arc<Context>,
     own: Events<MinecraftServer>,
     children: ChildEvents,
+    wake_requests: Events<k8s_openapi::api::coordination::v1::Lease>,
     pings: impl futures::Stream<Item = ObjectRef<MinecraftServer>> + Send + 'static,
 ) -> BoxFuture<'static, ()> {
     let servers = ctx.servers.clone();
@@ -645,6 +728,12 @@ pub fn controller(
         })
         .watches_stream(w.trigger::<BackupSnapshot>(&w.selected, "BackupSnapshot"), |b| {
             Some(ObjectRef::new(&b.spec.server).within(&b.namespace()?))
+        })
+        // The gateway's wake requests name the server in annotations.
+        .watches_stream(wake_requests, |lease| {
+            let a = lease.annotations();
+            let ns = a.get(crate::api::sleep::WAKE_SERVER_NAMESPACE)?;
+            Some(ObjectRef::new(a.get(crate::api::sleep::WAKE_SERVER_NAME)?).within(ns))
         })
         .reconcile_on(futures::stream::select(futures::stream::select(pings, ctx.wakes()), rivals));
     run(c, w, w.config(true), "MinecraftServer", reconcile, error_policy, ctx)

@@ -112,6 +112,24 @@ pub fn phase(desired: ServerState, o: &Observed) -> PhaseInfo {
     }
 }
 
+/// The phase of a sleeping server: Stopping while its pod saves the world
+/// and goes, then Hibernated (Ready: asleep is as it should be).
+pub fn asleep(pod: bool, policy: &crate::api::sleep::EffectiveSleep) -> PhaseInfo {
+    if pod {
+        return info(
+            ServerPhase::Stopping,
+            "FallingAsleep",
+            "no player for its idle time: saving the world and stopping",
+        );
+    }
+    let wake = if policy.wake_on_join {
+        "a player joining through the gateway wakes it"
+    } else {
+        "joining does not wake it (wakeOnJoin false): wake it with kubectl craftplane wake"
+    };
+    info(ServerPhase::Hibernated, "Asleep", format!("asleep, its world kept; {wake}"))
+}
+
 /// Whether the phase satisfies the desired state (the Ready condition).
 /// While a restore holds the server stopped: phase Restoring (never
 /// Ready), whatever the scaled-down workload looks like; the message says
@@ -124,7 +142,8 @@ pub fn restoring(restore: Option<&crate::api::server::RestoreStatus>) -> PhaseIn
 pub fn is_ready(desired: ServerState, phase: ServerPhase) -> bool {
     matches!(
         (desired, phase),
-        (ServerState::Running, ServerPhase::Running) | (ServerState::Stopped, ServerPhase::Stopped)
+        (ServerState::Running, ServerPhase::Running | ServerPhase::Hibernated)
+            | (ServerState::Stopped, ServerPhase::Stopped)
     )
 }
 

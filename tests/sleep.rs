@@ -1,0 +1,201 @@
+//! Sleep and wake (`spec.sleep`) against the real API server: the operator
+//! (under its chart RBAC) and the gateway as host processes, real npm
+//! clients and an npm server standing in for the game server.
+//!
+//! kwok pods have fake IPs: the operator pings the npm server
+//! (`--slp-address`), and once the operator has woken the server the test
+//! writes what the EndpointSlice controller would for a real pod: a ready
+//! address of the game Service, the npm server on this host (the woken
+//! kwok pod is kept unscheduled, so its fake address never competes).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fixture::Fixture;
+use common::gateway::{Gateway, host_address};
+use common::operator::{Operator, SHARD_LABEL};
+use common::peers::SlpPeer;
+use craftplane::api::MinecraftServer;
+use craftplane::api::server::ServerPhase;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+fn phase(s: &MinecraftServer) -> Option<ServerPhase> {
+    s.status.as_ref()?.phase
+}
+
+fn ready(s: &MinecraftServer) -> bool {
+    s.status.as_ref().is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn replicas(f: &Fixture, name: &str) -> Option<i32> {
+    f.api::<StatefulSet>().get(name).await.ok()?.spec?.replicas
+}
+
+async fn wake_leases(sys: &Api<Lease>) -> usize {
+    sys.list(&ListParams::default().labels(craftplane::api::sleep::WAKE_LEASE_LABEL)).await.unwrap().items.len()
+}
+
+#[tokio::test]
+async fn an_idle_server_sleeps_and_a_whitelisted_join_wakes_it_on_the_same_connection() {
+    let f = Fixture::new("sleep").await;
+    let sys_ns = common::namespace(&f.client, "sleep-sys").await;
+    let sys: Api<Lease> = Api::namespaced(f.client.clone(), &sys_ns);
+    let ip = host_address();
+    let peer = SlpPeer::start_on(&ip.to_string(), 0, 20, "1.20.4");
+    let base = format!("{}.play.test", f.shard);
+    let gw = Gateway::start(
+        common::kubeconfig_path(),
+        &[
+            &format!("--server-selector={SHARD_LABEL}={}", f.shard),
+            &format!("--base-domain={base}"),
+            &format!("--wake-namespace={sys_ns}"),
+            "--connect-timeout-ms=300",
+            "--wake-hold-seconds=50",
+        ],
+    );
+    gw.wait_ready().await;
+    let op = Operator::start(
+        &f.shard,
+        &[
+            "--slp-interval=1",
+            &format!("--slp-address={ip}:{}", peer.port),
+            &format!("--operator-namespace={sys_ns}"),
+            &format!("--gateway-http=127.0.0.1:{}", gw.http),
+            &format!("--base-domain={base}"),
+        ],
+    )
+    .await;
+    f.create_server("idle", json!({"whitelist": ["Steve"], "sleep": {"afterIdle": "10s"}})).await;
+    let host = format!("idle.{}.{base}", f.ns);
+
+    // Running and empty: the idle clock starts; 10 s later it sleeps.
+    let s = f
+        .wait("idle", "Running with an idle clock", &op, |s| {
+            phase(s) == Some(ServerPhase::Running)
+                && s.status.as_ref().and_then(|st| st.sleep.as_ref()).is_some_and(|sl| sl.idle_since.is_some())
+        })
+        .await;
+    let idle_since = s.status.unwrap().sleep.unwrap().idle_since.unwrap().0;
+    let s =
+        f.wait("idle", "Hibernated and Ready", &op, |s| phase(s) == Some(ServerPhase::Hibernated) && ready(s)).await;
+    let sleep = s.status.as_ref().unwrap().sleep.clone().unwrap();
+    let asleep_since = sleep.asleep_since.clone().expect("asleepSince").0;
+    let slept_after = asleep_since.duration_since(idle_since).as_secs_f64();
+    assert!(slept_after >= 10.0, "slept {slept_after} s after the idle clock started (afterIdle 10s)");
+    assert_eq!(replicas(&f, "idle").await, Some(0), "a sleeping server has no replica");
+    assert!(
+        f.api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>()
+            .get(&craftplane::resources::pvc_name("idle"))
+            .await
+            .is_ok(),
+        "volume kept"
+    );
+    let seen = sleep.last_seen.clone().expect("lastSeen recorded before the sleep");
+    assert_eq!(seen.max_players, 20);
+    let events = f.api::<Event>().list(&ListParams::default()).await.unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Asleep") && e.involved_object.name.as_deref() == Some("idle")),
+        "no Asleep Event"
+    );
+
+    // A status ping through the gateway: the gateway answers for it.
+    let p = gw.client("ping", &host).await;
+    let motd = p["ping"]["description"].to_string();
+    assert!(motd.contains("asleep"), "{p}");
+    assert_eq!(p["ping"]["version"]["name"], seen.version.as_str(), "{p}");
+    assert_eq!(p["ping"]["players"]["max"], 20, "{p}");
+
+    // A player the whitelist refuses: told so, and nothing wakes.
+    let k = gw.client_as("join", &host, "Mallory", Duration::from_secs(10)).await;
+    assert!(k["kicked"].as_str().is_some_and(|r| r.contains("not whitelisted")), "{k}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wake_leases(&sys).await, 0, "a refused player asked for a wake");
+    assert!(gw.metric("craftplane_gateway_refusals_total{reason=\"NotWhitelisted\"}") >= 1.0);
+    assert_eq!(phase(&f.servers().get("idle").await.unwrap()), Some(ServerPhase::Hibernated));
+
+    // kwok would start the woken pod at once with a fake address (which
+    // the sandbox's network may even answer): keep the woken pod on no node
+    // (its SKU's nodeSelector names none), so the only ready address is the
+    // test's, written once the operator has woken the server.
+    Api::<craftplane::api::Sku>::all(f.client.clone())
+        .patch(
+            &f.sku,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"spec": {"placement": {"nodeSelector": {"craftplane.io/test-no-such-node": "x"}}}}),
+            ),
+        )
+        .await
+        .expect("patch the SKU");
+    common::wait_until(Duration::from_secs(30), || async {
+        f.api::<StatefulSet>().get("idle").await.ok().and_then(|s| s.spec?.template.spec?.node_selector).is_some()
+    })
+    .await
+    .expect("the SKU's placement reaches the StatefulSet");
+
+    // A whitelisted player: the join wakes it and lands in the game on the
+    // same connection.
+    let started = Instant::now();
+    let client = gw.client_as("join", &host, "Steve", Duration::from_secs(60));
+    let endpoints = async {
+        // The operator wakes it: one replica again.
+        common::wait_until(Duration::from_secs(30), || async { replicas(&f, "idle").await == Some(1) })
+            .await
+            .unwrap_or_else(|()| panic!("not woken; operator log:\n{}", op.log_text()));
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "idle-test", "labels": {
+                "kubernetes.io/service-name": "idle",
+                "app.kubernetes.io/managed-by": "craftplane",
+                "app.kubernetes.io/component": "game",
+                "craftplane.io/server": "idle",
+            }},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+            "ports": [{"name": "minecraft", "port": peer.port, "protocol": "TCP"}],
+        }))
+        .unwrap();
+        f.api::<EndpointSlice>().create(&PostParams::default(), &slice).await.expect("create EndpointSlice");
+    };
+    let (joined, ()) = tokio::join!(client, endpoints);
+    assert_eq!(joined["joined"], true, "{joined}\ngateway log:\n{}", gw.log_text());
+    let waited = started.elapsed();
+    let s = f
+        .wait("idle", "awake", &op, |s| {
+            s.status.as_ref().and_then(|st| st.sleep.as_ref()).is_some_and(|sl| sl.wake_count == 1)
+        })
+        .await;
+    let sleep = s.status.unwrap().sleep.unwrap();
+    assert!(sleep.asleep_since.is_none());
+    assert!(sleep.last_wake_by.as_deref().is_some_and(|b| b.contains("join of Steve")), "{sleep:?}");
+    assert!(gw.metric("craftplane_gateway_wakes_total") >= 1.0);
+    assert!(gw.metric("craftplane_gateway_wake_duration_seconds_count") >= 1.0);
+    common::wait_until(Duration::from_secs(10), || async { wake_leases(&sys).await == 0 })
+        .await
+        .expect("the operator deletes the wake request it handled");
+    eprintln!("join of a sleeping server to the player in the game: {waited:?}");
+
+    // A hard stop: nothing wakes it.
+    f.patch_spec("idle", json!({"state": "Stopped"})).await;
+    f.wait("idle", "Stopped", &op, |s| phase(s) == Some(ServerPhase::Stopped)).await;
+    f.api::<EndpointSlice>().delete("idle-test", &Default::default()).await.unwrap();
+    common::wait_until(Duration::from_secs(10), || async {
+        gw.client("login", &host).await["kicked"].as_str().is_some_and(|r| r.contains("not running"))
+    })
+    .await
+    .expect("a Stopped server's join is refused as not running");
+    assert_eq!(wake_leases(&sys).await, 0, "a join of a Stopped server asked for a wake");
+    assert_eq!(replicas(&f, "idle").await, Some(0));
+    op.stop();
+    drop(gw);
+    common::delete_namespace(&f.client, &sys_ns).await;
+    f.cleanup().await;
+}
