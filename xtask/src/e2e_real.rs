@@ -140,6 +140,8 @@ pub fn run(s: &Setup) -> Result<()> {
     );
 
     // --- a corrupted archive: the restore fails, the world stays
+    // (the restore re-created the pod: it has a new address)
+    let ip = k.get("pod", &format!("{SERVER}-0"), "{.status.podIP}")?;
     join(s, &ip, "bob")?;
     rcon(k, &["save-all", "flush"])?;
     if !players(k)?.contains(&bob) {
@@ -603,8 +605,8 @@ fn rcon(k: &Kube, command: &[&str]) -> Result<String> {
     k.run(&args)
 }
 
-/// A real client (minecraft-protocol) joins through the Service's cluster
-/// IP, from the node's network (where cluster IPs route), and leaves.
+/// A real client (minecraft-protocol) joins at `ip` (the pod's address)
+/// from the node's network, and leaves.
 pub(crate) fn join(s: &Setup, ip: &str, user: &str) -> Result<()> {
     let js = r#"
 const mc = require('minecraft-protocol');
