@@ -177,6 +177,8 @@ async fn an_idle_server_sleeps_and_a_whitelisted_join_wakes_it_on_the_same_conne
     assert!(sleep.asleep_since.is_none());
     assert!(sleep.last_wake_by.as_deref().is_some_and(|b| b.contains("join of Steve")), "{sleep:?}");
     assert!(gw.metric("craftplane_gateway_wakes_total") >= 1.0);
+    assert_eq!(op.metric("craftplane_server_sleeps_total"), Some(1.0), "operator's sleeps counted");
+    assert_eq!(op.metric("craftplane_server_wakes_total"), Some(1.0), "operator's wakes counted");
     assert!(gw.metric("craftplane_gateway_wake_duration_seconds_count") >= 1.0);
     common::wait_until(Duration::from_secs(10), || async { wake_leases(&sys).await == 0 })
         .await

@@ -50,6 +50,12 @@ pub struct Metrics {
     pub backup_duration: Histogram,
     /// Failed backups.
     pub backup_failures: Counter,
+    /// Servers put to sleep (`spec.sleep`).
+    pub sleeps: Counter,
+    /// Sleeping servers woken.
+    pub wakes: Counter,
+    /// From a wake to the server Running (pod start and server start).
+    pub wake_duration: Histogram,
 }
 
 /// A running reconcile, counted in `reconciles_in_flight` while it lives.
@@ -106,6 +112,17 @@ impl Metrics {
         registry.register("backup_duration_seconds", "Duration of backups", backup_duration.clone());
         let backup_failures = Counter::default();
         registry.register("backup_failures", "Failed backups", backup_failures.clone());
+        let sleeps = Counter::default();
+        registry.register("server_sleeps", "Servers put to sleep after their idle time", sleeps.clone());
+        let wakes = Counter::default();
+        registry.register("server_wakes", "Sleeping servers woken", wakes.clone());
+        // 0.5 s to ~17 min.
+        let wake_duration = Histogram::new(exponential_buckets(0.5, 2.0, 12));
+        registry.register(
+            "server_wake_duration_seconds",
+            "From a wake to the server Running (pod start and server start)",
+            wake_duration.clone(),
+        );
         // Without election the single process is the leader.
         leader.set(1);
         Metrics {
@@ -121,6 +138,9 @@ impl Metrics {
             backup_bytes,
             backup_duration,
             backup_failures,
+            sleeps,
+            wakes,
+            wake_duration,
         }
     }
 

@@ -447,9 +447,14 @@ impl Gateway {
         let until = tokio::time::Instant::now() + self.settings.wake_hold;
         let mut chunk = [0u8; 1024];
         loop {
-            // Ready, and taking connections (a pod reported ready a moment
-            // before its address answers is tried again).
-            if let Some(a) = self.cache.get().backends.get(&route.server).cloned()
+            // Ready, or still starting but already listening (before its
+            // readiness probe passed: the player gets in a probe period
+            // sooner); an address that does not take the connection is
+            // tried again.
+            let snap = self.cache.get();
+            let addrs = snap.backends.get(&route.server).or_else(|| snap.starting.get(&route.server)).cloned();
+            drop(snap);
+            if let Some(a) = addrs
                 && let Some(up) = self.connect(&a).await
             {
                 return Some((sock, buf, up));

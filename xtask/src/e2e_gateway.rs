@@ -12,7 +12,8 @@
 //! container killed (SIGKILL): once the Service dropped it, every new
 //! connection goes through the other; a connection storm from this machine
 //! is refused by the per-source rate limit (counted by the gateway's
-//! metrics) while a player from another address still connects.
+//! metrics) while a player from another address still connects. Then
+//! sleep and wake on B's server (`e2e_sleep`).
 //!
 //! The Service's `externalTrafficPolicy: Local` (set in the e2e's values)
 //! keeps the client's address, so the rate limit sees this machine
@@ -400,6 +401,39 @@ spec:
             bail!("the ping from the node's address during the storm: {v}");
         }
         Ok(())
+    })?;
+
+    // --- sleep and wake (issue 33), on B's server, players from the node.
+    let timed_client = |mode: &str, host: &str, user: &str, timeout: Duration| -> Result<serde_json::Value> {
+        let script = crate::project_root().join("tests/peers/gateway-client.js");
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", node.netns()))
+            .arg("node")
+            .arg(&script)
+            .args([mode, &node_port.to_string(), host, "1.21.4", user])
+            .env("NODE_PATH", s.node_modules)
+            .env("GATEWAY_HOST", node.node_ip())
+            .env("CLIENT_TIMEOUT_MS", timeout.as_millis().to_string())
+            .output()
+            .context("run tests/peers/gateway-client.js")?;
+        let line = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(line.trim())
+            .with_context(|| format!("gateway-client {mode} {host}: {line} {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let kill = |container: &str| -> Result<()> {
+        let out = node.ctr().args(["tasks", "kill", "--signal", "SIGKILL", container]).output()?;
+        if !out.status.success() {
+            bail!("ctr tasks kill {container}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    crate::e2e_sleep::run(&crate::e2e_sleep::Env {
+        kube: k,
+        ns: NS_B,
+        server: SERVER,
+        host: default_host(NS_B),
+        client: &timed_client,
+        kill: &kill,
     })
 }
 

@@ -11,6 +11,7 @@ mod e2e_live;
 mod e2e_netpol;
 mod e2e_rbac;
 mod e2e_real;
+mod e2e_sleep;
 mod http;
 mod images;
 mod node;

@@ -376,6 +376,9 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     }
     if plan.asleep {
         model.state = ServerState::Stopped;
+        // After a wake, the first fresh ping decides (not the last one
+        // before the sleep, which said 0 players).
+        ctx.pings.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     }
 
     // The list variables stay as the existing StatefulSet has them: the
@@ -425,6 +428,16 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         status::phase(desired, &observed)
     };
     let ready = status::is_ready(desired, p.phase);
+    // A woken server running for the first time since its wake.
+    if p.phase == ServerPhase::Running
+        && old_status.phase != Some(ServerPhase::Running)
+        && let Some(woke) = plan.status.as_ref().and_then(|s| s.last_wake.as_ref())
+    {
+        let took = Timestamp::now().duration_since(woke.0).as_secs_f64();
+        if (0.0..900.0).contains(&took) {
+            ctx.metrics.wake_duration.observe(took);
+        }
+    }
     let stalled = p.phase == ServerPhase::Failed;
     let old = server.status.clone().unwrap_or_default();
     let now = Timestamp::now();
@@ -522,12 +535,14 @@ async fn sleep_events(
 ) {
     let oref = server.object_ref(&());
     if fell_asleep {
+        ctx.metrics.sleeps.inc();
         let idle = policy.after_idle.map(|d| format!("{} s", d.as_secs())).unwrap_or_default();
         info!(server = %server.name_any(), namespace = ?server.namespace(), idle, "falling asleep");
         let note = format!("no player for {idle}: saving the world and stopping; the volume and configuration stay");
         ctx.event(&oref, false, "Asleep", &note, "Sleep").await;
     }
     if let Some(by) = woke_by {
+        ctx.metrics.wakes.inc();
         info!(server = %server.name_any(), namespace = ?server.namespace(), by, "waking");
         ctx.event(&oref, false, "Woken", &format!("woken by {by}"), "Wake").await;
     }
