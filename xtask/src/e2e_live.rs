@@ -13,12 +13,12 @@ use anyhow::{Context, Result, bail};
 use crate::e2e::{Stopper, retry};
 use crate::e2e_real::{NS, POD, SERVER, Setup, expect_real, join, patch_spec, wait_running};
 
-pub fn run(s: &Setup, ip: &str) -> Result<()> {
+pub fn run(s: &Setup) -> Result<()> {
     let k = s.kube;
     let uid = k.get("pod", POD, "{.metadata.uid}")?;
 
     // --- players in status: a client stays connected
-    let carol = hold(s, ip, "carol")?;
+    let carol = hold(s, "carol")?;
     expect_real(
         k,
         "online players' names in real's status (Server List Ping sample)",
@@ -32,11 +32,11 @@ pub fn run(s: &Setup, ip: &str) -> Result<()> {
     let before = k.get("mcs", SERVER, "{.status.live.revision}")?;
     patch_spec(k, r#"{"whitelist":["alice"]}"#)?;
     live_applied(s, &before)?;
-    refused_by_whitelist(s, ip, "dave", "the whitelist (applied live) lists only alice")?;
+    refused_by_whitelist(s, "dave", "the whitelist (applied live) lists only alice")?;
     let before = k.get("mcs", SERVER, "{.status.live.revision}")?;
     patch_spec(k, r#"{"whitelist":["alice","dave"]}"#)?;
     live_applied(s, &before)?;
-    join(s, ip, "dave")?;
+    join(s, "dave")?;
     same_pod(k, &uid, "the whitelist changed")?;
     println!(
         "e2e: ok   whitelist applied live over RCON: dave kicked as not white-listed, then added and joined; pod {uid} not restarted"
@@ -196,8 +196,8 @@ pub fn run(s: &Setup, ip: &str) -> Result<()> {
     if !out.contains("Hard") {
         bail!("after a restart the server says {out:?}, expected Hard");
     }
-    join(s, ip, "dave")?;
-    refused_by_whitelist(s, ip, "erin", "the whitelist must survive the restart")?;
+    join(s, "dave")?;
+    refused_by_whitelist(s, "erin", "the whitelist must survive the restart")?;
     println!(
         "e2e: ok   restarted: still Hard, dave still whitelisted, erin kicked as not white-listed; live settings re-applied to the new pod"
     );
@@ -267,7 +267,9 @@ c.on('end', () => { console.log('ended'); process.exit(1); });
 c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
 "#;
 
-fn client(s: &Setup, ip: &str, user: &str, mode: &str) -> Result<Command> {
+fn client(s: &Setup, user: &str, mode: &str) -> Result<Command> {
+    let ip = crate::e2e_real::pod_ip(s.kube)?;
+    let ip = ip.as_str();
     let node = s.cluster.node().context("real node")?;
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{}", node.netns()))
@@ -283,16 +285,16 @@ const NOT_WHITELISTED: &str = "You are not white-listed on this server!";
 /// Tries `user`'s login: `None` when they get in and stay a moment, else
 /// what the client saw instead (the kick packet with its reason, an error,
 /// a timeout).
-fn refusal(s: &Setup, ip: &str, user: &str) -> Result<Option<String>> {
-    let out = client(s, ip, user, "once")?.output()?;
+fn refusal(s: &Setup, user: &str) -> Result<Option<String>> {
+    let out = client(s, user, "once")?.output()?;
     let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
     Ok((said != "joined").then_some(said))
 }
 
 /// `user` is kicked at login with the not-whitelisted reason: not any
 /// failed join (a network error or a crash would be one too).
-fn refused_by_whitelist(s: &Setup, ip: &str, user: &str, why: &str) -> Result<()> {
-    match refusal(s, ip, user)? {
+fn refused_by_whitelist(s: &Setup, user: &str, why: &str) -> Result<()> {
+    match refusal(s, user)? {
         None => bail!("{user} joined although {why}"),
         Some(said) if kicked_as_not_whitelisted(&said) => Ok(()),
         Some(said) => bail!("{user} was not refused by the whitelist ({why}), the client saw: {said}"),
@@ -305,8 +307,8 @@ fn kicked_as_not_whitelisted(said: &str) -> bool {
 }
 
 /// `user` joins and stays connected until the result is dropped.
-fn hold(s: &Setup, ip: &str, user: &str) -> Result<Stopper> {
-    let child = client(s, ip, user, "hold")?.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+fn hold(s: &Setup, user: &str) -> Result<Stopper> {
+    let child = client(s, user, "hold")?.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
     Ok(Stopper(child))
 }
 

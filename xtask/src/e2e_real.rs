@@ -103,8 +103,8 @@ pub fn run(s: &Setup) -> Result<()> {
     if k.get("service", SERVER, "{.spec.clusterIP}")? != "None" {
         bail!("the default game Service of {SERVER} is not headless");
     }
-    let ip = k.get("pod", &format!("{SERVER}-0"), "{.status.podIP}")?;
-    join(s, &ip, "alice")?;
+    let ip = pod_ip(k)?;
+    join(s, "alice")?;
     if !server_log(k)?.contains("alice") {
         bail!("the server's log does not show alice joining");
     }
@@ -116,7 +116,7 @@ pub fn run(s: &Setup) -> Result<()> {
     let players_at_snapshot = backup(s, "real-1")?;
 
     // --- change the world (bob joins, the game is saved), restore
-    join(s, &ip, "bob")?;
+    join(s, "bob")?;
     rcon(k, &["save-all", "flush"])?;
     let changed = players(k)?;
     let bob: Vec<&String> = changed.iter().filter(|p| !players_at_snapshot.contains(p)).collect();
@@ -140,9 +140,7 @@ pub fn run(s: &Setup) -> Result<()> {
     );
 
     // --- a corrupted archive: the restore fails, the world stays
-    // (the restore re-created the pod: it has a new address)
-    let ip = k.get("pod", &format!("{SERVER}-0"), "{.status.podIP}")?;
-    join(s, &ip, "bob")?;
+    join(s, "bob")?;
     rcon(k, &["save-all", "flush"])?;
     if !players(k)?.contains(&bob) {
         bail!("bob's second join was not saved: {:?}", players(k)?);
@@ -225,7 +223,7 @@ pub fn run(s: &Setup) -> Result<()> {
     println!("e2e: ok   restarted with the plugin CDN stopped: the server still starts with hello-1.0.0.jar");
 
     // --- live operations: whitelist, difficulty, game rules, console commands
-    crate::e2e_live::run(s, &ip)?;
+    crate::e2e_live::run(s)?;
     // The world as the Retain step below must find it again.
     let before_delete = world(k)?;
 
@@ -605,9 +603,21 @@ fn rcon(k: &Kube, command: &[&str]) -> Result<String> {
     k.run(&args)
 }
 
-/// A real client (minecraft-protocol) joins at `ip` (the pod's address)
-/// from the node's network, and leaves.
-pub(crate) fn join(s: &Setup, ip: &str, user: &str) -> Result<()> {
+/// The server pod's address now (the game Service is headless: clients
+/// dial the pod, whose address changes whenever it is re-created).
+pub(crate) fn pod_ip(k: &Kube) -> Result<String> {
+    let ip = k.get("pod", POD, "{.status.podIP}")?;
+    if ip.is_empty() {
+        bail!("{POD} has no address");
+    }
+    Ok(ip)
+}
+
+/// A real client (minecraft-protocol) joins the server pod's current
+/// address from the node's network, and leaves.
+pub(crate) fn join(s: &Setup, user: &str) -> Result<()> {
+    let ip = pod_ip(s.kube)?;
+    let ip = ip.as_str();
     let js = r#"
 const mc = require('minecraft-protocol');
 const c = mc.createClient({ host: process.argv[1], port: 25565, username: process.argv[2], version: '1.21.4', auth: 'offline' });
