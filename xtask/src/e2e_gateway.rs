@@ -191,7 +191,7 @@ spec:
 kind: Sku
 metadata: {{name: {SKU}}}
 spec:
-  resources: {{cpu: 100m, memory: 384Mi, storage: 1Gi}}
+  resources: {{cpu: 100m, memory: 512Mi, storage: 1Gi}}
   maxPlayers: 6
   storageClassName: {sc}
   allowedImages: [{image_repo}]
