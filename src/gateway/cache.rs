@@ -43,10 +43,6 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Ready addresses of each server's game port.
     pub backends: HashMap<ServerKey, Vec<SocketAddr>>,
-    /// Addresses of pods that are not ready yet (starting): only a join
-    /// held while its server wakes tries them, as soon as the server
-    /// listens (before its readiness probe has passed).
-    pub starting: HashMap<ServerKey, Vec<SocketAddr>>,
 }
 
 /// The shared cache: a snapshot and whether every watch has synced.
@@ -93,12 +89,6 @@ impl Cache {
 
 /// The ready addresses of one EndpointSlice, with the server they serve.
 pub fn slice_backends(slice: &EndpointSlice) -> Option<(ServerKey, Vec<SocketAddr>)> {
-    slice_addresses(slice).map(|(k, ready, _)| (k, ready))
-}
-
-/// The ready and the starting (not ready, not terminating) addresses of
-/// one EndpointSlice, with the server they serve.
-pub fn slice_addresses(slice: &EndpointSlice) -> Option<(ServerKey, Vec<SocketAddr>, Vec<SocketAddr>)> {
     let key = ServerKey { namespace: slice.namespace()?, name: slice.labels().get(SERVER_LABEL)?.clone() };
     let ports = slice.ports.as_deref().unwrap_or_default();
     let port = ports
@@ -108,17 +98,16 @@ pub fn slice_addresses(slice: &EndpointSlice) -> Option<(ServerKey, Vec<SocketAd
         .and_then(|p| p.port)
         .unwrap_or(GAME_PORT);
     let port = u16::try_from(port).ok()?;
-    let (mut ready, mut starting) = (Vec::new(), Vec::new());
+    let mut out = Vec::new();
     for e in slice.endpoints.iter().flatten() {
-        // Ready unset means ready (EndpointSlice API); terminating ones are neither.
+        // Ready unset means ready (EndpointSlice API); terminating ones are not.
         let c = e.conditions.as_ref();
-        if c.and_then(|c| c.terminating) == Some(true) {
+        if c.and_then(|c| c.ready) == Some(false) || c.and_then(|c| c.terminating) == Some(true) {
             continue;
         }
-        let out = if c.and_then(|c| c.ready) == Some(false) { &mut starting } else { &mut ready };
         out.extend(e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, port)));
     }
-    Some((key, ready, starting))
+    Some((key, out))
 }
 
 /// The tenant owning `namespace`: the operator's rule (a namespace it
@@ -155,20 +144,17 @@ pub fn snapshot(
         .collect();
     let routes = RouteTable::build(base_domain, &entries);
     let mut backends: HashMap<ServerKey, Vec<SocketAddr>> = HashMap::new();
-    let mut starting: HashMap<ServerKey, Vec<SocketAddr>> = HashMap::new();
     for s in slices {
-        if let Some((key, ready, not_yet)) = slice_addresses(s) {
-            starting.entry(key.clone()).or_default().extend(not_yet);
+        if let Some((key, ready)) = slice_backends(s) {
             backends.entry(key).or_default().extend(ready);
         }
     }
-    for v in backends.values_mut().chain(starting.values_mut()) {
+    for v in backends.values_mut() {
         v.sort();
         v.dedup();
     }
     backends.retain(|_, v| !v.is_empty());
-    starting.retain(|_, v| !v.is_empty());
-    Snapshot { routes, backends, starting }
+    Snapshot { routes, backends }
 }
 
 /// What the watches select.
@@ -290,8 +276,6 @@ mod tests {
             ],
             "ports": [{"name": "other", "port": 1}, {"name": "minecraft", "port": 30000}],
         }));
-        let (_, _, starting) = slice_addresses(&s).unwrap();
-        assert_eq!(starting, ["10.0.0.3:30000".parse::<SocketAddr>().unwrap()], "not ready, not terminating");
         let (key, addrs) = slice_backends(&s).unwrap();
         assert_eq!(key, ServerKey { namespace: "tenant-a".into(), name: "survival".into() });
         assert_eq!(addrs, ["10.0.0.1:30000".parse().unwrap(), "10.0.0.2:30000".parse::<SocketAddr>().unwrap()]);

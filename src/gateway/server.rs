@@ -285,9 +285,9 @@ impl Gateway {
         let (addrs, connected) = match (ready, route.sleep.clone()) {
             (Some(a), _) => (a, None),
             (None, Some(sleeping)) => match self.wake(sock, peer, buf, &o, &route, &sleeping, deadline).await {
-                Some((s, b, up)) => {
+                Some((s, b, held)) => {
                     (sock, buf, woken) = (s, b, true);
-                    (vec![], Some(up))
+                    (vec![], Some(held))
                 }
                 None => return,
             },
@@ -317,12 +317,7 @@ impl Gateway {
         open.inc();
         self.active.fetch_add(1, Ordering::AcqRel);
         debug!(%peer, client = %o.client, server = %route.server, ?next, "spliced");
-        let mut head = Vec::with_capacity(buf.len() + 64);
-        if self.settings.proxy_protocol_to_servers {
-            let dest = sock.local_addr().unwrap_or(peer);
-            head.extend_from_slice(&proxy::encode_v2(o.client, dest));
-        }
-        head.extend_from_slice(&buf[o.skip..]);
+        let head = self.head(&sock, peer, &o, &buf);
         let result = async {
             upstream.write_all(&head).await?;
             tokio::io::copy_bidirectional(&mut sock, &mut upstream).await
@@ -340,6 +335,18 @@ impl Gateway {
         let bytes = |direction| BytesLabels { server: labels.server.clone(), tenant: labels.tenant.clone(), direction };
         self.metrics.bytes.get_or_create(&bytes(Direction::Upstream)).inc_by(up + (buf.len() - o.skip) as u64);
         self.metrics.bytes.get_or_create(&bytes(Direction::Downstream)).inc_by(down);
+    }
+
+    /// What a server is sent first: the PROXY header (when configured) and
+    /// the client's bytes so far (handshake and login start).
+    fn head(&self, sock: &TcpStream, peer: SocketAddr, o: &Opened, buf: &[u8]) -> Vec<u8> {
+        let mut head = Vec::with_capacity(buf.len() + 64);
+        if self.settings.proxy_protocol_to_servers {
+            let dest = sock.local_addr().unwrap_or(peer);
+            head.extend_from_slice(&proxy::encode_v2(o.client, dest));
+        }
+        head.extend_from_slice(&buf[o.skip..]);
+        head
     }
 
     /// A connection to a sleeping or waking server. Status pings and
@@ -447,14 +454,11 @@ impl Gateway {
         let until = tokio::time::Instant::now() + self.settings.wake_hold;
         let mut chunk = [0u8; 1024];
         loop {
-            // Ready, or still starting but already listening (before its
-            // readiness probe passed: the player gets in a probe period
-            // sooner); an address that does not take the connection is
-            // tried again.
-            let snap = self.cache.get();
-            let addrs = snap.backends.get(&route.server).or_else(|| snap.starting.get(&route.server)).cloned();
-            drop(snap);
-            if let Some(a) = addrs
+            // Ready (its readiness probe passed: a server that only
+            // listens may still turn logins away) and taking the
+            // connection; tried again on every change and twice a second.
+            let ready = self.cache.get().backends.get(&route.server).cloned();
+            if let Some(a) = ready
                 && let Some(up) = self.connect(&a).await
             {
                 return Some((sock, buf, up));

@@ -138,6 +138,10 @@ gateway:
   baseDomain: {base}
   service: {{externalTrafficPolicy: Local}}
   rateLimit: {{burst: {burst}, intervalMs: {interval}}}
+  # A woken server's start here (pod, 10 s startup probe, 100m of CPU)
+  # can pass the default 25 s hold; the npm client waits (a Java client
+  # would give up at 30 s and be asked to join again).
+  wakeHoldSeconds: 45
   resources: {{requests: {{cpu: 50m, memory: 32Mi}}, limits: {{memory: 256Mi}}}}
 backup:
   defaultStore: main

@@ -307,6 +307,10 @@ spec:
             .args([mode, &node_port.to_string(), host, "1.21.4", user])
             .env("NODE_PATH", s.node_modules)
             .env("GATEWAY_HOST", node.node_ip())
+            // The servers have 100m of CPU (the node's 2 CPUs hold every
+            // scenario): a first join, which generates the spawn chunks,
+            // can take longer than the client's default 10 s.
+            .env("CLIENT_TIMEOUT_MS", "30000")
             .output()
             .context("run tests/peers/gateway-client.js")?;
         let line = String::from_utf8_lossy(&out.stdout);
