@@ -2,7 +2,8 @@
 //! on its tenant B server: it is given a whitelist and `afterIdle: 20s`.
 //!
 //! Asserted: it sleeps after its idle time (pod gone, volume kept, phase
-//! Hibernated and Ready); a status ping through the gateway gets the
+//! Hibernated and Ready, the world on the volume byte-identical to before
+//! and saved as the pod went); a status ping through the gateway gets the
 //! asleep MOTD; a player not on the whitelist cannot wake it; with the
 //! operator's leader killed (SIGKILL) as a whitelisted player joins, the
 //! other replica takes over and finishes the wake (the request waits in its
@@ -53,6 +54,9 @@ pub fn run(e: &Env) -> Result<()> {
         k.run(&["get", "leases", "-n", NS, "-l", "craftplane.io/wake-request", "-o", "name"]).map(|s| s.lines().count())
     };
 
+    // The world as it is before the sleep, saved first (no player is on).
+    k.run(&["exec", &pod, "-n", ns, "-c", "minecraft", "--", "rcon-cli", "save-all", "flush"])?;
+    let before = volume_world(k, ns, server)?;
     k.run(&[
         "patch",
         "mcs",
@@ -82,8 +86,23 @@ pub fn run(e: &Env) -> Result<()> {
     if pvc.is_empty() || replicas()? != "0" {
         bail!("asleep: volume {pvc:?}, replicas {}", replicas()?);
     }
+    let asleep = volume_world(k, ns, server)?;
+    let changed = before.differ(&asleep);
+    if !changed.is_empty() || asleep.saves <= before.saves {
+        bail!(
+            "the world on the sleeping server's volume is not the world before the sleep, saved: files {changed:?}, saves {} → {}",
+            before.saves,
+            asleep.saves
+        );
+    }
     println!(
-        "e2e: ok   sleep: {ns}/{server} Hibernated and Ready {took:.0?} after afterIdle {IDLE} was set (pod gone, {pvc} kept, 0 replicas; status.sleep {})",
+        "e2e: ok   sleep: the world on the volume, read on the node, is byte-identical to before the sleep ({} files, sha256 each) and was saved as the pod went (saves {} → {})",
+        asleep.files.len(),
+        before.saves,
+        asleep.saves
+    );
+    println!(
+        "e2e: ok   sleep: {ns}/{server} Hibernated and Ready {took:.0?} after afterIdle {IDLE} was set (its idle clock runs from the last ping that saw a player; pod gone, {pvc} kept, 0 replicas; status.sleep {})",
         mcs("{.status.sleep}")?
     );
 
@@ -109,7 +128,9 @@ pub fn run(e: &Env) -> Result<()> {
     println!("e2e: ok   sleep: gwmallory (not whitelisted) was told so and woke nothing");
 
     // --- the leader killed as the join arrives: the other replica wakes it
-    let leader = k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
+    // The holder is `<pod>-<random suffix>`.
+    let holder = k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
+    let leader = holder.rsplit_once('-').map(|(pod, _)| pod.to_string()).unwrap_or_else(|| holder.clone());
     let container =
         k.run(&["get", "pod", &leader, "-n", NS, "-o", "jsonpath={.status.containerStatuses[0].containerID}"])?;
     let container = container.trim_start_matches("containerd://").to_string();
@@ -204,6 +225,66 @@ pub fn run(e: &Env) -> Result<()> {
     }
     println!("e2e: ok   sleep: a Stopped server stays stopped when {PLAYER} joins (told it is not running)");
     Ok(())
+}
+
+/// The world directory on a server's volume, read on the real node's host
+/// (the volume is a `local` PersistentVolume there): file (relative to the
+/// world) → sha256; the stand-in's save journal (`craftplane-save.json`,
+/// rewritten by every save) kept apart as its save count.
+struct World {
+    files: std::collections::BTreeMap<String, String>,
+    saves: u64,
+}
+
+impl World {
+    /// The files that differ from `other`'s (gone, new or changed).
+    fn differ(&self, other: &World) -> Vec<String> {
+        let keys: std::collections::BTreeSet<&String> = self.files.keys().chain(other.files.keys()).collect();
+        keys.into_iter().filter(|f| self.files.get(*f) != other.files.get(*f)).cloned().collect()
+    }
+}
+
+fn volume_world(k: &Kube, ns: &str, server: &str) -> Result<World> {
+    use sha2::{Digest, Sha256};
+    let pv = k.run(&[
+        "get",
+        "pvc",
+        "-n",
+        ns,
+        "-l",
+        &format!("craftplane.io/server={server}"),
+        "-o",
+        "jsonpath={.items[0].spec.volumeName}",
+    ])?;
+    let path = k.run(&["get", "pv", &pv, "-o", "jsonpath={.spec.local.path}"])?;
+    if path.is_empty() {
+        bail!("the volume {pv:?} of {ns}/{server} has no local path on the node");
+    }
+    let root = std::path::Path::new(&path).join("world");
+    let mut files = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+            let e = e?;
+            let p = e.path();
+            if e.file_type()?.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).with_context(|| format!("read {}", p.display()))?;
+            let rel = p.strip_prefix(&root).unwrap_or(&p).display().to_string();
+            files.insert(rel, format!("{:x}", Sha256::digest(&bytes)));
+        }
+    }
+    if files.is_empty() {
+        bail!("no world files under {}", root.display());
+    }
+    let journal = files.remove("craftplane-save.json").context("the world has no craftplane-save.json")?;
+    let text = std::fs::read_to_string(root.join("craftplane-save.json"))?;
+    let saves = serde_json::from_str::<Value>(&text)?["saves"]
+        .as_u64()
+        .with_context(|| format!("save journal {text:?} ({journal})"))?;
+    Ok(World { files, saves })
 }
 
 /// Seconds since the Unix epoch now.

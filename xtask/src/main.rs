@@ -272,8 +272,14 @@ pub fn target_dir() -> std::path::PathBuf {
     }
 }
 
+/// The workspace root. `cargo run` sets CARGO_MANIFEST_DIR at run time too,
+/// and that one wins: a target directory shared by clones at other paths
+/// (CI's) may hold an xtask binary compiled in another checkout.
 pub fn project_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 fn write_crds(sh: &Shell) -> Result<()> {
