@@ -180,6 +180,8 @@ async fn an_idle_server_sleeps_and_a_whitelisted_join_wakes_it_on_the_same_conne
     assert_eq!(op.metric("craftplane_server_sleeps_total"), Some(1.0), "operator's sleeps counted");
     assert_eq!(op.metric("craftplane_server_wakes_total"), Some(1.0), "operator's wakes counted");
     assert!(gw.metric("craftplane_gateway_wake_duration_seconds_count") >= 1.0);
+    let operator_part = "craftplane_server_wake_part_seconds_count{part=\"operator\"}";
+    assert_eq!(op.metric(operator_part), Some(1.0), "the operator's share of the wake observed once");
     common::wait_until(Duration::from_secs(10), || async { wake_leases(&sys).await == 0 })
         .await
         .expect("the operator deletes the wake request it handled");

@@ -56,6 +56,18 @@ pub struct Metrics {
     pub wakes: Counter,
     /// From a wake to the server Running (pod start and server start).
     pub wake_duration: Histogram,
+    /// A wake in parts: `operator` (the gateway's request to the
+    /// StatefulSet scaled up), `pod_start` (to the server container
+    /// started: scheduling, sandbox, init-containers) and `server_start`
+    /// (to the server Running).
+    pub wake_parts: Family<WakePartLabels, Histogram>,
+}
+
+/// Labels of the wake parts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WakePartLabels {
+    /// `operator`, `pod_start` or `server_start`.
+    pub part: &'static str,
 }
 
 /// A running reconcile, counted in `reconciles_in_flight` while it lives.
@@ -123,6 +135,15 @@ impl Metrics {
             "From a wake to the server Running (pod start and server start)",
             wake_duration.clone(),
         );
+        // 10 ms to ~5.5 min.
+        let wake_parts = Family::<WakePartLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 16))
+        });
+        registry.register(
+            "server_wake_part_seconds",
+            "A wake in parts: operator (request to StatefulSet scaled up), pod_start (to the server container started), server_start (to Running)",
+            wake_parts.clone(),
+        );
         // Without election the single process is the leader.
         leader.set(1);
         Metrics {
@@ -141,6 +162,7 @@ impl Metrics {
             sleeps,
             wakes,
             wake_duration,
+            wake_parts,
         }
     }
 

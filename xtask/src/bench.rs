@@ -53,17 +53,25 @@ pub struct ScaleArgs {
     pub resync_seconds: u64,
     pub skip_baseline: bool,
     pub namespaces: usize,
+    /// Percent of the servers with a sleep policy (`afterIdle: 10s`): they
+    /// run, are pinged (a status answer of 0 players from a backend in this
+    /// process), then sleep; the run converges when they all sleep.
+    pub asleep_percent: usize,
 }
 
 struct Row {
     n: usize,
     namespaces: usize,
     mode: Mode,
+    /// Servers that sleep (0: none; then the goals are as below).
+    asleep: usize,
     /// None when the baseline was skipped.
     baseline: Option<Duration>,
-    /// Until every StatefulSet has its replica ready.
+    /// Until every StatefulSet has its replica ready (with sleepers: every
+    /// server Running or Hibernated).
     statefulsets_ready: Duration,
-    /// Until every server's phase is Running.
+    /// Until every server's phase is Running (with sleepers: every sleeper
+    /// Hibernated).
     craftplane: Duration,
     peak_rss_mib: f64,
     idle_rss_mib: f64,
@@ -119,14 +127,21 @@ pub fn scale(sh: &Shell, a: &ScaleArgs) -> Result<()> {
             } else {
                 println!("bench: N={n} run {run}: baseline (children applied directly)");
                 let b = with_cluster(sh, &format!("bench-base-{}", std::process::id()), |c| {
-                    baseline(sh, &tools, &bin, c, spread)
+                    baseline(sh, &tools, &bin, c, spread, a.asleep_percent)
                 })?;
                 println!("bench: N={n} run {run}: baseline {:.1}s", b.as_secs_f64());
                 Some(b)
             };
             for &mode in &a.modes {
                 println!("bench: N={n} run {run}: craftplane, {}", mode.name());
-                let run_args = RunArgs { spread, mode, idle, resync_seconds: a.resync_seconds, baseline };
+                let run_args = RunArgs {
+                    spread,
+                    mode,
+                    idle,
+                    resync_seconds: a.resync_seconds,
+                    baseline,
+                    asleep_percent: a.asleep_percent,
+                };
                 let row = with_cluster(sh, &format!("bench-cp-{}", std::process::id()), |c| {
                     operator_run(sh, &tools, &bin, c, &run_args)
                 })?;
@@ -240,6 +255,11 @@ impl Spread {
     }
 }
 
+/// Whether server `i` has a sleep policy (`percent` of every 100).
+fn sleeps(i: usize, percent: usize) -> bool {
+    i % 100 < percent
+}
+
 /// Writes the SKU and the servers, creates their namespaces; returns the
 /// SKU's and the servers' files.
 fn write_inputs(
@@ -247,6 +267,7 @@ fn write_inputs(
     tools: &Tools,
     cluster: &Cluster,
     spread: Spread,
+    asleep_percent: usize,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let sku = cluster.dir.join("bench-sku.yaml");
     std::fs::write(&sku, SKU)?;
@@ -259,6 +280,9 @@ fn write_inputs(
             text,
             "---\napiVersion: craftplane.io/v1alpha1\nkind: MinecraftServer\nmetadata:\n  name: s{i:05}\n  namespace: {ns}\nspec:\n  sku: bench\n  eula: true\n  type: PAPER\n  version: \"1.21.4\"\n"
         );
+        if sleeps(i, asleep_percent) {
+            text.push_str("  sleep: {afterIdle: 10s}\n");
+        }
         namespaces.insert(ns);
     }
     std::fs::write(&servers, text)?;
@@ -317,7 +341,8 @@ fn apply_parallel(tools: &Tools, cluster: &Cluster, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What `wait_count` waits for: `want` on `n` lines of `kubectl get args`.
+/// What `wait_count` waits for: `want` (values separated by `|`) on `n`
+/// lines of `kubectl get args`.
 struct Goal<'a> {
     args: &'a [&'a str],
     want: &'a str,
@@ -359,7 +384,7 @@ fn wait_count(
         if hint_says_done && last_list.is_none_or(|t| t.elapsed() >= list_every) {
             last_list = Some(Instant::now());
             let out = kubectl(sh, tools, cluster, args).unwrap_or_default();
-            done = out.lines().filter(|l| l.trim() == want).count();
+            done = out.lines().filter(|l| want.split('|').any(|w| l.trim() == w)).count();
             if done >= n {
                 return Ok(t0.elapsed());
             }
@@ -454,9 +479,16 @@ fn servers_in_phase(port: u16, phase: &str) -> Option<usize> {
     metric(&metrics, &key).map(|v| v as usize)
 }
 
-fn baseline(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, spread: Spread) -> Result<Duration> {
+fn baseline(
+    sh: &Shell,
+    tools: &Tools,
+    bin: &Path,
+    cluster: &Cluster,
+    spread: Spread,
+    asleep_percent: usize,
+) -> Result<Duration> {
     let n = spread.n;
-    let (sku, servers) = write_inputs(sh, tools, cluster, spread)?;
+    let (sku, servers) = write_inputs(sh, tools, cluster, spread, asleep_percent)?;
     let rendered = cmd!(sh, "{bin} render --servers {servers} --skus {sku} --no-owner").quiet().read()?;
     let children = cluster.dir.join("bench-children.yaml");
     std::fs::write(&children, rendered)?;
@@ -500,6 +532,7 @@ struct RunArgs {
     idle: Duration,
     resync_seconds: u64,
     baseline: Option<Duration>,
+    asleep_percent: usize,
 }
 
 /// CPU seconds (user + system) of a process.
@@ -534,14 +567,26 @@ fn apiserver_requests(sh: &Shell, tools: &Tools, cluster: &Cluster) -> BTreeMap<
 
 fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &RunArgs) -> Result<Row> {
     let n = a.spread.n;
-    let (sku, servers) = write_inputs(sh, tools, cluster, a.spread)?;
+    let (sku, servers) = write_inputs(sh, tools, cluster, a.spread, a.asleep_percent)?;
     kubectl(sh, tools, cluster, &["apply", "-f", &sku.display().to_string()])?;
+    let asleep = (0..n).filter(|i| sleeps(*i, a.asleep_percent)).count();
+    // With sleepers every server is pinged (kwok pods answer nothing): one
+    // backend here answers for all, 0 players online.
+    let backend = if asleep > 0 {
+        Some(crate::bench_gateway::Backend::start(std::net::Ipv4Addr::LOCALHOST.into(), 0)?)
+    } else {
+        None
+    };
+    let ping_args: Vec<String> = match &backend {
+        Some(b) => vec!["--slp-interval=10".into(), format!("--slp-address={}", b.addr)],
+        None => vec!["--slp-interval=0".into()],
+    };
     let audit = cluster.audit_log();
     let components = cluster.running();
     let cpu_now = || -> BTreeMap<&'static str, f64> { components.iter().map(|(k, p)| (*k, cpu_seconds(*p))).collect() };
     let (op, port, t0, start_line, api_before, cpu_before) = match a.mode {
         Mode::Live => {
-            let (op, port) = start_operator(bin, cluster, a.resync_seconds)?;
+            let (op, port) = start_operator(bin, cluster, a.resync_seconds, &ping_args)?;
             let start_line = line_count(&audit);
             let api_before = apiserver_requests(sh, tools, cluster);
             let cpu_before = cpu_now();
@@ -556,7 +601,7 @@ fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &Ru
             let api_before = apiserver_requests(sh, tools, cluster);
             let cpu_before = cpu_now();
             let t0 = Instant::now();
-            let (op, port) = start_operator(bin, cluster, a.resync_seconds)?;
+            let (op, port) = start_operator(bin, cluster, a.resync_seconds, &ping_args)?;
             (op, port, t0, start_line, api_before, cpu_before)
         }
     };
@@ -566,16 +611,37 @@ fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &Ru
         format!("; operator RSS {rss:.1} MiB (peak {peak:.1}, code pages {:.1}), CPU {cpu:.0}s", rss_file_mib(pid))
     };
     let sampler = InFlightSampler::start(port, concurrency());
-    let statefulsets_ready =
-        wait_count(sh, tools, cluster, &Goal { args: &STATEFULSETS_READY, want: "1", n, t0 }, None, &progress)?;
-    let took = wait_count(
-        sh,
-        tools,
-        cluster,
-        &Goal { args: &SERVER_PHASES, want: "Running", n, t0 },
-        Some(&|| servers_in_phase(port, "Running")),
-        &progress,
-    )?;
+    let (statefulsets_ready, took) = if asleep == 0 {
+        let statefulsets_ready =
+            wait_count(sh, tools, cluster, &Goal { args: &STATEFULSETS_READY, want: "1", n, t0 }, None, &progress)?;
+        let took = wait_count(
+            sh,
+            tools,
+            cluster,
+            &Goal { args: &SERVER_PHASES, want: "Running", n, t0 },
+            Some(&|| servers_in_phase(port, "Running")),
+            &progress,
+        )?;
+        (statefulsets_ready, took)
+    } else {
+        let up = wait_count(
+            sh,
+            tools,
+            cluster,
+            &Goal { args: &SERVER_PHASES, want: "Running|Hibernated", n, t0 },
+            Some(&|| Some(servers_in_phase(port, "Running")? + servers_in_phase(port, "Hibernated")?)),
+            &progress,
+        )?;
+        let slept = wait_count(
+            sh,
+            tools,
+            cluster,
+            &Goal { args: &SERVER_PHASES, want: "Hibernated", n: asleep, t0 },
+            Some(&|| servers_in_phase(port, "Hibernated")),
+            &progress,
+        )?;
+        (up, slept)
+    };
     let converged_line = line_count(&audit);
     let (in_flight_mean, in_flight_at_limit) = sampler.stop();
     let api_after = apiserver_requests(sh, tools, cluster);
@@ -625,6 +691,7 @@ fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &Ru
         n,
         namespaces: a.spread.namespaces,
         mode: a.mode,
+        asleep,
         baseline: a.baseline,
         statefulsets_ready,
         craftplane: took,
@@ -647,11 +714,12 @@ fn operator_run(sh: &Shell, tools: &Tools, bin: &Path, cluster: &Cluster, a: &Ru
 /// Starts the operator (operator identity, no Server List Ping, extra flags
 /// from CRAFTPLANE_BENCH_ARGS) and waits until it is ready; returns it and
 /// its HTTP port.
-fn start_operator(bin: &Path, cluster: &Cluster, resync_seconds: u64) -> Result<(Proc, u16)> {
+fn start_operator(bin: &Path, cluster: &Cluster, resync_seconds: u64, ping_args: &[String]) -> Result<(Proc, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = std::fs::File::create(cluster.dir.join("logs").join("operator.log"))?;
     let child = Command::new(bin)
-        .args(["controller", "--slp-interval", "0", "--log-format", "json"])
+        .args(["controller", "--log-format", "json"])
+        .args(ping_args)
         .arg(format!("--resync-seconds={resync_seconds}"))
         .args(std::env::var("CRAFTPLANE_BENCH_ARGS").unwrap_or_default().split_whitespace())
         .arg("--http-addr")
@@ -720,7 +788,15 @@ fn table(rows: &[Row]) -> String {
             t,
             "| {} | {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} ({:.0}) | {} |",
             if r.namespaces > 1 { format!("{} in {} namespaces", r.n, r.namespaces) } else { r.n.to_string() },
-            r.mode.name(),
+            if r.asleep > 0 {
+                format!(
+                    "{} ({} asleep: columns 4 and 5 are all Running or Hibernated, then those Hibernated)",
+                    r.mode.name(),
+                    r.asleep
+                )
+            } else {
+                r.mode.name().to_string()
+            },
             r.baseline.map_or("skipped".into(), |b| format!("{:.1}", b.as_secs_f64())),
             r.statefulsets_ready.as_secs_f64(),
             r.craftplane.as_secs_f64(),
@@ -747,7 +823,7 @@ pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()>
     // The binary the operator image ships (profile `image`).
     let bin = crate::images::build_release_binary(sh)?;
     let rows = with_cluster(sh, &format!("bench-soak-{}", std::process::id()), |cluster| {
-        let (sku, servers) = write_inputs(sh, &tools, cluster, Spread { n, namespaces: 1 })?;
+        let (sku, servers) = write_inputs(sh, &tools, cluster, Spread { n, namespaces: 1 }, 0)?;
         kubectl(sh, &tools, cluster, &["apply", "-f", &sku.display().to_string()])?;
         let stopped = cluster.dir.join("bench-servers-stopped.yaml");
         std::fs::write(
@@ -759,7 +835,7 @@ pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()>
             &running,
             std::fs::read_to_string(&servers)?.replace("  eula: true\n", "  eula: true\n  state: Running\n"),
         )?;
-        let (mut op, port) = start_operator(&bin, cluster, 300)?;
+        let (mut op, port) = start_operator(&bin, cluster, 300, &["--slp-interval=0".to_string()])?;
         let pid = op.0.id();
         let t0 = Instant::now();
         kubectl(sh, &tools, cluster, &["apply", "--server-side", "-f", &running.display().to_string()])?;

@@ -385,12 +385,12 @@ fn bulk(addr: SocketAddr, mib: usize) -> Result<f64> {
 
 /// The backend: a status answer (and pong) for status handshakes, `mib` MiB
 /// then close for login handshakes. One thread per connection.
-struct Backend {
-    addr: SocketAddr,
+pub(crate) struct Backend {
+    pub addr: SocketAddr,
 }
 
 impl Backend {
-    fn start(ip: IpAddr, mib: usize) -> Result<Backend> {
+    pub fn start(ip: IpAddr, mib: usize) -> Result<Backend> {
         let l = TcpListener::bind((ip, 0))?;
         let addr = l.local_addr()?;
         let status = {

@@ -203,9 +203,19 @@ backup:
     if only == Some(Only::Netpol) {
         return netpol();
     }
-    let gateway =
-        || crate::e2e_gateway::run(&crate::e2e_gateway::Setup { kube: &k, cluster, node_modules: &node_modules });
+    // The sleep scenario kills the operator's leader; the leader's metrics
+    // (counters of its process) are checked before that.
+    let metrics_checked = Gate::default();
+    let gateway = || {
+        crate::e2e_gateway::run(&crate::e2e_gateway::Setup {
+            kube: &k,
+            cluster,
+            node_modules: &node_modules,
+            before_leader_kill: &|| metrics_checked.wait(),
+        })
+    };
     if only == Some(Only::Gateway) {
+        metrics_checked.open();
         return gateway();
     }
     let leader_pod = |k: &Kube| -> Result<String> {
@@ -231,14 +241,22 @@ backup:
     // players through the gateway (xtask/src/e2e_gateway.rs).
     // Each uses its own objects; all run to the end, and every failure is
     // reported.
+    let real_done = std::sync::atomic::AtomicBool::new(false);
     let results = std::thread::scope(|scope| {
         let real = scope.spawn(|| {
-            crate::e2e_real::run(&crate::e2e_real::Setup {
+            let r = crate::e2e_real::run(&crate::e2e_real::Setup {
                 kube: &k,
                 cluster,
                 node_modules: &node_modules,
                 s3_root: &s3_root,
-            })
+            });
+            real_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        let metrics = scope.spawn(|| {
+            // Opens the gate however the check ends.
+            let _open = OpenOnDrop(&metrics_checked);
+            check_metrics(&k, &leader, &real_done)
         });
         let matrix = scope.spawn(netpol);
         let players = scope.spawn(gateway);
@@ -249,6 +267,7 @@ backup:
         [
             ("examples", examples),
             ("real-server", joined(real, "real-server")),
+            ("operator metrics", joined(metrics, "operator metrics")),
             ("NetworkPolicy matrix", joined(matrix, "NetworkPolicy matrix")),
             ("gateway", joined(players, "gateway")),
         ]
@@ -261,23 +280,8 @@ backup:
         bail!("{}", failed.join("\n"));
     }
 
-    // Metrics scraped from the leader pod, through the API server's pod proxy
-    // (gauges refresh every 5 s: poll briefly).
-    let families = [
-        "craftplane_reconciles_total{kind=\"MinecraftServer\",result=\"ok\"}",
-        "craftplane_reconciles_total{kind=\"Sku\",result=\"ok\"}",
-        "craftplane_reconciles_total{kind=\"Tenant\",result=\"ok\"}",
-        "craftplane_reconciles_total{kind=\"PluginInstallation\",result=\"ok\"}",
-        "craftplane_reconcile_duration_seconds_count{kind=\"MinecraftServer\"}",
-        "craftplane_managed_objects{kind=\"Sku\"}",
-        "craftplane_managed_objects{kind=\"MinecraftServer\"}",
-        "craftplane_servers{phase=\"Running\"}",
-        "craftplane_leader",
-        "craftplane_reconciles_total{kind=\"BackupSnapshot\",result=\"ok\"}",
-        "craftplane_backup_bytes_total",
-        "craftplane_backup_duration_seconds_count",
-        "craftplane_backup_failures_total",
-    ];
+    // The sleep scenario killed the leader of then: ask again.
+    let leader = retry(Duration::from_secs(60), || leader_pod(&k))?;
     let value = |metrics: &str, prefix: &str| -> f64 {
         metrics
             .lines()
@@ -287,29 +291,6 @@ backup:
     };
     let scrape =
         |pod: &str| k.run(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics")]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let metrics = loop {
-        let m = scrape(&leader).context("scrape the leader pod's /metrics")?;
-        // The real server's players gauge exists (its value is 0).
-        let players = m.contains("craftplane_players_online{namespace=\"default\",server=\"real\"}");
-        if players && families.iter().all(|f| value(&m, f) > 0.0) {
-            break m;
-        }
-        if Instant::now() > deadline {
-            let missing: Vec<_> = families.iter().filter(|f| value(&m, f) <= 0.0).collect();
-            bail!("metrics not positive: {missing:?}, real server's players gauge present: {players}\n{m}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    for f in families {
-        println!("e2e: metric {f} = {}", value(&metrics, f));
-    }
-    for family in ["craftplane_backup_bytes", "craftplane_backup_failures"] {
-        if !metrics.contains(&format!("# TYPE {family}")) {
-            bail!("metric family {family} is not exposed");
-        }
-    }
-
     // The pod holding the Lease says so in its craftplane_leader gauge.
     let reports_leader = |pod: &str| {
         retry(Duration::from_secs(30), || {
@@ -421,6 +402,105 @@ backup:
         "craftplane-operator",
         crate::e2e_rbac::E2E_ELSEWHERE,
     )
+}
+
+/// Once opened, stays open; `wait` returns when it is.
+#[derive(Default)]
+struct Gate {
+    open: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = self.changed.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Opens its gate when dropped (also on an error or a panic).
+struct OpenOnDrop<'a>(&'a Gate);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// The operator's metrics, scraped from the leader pod through the API
+/// server's pod proxy while the scenarios run: every family counted
+/// positive (backups of the real server and the examples, reconciles of
+/// every kind) and the real server's players gauge present. Polls until
+/// then, giving up 20 s after the real-server scenario ended (gauges
+/// refresh every 5 s).
+fn check_metrics(k: &Kube, leader: &str, real_done: &std::sync::atomic::AtomicBool) -> Result<()> {
+    let families = [
+        "craftplane_reconciles_total{kind=\"MinecraftServer\",result=\"ok\"}",
+        "craftplane_reconciles_total{kind=\"Sku\",result=\"ok\"}",
+        "craftplane_reconciles_total{kind=\"Tenant\",result=\"ok\"}",
+        "craftplane_reconciles_total{kind=\"PluginInstallation\",result=\"ok\"}",
+        "craftplane_reconcile_duration_seconds_count{kind=\"MinecraftServer\"}",
+        "craftplane_managed_objects{kind=\"Sku\"}",
+        "craftplane_managed_objects{kind=\"MinecraftServer\"}",
+        "craftplane_servers{phase=\"Running\"}",
+        "craftplane_leader",
+        "craftplane_reconciles_total{kind=\"BackupSnapshot\",result=\"ok\"}",
+        "craftplane_backup_bytes_total",
+        "craftplane_backup_duration_seconds_count",
+        "craftplane_backup_failures_total",
+    ];
+    let value = |metrics: &str, prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let scrape =
+        |pod: &str| k.run(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics")]);
+    let mut deadline = Instant::now() + Duration::from_secs(1800);
+    let mut real_ended = false;
+    let metrics = loop {
+        if !real_ended && real_done.load(std::sync::atomic::Ordering::SeqCst) {
+            real_ended = true;
+            deadline = deadline.min(Instant::now() + Duration::from_secs(20));
+        }
+        let m = match scrape(leader) {
+            Ok(m) => m,
+            Err(e) if Instant::now() > deadline => return Err(e.context("scrape the leader pod's /metrics")),
+            Err(_) => {
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        // The real server's players gauge exists (its value is 0).
+        let players = m.contains("craftplane_players_online{namespace=\"default\",server=\"real\"}");
+        if players && families.iter().all(|f| value(&m, f) > 0.0) {
+            break m;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = families.iter().filter(|f| value(&m, f) <= 0.0).collect();
+            bail!("metrics not positive: {missing:?}, real server's players gauge present: {players}\n{m}");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    for f in families {
+        println!("e2e: metric {f} = {}", value(&metrics, f));
+    }
+    for family in ["craftplane_backup_bytes", "craftplane_backup_failures"] {
+        if !metrics.contains(&format!("# TYPE {family}")) {
+            bail!("metric family {family} is not exposed");
+        }
+    }
+
+    Ok(())
 }
 
 /// The examples/ manifests as a user applies them (kwok nodes): SKUs, a

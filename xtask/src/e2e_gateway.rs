@@ -59,6 +59,8 @@ pub struct Setup<'a> {
     pub kube: &'a Kube,
     pub cluster: &'a Cluster,
     pub node_modules: &'a Path,
+    /// Waits until the operator's leader may be killed (its metrics checked).
+    pub before_leader_kill: &'a (dyn Fn() + Sync),
 }
 
 pub fn run(s: &Setup) -> Result<()> {
@@ -438,6 +440,7 @@ spec:
         host: default_host(NS_B),
         client: &timed_client,
         kill: &kill,
+        before_leader_kill: s.before_leader_kill,
     })
 }
 

@@ -30,6 +30,9 @@ pub struct Env<'a> {
     pub client: &'a dyn Fn(&str, &str, &str, Duration) -> Result<Value>,
     /// SIGKILLs a container by id on the real node.
     pub kill: &'a dyn Fn(&str) -> Result<()>,
+    /// Returns once the leader may be killed (the e2e checks its metrics,
+    /// counters of its process, first).
+    pub before_leader_kill: &'a dyn Fn(),
 }
 
 const PLAYER: &str = "gwsleeper";
@@ -128,6 +131,7 @@ pub fn run(e: &Env) -> Result<()> {
     println!("e2e: ok   sleep: gwmallory (not whitelisted) was told so and woke nothing");
 
     // --- the leader killed as the join arrives: the other replica wakes it
+    (e.before_leader_kill)();
     // The holder is `<pod>-<random suffix>`.
     let holder = k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
     let leader = holder.rsplit_once('-').map(|(pod, _)| pod.to_string()).unwrap_or_else(|| holder.clone());
@@ -178,6 +182,8 @@ pub fn run(e: &Env) -> Result<()> {
 
     // --- asleep again; one join wakes it and ends in the game, timed
     fall_asleep("second sleep")?;
+    let leader_pod = new_leader.rsplit_once('-').map(|(pod, _)| pod.to_string()).unwrap_or_else(|| new_leader.clone());
+    let parts_before = wake_parts(k, &leader_pod)?;
     let join_at = unix_now();
     let t_join = Instant::now();
     let joined = (e.client)("join", &e.host, PLAYER, Duration::from_secs(60))?;
@@ -204,12 +210,27 @@ pub fn run(e: &Env) -> Result<()> {
         _ => "?".into(),
     };
     let end = join_at + total.as_secs_f64();
+    // The operator's own measure of this wake (its metrics, the sums'
+    // difference over this one wake).
+    k.wait_for(&phase_ready, "Running/True", Duration::from_secs(60))?;
+    let parts = retry(Duration::from_secs(30), || {
+        let now = wake_parts(k, &leader_pod)?;
+        let d: Vec<(f64, f64)> = now.iter().zip(&parts_before).map(|(a, b)| (a.0 - b.0, a.1 - b.1)).collect();
+        if d.iter().any(|(n, _)| *n != 1.0) {
+            bail!("wake parts counted {d:?} on {leader_pod} (operator, pod_start, server_start), one each expected");
+        }
+        Ok(d.iter().map(|(_, sum)| *sum).collect::<Vec<f64>>())
+    })?;
     println!(
         "e2e: ok   sleep: {PLAYER}'s join of the sleeping server woke it and the same connection ended in the game in {total:.1?}: join → wake recorded (gateway, operator) {}, → pod created (StatefulSet controller) {}, → container started (kubelet: sandbox, init-container) {}, → in the game (server start, connect) {}",
         part(Some(join_at), woke),
         part(woke, created),
         part(created, started),
         part(started, Some(end)),
+    );
+    println!(
+        "e2e: ok   sleep: the operator's metrics of that wake (craftplane_server_wake_part_seconds): operator {:.3} s (the gateway's request to the StatefulSet scaled up), pod start {:.0} s, server start {:.0} s",
+        parts[0], parts[1], parts[2]
     );
 
     // --- Stopped stays stopped
@@ -285,6 +306,22 @@ fn volume_world(k: &Kube, ns: &str, server: &str) -> Result<World> {
         .as_u64()
         .with_context(|| format!("save journal {text:?} ({journal})"))?;
     Ok(World { files, saves })
+}
+
+/// (count, sum) of `craftplane_server_wake_part_seconds` for the parts
+/// operator, pod_start and server_start, scraped from an operator pod.
+fn wake_parts(k: &Kube, pod: &str) -> Result<[(f64, f64); 3]> {
+    let m = k.run(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics")])?;
+    let value = |name: &str| -> f64 {
+        m.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    };
+    let part = |p: &str| {
+        (
+            value(&format!("craftplane_server_wake_part_seconds_count{{part=\"{p}\"}}")),
+            value(&format!("craftplane_server_wake_part_seconds_sum{{part=\"{p}\"}}")),
+        )
+    };
+    Ok([part("operator"), part("pod_start"), part("server_start")])
 }
 
 /// Seconds since the Unix epoch now.

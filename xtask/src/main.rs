@@ -128,6 +128,11 @@ enum BenchKind {
         /// per-namespace lists).
         #[arg(long, default_value_t = 1)]
         namespaces: usize,
+        /// Percent of the servers that sleep (`spec.sleep.afterIdle: 10s`,
+        /// pinged at one local status backend answering 0 players): the
+        /// run converges when they are all Hibernated, then idles.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        asleep_percent: u8,
     },
     /// N servers flapping between Running and Stopped; RSS at start and end.
     Soak {
@@ -243,7 +248,17 @@ fn run() -> Result<ExitCode> {
             bench::soak(&sh, servers, minutes, flip_seconds)?
         }
         Command::Bench {
-            which: BenchKind::Scale { servers, idle_seconds, resync_seconds, modes, runs, skip_baseline, namespaces },
+            which:
+                BenchKind::Scale {
+                    servers,
+                    idle_seconds,
+                    resync_seconds,
+                    modes,
+                    runs,
+                    skip_baseline,
+                    namespaces,
+                    asleep_percent,
+                },
         } => bench::scale(
             &sh,
             &bench::ScaleArgs {
@@ -254,6 +269,7 @@ fn run() -> Result<ExitCode> {
                 resync_seconds,
                 skip_baseline,
                 namespaces,
+                asleep_percent: asleep_percent.into(),
             },
         )?,
     }

@@ -29,6 +29,7 @@ use kube::runtime::Controller;
 use super::conditions::{self, Cond};
 use super::context::{ChildEvents, Context, cached_full};
 use super::error::{Error, Result};
+use super::metrics::WakePartLabels;
 use super::watches::{Events, Watches, refs, run};
 use crate::api::server::{MinecraftServer, MinecraftServerStatus, Players, ServerPhase, ServerState};
 use crate::api::{BackupSnapshot, PluginInstallation, Sku, Tenant};
@@ -405,6 +406,16 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     // server: the API server allocates cluster IPs one at a time (~3 s per
     // Service apply at 1,000 servers at once, see BENCHMARKS.md).
     let sts = apply_child(&sts_api, observed_sts, resources::statefulset::build(&model)).await?;
+    if plan.woke_by.is_some()
+        && let Some(asked) = lease.as_ref().and_then(sleep::WakeRequest::of)
+    {
+        // The operator's share of a wake: the gateway's request (its Lease
+        // time, microseconds) to the StatefulSet scaled up.
+        let took = Timestamp::now().duration_since(asked.at).as_secs_f64();
+        if (0.0..900.0).contains(&took) {
+            ctx.metrics.wake_parts.get_or_create(&WakePartLabels { part: "operator" }).observe(took);
+        }
+    }
     let desired_game = resources::service::game(&model);
     let mut observed_game = cached_full(&ch.services, &ns, &model.game_service_name());
     if let Some(svc) = &observed_game
@@ -433,9 +444,18 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         && old_status.phase != Some(ServerPhase::Running)
         && let Some(woke) = plan.status.as_ref().and_then(|s| s.last_wake.as_ref())
     {
-        let took = Timestamp::now().duration_since(woke.0).as_secs_f64();
+        let now = Timestamp::now();
+        let took = now.duration_since(woke.0).as_secs_f64();
         if (0.0..900.0).contains(&took) {
             ctx.metrics.wake_duration.observe(took);
+            // Split at the server container's start (whole seconds, as the
+            // kubelet reports it).
+            if let Some(started) = pod.as_ref().and_then(status::server_started_at) {
+                let pod_start = started.duration_since(woke.0).as_secs_f64().max(0.0);
+                let server_start = now.duration_since(started).as_secs_f64().max(0.0);
+                ctx.metrics.wake_parts.get_or_create(&WakePartLabels { part: "pod_start" }).observe(pod_start);
+                ctx.metrics.wake_parts.get_or_create(&WakePartLabels { part: "server_start" }).observe(server_start);
+            }
         }
     }
     let stalled = p.phase == ServerPhase::Failed;

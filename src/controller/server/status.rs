@@ -164,6 +164,13 @@ pub fn record_revision(
     out
 }
 
+/// When the server container (`minecraft`) of `pod` last started running.
+pub fn server_started_at(pod: &Pod) -> Option<Timestamp> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let cs = statuses.iter().find(|c| c.name == "minecraft")?;
+    Some(cs.state.as_ref()?.running.as_ref()?.started_at.as_ref()?.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
