@@ -401,7 +401,8 @@ pub mod slim {
     fn containers(list: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
         let state = |s: ContainerState| ContainerState {
             waiting: s.waiting.map(|w| ContainerStateWaiting { reason: w.reason, message: w.message }),
-            running: s.running.map(|_| ContainerStateRunning::default()),
+            // When it started: a woken server's wake is split there.
+            running: s.running.map(|r| ContainerStateRunning { started_at: r.started_at }),
             terminated: s.terminated.map(|t| ContainerStateTerminated {
                 exit_code: t.exit_code,
                 message: t.message,

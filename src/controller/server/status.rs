@@ -209,6 +209,18 @@ mod tests {
     }
 
     #[test]
+    fn the_server_container_start_survives_the_cache_slimming() {
+        let mut p = pod(json!({"status": {"phase": "Running", "containerStatuses": [
+            {"name": "fetch", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+             "state": {"running": {"startedAt": "2026-12-04T10:00:00Z"}}},
+            {"name": "minecraft", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+             "state": {"running": {"startedAt": "2026-12-04T10:00:05Z"}}}]}}));
+        crate::controller::context::slim::pod_status(p.status.as_mut().unwrap());
+        assert_eq!(server_started_at(&p), Some("2026-12-04T10:00:05Z".parse().unwrap()));
+        assert_eq!(server_started_at(&pod(json!({"status": {"phase": "Pending"}}))), None);
+    }
+
+    #[test]
     fn phases_follow_the_workload() {
         let s = sts();
         let bound: PersistentVolumeClaim = serde_json::from_value(json!({"status": {"phase": "Bound"}})).unwrap();
