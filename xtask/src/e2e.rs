@@ -282,15 +282,8 @@ backup:
 
     // The sleep scenario killed the leader of then: ask again.
     let leader = retry(Duration::from_secs(60), || leader_pod(&k))?;
-    let value = |metrics: &str, prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    let scrape =
-        |pod: &str| k.run(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics")]);
+    let value = metric_sum;
+    let scrape = |pod: &str| scrape_operator(&k, pod);
     // The pod holding the Lease says so in its craftplane_leader gauge.
     let reports_leader = |pod: &str| {
         retry(Duration::from_secs(30), || {
@@ -404,6 +397,16 @@ backup:
     )
 }
 
+/// The sum of the metric lines starting with `prefix` in a /metrics text.
+fn metric_sum(metrics: &str, prefix: &str) -> f64 {
+    metrics.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// An operator pod's /metrics, through the API server's pod proxy.
+pub fn scrape_operator(k: &Kube, pod: &str) -> Result<String> {
+    k.run(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics")])
+}
+
 /// Once opened, stays open; `wait` returns when it is.
 #[derive(Default)]
 struct Gate {
@@ -456,15 +459,8 @@ fn check_metrics(k: &Kube, leader: &str, real_done: &std::sync::atomic::AtomicBo
         "craftplane_backup_duration_seconds_count",
         "craftplane_backup_failures_total",
     ];
-    let value = |metrics: &str, prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    let scrape =
-        |pod: &str| k.run(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics")]);
+    let value = metric_sum;
+    let scrape = |pod: &str| scrape_operator(k, pod);
     let mut deadline = Instant::now() + Duration::from_secs(1800);
     let mut real_ended = false;
     let metrics = loop {

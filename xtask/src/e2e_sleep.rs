@@ -311,7 +311,7 @@ fn volume_world(k: &Kube, ns: &str, server: &str) -> Result<World> {
 /// (count, sum) of `craftplane_server_wake_part_seconds` for the parts
 /// operator, pod_start and server_start, scraped from an operator pod.
 fn wake_parts(k: &Kube, pod: &str) -> Result<[(f64, f64); 3]> {
-    let m = k.run(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics")])?;
+    let m = crate::e2e::scrape_operator(k, pod)?;
     let value = |name: &str| -> f64 {
         m.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
     };
