@@ -99,6 +99,21 @@ async fn template_hash(f: &Fixture, server: &str) -> Option<String> {
     sts.spec?.template.metadata?.annotations?.get("craftplane.io/config-hash").cloned()
 }
 
+/// Waits until the pod template's hash is no longer `from` (the manifest
+/// ConfigMap is applied before the StatefulSet, so the two are not seen at
+/// once) and returns the new one.
+async fn wait_template_change(f: &Fixture, server: &str, from: &str, why: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match template_hash(f, server).await {
+            Some(h) if h != from => return h,
+            _ => {}
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_plugins_resolve_enter_the_manifest_and_roll_the_pod() {
     let f = Fixture::new("plugins-url").await;
@@ -145,8 +160,7 @@ async fn url_plugins_resolve_enter_the_manifest_and_roll_the_pod() {
 
     // The pod template changed (the server restarts with the plugin), and
     // mounts the plugin's ConfigMap into the init-container.
-    let after = template_hash(&f, "mc").await.unwrap();
-    assert_ne!(before, after, "a manifest change must change the pod template");
+    let after = wait_template_change(&f, "mc", &before, "a manifest change must change the pod template").await;
     let sts = f.api::<StatefulSet>().get("mc").await.unwrap();
     let pod_spec = sts.spec.unwrap().template.spec.unwrap();
     let init = &pod_spec.init_containers.as_ref().unwrap()[0];
@@ -172,11 +186,7 @@ async fn url_plugins_resolve_enter_the_manifest_and_roll_the_pod() {
         .unwrap();
     // The referenced ConfigMap is watched: the edit alone is enough, well
     // before the periodic re-check.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while template_hash(&f, "mc").await.as_deref() == Some(after.as_str()) {
-        assert!(tokio::time::Instant::now() < deadline, "a configFiles edit must change the pod template");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    wait_template_change(&f, "mc", &after, "a configFiles edit must change the pod template").await;
 
     // enabled: false takes it out of the manifest; deleting removes it.
     f.api::<PluginInstallation>()
@@ -249,11 +259,7 @@ async fn inline_files_become_an_owned_config_map_and_roll_the_server() {
         )
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while template_hash(&f, "mc").await.as_deref() == Some(before.as_str()) {
-        assert!(tokio::time::Instant::now() < deadline, "an inline file edit must change the pod template");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    wait_template_change(&f, "mc", &before, "an inline file edit must change the pod template").await;
     let data = f.api::<ConfigMap>().get("lp-files").await.unwrap().data.unwrap();
     assert_eq!(data.keys().collect::<Vec<_>>(), vec!["config.yml"], "a removed file is gone");
     assert_eq!(data["config.yml"], "server: creative\n");
