@@ -22,6 +22,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
@@ -201,5 +202,85 @@ async fn an_idle_server_sleeps_and_a_whitelisted_join_wakes_it_on_the_same_conne
     op.stop();
     drop(gw);
     common::delete_namespace(&f.client, &sys_ns).await;
+    f.cleanup().await;
+}
+
+/// Many servers idle at once, as a host's quiet hour looks: each falls
+/// asleep once and stays asleep. The operator must plan every reconcile
+/// from its own last sleep, even when its cache of the server has not yet
+/// seen that status write (the StatefulSet's scale-down and the pod's
+/// deletion trigger reconciles at once): planned from the stale copy, the
+/// server looks awake and is scaled up again — a wake nobody asked for,
+/// seen at 1,000 servers as ~10 start/sleep cycles per server.
+#[tokio::test]
+async fn many_idle_servers_each_sleep_once_and_stay_asleep() {
+    const N: usize = 40;
+    let f = Fixture::new("sleep-many").await;
+    let sys_ns = common::namespace(&f.client, "sleep-many-sys").await;
+    let ip = host_address();
+    let peer = SlpPeer::start_on(&ip.to_string(), 0, 20, "1.20.4");
+    let op = Operator::start(
+        &f.shard,
+        &[
+            "--slp-interval=1",
+            &format!("--slp-address={ip}:{}", peer.port),
+            &format!("--operator-namespace={sys_ns}"),
+            // No debounce: the next reconcile starts the moment the last
+            // ends, the window a loaded API server's watch lag opens at
+            // 1,000 servers (5 of 40 servers started again without the fix).
+            "--debounce-ms=0",
+        ],
+    )
+    .await;
+    let since = k8s_openapi::jiff::Timestamp::now();
+    let names: Vec<String> = (0..N).map(|i| format!("quiet-{i}")).collect();
+    futures::future::join_all(names.iter().map(|n| f.create_server(n, json!({"sleep": {"afterIdle": "10s"}})))).await;
+
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let asleep = |l: &[MinecraftServer]| l.iter().filter(|s| phase(s) == Some(ServerPhase::Hibernated)).count();
+    loop {
+        let list = f.servers().list(&ListParams::default()).await.unwrap().items;
+        if asleep(&list) == N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {N} asleep after 180 s\n{}",
+            asleep(&list),
+            common::fixture::tail(&op.log_text(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Longer than the idle time again: a server woken by mistake would have
+    // a pod by now.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+
+    let list = f.servers().list(&ListParams::default()).await.unwrap().items;
+    let awake: Vec<_> =
+        list.iter().filter(|s| phase(s) != Some(ServerPhase::Hibernated)).map(|s| s.name_any()).collect();
+    assert!(awake.is_empty(), "asleep servers woke with nobody asking: {awake:?}");
+    for s in &list {
+        let sl = s.status.as_ref().and_then(|st| st.sleep.as_ref()).expect("status.sleep");
+        assert_eq!(sl.wake_count, 0, "{}: woken {} times", s.name_any(), sl.wake_count);
+    }
+    // Every pod ever created here (the audit log has every write, by the
+    // StatefulSet controller too): one per server, the first start.
+    let mut creates: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in common::operator::writes(since, |e| {
+        e["objectRef"]["resource"] == "pods"
+            && e["objectRef"]["namespace"] == f.ns.as_str()
+            && e["objectRef"]["subresource"].is_null()
+            && e["verb"] == "create"
+            && e["responseStatus"]["code"] == 201
+    }) {
+        *creates.entry(e["objectRef"]["name"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    let again: Vec<_> = creates.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(creates.len(), N, "pods created: {creates:?}");
+    assert!(again.is_empty(), "pods started again after their server slept (name, creates): {again:?}");
+    let sleeps = op.metric("craftplane_server_sleeps_total").unwrap_or(0.0);
+    assert_eq!(sleeps, N as f64, "sleeps counted by the operator");
+    eprintln!("{N} servers: each slept once, {} pods created in all, none again", creates.values().sum::<usize>());
+    op.stop();
     f.cleanup().await;
 }

@@ -122,6 +122,51 @@ where
 /// Key of a namespaced object.
 pub type Key = (String, String);
 
+/// The operator's own writes of an object, by key: the resourceVersion it
+/// wrote over and the one its write produced. A reconcile is triggered the
+/// moment the previous one ends (a child's watch event waited for it),
+/// often before the object's own watch event has brought the write into
+/// the cache: planned from that copy, the write is undone (a server that
+/// just fell asleep looked awake and was scaled up again). A cached copy
+/// still at the version written over is stale: wait for the watch.
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<Key, (String, String)>>);
+
+impl OwnWrites {
+    /// Records a write that turned version `over` into `produced`.
+    pub fn wrote(&self, key: Key, over: Option<&str>, produced: Option<&str>) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match (over, produced) {
+            (Some(o), Some(p)) if o != p => {
+                m.insert(key, (o.to_string(), p.to_string()));
+            }
+            _ => {
+                m.remove(&key);
+            }
+        }
+    }
+
+    /// Whether a cached copy at `version` predates this process's last
+    /// write of it. Once the cache shows any other version, the record is
+    /// dropped.
+    pub fn stale(&self, key: &Key, version: Option<&str>) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(key) {
+            Some((over, _)) if Some(over.as_str()) == version => true,
+            Some(_) => {
+                m.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets `key` (the object is gone).
+    pub fn forget(&self, key: &Key) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
 /// Everything a reconcile needs.
 pub struct Context {
     pub client: Client,
@@ -145,6 +190,8 @@ pub struct Context {
     pub stores: Option<crate::backup::stores::Stores>,
     /// Last Server List Ping result per server.
     pub pings: Mutex<HashMap<Key, Result<slp::Status, String>>>,
+    /// The servers' status writes the cache may not show yet.
+    pub status_writes: OwnWrites,
     /// Consecutive failures per object UID, for backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Scheduled task runs of this process (`server::tasks`).
@@ -204,6 +251,7 @@ impl Context {
             modrinth,
             stores,
             pings: Mutex::default(),
+            status_writes: OwnWrites::default(),
             failures: Mutex::default(),
             tasks: Default::default(),
             live: Default::default(),
@@ -427,6 +475,27 @@ pub mod slim {
 mod tests {
     use crate::controller::lean::{self, Lean};
     use serde_json::json;
+
+    /// A copy at the version written over is stale until the cache moves on;
+    /// a write that changed nothing leaves nothing to wait for.
+    #[test]
+    fn own_writes_mark_the_copy_written_over_stale() {
+        let w = super::OwnWrites::default();
+        let k = ("ns".to_string(), "s".to_string());
+        assert!(!w.stale(&k, Some("5")));
+        w.wrote(k.clone(), Some("5"), Some("6"));
+        assert!(w.stale(&k, Some("5")));
+        assert!(w.stale(&k, Some("5")), "still stale until the cache moves");
+        assert!(!w.stale(&k, Some("6")));
+        assert!(!w.stale(&k, Some("5")), "forgotten once the write was seen");
+        w.wrote(k.clone(), Some("6"), Some("6"));
+        assert!(!w.stale(&k, Some("6")));
+        w.wrote(k.clone(), Some("7"), Some("8"));
+        assert!(!w.stale(&k, Some("9")), "a newer version by someone else is not stale");
+        w.wrote(k.clone(), Some("9"), Some("10"));
+        w.forget(&k);
+        assert!(!w.stale(&k, Some("9")));
+    }
 
     /// The cached pod keeps what reconcilers read (server label, hash
     /// annotations, owner, deletion, status) and drops the rest.

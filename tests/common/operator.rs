@@ -211,10 +211,15 @@ pub fn operator_writes(since: Timestamp, filter: impl Fn(&Value) -> bool) -> Vec
 
 /// Write requests of `user` after `since` that `filter` accepts (audit log).
 pub fn writes_by(user: &str, since: Timestamp, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
+    writes(since, |e| e["user"]["username"] == user && filter(e))
+}
+
+/// Write requests of anyone (the controllers of the API server too) after
+/// `since` that `filter` accepts (audit log).
+pub fn writes(since: Timestamp, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
     let text = std::fs::read_to_string(audit_log()).expect("read audit log");
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["user"]["username"] == user)
         .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection")))
         .filter(|e| {
             e["requestReceivedTimestamp"].as_str().and_then(|t| t.parse::<Timestamp>().ok()).is_some_and(|t| t >= since)

@@ -276,6 +276,11 @@ async fn delete_owned_service(api: &Api<Service>, server: &MinecraftServer, svc:
 async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Action> {
     let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = server.name_any();
+    if ctx.status_writes.stale(&(ns.clone(), name.clone()), server.resource_version().as_deref()) {
+        // Our last status write is not in the cache yet (its watch event
+        // triggers the next reconcile; the requeue is only a fallback).
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
     let c = &ctx.client;
     let sts_api: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), &ns);
@@ -678,7 +683,13 @@ async fn write_status(
         "kind": "MinecraftServer",
         "status": new,
     });
-    api.patch_status(&server.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let written =
+        api.patch_status(&server.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.status_writes.wrote(
+        (ns.clone(), server.name_any()),
+        server.resource_version().as_deref(),
+        written.resource_version().as_deref(),
+    );
     // Events for the phases a person acts on (not every transient step:
     // at scale each Event is one more write).
     let notable = matches!(
@@ -707,6 +718,7 @@ async fn cleanup(server: Arc<MinecraftServer>, ctx: &Context) -> Result<Action> 
         pings.remove(&(ns.clone(), name.clone()));
     }
     ctx.live.forget(&ns, &name);
+    ctx.status_writes.forget(&(ns.clone(), name.clone()));
     if server.spec.deletion_policy == crate::api::server::DeletionPolicy::Retain {
         let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
         let pvc_name = resources::pvc_name(&name);
