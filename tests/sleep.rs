@@ -284,3 +284,77 @@ async fn many_idle_servers_each_sleep_once_and_stay_asleep() {
     op.stop();
     f.cleanup().await;
 }
+
+/// A server that fails to start after a wake says so (phase Failed with the
+/// kubelet's reason, an Event) and is left as it is: no second wake, no
+/// sleep-and-wake loop; the idle clock does not run while it fails.
+#[tokio::test]
+async fn a_server_failing_after_its_wake_says_so_and_is_not_woken_again() {
+    let f = Fixture::new("sleep-fail").await;
+    let sys_ns = common::namespace(&f.client, "sleep-fail-sys").await;
+    let ip = host_address();
+    let peer = SlpPeer::start_on(&ip.to_string(), 0, 20, "1.20.4");
+    let op = Operator::start(
+        &f.shard,
+        &["--slp-interval=1", &format!("--slp-address={ip}:{}", peer.port), &format!("--operator-namespace={sys_ns}")],
+    )
+    .await;
+    f.create_server("flaky", json!({"sleep": {"afterIdle": "10s"}})).await;
+    f.wait("flaky", "Hibernated", &op, |s| phase(s) == Some(ServerPhase::Hibernated)).await;
+
+    // The owner wakes it; the new pod's server crashes at start.
+    f.servers()
+        .patch(
+            "flaky",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {craftplane::api::sleep::WAKE_ANNOTATION: "1"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    common::wait_until(Duration::from_secs(60), || async {
+        f.api::<k8s_openapi::api::core::v1::Pod>().get_opt("flaky-0").await.ok().flatten().is_some_and(|p| {
+            p.metadata.deletion_timestamp.is_none() && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
+        })
+    })
+    .await
+    .expect("the woken server's pod running");
+    let crash = json!({"status": {"phase": "Running",
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": "minecraft", "image": "x", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}});
+    f.api::<k8s_openapi::api::core::v1::Pod>()
+        .patch_status("flaky-0", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&crash))
+        .await
+        .unwrap();
+    let s = f.wait("flaky", "Failed", &op, |s| phase(s) == Some(ServerPhase::Failed)).await;
+    let st = s.status.unwrap();
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CrashLoopBackOff"), "{ready:?}");
+    assert_eq!(st.sleep.as_ref().map(|s| s.wake_count), Some(1));
+    common::wait_until(Duration::from_secs(30), || async {
+        f.api::<Event>().list(&ListParams::default()).await.unwrap().items.iter().any(|e| {
+            e.reason.as_deref() == Some("Failed")
+                && e.type_.as_deref() == Some("Warning")
+                && e.involved_object.name.as_deref() == Some("flaky")
+        })
+    })
+    .await
+    .expect("a Warning Event Failed on the server");
+
+    // Longer than the idle time: still failed, still the one pod, not put
+    // to sleep, not woken again.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let s = f.servers().get("flaky").await.unwrap();
+    let st = s.status.unwrap();
+    assert_eq!(st.phase, Some(ServerPhase::Failed));
+    let sl = st.sleep.unwrap();
+    assert_eq!((sl.wake_count, sl.asleep_since.is_some(), sl.idle_since.is_some()), (1, false, false), "{sl:?}");
+    assert_eq!(replicas(&f, "flaky").await, Some(1));
+    assert_eq!(op.metric("craftplane_server_sleeps_total"), Some(1.0), "one sleep, before the wake");
+    assert_eq!(op.metric("craftplane_server_wakes_total"), Some(1.0), "one wake");
+    op.stop();
+    f.cleanup().await;
+}

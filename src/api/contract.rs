@@ -25,6 +25,9 @@ pub const CONTROLLER_COMPONENT: &str = "controller";
 /// namespace): tenant NetworkPolicies let them reach the game port only.
 pub const GATEWAY_COMPONENT: &str = "gateway";
 
+/// The game server's container in a server's pod (logs, start time).
+pub const SERVER_CONTAINER: &str = "minecraft";
+
 /// ConfigMap key holding the manifest.
 pub const MANIFEST_KEY: &str = "plugins.json";
 /// Where the init-container finds each plugin's `configFiles` ConfigMap:

@@ -179,17 +179,18 @@ pub async fn run(client: Client, cfg: WatchConfig, cache: Arc<Cache>, mut stop: 
     let (tenants, w2) = reflector::store::<Tenant>();
     let (slices, w3) = reflector::store::<EndpointSlice>();
     let (skus, w4) = reflector::store::<Sku>();
-    let s1 = reflect(w1, Api::all(client.clone()), servers_cfg, "MinecraftServer", changed.clone());
-    let s2 = reflect(w2, Api::all(client.clone()), watcher::Config::default(), "Tenant", changed.clone());
+    let s1 = reflect(w1, Api::all(client.clone()), servers_cfg, "MinecraftServer", slim_server, changed.clone());
+    let s2 = reflect(w2, Api::all(client.clone()), watcher::Config::default(), "Tenant", slim_meta, changed.clone());
     let client_skus = client.clone();
     let s3 = reflect(
         w3,
         Api::all(client),
         watcher::Config::default().page_size(500).labels(GAME_SLICE_SELECTOR),
         "EndpointSlice",
+        slim_slice,
         changed.clone(),
     );
-    let s4 = reflect(w4, Api::all(client_skus), watcher::Config::default(), "Sku", changed.clone());
+    let s4 = reflect(w4, Api::all(client_skus), watcher::Config::default(), "Sku", slim_meta, changed.clone());
     let rebuild = async {
         for_ready(&servers).await;
         for_ready(&tenants).await;
@@ -239,17 +240,62 @@ async fn reflect<K>(
     api: Api<K>,
     cfg: watcher::Config,
     kind: &'static str,
+    slim: fn(&mut K),
     changed: Arc<Notify>,
 ) where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
 {
-    let mut events = std::pin::pin!(reflector::reflector(writer, watcher(api, cfg)).default_backoff());
+    let mut events = std::pin::pin!(reflector::reflector(writer, watcher(api, cfg).modify(slim)).default_backoff());
     while let Some(ev) = events.next().await {
         match ev {
             Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
             Ok(_) => changed.notify_one(),
             Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
         }
+    }
+}
+
+/// What no snapshot reads, dropped before an object enters a store (at
+/// 10,000 servers the gateway's memory is its caches, and the field
+/// managers' records alone outweigh what routing needs).
+fn slim_meta<K: kube::Resource>(o: &mut K) {
+    let m = o.meta_mut();
+    m.managed_fields = None;
+    m.annotations = None;
+    m.owner_references = None;
+}
+
+/// A server as [`snapshot`] reads it: name, namespace, creation, deletion;
+/// its SKU, state, sleep policy and whitelist; its phase, granted
+/// hostnames and sleep status.
+fn slim_server(s: &mut MinecraftServer) {
+    slim_meta(s);
+    s.metadata.labels = None;
+    let spec = &mut s.spec;
+    spec.properties.clear();
+    spec.game_rules.clear();
+    spec.ops.clear();
+    spec.jvm_args.clear();
+    spec.tasks.clear();
+    (spec.motd, spec.image, spec.service, spec.storage) = (None, None, None, None);
+    (spec.backup, spec.restore, spec.graceful_stop) = (None, None, None);
+    if let Some(st) = s.status.take() {
+        s.status = Some(crate::api::server::MinecraftServerStatus {
+            phase: st.phase,
+            hostnames: st.hostnames,
+            sleep: st.sleep,
+            ..Default::default()
+        });
+    }
+}
+
+/// A slice as [`slice_backends`] reads it: its server label, ports and
+/// the endpoints' addresses and conditions.
+fn slim_slice(s: &mut EndpointSlice) {
+    slim_meta(s);
+    for e in s.endpoints.iter_mut().flatten() {
+        (e.target_ref, e.node_name, e.zone, e.hints, e.hostname) = (None, None, None, None, None);
+        e.deprecated_topology = None;
     }
 }
 
@@ -291,5 +337,54 @@ mod tests {
         assert!(snap.backends.is_empty());
         let snap = snapshot(None, &[], &[], &[], &[Arc::new(s.clone()), Arc::new(s)]);
         assert_eq!(snap.backends.values().next().unwrap().len(), 2, "duplicates merged");
+    }
+
+    /// Slimming keeps every route, sleep state and backend as they were.
+    #[test]
+    fn slim_objects_route_as_the_full_ones() {
+        let server: MinecraftServer = serde_json::from_value(serde_json::json!({
+            "apiVersion": "craftplane.io/v1alpha1", "kind": "MinecraftServer",
+            "metadata": {"name": "survival", "namespace": "tenant-a", "uid": "u1",
+                "creationTimestamp": "2026-12-01T00:00:00Z",
+                "labels": {"x": "y"}, "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                "managedFields": [{"manager": "craftplane", "operation": "Apply", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:status": {"f:phase": {}}}}]},
+            "spec": {"sku": "small", "eula": true, "type": "PAPER", "version": "1.21.4",
+                "whitelist": ["Steve"], "ops": ["Steve"], "properties": {"pvp": "false"},
+                "motd": "hi", "sleep": {"afterIdle": "15m", "wakeOnJoin": true}},
+            "status": {"phase": "Hibernated", "hostnames": ["play.example.com", "survival.tenant-a.mc.example"],
+                "configRevision": "abc",
+                "configHistory": [{"revision": "abc", "generation": 1, "appliedAt": "2026-12-01T00:00:00Z"}],
+                "sleep": {"asleepSince": "2026-12-02T00:00:00Z",
+                    "lastSeen": {"version": "1.21.4", "protocol": 769, "maxPlayers": 20}},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Asleep", "message": "asleep",
+                    "lastTransitionTime": "2026-12-02T00:00:00Z"}]},
+        }))
+        .unwrap();
+        let s = slice(serde_json::json!({
+            "metadata": {"name": "survival-abc", "namespace": "tenant-a", "labels": {"craftplane.io/server": "survival"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": "survival", "uid": "u2"}]},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true}, "nodeName": "n1",
+                "targetRef": {"kind": "Pod", "name": "survival-0", "namespace": "tenant-a"}}],
+            "ports": [{"name": "minecraft", "port": 25565}],
+        }));
+        let (mut slim, mut slim_s) = (server.clone(), s.clone());
+        slim_server(&mut slim);
+        slim_slice(&mut slim_s);
+        let json = |v: &MinecraftServer| serde_json::to_vec(v).unwrap().len();
+        assert!(json(&slim) * 10 < json(&server) * 6, "{} of {} bytes", json(&slim), json(&server));
+        assert!(slim.metadata.managed_fields.is_none() && slim.metadata.annotations.is_none());
+        let st = slim.status.as_ref().unwrap();
+        assert!(st.conditions.is_empty() && st.config_history.is_empty() && slim.spec.properties.is_empty());
+        assert!(slim_s.endpoints.as_ref().unwrap()[0].target_ref.is_none());
+        let full = snapshot(Some("mc.example"), &[Arc::new(server)], &[], &[], &[Arc::new(s)]);
+        let lean = snapshot(Some("mc.example"), &[Arc::new(slim)], &[], &[], &[Arc::new(slim_s)]);
+        for host in ["play.example.com", "survival.tenant-a.mc.example"] {
+            let route = full.routes.lookup(host).unwrap_or_else(|| panic!("{host}"));
+            assert!(route.sleep.is_some());
+            assert_eq!(lean.routes.lookup(host), Some(route), "{host}");
+        }
+        assert_eq!(lean.backends, full.backends);
     }
 }

@@ -388,7 +388,12 @@ impl Kube {
 
     async fn logs(&self, server: &str, follow: bool, tail: Option<i64>) -> Result<()> {
         let pod = format!("{server}-0");
-        let lp = LogParams { container: Some("minecraft".into()), follow, tail_lines: tail, ..Default::default() };
+        let lp = LogParams {
+            container: Some(crate::api::contract::SERVER_CONTAINER.into()),
+            follow,
+            tail_lines: tail,
+            ..Default::default()
+        };
         let pods = self.api::<Pod>();
         let stream = pods.log_stream(&pod, &lp).await.map_err(|e| explain(&format!("read the log of pod {pod}"), e))?;
         let mut lines = stream.lines();

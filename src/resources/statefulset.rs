@@ -151,7 +151,7 @@ pub fn build(m: &ServerModel) -> StatefulSet {
         ..Default::default()
     });
     let container = Container {
-        name: "minecraft".into(),
+        name: crate::api::contract::SERVER_CONTAINER.into(),
         image: Some(m.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         env: Some(env),

@@ -218,15 +218,6 @@ backup:
         metrics_checked.open();
         return gateway();
     }
-    let leader_pod = |k: &Kube| -> Result<String> {
-        let holder =
-            k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
-        let pods = k.run(&["get", "pods", "-n", NS, "-l", OPERATOR_PODS, "-o", "name"])?;
-        pods.lines()
-            .map(|p| p.trim_start_matches("pod/").to_string())
-            .find(|p| !holder.is_empty() && holder.starts_with(&format!("{p}-")))
-            .with_context(|| format!("no operator pod holds the Lease (holder {holder:?})"))
-    };
     let leader = retry(Duration::from_secs(60), || leader_pod(&k))?;
     println!("e2e: ok   leader Lease held by pod {leader}");
     // The real node has 2 CPUs to request: operator 2×100m, gateway 2×50m,
@@ -779,6 +770,17 @@ impl Kube {
         }
         out
     }
+}
+
+/// The operator pod that holds the leader Lease (its holder identity is
+/// `<pod>-<random suffix>`).
+pub(crate) fn leader_pod(k: &Kube) -> Result<String> {
+    let holder = k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
+    let pods = k.run(&["get", "pods", "-n", NS, "-l", OPERATOR_PODS, "-o", "name"])?;
+    pods.lines()
+        .map(|p| p.trim_start_matches("pod/").to_string())
+        .find(|p| !holder.is_empty() && holder.starts_with(&format!("{p}-")))
+        .with_context(|| format!("no operator pod holds the Lease (holder {holder:?})"))
 }
 
 #[cfg(test)]

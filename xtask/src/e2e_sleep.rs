@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::e2e::{Kube, NS, retry, tail};
+use crate::e2e::{Kube, NS, leader_pod, retry, tail};
 
 /// What the scenario needs of the gateway scenario.
 pub struct Env<'a> {
@@ -132,9 +132,7 @@ pub fn run(e: &Env) -> Result<()> {
 
     // --- the leader killed as the join arrives: the other replica wakes it
     (e.before_leader_kill)();
-    // The holder is `<pod>-<random suffix>`.
-    let holder = k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
-    let leader = holder.rsplit_once('-').map(|(pod, _)| pod.to_string()).unwrap_or_else(|| holder.clone());
+    let leader = retry(Duration::from_secs(60), || leader_pod(k))?;
     let container =
         k.run(&["get", "pod", &leader, "-n", NS, "-o", "jsonpath={.status.containerStatuses[0].containerID}"])?;
     let container = container.trim_start_matches("containerd://").to_string();
@@ -158,8 +156,7 @@ pub fn run(e: &Env) -> Result<()> {
     .with_context(|| {
         format!("the wake after the leader {leader} was killed\noperator log:\n{}", tail(&k.operator_log(), 30))
     })?;
-    let new_leader =
-        k.run(&["get", "lease", "craftplane-leader", "-n", NS, "-o", "jsonpath={.spec.holderIdentity}"])?;
+    let new_leader = retry(Duration::from_secs(60), || leader_pod(k))?;
     k.wait_for(&phase_ready, "Running/True", Duration::from_secs(180))?;
     if !joined_first {
         let again = (e.client)("join", &e.host, PLAYER, Duration::from_secs(30))?;
@@ -182,7 +179,7 @@ pub fn run(e: &Env) -> Result<()> {
 
     // --- asleep again; one join wakes it and ends in the game, timed
     fall_asleep("second sleep")?;
-    let leader_pod = new_leader.rsplit_once('-').map(|(pod, _)| pod.to_string()).unwrap_or_else(|| new_leader.clone());
+    let leader_pod = leader_pod(k)?;
     let parts_before = wake_parts(k, &leader_pod)?;
     let join_at = unix_now();
     let t_join = Instant::now();

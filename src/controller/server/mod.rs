@@ -359,13 +359,14 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     );
     let lease_name = crate::api::sleep::wake_lease_name(&ns, &name);
     let lease = super::context::cached(&ctx.wake_leases, &ctx.settings.operator_namespace, &lease_name);
+    let wake_request = lease.as_ref().and_then(sleep::WakeRequest::of);
     let mut plan = sleep::plan(&sleep::Inputs {
         policy: policy.clone(),
         running: desired == ServerState::Running,
         phase: before.phase,
         ping: ping.as_ref(),
         old: old_status.sleep.as_ref(),
-        lease: lease.as_ref().and_then(sleep::WakeRequest::of),
+        lease: wake_request.clone(),
         annotation: server.annotations().get(crate::api::sleep::WAKE_ANNOTATION).map(String::as_str),
         now: Timestamp::now(),
     });
@@ -412,7 +413,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     // Service apply at 1,000 servers at once, see BENCHMARKS.md).
     let sts = apply_child(&sts_api, observed_sts, resources::statefulset::build(&model)).await?;
     if plan.woke_by.is_some()
-        && let Some(asked) = lease.as_ref().and_then(sleep::WakeRequest::of)
+        && let Some(asked) = &wake_request
     {
         // The operator's share of a wake: the gateway's request (its Lease
         // time, microseconds) to the StatefulSet scaled up.

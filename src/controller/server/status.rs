@@ -167,7 +167,7 @@ pub fn record_revision(
 /// When the server container (`minecraft`) of `pod` last started running.
 pub fn server_started_at(pod: &Pod) -> Option<Timestamp> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    let cs = statuses.iter().find(|c| c.name == "minecraft")?;
+    let cs = statuses.iter().find(|c| c.name == crate::api::contract::SERVER_CONTAINER)?;
     Some(cs.state.as_ref()?.running.as_ref()?.started_at.as_ref()?.0)
 }
 
