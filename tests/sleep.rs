@@ -42,6 +42,16 @@ async fn wake_leases(sys: &Api<Lease>) -> usize {
     sys.list(&ListParams::default().labels(craftplane::api::sleep::WAKE_LEASE_LABEL)).await.unwrap().items.len()
 }
 
+/// An operator for the fixture's servers whose Server List Pings all go to
+/// the npm server at `ping` (kwok pods have fake addresses) and whose wake
+/// Leases live in `sys_ns`; `extra` flags after those.
+async fn operator_pinging(f: &Fixture, sys_ns: &str, ping: std::net::SocketAddr, extra: &[&str]) -> Operator {
+    let base =
+        ["--slp-interval=1".to_string(), format!("--slp-address={ping}"), format!("--operator-namespace={sys_ns}")];
+    let args: Vec<&str> = base.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+    Operator::start(&f.shard, &args).await
+}
+
 #[tokio::test]
 async fn an_idle_server_sleeps_and_a_whitelisted_join_wakes_it_on_the_same_connection() {
     let f = Fixture::new("sleep").await;
@@ -61,15 +71,11 @@ async fn an_idle_server_sleeps_and_a_whitelisted_join_wakes_it_on_the_same_conne
         ],
     );
     gw.wait_ready().await;
-    let op = Operator::start(
-        &f.shard,
-        &[
-            "--slp-interval=1",
-            &format!("--slp-address={ip}:{}", peer.port),
-            &format!("--operator-namespace={sys_ns}"),
-            &format!("--gateway-http=127.0.0.1:{}", gw.http),
-            &format!("--base-domain={base}"),
-        ],
+    let op = operator_pinging(
+        &f,
+        &sys_ns,
+        (ip, peer.port).into(),
+        &[&format!("--gateway-http=127.0.0.1:{}", gw.http), &format!("--base-domain={base}")],
     )
     .await;
     f.create_server("idle", json!({"whitelist": ["Steve"], "sleep": {"afterIdle": "10s"}})).await;
@@ -219,12 +225,11 @@ async fn many_idle_servers_each_sleep_once_and_stay_asleep() {
     let sys_ns = common::namespace(&f.client, "sleep-many-sys").await;
     let ip = host_address();
     let peer = SlpPeer::start_on(&ip.to_string(), 0, 20, "1.20.4");
-    let op = Operator::start(
-        &f.shard,
+    let op = operator_pinging(
+        &f,
+        &sys_ns,
+        (ip, peer.port).into(),
         &[
-            "--slp-interval=1",
-            &format!("--slp-address={ip}:{}", peer.port),
-            &format!("--operator-namespace={sys_ns}"),
             // No debounce: the next reconcile starts the moment the last
             // ends, the window a loaded API server's watch lag opens at
             // 1,000 servers (5 of 40 servers started again without the fix).
@@ -236,21 +241,13 @@ async fn many_idle_servers_each_sleep_once_and_stay_asleep() {
     let names: Vec<String> = (0..N).map(|i| format!("quiet-{i}")).collect();
     futures::future::join_all(names.iter().map(|n| f.create_server(n, json!({"sleep": {"afterIdle": "10s"}})))).await;
 
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let asleep = |l: &[MinecraftServer]| l.iter().filter(|s| phase(s) == Some(ServerPhase::Hibernated)).count();
-    loop {
+    let asleep = || async {
         let list = f.servers().list(&ListParams::default()).await.unwrap().items;
-        if asleep(&list) == N {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {N} asleep after 180 s\n{}",
-            asleep(&list),
-            common::fixture::tail(&op.log_text(), 30)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        list.iter().filter(|s| phase(s) == Some(ServerPhase::Hibernated)).count()
+    };
+    common::wait_until(Duration::from_secs(180), || async { asleep().await == N })
+        .await
+        .unwrap_or_else(|()| panic!("not all {N} asleep after 180 s\n{}", common::fixture::tail(&op.log_text(), 30)));
     // Longer than the idle time again: a server woken by mistake would have
     // a pod by now.
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -282,6 +279,7 @@ async fn many_idle_servers_each_sleep_once_and_stay_asleep() {
     assert_eq!(sleeps, N as f64, "sleeps counted by the operator");
     eprintln!("{N} servers: each slept once, {} pods created in all, none again", creates.values().sum::<usize>());
     op.stop();
+    common::delete_namespace(&f.client, &sys_ns).await;
     f.cleanup().await;
 }
 
@@ -294,11 +292,7 @@ async fn a_server_failing_after_its_wake_says_so_and_is_not_woken_again() {
     let sys_ns = common::namespace(&f.client, "sleep-fail-sys").await;
     let ip = host_address();
     let peer = SlpPeer::start_on(&ip.to_string(), 0, 20, "1.20.4");
-    let op = Operator::start(
-        &f.shard,
-        &["--slp-interval=1", &format!("--slp-address={ip}:{}", peer.port), &format!("--operator-namespace={sys_ns}")],
-    )
-    .await;
+    let op = operator_pinging(&f, &sys_ns, (ip, peer.port).into(), &[]).await;
     f.create_server("flaky", json!({"sleep": {"afterIdle": "10s"}})).await;
     f.wait("flaky", "Hibernated", &op, |s| phase(s) == Some(ServerPhase::Hibernated)).await;
 
@@ -356,5 +350,6 @@ async fn a_server_failing_after_its_wake_says_so_and_is_not_woken_again() {
     assert_eq!(op.metric("craftplane_server_sleeps_total"), Some(1.0), "one sleep, before the wake");
     assert_eq!(op.metric("craftplane_server_wakes_total"), Some(1.0), "one wake");
     op.stop();
+    common::delete_namespace(&f.client, &sys_ns).await;
     f.cleanup().await;
 }

@@ -179,8 +179,7 @@ pub fn run(e: &Env) -> Result<()> {
 
     // --- asleep again; one join wakes it and ends in the game, timed
     fall_asleep("second sleep")?;
-    let leader_pod = leader_pod(k)?;
-    let parts_before = wake_parts(k, &leader_pod)?;
+    let parts_before = wake_parts(k, &new_leader)?;
     let join_at = unix_now();
     let t_join = Instant::now();
     let joined = (e.client)("join", &e.host, PLAYER, Duration::from_secs(60))?;
@@ -211,10 +210,10 @@ pub fn run(e: &Env) -> Result<()> {
     // difference over this one wake).
     k.wait_for(&phase_ready, "Running/True", Duration::from_secs(60))?;
     let parts = retry(Duration::from_secs(30), || {
-        let now = wake_parts(k, &leader_pod)?;
+        let now = wake_parts(k, &new_leader)?;
         let d: Vec<(f64, f64)> = now.iter().zip(&parts_before).map(|(a, b)| (a.0 - b.0, a.1 - b.1)).collect();
         if d.iter().any(|(n, _)| *n != 1.0) {
-            bail!("wake parts counted {d:?} on {leader_pod} (operator, pod_start, server_start), one each expected");
+            bail!("wake parts counted {d:?} on {new_leader} (operator, pod_start, server_start), one each expected");
         }
         Ok(d.iter().map(|(_, sum)| *sum).collect::<Vec<f64>>())
     })?;
