@@ -353,3 +353,189 @@ async fn a_server_failing_after_its_wake_says_so_and_is_not_woken_again() {
     common::delete_namespace(&f.client, &sys_ns).await;
     f.cleanup().await;
 }
+
+/// A cluster admin's ValidatingAdmissionPolicy named `name` that refuses
+/// `resource` UPDATEs in the fixture's namespace unless `expression` holds
+/// (the fault this test injects between two writes of one sleep); removed
+/// with [`allow`].
+async fn refuse(f: &Fixture, name: &str, group: &str, resource: &str, expression: &str) {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": [group], "apiVersions": ["*"],
+                "operations": ["UPDATE"], "resources": [resource]}]},
+            "validations": [{"expression": expression, "message": "refused by the test's fault policy"}],
+        }
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f.ns}}}}
+    }))
+    .unwrap();
+    let pp = PostParams::default();
+    Api::<ValidatingAdmissionPolicy>::all(f.client.clone()).create(&pp, &policy).await.unwrap();
+    Api::<ValidatingAdmissionPolicyBinding>::all(f.client.clone()).create(&pp, &binding).await.unwrap();
+}
+
+async fn allow(f: &Fixture, name: &str) {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    let dp = kube::api::DeleteParams::default();
+    Api::<ValidatingAdmissionPolicyBinding>::all(f.client.clone()).delete(name, &dp).await.unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(f.client.clone()).delete(name, &dp).await.unwrap();
+}
+
+/// Whether a dry-run merge `patch` of `api`'s object `name` is refused
+/// (polled until the admission policy is enforced).
+async fn refused<K>(api: &Api<K>, name: &str, status: bool, patch: serde_json::Value) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let pp = kube::api::PatchParams { dry_run: true, ..Default::default() };
+    let p = kube::api::Patch::Merge(&patch);
+    let r = if status { api.patch_status(name, &pp, &p).await } else { api.patch(name, &pp, &p).await };
+    matches!(r, Err(kube::Error::Api(e)) if e.message.contains("refused by the test's fault policy"))
+}
+
+/// The operator stopped in the middle of a sleep: the decision
+/// (`status.sleep.asleepSince`) is written before the StatefulSet is
+/// scaled down, so a sleep is never half done in the way that undoes it.
+/// Faults are injected with admission policies: (1) the status write is
+/// refused — the server must keep running, its pod untouched; (2) the
+/// status write passes and the scale-down is refused, the operator is
+/// killed, a new one starts — it must finish the sleep, not start the
+/// server again.
+#[tokio::test]
+async fn an_operator_stopped_mid_sleep_leaves_it_to_be_finished_not_undone() {
+    let f = Fixture::new("sleep-half").await;
+    let sys_ns = common::namespace(&f.client, "sleep-half-sys").await;
+    let ip = host_address();
+    let peer = SlpPeer::start_on(&ip.to_string(), 0, 20, "1.20.4");
+    let mut op = operator_pinging(&f, &sys_ns, (ip, peer.port).into(), &[]).await;
+    f.create_server("half", json!({})).await;
+    f.wait("half", "Running", &op, |s| phase(s) == Some(ServerPhase::Running)).await;
+    let since = k8s_openapi::jiff::Timestamp::now();
+    let no_status = format!("{}-status", f.shard);
+    refuse(
+        &f,
+        &no_status,
+        "craftplane.io",
+        "minecraftservers/status",
+        "!has(object.status) || !has(object.status.sleep) || !has(object.status.sleep.asleepSince)",
+    )
+    .await;
+    let asleep_patch = json!({"status": {"sleep": {"asleepSince": "2026-01-01T00:00:00Z"}}});
+    common::wait_until(Duration::from_secs(30), || async {
+        refused(&f.servers(), "half", true, asleep_patch.clone()).await
+    })
+    .await
+    .expect("the status fault policy is not enforced");
+
+    // (1) Idle for 10 s: the operator decides to sleep; its status write is
+    // refused. The workload must not have changed.
+    f.patch_spec("half", json!({"sleep": {"afterIdle": "10s"}})).await;
+    let refused_writes = || {
+        common::operator::operator_writes(since, |e| {
+            e["objectRef"]["resource"] == "minecraftservers"
+                && e["objectRef"]["subresource"] == "status"
+                && e["objectRef"]["namespace"] == f.ns.as_str()
+                && e["responseStatus"]["code"].as_i64().is_some_and(|c| c >= 400)
+        })
+        .len()
+    };
+    common::wait_until(Duration::from_secs(60), || async { refused_writes() >= 2 })
+        .await
+        .unwrap_or_else(|()| panic!("no refused sleep write\n{}", common::fixture::tail(&op.log_text(), 30)));
+    let pod_deletes = |from| {
+        common::operator::writes(from, |e| {
+            e["objectRef"]["resource"] == "pods"
+                && e["objectRef"]["namespace"] == f.ns.as_str()
+                && e["objectRef"]["subresource"].is_null()
+                && e["verb"] == "delete"
+        })
+        .len()
+    };
+    assert_eq!(pod_deletes(since), 0, "the pod was stopped although the sleep was not recorded");
+    assert_eq!(replicas(&f, "half").await, Some(1));
+    let s = f.servers().get("half").await.unwrap();
+    assert!(s.status.unwrap().sleep.and_then(|s| s.asleep_since).is_none());
+
+    // (2) The decision may be written, the scale-down may not: the
+    // operator records the sleep, then fails, and is killed.
+    let no_scale = format!("{}-scale", f.shard);
+    refuse(
+        &f,
+        &no_scale,
+        "apps",
+        "statefulsets",
+        "object.metadata.name != 'half' || !has(object.spec.replicas) || object.spec.replicas != 0",
+    )
+    .await;
+    common::wait_until(Duration::from_secs(30), || async {
+        refused(&f.api::<StatefulSet>(), "half", false, json!({"spec": {"replicas": 0}})).await
+    })
+    .await
+    .expect("the scale fault policy is not enforced");
+    allow(&f, &no_status).await;
+    common::wait_until(Duration::from_secs(30), || async {
+        !refused(&f.servers(), "half", true, asleep_patch.clone()).await
+    })
+    .await
+    .expect("the status fault policy still enforced");
+    // The refusal stalled the server until its next change or resync: a
+    // change (any annotation) makes it try again.
+    let nudge = json!({"metadata": {"annotations": {"test.craftplane.io/nudge": "1"}}});
+    f.servers().patch("half", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&nudge)).await.unwrap();
+    let s = f
+        .wait("half", "asleepSince recorded", &op, |s| {
+            s.status.as_ref().and_then(|st| st.sleep.as_ref()).is_some_and(|sl| sl.asleep_since.is_some())
+        })
+        .await;
+    let asleep_since = s.status.unwrap().sleep.unwrap().asleep_since;
+    let scale_refused = || {
+        common::operator::operator_writes(since, |e| {
+            e["objectRef"]["resource"] == "statefulsets"
+                && e["objectRef"]["namespace"] == f.ns.as_str()
+                && e["responseStatus"]["code"].as_i64().is_some_and(|c| c >= 400)
+        })
+        .len()
+    };
+    common::wait_until(Duration::from_secs(30), || async { scale_refused() >= 1 })
+        .await
+        .expect("the operator's scale-down was not tried");
+    op.kill9();
+    assert_eq!(replicas(&f, "half").await, Some(1), "the fault held the scale-down");
+    allow(&f, &no_scale).await;
+    common::wait_until(Duration::from_secs(30), || async {
+        !refused(&f.api::<StatefulSet>(), "half", false, json!({"spec": {"replicas": 0}})).await
+    })
+    .await
+    .expect("the scale fault policy still enforced");
+
+    // A new operator finishes the sleep: scaled down once, never up again.
+    let restarted = k8s_openapi::jiff::Timestamp::now();
+    let op = operator_pinging(&f, &sys_ns, (ip, peer.port).into(), &[]).await;
+    let s = f.wait("half", "Hibernated", &op, |s| phase(s) == Some(ServerPhase::Hibernated)).await;
+    let sl = s.status.unwrap().sleep.unwrap();
+    assert_eq!(sl.asleep_since, asleep_since, "the recorded sleep is the one finished");
+    assert_eq!(sl.wake_count, 0);
+    // Longer than the idle time: a server started again would have a pod.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(replicas(&f, "half").await, Some(0));
+    let creates = common::operator::writes(restarted, |e| {
+        e["objectRef"]["resource"] == "pods"
+            && e["objectRef"]["namespace"] == f.ns.as_str()
+            && e["objectRef"]["subresource"].is_null()
+            && e["verb"] == "create"
+    });
+    assert!(creates.is_empty(), "the server was started again: {} pod creates", creates.len());
+    assert!(pod_deletes(restarted) > 0, "the finished sleep stopped the pod");
+    assert!(f.api::<k8s_openapi::api::core::v1::Pod>().get_opt("half-0").await.unwrap().is_none(), "pod gone");
+    assert_eq!(phase(&f.servers().get("half").await.unwrap()), Some(ServerPhase::Hibernated));
+    op.stop();
+    common::delete_namespace(&f.client, &sys_ns).await;
+    f.cleanup().await;
+}

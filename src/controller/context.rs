@@ -128,9 +128,11 @@ pub type Key = (String, String);
 /// often before the object's own watch event has brought the write into
 /// the cache: planned from that copy, the write is undone (a server that
 /// just fell asleep looked awake and was scaled up again). A cached copy
-/// still at the version written over is stale: wait for the watch.
+/// still at the version written over is stale: wait for the watch. Two
+/// writes in one reconcile (both over the same cached copy) make the first
+/// one's version stale too.
 #[derive(Default)]
-pub struct OwnWrites(Mutex<HashMap<Key, (String, String)>>);
+pub struct OwnWrites(Mutex<HashMap<Key, (Vec<String>, String)>>);
 
 impl OwnWrites {
     /// Records a write that turned version `over` into `produced`.
@@ -138,7 +140,16 @@ impl OwnWrites {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match (over, produced) {
             (Some(o), Some(p)) if o != p => {
-                m.insert(key, (o.to_string(), p.to_string()));
+                let entry = m.entry(key).or_insert_with(|| (Vec::new(), String::new()));
+                if entry.0.iter().any(|v| v == o) || (!entry.1.is_empty() && entry.1 == o) {
+                    // A second write over the same copy, or over our last
+                    // write: the earlier version is superseded by ours.
+                    let previous = std::mem::take(&mut entry.1);
+                    entry.0.push(previous);
+                } else {
+                    entry.0 = vec![o.to_string()];
+                }
+                entry.1 = p.to_string();
             }
             _ => {
                 m.remove(&key);
@@ -152,7 +163,7 @@ impl OwnWrites {
     pub fn stale(&self, key: &Key, version: Option<&str>) -> bool {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match m.get(key) {
-            Some((over, _)) if Some(over.as_str()) == version => true,
+            Some((over, _)) if version.is_some_and(|v| over.iter().any(|o| o == v)) => true,
             Some(_) => {
                 m.remove(key);
                 false
@@ -495,6 +506,19 @@ mod tests {
         w.wrote(k.clone(), Some("9"), Some("10"));
         w.forget(&k);
         assert!(!w.stale(&k, Some("9")));
+        // Two writes over the same copy (the sleep decision, then the full
+        // status): the copy and the first write's version are stale.
+        w.wrote(k.clone(), Some("20"), Some("21"));
+        w.wrote(k.clone(), Some("20"), Some("23"));
+        assert!(w.stale(&k, Some("20")));
+        assert!(w.stale(&k, Some("21")), "the first write's version is superseded");
+        assert!(!w.stale(&k, Some("23")));
+        assert!(!w.stale(&k, Some("21")), "forgotten once the last write was seen");
+        // A write over our own last write (read back fresh): both stale.
+        w.wrote(k.clone(), Some("30"), Some("31"));
+        w.wrote(k.clone(), Some("31"), Some("32"));
+        assert!(w.stale(&k, Some("30")) && w.stale(&k, Some("31")));
+        assert!(!w.stale(&k, Some("32")));
     }
 
     /// The cached pod keeps what reconcilers read (server label, hash

@@ -381,6 +381,15 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
             sleep_wait = Some(std::time::Duration::from_secs(30));
         }
     }
+    if fell_asleep {
+        // The decision is recorded before the workload changes: an operator
+        // stopped between the two leaves a server whose `asleepSince` makes
+        // the next leader finish the sleep, never one it starts again.
+        let mut decided = old_status.clone();
+        decided.sleep = plan.status.clone();
+        write_status(&server, ctx, &old_status, decided).await?;
+        sleep_events(&server, ctx, true, None, &policy).await;
+    }
     if plan.asleep {
         model.state = ServerState::Stopped;
         // After a wake, the first fresh ping decides (not the last one
@@ -523,7 +532,7 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
     let restoring = restore.hold_stopped;
     write_status(&server, ctx, &old, status).await?;
     // Recorded first: a request is deleted only once its wake is in status.
-    sleep_events(&server, ctx, fell_asleep, plan.woke_by.as_deref(), &policy).await;
+    sleep_events(&server, ctx, false, plan.woke_by.as_deref(), &policy).await;
     if plan.delete_lease
         && let Some(l) = &lease
     {
@@ -612,6 +621,12 @@ async fn report_rejected(server: &MinecraftServer, ctx: &Context, e: &Error) -> 
 /// Stalled with `reason` and `message` (the phase stays as it was, the
 /// workload is left as it is); checked again at the next resync or change.
 async fn report_stalled(server: &MinecraftServer, ctx: &Context, reason: &str, message: &str) -> Result<Action> {
+    // Read back: the failed reconcile may have written status first (a
+    // sleep's decision), which a write from the older copy would undo.
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<MinecraftServer> = Api::namespaced(ctx.client.clone(), &ns);
+    let fresh = api.get_status(&server.name_any()).await?;
+    let server = &fresh;
     let old = server.status.clone().unwrap_or_default();
     warn!(server = %server.name_any(), namespace = ?server.namespace(), reason, error = %message, "stalled");
     let mut status = old.clone();
