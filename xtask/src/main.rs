@@ -16,6 +16,7 @@ mod http;
 mod images;
 mod node;
 mod slp;
+mod testrun;
 mod tools;
 mod versions;
 
@@ -430,65 +431,18 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
     Ok(if counts.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Runs `cargo test --no-fail-fast` (every test binary runs, even after a
-/// failure), echoing its output, and adds up every binary's result: tests
-/// filtered out count as skipped, and a binary that started but printed no
-/// result (it crashed, or was killed) counts as one failure.
+/// Runs every test binary (even after a failure), a few at a time
+/// (`testrun`), and adds up their results: tests filtered out count as
+/// skipped, and a binary that ended without a result (it crashed, or was
+/// killed) counts as one failure.
 fn run_tests(sh: &Shell, args: &[String]) -> TestCounts {
-    use std::io::{BufRead, BufReader};
-    let mut child = match std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--workspace", "--locked", "--no-fail-fast", "--"])
-        .args(args)
-        .current_dir(sh.current_dir())
-        .envs(sh_env(sh))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
+    match testrun::binaries(sh.current_dir().as_path()) {
+        Ok(bins) => testrun::run(bins, args, &sh_env(sh)),
         Err(e) => {
-            eprintln!("xtask: cannot run cargo test: {e}");
-            return TestCounts { failed: 1, ..Default::default() };
-        }
-    };
-    // Cargo names each binary it starts on stderr ("Running …", "Doc-tests …").
-    let started = child.stderr.take().map(|err| {
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("{line}");
-                n += u64::from(started_binary(&line));
-            }
-            n
-        })
-    });
-    let mut counts = TestCounts::default();
-    let mut results = 0u64;
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            println!("{line}");
-            if let Some(c) = result_line(&line) {
-                results += 1;
-                counts.add(c);
-            }
+            eprintln!("xtask: cannot list the test binaries: {e:#}");
+            TestCounts { failed: 1, ..Default::default() }
         }
     }
-    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-    let started = started.and_then(|t| t.join().ok()).unwrap_or(0);
-    if started > results {
-        eprintln!("xtask: {} test binaries started but printed no result: counted as failed", started - results);
-        counts.failed += started - results;
-    }
-    if !ok && counts.failed == 0 {
-        counts.failed = 1;
-    }
-    counts
-}
-
-/// Whether a line of cargo's stderr announces a test binary.
-fn started_binary(line: &str) -> bool {
-    let l = line.trim_start();
-    l.starts_with("Running ") || l.starts_with("Doc-tests ")
 }
 
 /// The counts of a libtest closing line (`test result: ok. 3 passed; 0
@@ -622,14 +576,5 @@ mod tests {
         let c = result_line("test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out").unwrap();
         assert_eq!((c.passed, c.failed, c.ignored), (2, 1, 0));
         assert!(result_line("running 3 tests").is_none());
-    }
-
-    #[test]
-    fn binaries_are_recognised_from_cargos_stderr() {
-        assert!(started_binary("     Running unittests src/lib.rs (target/debug/deps/craftplane-1)"));
-        assert!(started_binary("     Running tests/tenant.rs (target/debug/deps/tenant-2)"));
-        assert!(started_binary("   Doc-tests craftplane"));
-        assert!(!started_binary("   Compiling craftplane v0.1.0"));
-        assert!(!started_binary("test running_servers ... ok"));
     }
 }
