@@ -808,7 +808,20 @@ async fn running_server_in(e: &Env, ns: &str) {
     }))
     .unwrap();
     let api = Api::<craftplane::api::MinecraftServer>::namespaced(e.f.client.clone(), ns);
-    api.create(&PostParams::default(), &s).await.expect("create server");
+    // Where the chart's admission policy is installed (tenant.rs installs
+    // it, and its binary may run beside this one), a tenant namespace
+    // refuses servers until the operator has written the Tenant's policy
+    // parameter: retried as a GitOps sync would.
+    let created = common::wait_until(Duration::from_secs(30), || async {
+        match api.create(&PostParams::default(), &s).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(e)) if e.code == 409 => true,
+            Err(kube::Error::Api(e)) if e.message.contains("no params found") => false,
+            Err(e) => panic!("create server: {e}"),
+        }
+    })
+    .await;
+    assert!(created.is_ok(), "server mc in {ns} not accepted within 30 s");
     let running = common::wait_until(Duration::from_secs(60), || async {
         api.get("mc").await.ok().and_then(|s| s.status?.phase) == Some(ServerPhase::Running)
     })

@@ -115,7 +115,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn scale(sh: &Shell, a: &ScaleArgs) -> Result<()> {
     let tools = tools::ensure(sh)?;
     // The binary the operator image ships (profile `image`).
-    let bin = crate::images::build_release_binary(sh)?;
+    let bin = crate::images::build_release_binary(sh, crate::images::Profile::Image)?;
     let idle = a.idle.unwrap_or(Duration::from_secs(2 * a.resync_seconds + 15));
     let namespaces = a.namespaces;
     let mut rows = Vec::new();
@@ -821,7 +821,7 @@ fn table(rows: &[Row]) -> String {
 pub fn soak(sh: &Shell, n: usize, minutes: u64, flip_seconds: u64) -> Result<()> {
     let tools = tools::ensure(sh)?;
     // The binary the operator image ships (profile `image`).
-    let bin = crate::images::build_release_binary(sh)?;
+    let bin = crate::images::build_release_binary(sh, crate::images::Profile::Image)?;
     let rows = with_cluster(sh, &format!("bench-soak-{}", std::process::id()), |cluster| {
         let (sku, servers) = write_inputs(sh, &tools, cluster, Spread { n, namespaces: 1 }, 0)?;
         kubectl(sh, &tools, cluster, &["apply", "-f", &sku.display().to_string()])?;

@@ -50,7 +50,7 @@ pub fn run(sh: &Shell, a: &Args) -> Result<()> {
     }
     let tools = crate::tools::ensure(sh)?;
     let haproxy = ensure_haproxy(sh)?;
-    let bin = crate::images::build_release_binary(sh)?;
+    let bin = crate::images::build_release_binary(sh, crate::images::Profile::Image)?;
     let cluster = Cluster::ephemeral(&format!("bench-gw-{}", std::process::id())).kwok_only();
     cluster.up(sh)?;
     let r = bench(&tools, &haproxy, &bin, &cluster, a);

@@ -59,7 +59,7 @@ pub fn run(sh: &Shell) -> Result<()> {
     let tools = tools::ensure(sh)?;
     // The images the real node runs: the operator's (backup, restore and
     // fetch-plugins Jobs run it) and the TEST stand-in server.
-    let operator_image = crate::images::build_operator(sh)?;
+    let operator_image = crate::images::build_operator(sh, crate::images::Profile::Image)?;
     let test_server = crate::images::build_test_server(sh)?;
     let cluster = Cluster::dev();
     cluster.up(sh)?;

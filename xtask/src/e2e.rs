@@ -37,7 +37,7 @@ pub fn run(sh: &Shell, only: Option<Only>) -> Result<()> {
     let t0 = Instant::now();
     let tools = tools::ensure(sh)?;
     // The images first: a build error shows before a cluster starts.
-    let image = crate::images::build_operator(sh)?;
+    let image = crate::images::build_operator(sh, crate::images::Profile::E2e)?;
     let test_server = crate::images::build_test_server(sh)?;
     let cluster = Cluster::ephemeral(&format!("e2e-{}", std::process::id()));
     cluster.up(sh)?;
@@ -545,7 +545,7 @@ fn examples(sh: &Shell, k: &Kube, cluster: &Cluster, host: &str, s3_port: u16) -
     if let Some(i) = args.iter().position(|a| a == "--rcon-address") {
         args.drain(i..i + 4);
     }
-    let out = Command::new(crate::images::release_binary())
+    let out = Command::new(crate::images::release_binary(crate::images::Profile::E2e))
         .args(&args)
         .args(["--termination-log", "/nonexistent/x"])
         .envs([

@@ -251,31 +251,56 @@ fn release_target() -> PathBuf {
     }
 }
 
-/// The release binary the operator image is packed from (profile `image`:
-/// release with thin LTO, see Cargo.toml).
-pub fn release_binary() -> PathBuf {
-    release_target().join("image").join("craftplane")
+/// The cargo profile an operator binary is built with (see Cargo.toml).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Profile {
+    /// What ships: `cargo xtask images`, `dev` and the benchmarks (release
+    /// with thin LTO).
+    Image,
+    /// What the e2e runs: the same optimisation without LTO, incremental,
+    /// so a CI run after a source change rebuilds it in a fraction.
+    E2e,
 }
 
-/// Builds the release binary (the one the image ships) and returns it.
-pub fn build_release_binary(sh: &Shell) -> Result<PathBuf> {
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Image => "image",
+            Profile::E2e => "e2e",
+        }
+    }
+}
+
+/// The release binary an operator image is packed from.
+pub fn release_binary(profile: Profile) -> PathBuf {
+    release_target().join(profile.name()).join("craftplane")
+}
+
+/// Builds the release binary of `profile` and returns it.
+pub fn build_release_binary(sh: &Shell, profile: Profile) -> Result<PathBuf> {
     let target = release_target();
-    eprintln!("xtask: building the release binary (target dir {})", target.display());
-    cmd!(sh, "cargo build --profile image --locked --bin craftplane --target-dir {target}").run()?;
-    Ok(release_binary())
+    let name = profile.name();
+    eprintln!("xtask: building the release binary, profile {name} (target dir {})", target.display());
+    cmd!(sh, "cargo build --profile {name} --locked --bin craftplane --target-dir {target}").run()?;
+    Ok(release_binary(profile))
 }
 
-/// Starts building the release binary in the background at the lowest CPU
-/// priority (`nice -n 19`), its output in the cache's `prebuild.log`; the
-/// thread ends with the build. A later [`build_release_binary`] finds it
-/// done (or waits on cargo's lock) and reports any error itself.
-pub fn prebuild_release_binary() -> std::thread::JoinHandle<()> {
+/// Starts building the release binary of `profile` in the background at
+/// the lowest CPU priority (`nice -n 19`), its output in the cache's
+/// `prebuild.log`; the thread ends with the build. A later
+/// [`build_release_binary`] finds it done (or waits on cargo's lock) and
+/// reports any error itself.
+pub fn prebuild_release_binary(profile: Profile) -> std::thread::JoinHandle<()> {
     let target = release_target();
     let log = cache_dir().join("prebuild.log");
     std::thread::spawn(move || {
         let Ok(out) = std::fs::File::create(&log) else { return };
         let Ok(err) = out.try_clone() else { return };
-        eprintln!("xtask: building the image's release binary in the background (log {})", log.display());
+        eprintln!(
+            "xtask: building the image's release binary (profile {}) in the background (log {})",
+            profile.name(),
+            log.display()
+        );
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let _ = std::process::Command::new("nice")
             .args([
@@ -284,7 +309,7 @@ pub fn prebuild_release_binary() -> std::thread::JoinHandle<()> {
                 &cargo,
                 "build",
                 "--profile",
-                "image",
+                profile.name(),
                 "--locked",
                 "--bin",
                 "craftplane",
@@ -299,9 +324,10 @@ pub fn prebuild_release_binary() -> std::thread::JoinHandle<()> {
     })
 }
 
-/// Builds the operator image from the release binary and returns its archive.
-pub fn build_operator(sh: &Shell) -> Result<PathBuf> {
-    let bin = build_release_binary(sh)?;
+/// Builds the operator image from the release binary of `profile` and
+/// returns its archive.
+pub fn build_operator(sh: &Shell, profile: Profile) -> Result<PathBuf> {
+    let bin = build_release_binary(sh, profile)?;
     let mut layer = Layer::default();
     layer.executable(sh, &bin, "craftplane")?;
     // glibc's name service: hosts from /etc/hosts (the kubelet writes it)
@@ -569,7 +595,7 @@ pub fn ensure_pause(sh: &Shell) -> Result<PathBuf> {
 /// cluster's real node when it runs.
 pub fn run(sh: &Shell) -> Result<()> {
     let pause = ensure_pause(sh)?;
-    let operator = build_operator(sh)?;
+    let operator = build_operator(sh, Profile::Image)?;
     let test_server = build_test_server(sh)?;
     let dev = crate::cluster::Cluster::dev();
     if dev.node_running() {

@@ -324,7 +324,7 @@ fn test(sh: &Shell, args: &[String], e2e: bool) -> Result<ExitCode> {
     // The e2e's operator image binary builds while the integration tests
     // run (they mostly wait on the API server): at the lowest CPU priority,
     // so it takes only the idle cycles; the e2e then finds it built.
-    let prebuild = e2e.then(images::prebuild_release_binary);
+    let prebuild = e2e.then(|| images::prebuild_release_binary(images::Profile::E2e));
     tools::ensure(sh)?;
     let node_modules = tools::ensure_npm_peers(sh)?;
     let s3s_fs = tools::ensure_s3s_fs(sh)?;

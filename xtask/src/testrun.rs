@@ -6,7 +6,8 @@
 //! parallel threads within a binary, so binaries can run side by side too.
 //! The slowest known binaries start first (durations of the last run,
 //! kept beside the build); each binary's output is printed whole when it
-//! ends, under cargo's own `Running …` header.
+//! ends, under cargo's own `Running …` header. A binary that takes the
+//! control plane away from the others ([`ALONE`]) runs by itself at the end.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
@@ -20,6 +21,10 @@ use crate::TestCounts;
 
 /// Binaries at once, unless `CRAFTPLANE_TEST_JOBS` says otherwise.
 const DEFAULT_JOBS: usize = 3;
+
+/// Binaries that run alone, after the others: they take the control plane
+/// away (the API server restarted) from every test beside them.
+const ALONE: &[&str] = &["tests/apiserver_restart.rs"];
 
 /// A test executable built by `cargo test --no-run`.
 #[derive(Clone, Debug)]
@@ -99,7 +104,8 @@ pub fn run(bins: Vec<Binary>, args: &[String], env: &[(String, std::ffi::OsStrin
     let jobs = std::env::var("CRAFTPLANE_TEST_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(DEFAULT_JOBS).max(1);
     let durations_file = crate::target_dir().join("xtask-test-durations.tsv");
     let known = load_durations(&durations_file);
-    let queue = Mutex::new(order(bins, &known).into_iter().collect::<VecDeque<_>>());
+    let (alone, shared): (Vec<Binary>, Vec<Binary>) = bins.into_iter().partition(|b| ALONE.contains(&b.name.as_str()));
+    let queue = Mutex::new(order(shared, &known).into_iter().collect::<VecDeque<_>>());
     let logs = crate::target_dir().join("xtask-test-logs");
     let _ = std::fs::create_dir_all(&logs);
     let total = Mutex::new(TestCounts::default());
@@ -127,6 +133,16 @@ pub fn run(bins: Vec<Binary>, args: &[String], env: &[(String, std::ffi::OsStrin
             });
         }
     });
+    for bin in alone {
+        eprintln!("xtask: {} runs alone (nothing beside it)", bin.name);
+        let t0 = Instant::now();
+        let (counts, text) = run_one(&bin, args, env, &logs.join("alone.log"));
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!("     Running {} ({:.1} s)", bin.name, secs);
+        println!("{text}");
+        total.lock().unwrap().add(counts);
+        took.lock().unwrap().push((bin.name.clone(), secs));
+    }
     let took = took.into_inner().unwrap();
     // Only a full run says how long each binary takes.
     if args.is_empty() {
