@@ -118,7 +118,7 @@ async fn refused_by_the_reconciler(w: &World, ns: &str, server: MinecraftServer,
         .unwrap();
     let name = server.metadata.name.clone().unwrap();
     let admin_servers = Api::<MinecraftServer>::namespaced(w.admin.clone(), ns);
-    let created = common::wait_until(Duration::from_secs(20), || async {
+    let created = common::wait_until(Duration::from_secs(60), || async {
         admin_servers.create(&PostParams::default(), &server).await.is_ok()
     })
     .await;
@@ -589,7 +589,7 @@ async fn admission_policy_rejects_disallowed_skus_and_the_reconciler_catches_the
     })
     .await;
     let cms = Api::<ConfigMap>::namespaced(w.admin.clone(), &ns);
-    let updated = common::wait_until(Duration::from_secs(20), || async {
+    let updated = common::wait_until(Duration::from_secs(60), || async {
         cms.get("craftplane-tenant-policy").await.ok().and_then(|c| c.data).is_some_and(|d| d["allowedSkus"] == large)
     })
     .await;
@@ -964,7 +964,7 @@ async fn network_policies_allow_what_they_promise() {
         .patch(&t, &PatchParams::default(), &Patch::Merge(json!({"spec": {"network": {"allowedIngressCidrs": []}}})))
         .await
         .unwrap();
-    let closed = common::wait_until(Duration::from_secs(20), || async {
+    let closed = common::wait_until(Duration::from_secs(60), || async {
         let policies = api.list(&ListParams::default()).await.unwrap().items;
         !allowed(&policies, &outside("203.0.113.9"), &server, game, "TCP")
     })
@@ -1018,11 +1018,20 @@ async fn owners_quota_and_namespaces_converge_and_deletion_keeps_worlds() {
 
     // A namespace removed from the spec while it holds a server stays managed.
     let in_extra = Api::<MinecraftServer>::namespaced(w.admin.clone(), &extra);
-    let created = common::wait_until(Duration::from_secs(20), || async {
-        in_extra.create(&PostParams::default(), &server("world", &small, &w.shard)).await.is_ok()
+    // Admitted once the operator has written the namespace's policy
+    // parameter with the SKU (slower while other test binaries run).
+    let last = std::sync::Mutex::new(String::new());
+    let created = common::wait_until(Duration::from_secs(60), || async {
+        match in_extra.create(&PostParams::default(), &server("world", &small, &w.shard)).await {
+            Ok(_) => true,
+            Err(e) => {
+                *last.lock().unwrap() = e.to_string();
+                false
+            }
+        }
     })
     .await;
-    assert!(created.is_ok(), "server in the extra namespace");
+    assert!(created.is_ok(), "server in the extra namespace: {}", last.lock().unwrap());
     tenants.patch(&t, &PatchParams::default(), &Patch::Merge(json!({"spec": {"namespaces": null}}))).await.unwrap();
     let held = w
         .wait_tenant(&t, &op, "NamespacesRetained", |t| {
@@ -1555,7 +1564,7 @@ async fn member_roles_viewer_operator_admin() {
         .await
         .unwrap();
     w.wait_tenant(&t, &op, "generation 2 observed", ready).await;
-    let lost = common::wait_until(Duration::from_secs(20), || async {
+    let lost = common::wait_until(Duration::from_secs(60), || async {
         answer(&ok(Api::<MinecraftServer>::namespaced(operator.clone(), &ns).get("s1").await)) == Ok(Forbidden)
     })
     .await;
@@ -1699,7 +1708,7 @@ async fn hostnames_stay_with_their_tenant_and_first_claimant() {
     let create = |ns: String, s: MinecraftServer| {
         let api = Api::<MinecraftServer>::namespaced(w.admin.clone(), &ns);
         async move {
-            let created = common::wait_until(Duration::from_secs(20), || async {
+            let created = common::wait_until(Duration::from_secs(60), || async {
                 api.create(&PostParams::default(), &s).await.is_ok()
             })
             .await;
@@ -1771,7 +1780,7 @@ async fn hostnames_stay_with_their_tenant_and_first_claimant() {
     assert_eq!(status_field(&s, "address"), Some(format!("{stray_default}:30565")), "the default hostname");
     assert!(s.status.unwrap().conditions.iter().any(|c| c.message.to_lowercase().contains(&domain)));
     let svc =
-        common::wait_until(Duration::from_secs(20), || async { routed_host(&w, &nb, "stray").await.is_some() }).await;
+        common::wait_until(Duration::from_secs(60), || async { routed_host(&w, &nb, "stray").await.is_some() }).await;
     assert!(svc.is_ok());
     assert_eq!(routed_host(&w, &nb, "stray").await, Some(None), "no route for a hostname outside the domains");
 
@@ -1783,7 +1792,7 @@ async fn hostnames_stay_with_their_tenant_and_first_claimant() {
     .await;
     assert_eq!(status_list(&b, "hostnames"), [host.clone(), format!("b.{domain}"), format!("srv.{nb}.{base}")]);
     assert_eq!(status_field(&b, "address"), Some(format!("{host}:30565")));
-    let routed = common::wait_until(Duration::from_secs(20), || async {
+    let routed = common::wait_until(Duration::from_secs(60), || async {
         routed_host(&w, &nb, "srv").await == Some(Some(host.clone()))
     })
     .await;
@@ -1831,7 +1840,7 @@ async fn a_running_server_moved_to_a_forbidden_sku_keeps_its_own() {
         .await
         .unwrap();
     let servers = Api::<MinecraftServer>::namespaced(w.admin.clone(), &ns);
-    let created = common::wait_until(Duration::from_secs(20), || async {
+    let created = common::wait_until(Duration::from_secs(60), || async {
         servers.create(&PostParams::default(), &server("mover", &small, &w.shard)).await.is_ok()
     })
     .await;
