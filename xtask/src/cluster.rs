@@ -231,6 +231,11 @@ impl Cluster {
                 "--controllers=*".into(),
                 "--concurrent-statefulset-syncs=20".into(),
                 "--concurrent-gc-syncs=50".into(),
+                // Quotas recomputed every 15 s (default 5 min): a quota first
+                // synced before its CRD was discovered otherwise stays
+                // "status unknown" (every create refused) for minutes, as
+                // tests/tenant.rs met when it ran right after `up`.
+                "--resource-quota-sync-period=15s".into(),
                 "--kube-api-qps=200".into(),
                 "--kube-api-burst=400".into(),
                 // CPU profiles and metrics without credentials (it listens on
