@@ -10,7 +10,7 @@
 //! control plane away from the others ([`ALONE`]) runs by itself at the end.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -112,36 +112,34 @@ pub fn run(bins: Vec<Binary>, args: &[String], env: &[(String, std::ffi::OsStrin
     let took = Mutex::new(Vec::<(String, f64)>::new());
     let print = Mutex::new(());
     eprintln!("xtask: running test binaries {jobs} at a time");
+    // Runs one binary, prints its output whole, adds up its counts and time.
+    let run_and_report = |bin: &Binary, log: &std::path::Path| {
+        let t0 = Instant::now();
+        let (counts, text) = run_one(bin, args, env, log);
+        let secs = t0.elapsed().as_secs_f64();
+        {
+            let _p = print.lock().unwrap();
+            eprintln!("     Running {} ({:.1} s)", bin.name, secs);
+            println!("{text}");
+        }
+        total.lock().unwrap().add(counts);
+        took.lock().unwrap().push((bin.name.clone(), secs));
+    };
     std::thread::scope(|s| {
         for worker in 0..jobs {
-            let (queue, total, took, print, logs) = (&queue, &total, &took, &print, &logs);
+            let (queue, logs, run_and_report) = (&queue, &logs, &run_and_report);
             s.spawn(move || {
                 loop {
+                    // The queue's lock is released before the binary runs.
                     let Some(bin) = queue.lock().unwrap().pop_front() else { break };
-                    let log = logs.join(format!("worker-{worker}.log"));
-                    let t0 = Instant::now();
-                    let (counts, text) = run_one(&bin, args, env, &log);
-                    let secs = t0.elapsed().as_secs_f64();
-                    {
-                        let _p = print.lock().unwrap();
-                        eprintln!("     Running {} ({:.1} s)", bin.name, secs);
-                        println!("{text}");
-                    }
-                    total.lock().unwrap().add(counts);
-                    took.lock().unwrap().push((bin.name.clone(), secs));
+                    run_and_report(&bin, &logs.join(format!("worker-{worker}.log")));
                 }
             });
         }
     });
     for bin in alone {
         eprintln!("xtask: {} runs alone (nothing beside it)", bin.name);
-        let t0 = Instant::now();
-        let (counts, text) = run_one(&bin, args, env, &logs.join("alone.log"));
-        let secs = t0.elapsed().as_secs_f64();
-        eprintln!("     Running {} ({:.1} s)", bin.name, secs);
-        println!("{text}");
-        total.lock().unwrap().add(counts);
-        took.lock().unwrap().push((bin.name.clone(), secs));
+        run_and_report(&bin, &logs.join("alone.log"));
     }
     let took = took.into_inner().unwrap();
     // Only a full run says how long each binary takes.
@@ -178,7 +176,7 @@ fn run_one(
         .status();
     let mut text = String::new();
     if let Ok(f) = std::fs::File::open(log) {
-        let _ = BufReader::new(f).read_to_string(&mut text);
+        let _ = (&f).read_to_string(&mut text);
     }
     let status = match status {
         Ok(s) => s,
@@ -186,8 +184,8 @@ fn run_one(
     };
     let mut counts = TestCounts::default();
     let mut results = 0;
-    for line in BufReader::new(text.as_bytes()).lines().map_while(Result::ok) {
-        if let Some(c) = crate::result_line(&line) {
+    for line in text.lines() {
+        if let Some(c) = crate::result_line(line) {
             results += 1;
             counts.add(c);
         }
