@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod wake;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,10 @@ pub struct GatewayArgs {
     /// Address players connect to.
     #[arg(long, default_value = "0.0.0.0:25565", env = "CRAFTPLANE_GATEWAY_LISTEN")]
     pub listen: SocketAddr,
+    /// Threads accepting and splicing players' connections, each its own
+    /// event loop (0: one per CPU).
+    #[arg(long, default_value_t = 0, env = "CRAFTPLANE_GATEWAY_WORKERS", value_parser = clap::value_parser!(u16))]
+    pub workers: u16,
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", env = "CRAFTPLANE_HTTP_ADDR")]
     pub http_addr: SocketAddr,
@@ -184,11 +189,13 @@ pub async fn run(args: GatewayArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.http_addr))?;
     info!(addr = %http.local_addr()?, "serving /healthz, /readyz and /metrics");
-    let players = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let workers = match args.workers {
+        0 => workers::default_count(),
+        n => usize::from(n),
+    };
+    let players = workers::listen(args.listen, workers)?;
     let settings = args.settings();
-    server::log_start(players.local_addr()?, &settings);
+    server::log_start(players[0].local_addr()?, workers, &settings);
 
     let watch_cfg = cache::WatchConfig {
         base_domain: Some(args.base_domain.clone()).filter(|d| !d.is_empty()),
@@ -207,7 +214,9 @@ pub async fn run(args: GatewayArgs) -> Result<()> {
     let open: metrics::OpenCount = Arc::new(move |server: &str| g.open_to(server));
     let http_task = tokio::spawn(metrics::serve(http, cache.clone(), metrics, open, stop.clone()));
     let watch_task = tokio::spawn(cache::run(client, watch_cfg, cache, stop.clone()));
-    let accept_task = tokio::spawn(gateway.clone().serve(players, stop.clone()));
+    let pruner = tokio::spawn(gateway.clone().prune());
+    let (accepting_tx, accepting) = tokio::sync::watch::channel(false);
+    let threads = workers::start(&gateway, players, &accepting, &stop)?;
 
     crate::controller::shutdown_signal().await;
     gateway.cache.set_draining();
@@ -219,12 +228,14 @@ pub async fn run(args: GatewayArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(args.shutdown_delay_seconds)).await;
     }
     info!(drain_seconds = args.drain_seconds, "stopping: no new connections, draining open ones");
-    // The listening socket closes with the accept task; spliced connections
-    // run on their own tasks.
-    accept_task.abort();
+    // The listening sockets close as the workers stop accepting; spliced
+    // connections go on on their tasks until drained.
+    let _ = accepting_tx.send(true);
     let left = gateway.drain(Duration::from_secs(args.drain_seconds)).await;
     info!(left, "stopped");
     let _ = stop_tx.send(true);
+    pruner.abort();
+    let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
     let _ = watch_task.await;
     let _ = http_task.await;
     Ok(())

@@ -128,20 +128,20 @@ impl Gateway {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).open(&format!("s/{server}"))
     }
 
-    /// Accepts until `stop`; each connection runs on its own task.
+    /// Forgets rate-limit entries of quiet sources, every 10 s, forever.
+    pub async fn prune(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let now = Instant::now();
+            self.rate.lock().unwrap_or_else(|e| e.into_inner()).prune(now);
+            self.wake_by_source.lock().unwrap_or_else(|e| e.into_inner()).prune(now);
+            self.wake_by_tenant.lock().unwrap_or_else(|e| e.into_inner()).prune(now);
+        }
+    }
+
+    /// Accepts until `stop`; each connection runs on its own task (of the
+    /// runtime this runs on: a worker's, see [`super::workers`]).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        let pruner = {
-            let g = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    let now = Instant::now();
-                    g.rate.lock().unwrap_or_else(|e| e.into_inner()).prune(now);
-                    g.wake_by_source.lock().unwrap_or_else(|e| e.into_inner()).prune(now);
-                    g.wake_by_tenant.lock().unwrap_or_else(|e| e.into_inner()).prune(now);
-                }
-            })
-        };
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -151,6 +151,9 @@ impl Gateway {
                 Ok((sock, peer)) => {
                     let g = self.clone();
                     tokio::spawn(async move { g.handle(sock, peer).await });
+                    // The new connection first: its handshake is usually
+                    // there already; the next accept can wait a moment.
+                    tokio::task::yield_now().await;
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, go on.
@@ -159,11 +162,9 @@ impl Gateway {
                 }
             }
         }
-        pruner.abort();
     }
 
     async fn handle(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr) {
-        let _ = sock.set_nodelay(true);
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.settings.handshake_timeout;
         let mut buf = Vec::with_capacity(256);
@@ -304,9 +305,12 @@ impl Gateway {
                 return self.refuse(sock, buf, r, deadline).await;
             }
         };
-        let upstream = match connected {
-            Some(up) => Some(up),
-            None => self.connect(&addrs).await,
+        // The bytes so far go with the connect; a held join's connection is
+        // open already and gets them before the splice.
+        let head = self.head(&sock, peer, &o, &buf);
+        let (upstream, unsent) = match connected {
+            Some(up) => (Some(up), &head[..]),
+            None => (self.connect(&addrs, &head).await, &[][..]),
         };
         let Some(mut upstream) = upstream else {
             warn!(server = %route.server, ?addrs, "server unreachable");
@@ -324,10 +328,12 @@ impl Gateway {
         let open = self.metrics.connections_open.get_or_create(&labels).clone();
         open.inc();
         self.active.fetch_add(1, Ordering::AcqRel);
+        // After the server has the handshake: off the path a new
+        // connection waits on.
+        let _ = sock.set_nodelay(true);
         debug!(%peer, client = %o.client, server = %route.server, ?next, "spliced");
-        let head = self.head(&sock, peer, &o, &buf);
         let result = async {
-            upstream.write_all(&head).await?;
+            upstream.write_all(unsent).await?;
             tokio::io::copy_bidirectional_with_sizes(&mut sock, &mut upstream, UP_BUFFER, DOWN_BUFFER).await
         }
         .await;
@@ -467,7 +473,7 @@ impl Gateway {
             // connection; tried again on every change and twice a second.
             let ready = self.cache.get().backends.get(&route.server).cloned();
             if let Some(a) = ready
-                && let Some(up) = self.connect(&a).await
+                && let Some(up) = self.connect(&a, &[]).await
             {
                 return Some((sock, buf, up));
             }
@@ -506,13 +512,12 @@ impl Gateway {
         }
     }
 
-    async fn connect(&self, addrs: &[SocketAddr]) -> Option<TcpStream> {
+    /// Connects to the first address that takes the connection and sends
+    /// it `head`.
+    async fn connect(&self, addrs: &[SocketAddr], head: &[u8]) -> Option<TcpStream> {
         for a in addrs {
-            match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(a)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    return Some(s);
-                }
+            match tokio::time::timeout(self.settings.connect_timeout, connect_sending(*a, head)).await {
+                Ok(Ok(s)) => return Some(s),
                 Ok(Err(e)) => debug!(addr = %a, error = %e, "connect failed"),
                 Err(_) => debug!(addr = %a, "connect timed out"),
             }
@@ -524,6 +529,7 @@ impl Gateway {
     /// state: a status answer (and pong) with the message as MOTD, a login
     /// disconnect with it as reason, a legacy answer; then closes.
     async fn refuse(&self, mut sock: TcpStream, mut buf: Vec<u8>, r: Reply, deadline: tokio::time::Instant) {
+        let _ = sock.set_nodelay(true);
         self.metrics.refuse(if matches!(r.kind, Kind::Legacy(_)) && r.reason == Refusal::UnknownHost {
             Refusal::Legacy
         } else {
@@ -631,9 +637,18 @@ struct Reply {
 }
 
 /// Reads more bytes; the peer closing first is a malformed opening.
+///
+/// The socket is tried first: tokio reads only after its event loop has
+/// reported the socket readable, a turn (and on a quiet gateway a sleep and
+/// wake-up of the thread) that bytes already there do not need. A client's
+/// handshake usually is there when its connection is accepted.
 async fn read_more(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Refusal> {
     let mut chunk = [0u8; 1024];
-    match sock.read(&mut chunk).await {
+    let n = match read_now(sock, &mut chunk) {
+        Some(r) => r,
+        None => sock.read(&mut chunk).await,
+    };
+    match n {
         Ok(0) | Err(_) => Err(Refusal::Malformed),
         Ok(n) => {
             buf.extend_from_slice(&chunk[..n]);
@@ -642,13 +657,111 @@ async fn read_more(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Refusa
     }
 }
 
+/// One non-blocking `recv` straight on the socket; `None` when nothing is
+/// there yet (tokio then waits for readiness, which stays correct: the
+/// edge-triggered readiness of new bytes still arrives).
+fn read_now(sock: &TcpStream, chunk: &mut [u8]) -> Option<std::io::Result<usize>> {
+    use std::io::Read as _;
+    match (&*socket2::SockRef::from(sock)).read(chunk) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        r => Some(r),
+    }
+}
+
+/// Connects to `addr` and sends `head`, straight on the socket first: to
+/// a server on this network the kernel has usually completed the TCP
+/// handshake when `connect` returns "in progress", and takes the bytes at
+/// once, where tokio would first wait for its event loop to report the
+/// socket writable. Otherwise (still connecting, buffer full) tokio waits.
+async fn connect_sending(addr: SocketAddr, head: &[u8]) -> std::io::Result<TcpStream> {
+    use std::io::{ErrorKind, Write as _};
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM.nonblocking(), None)?;
+    s.set_tcp_nodelay(true)?;
+    match s.connect(&addr.into()) {
+        Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => return Err(e),
+        _ => {}
+    }
+    let mut sent = 0;
+    while sent < head.len() {
+        match (&s).write(&head[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let mut stream = TcpStream::from_std(s.into())?;
+    // Nothing sent, nothing confirmed: wait for the connect's outcome.
+    if head.is_empty() || sent < head.len() {
+        stream.writable().await?;
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        stream.write_all(&head[sent..]).await?;
+    }
+    Ok(stream)
+}
+
 /// Logs the gateway's start.
-pub fn log_start(listen: SocketAddr, s: &Settings) {
+pub fn log_start(listen: SocketAddr, workers: usize, s: &Settings) {
     info!(
         %listen,
+        workers,
         trusted_proxies = s.trusted_proxies.len(),
         handshake_timeout_ms = s.handshake_timeout.as_millis() as u64,
         proxy_protocol_to_servers = s.proxy_protocol_to_servers,
         "gateway listening"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_sending_delivers_the_head_with_the_connect() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let up = connect_sending(addr, b"handshake bytes").await.unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let mut b = [0u8; 15];
+        std::io::Read::read_exact(&mut s, &mut b).unwrap();
+        assert_eq!(&b, b"handshake bytes");
+        // The stream it returns is a working tokio stream both ways.
+        std::io::Write::write_all(&mut s, b"answer").unwrap();
+        let mut up = up;
+        let mut a = [0u8; 6];
+        up.read_exact(&mut a).await.unwrap();
+        assert_eq!(&a, b"answer");
+    }
+
+    #[tokio::test]
+    async fn connect_sending_to_a_closed_port_fails() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        assert!(connect_sending(addr, b"x").await.is_err());
+        assert!(connect_sending(addr, b"").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn read_more_takes_bytes_already_there_and_waits_for_later_ones() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        c.write_all(b"first").await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut buf = Vec::new();
+        read_more(&mut s, &mut buf).await.unwrap();
+        assert_eq!(buf, b"first");
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.write_all(b" then more").await.unwrap();
+            c
+        });
+        read_more(&mut s, &mut buf).await.unwrap();
+        assert_eq!(buf, b"first then more");
+        drop(later.await.unwrap());
+        assert_eq!(read_more(&mut s, &mut buf).await, Err(Refusal::Malformed));
+    }
 }
