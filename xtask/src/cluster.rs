@@ -846,8 +846,10 @@ t = socket.create_connection(('10.96.0.1', 443), timeout=5); t.close()
 print('tcp ok')
 "#;
         // CoreDNS and the Service rules may still be settling right after
-        // start: the probe is repeated for up to a minute before it counts.
-        let probe_deadline = Instant::now() + Duration::from_secs(60);
+        // start: the probe is repeated for up to two minutes before it
+        // counts (a CI run with three test binaries at once once needed
+        // more than one).
+        let probe_deadline = Instant::now() + Duration::from_secs(120);
         let out = loop {
             let out = Command::new("nsenter")
                 .arg(format!("--net=/run/netns/{}", node.netns()))
@@ -864,8 +866,17 @@ print('tcp ok')
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             format!("{SERVICE_IP}\ntcp ok"),
-            "DNS/Service probe from the node's network: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "DNS/Service probe from the node's network: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            ["coredns", "kube-proxy"]
+                .iter()
+                .map(|c| {
+                    let log = fs::read_to_string(node.dir.join("logs").join(format!("{c}.log"))).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    format!("--- {c}.log (last lines) ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
         );
 
         // NetworkPolicies are enforced (kube-router): a TCP connect from pod
