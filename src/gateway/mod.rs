@@ -38,7 +38,8 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "0.0.0.0:25565", env = "CRAFTPLANE_GATEWAY_LISTEN")]
     pub listen: SocketAddr,
     /// Threads accepting and splicing players' connections, each its own
-    /// event loop (0: one per CPU).
+    /// event loop and listening socket; a connection stays on one (0: one
+    /// per CPU this process may use: its CPU limit, else the machine's).
     #[arg(long, default_value_t = 0, env = "CRAFTPLANE_GATEWAY_WORKERS", value_parser = clap::value_parser!(u16))]
     pub workers: u16,
     /// Address for /healthz, /readyz and /metrics.
@@ -215,8 +216,8 @@ pub async fn run(args: GatewayArgs) -> Result<()> {
     let http_task = tokio::spawn(metrics::serve(http, cache.clone(), metrics, open, stop.clone()));
     let watch_task = tokio::spawn(cache::run(client, watch_cfg, cache, stop.clone()));
     let pruner = tokio::spawn(gateway.clone().prune());
-    let (accepting_tx, accepting) = tokio::sync::watch::channel(false);
-    let threads = workers::start(&gateway, players, &accepting, &stop)?;
+    let (stop_accepting_tx, stop_accepting) = tokio::sync::watch::channel(false);
+    let threads = workers::start(&gateway, players, &stop_accepting, &stop)?;
 
     crate::controller::shutdown_signal().await;
     gateway.cache.set_draining();
@@ -230,7 +231,7 @@ pub async fn run(args: GatewayArgs) -> Result<()> {
     info!(drain_seconds = args.drain_seconds, "stopping: no new connections, draining open ones");
     // The listening sockets close as the workers stop accepting; spliced
     // connections go on on their tasks until drained.
-    let _ = accepting_tx.send(true);
+    let _ = stop_accepting_tx.send(true);
     let left = gateway.drain(Duration::from_secs(args.drain_seconds)).await;
     info!(left, "stopped");
     let _ = stop_tx.send(true);

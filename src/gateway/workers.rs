@@ -45,12 +45,12 @@ pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Starts one thread per listener. Each accepts until `accepting` turns
+/// Starts one thread per listener. Each accepts until `stop_accepting` turns
 /// true, then keeps its connections running until `stop` does.
 pub fn start(
     gateway: &Arc<Gateway>,
     listeners: Vec<std::net::TcpListener>,
-    accepting: &watch::Receiver<bool>,
+    stop_accepting: &watch::Receiver<bool>,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>> {
     listeners
@@ -61,13 +61,13 @@ pub fn start(
                 .enable_all()
                 .build()
                 .context("cannot start a gateway worker's event loop")?;
-            let (g, accepting, mut stop) = (gateway.clone(), accepting.clone(), stop.clone());
+            let (g, stop_accepting, mut stop) = (gateway.clone(), stop_accepting.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("gateway-{i}"))
                 .spawn(move || {
                     rt.block_on(async move {
                         match tokio::net::TcpListener::from_std(l) {
-                            Ok(l) => g.serve(l, accepting).await,
+                            Ok(l) => g.serve(l, stop_accepting).await,
                             Err(e) => tracing::error!(error = %e, "a gateway worker cannot use its listener"),
                         }
                         let _ = stop.wait_for(|s| *s).await;
