@@ -414,7 +414,7 @@ const STATEFULSETS_READY: [&str; 5] =
 
 /// The value of the metric line `key` (name and labels, then a space) in a
 /// /metrics text.
-fn metric(metrics: &str, key: &str) -> Option<f64> {
+pub(crate) fn metric(metrics: &str, key: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
 }
 

@@ -315,10 +315,10 @@ fn start_gateway(bin: &Path, cluster: &Cluster, workers: usize, routes: usize) -
     let t_sync = Instant::now();
     loop {
         let m = crate::http::get(http, "/metrics").unwrap_or_default();
-        let metric = |name: &str| {
-            m.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        };
-        let (r, b) = (metric("craftplane_gateway_routes "), metric("craftplane_gateway_backends "));
+        let (r, b) = (
+            crate::bench::metric(&m, "craftplane_gateway_routes "),
+            crate::bench::metric(&m, "craftplane_gateway_backends "),
+        );
         if r == Some(routes as f64) && b == Some(1.0) {
             break;
         }

@@ -871,9 +871,8 @@ print('tcp ok')
             ["coredns", "kube-proxy"]
                 .iter()
                 .map(|c| {
-                    let log = fs::read_to_string(node.dir.join("logs").join(format!("{c}.log"))).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                    format!("--- {c}.log (last lines) ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                    let log = fs::read_to_string(node.log(c)).unwrap_or_default();
+                    format!("--- {c}.log (last lines) ---\n{}", crate::e2e::tail(&log, 15))
                 })
                 .collect::<Vec<_>>()
                 .join("\n")

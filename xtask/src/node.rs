@@ -401,8 +401,7 @@ subjects:
         })?;
         if self.has_exited("kube-router") || !self.is_running("kube-router") {
             let log = fs::read_to_string(self.log("kube-router")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-            bail!("kube-router exited during start-up; the end of its log:\n{}", tail.join("\n"));
+            bail!("kube-router exited during start-up; the end of its log:\n{}", crate::e2e::tail(&log, 15));
         }
         Ok(())
     }
