@@ -9,7 +9,7 @@
 //! - [`routes`]: hostname → server, from the hostnames the operator granted.
 //!
 //! The runtime: [`cache`] (watches → routes and ready addresses),
-//! [`server`] (the listener and splice), [`metrics`] (Prometheus, probes).
+//! [`server`] (the listener), [`splice`] (the bytes both ways), [`metrics`] (Prometheus, probes).
 
 pub mod cache;
 pub mod limits;
@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod splice;
 pub mod wake;
 pub mod workers;
 

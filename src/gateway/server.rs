@@ -82,11 +82,10 @@ pub struct Gateway {
 
 /// Longest PROXY header read before the handshake.
 const MAX_PROXY_HEADER: usize = 16 + proxy::MAX_V2_BODY;
-/// Copy buffers of a spliced connection: a player sends little (moves,
-/// chat), the server sends the world (chunks), in bursts that 8-KiB
-/// copies (tokio's default) moved at 0.76x HAProxy's throughput in `cargo
-/// xtask bench gateway`. The pages of a buffer count in RSS only once data
-/// has filled them.
+/// Largest copy buffers of a spliced connection (each starts at 2 KiB and
+/// doubles while reads fill it): a player sends little (moves, chat), the
+/// server sends the world (chunks), in bursts that 8-KiB copies moved at
+/// 0.76x HAProxy's throughput in `cargo xtask bench gateway`.
 const UP_BUFFER: usize = 16 * 1024;
 const DOWN_BUFFER: usize = 64 * 1024;
 
@@ -334,9 +333,12 @@ impl Gateway {
         debug!(%peer, client = %o.client, server = %route.server, ?next, "spliced");
         let result = async {
             upstream.write_all(unsent).await?;
-            tokio::io::copy_bidirectional_with_sizes(&mut sock, &mut upstream, UP_BUFFER, DOWN_BUFFER).await
+            super::splice::splice(&mut sock, &mut upstream, UP_BUFFER, DOWN_BUFFER).await
         }
         .await;
+        // The rest (counters, closing both sockets) after whatever else is
+        // ready on this thread: a new connection's bytes go first.
+        tokio::task::yield_now().await;
         open.dec();
         self.active.fetch_sub(1, Ordering::AcqRel);
         let (up, down) = match result {
