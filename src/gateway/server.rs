@@ -148,11 +148,17 @@ impl Gateway {
             };
             match accepted {
                 Ok((sock, peer)) => {
-                    let g = self.clone();
-                    tokio::spawn(async move { g.handle(sock, peer).await });
-                    // The new connection first: its handshake is usually
-                    // there already; the next accept can wait a moment.
-                    tokio::task::yield_now().await;
+                    // The new connection's first steps right here, before
+                    // the tasks already queued on this thread: its
+                    // handshake is usually there already, and is read,
+                    // routed and sent to the server in this one poll. What
+                    // has to wait goes on on its own task (which polls it
+                    // again at once, with its own waker).
+                    let mut conn = Box::pin(self.clone().handle(sock, peer));
+                    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(conn.as_mut().poll(cx))).await;
+                    if first.is_pending() {
+                        tokio::spawn(conn);
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, go on.
