@@ -1,14 +1,16 @@
 //! `cargo xtask bench gateway`: the player gateway beside HAProxy, same
 //! machine, same backend, alternating runs.
 //!
-//! Three paths to one backend on this host's non-loopback address: (a) the
-//! client straight to it, (b) HAProxy 2.6 (Debian) in TCP mode with that
-//! backend behind one frontend port (Minecraft has no SNI: HAProxy cannot
-//! route by hostname without payload parsing, so it gets the easier job),
-//! (c) `craftplane gateway` (the image's release binary) routing by the
-//! handshake's hostname among `--routes` MinecraftServers of a kwok-only
-//! control plane (status.hostnames written as the operator would; one
-//! EndpointSlice names the backend).
+//! Paths to one backend on this host's non-loopback address: (a) the
+//! client straight to it; (b) HAProxy 2.6 (Debian) in TCP mode, set up two
+//! ways: that backend behind one frontend port (plain L4: no routing, it
+//! connects as soon as it accepts), and routing by the handshake's
+//! hostname through a map of all `--routes` hostnames (`req.payload_lv`:
+//! it waits for the handshake, as the gateway must); (c) `craftplane
+//! gateway` (the image's release binary) routing by the handshake's
+//! hostname among `--routes` MinecraftServers of a kwok-only control plane
+//! (status.hostnames written as the operator would; one EndpointSlice
+//! names the backend).
 //!
 //! Measured per path: connection setup (connect → handshake → the status
 //! answer; sequential, the paths taking turns every 25 connections, median

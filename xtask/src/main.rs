@@ -96,7 +96,7 @@ enum BenchKind {
         /// Connections held open for the RSS figure.
         #[arg(long, default_value_t = 1000)]
         open: usize,
-        /// Alternating runs over the three paths.
+        /// Runs over all the paths (direct, HAProxy two ways, the gateway; each proxy at one thread and at its default).
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
