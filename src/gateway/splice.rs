@@ -7,6 +7,8 @@
 //! never pays for (or zeroes) the 80 KiB that a player's world download
 //! wants, and an idle open connection holds kilobytes, not a full buffer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -24,12 +26,17 @@ pub async fn splice(
 ) -> std::io::Result<(u64, u64)> {
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
-    tokio::try_join!(pump(&mut sr, &mut cw, down_cap), pump(&mut cr, &mut sw, up_cap)).map(|(down, up)| (up, down))
+    let ended = AtomicBool::new(false);
+    tokio::try_join!(pump(&mut sr, &mut cw, down_cap, &ended), pump(&mut cr, &mut sw, up_cap, &ended))
+        .map(|(down, up)| (up, down))
 }
 
-/// Reads `from` until its end, writing every read to `to`, then shuts `to`
-/// down for writing; the bytes moved.
-async fn pump<R, W>(from: &mut R, to: &mut W, cap: usize) -> std::io::Result<u64>
+/// Reads `from` until its end, writing every read to `to`; the bytes moved.
+/// At the first end of the two (`ended`), `to` is shut down for writing;
+/// at the second, nothing: both sockets are closed next, which ends `to`
+/// as well (everything `to`'s own side sent has been read by then, so the
+/// close is an orderly one).
+async fn pump<R, W>(from: &mut R, to: &mut W, cap: usize, ended: &AtomicBool) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -40,10 +47,12 @@ where
         buf.clear();
         let n = from.read_buf(&mut buf).await?;
         if n == 0 {
-            // An end is passed on after whatever else is ready on this
-            // thread: a new connection's handshake goes first.
-            tokio::task::yield_now().await;
-            to.shutdown().await?;
+            if !ended.swap(true, Ordering::AcqRel) {
+                // Passed on after whatever else is ready on this thread: a
+                // new connection's handshake goes first.
+                tokio::task::yield_now().await;
+                to.shutdown().await?;
+            }
             return Ok(moved);
         }
         to.write_all(&buf[..n]).await?;
@@ -146,7 +155,8 @@ mod tests {
         let sizes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut from = Endless { sizes: sizes.clone(), left: 1 << 20 };
         let mut to = Vec::new();
-        assert_eq!(pump(&mut from, &mut to, 16 * 1024).await.unwrap(), 1 << 20);
+        let ended = AtomicBool::new(false);
+        assert_eq!(pump(&mut from, &mut to, 16 * 1024, &ended).await.unwrap(), 1 << 20);
         assert_eq!(to.len(), 1 << 20);
         let s = sizes.lock().unwrap().clone();
         assert_eq!(&s[..4], &[2048, 4096, 8192, 16384]);
