@@ -389,7 +389,7 @@ backup:
 }
 
 /// The sum of the metric lines starting with `prefix` in a /metrics text.
-fn metric_sum(metrics: &str, prefix: &str) -> f64 {
+pub(crate) fn metric_sum(metrics: &str, prefix: &str) -> f64 {
     metrics.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 

@@ -135,11 +135,7 @@ fn gateway_metric(k: &Kube, prefix: &str) -> Result<f64> {
     let mut sum = 0.0;
     for p in gateway_pods(k)? {
         let m = k.run(&["get", "--raw", &format!("/api/v1/namespaces/{NS}/pods/{}:8080/proxy/metrics", p.name)])?;
-        sum += m
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
+        sum += crate::e2e::metric_sum(&m, prefix);
     }
     Ok(sum)
 }

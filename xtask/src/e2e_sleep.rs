@@ -308,9 +308,7 @@ fn volume_world(k: &Kube, ns: &str, server: &str) -> Result<World> {
 /// operator, pod_start and server_start, scraped from an operator pod.
 fn wake_parts(k: &Kube, pod: &str) -> Result<[(f64, f64); 3]> {
     let m = crate::e2e::scrape_operator(k, pod)?;
-    let value = |name: &str| -> f64 {
-        m.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
-    };
+    let value = |key: &str| crate::bench::metric(&m, key).unwrap_or(0.0);
     let part = |p: &str| {
         (
             value(&format!("craftplane_server_wake_part_seconds_count{{part=\"{p}\"}}")),
