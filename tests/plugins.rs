@@ -94,21 +94,6 @@ async fn wait_manifest(f: &Fixture, server: &str, want: &[&str], op: &Operator) 
     );
 }
 
-/// The server's manifest once the operator has written its ConfigMap (a
-/// server without plugins gets one too, a moment after it is created).
-async fn written_manifest(f: &Fixture, server: &str, op: &Operator) -> Manifest {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(m) = manifest(f, server).await {
-            return m;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("{server}: no manifest after 60 s\noperator log tail:\n{}", tail(&op.log_text(), 40));
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-}
-
 async fn template_hash(f: &Fixture, server: &str) -> Option<String> {
     let sts = f.api::<StatefulSet>().get_opt(server).await.ok()??;
     sts.spec?.template.metadata?.annotations?.get("craftplane.io/config-hash").cloned()
@@ -338,7 +323,13 @@ async fn modrinth_plugins_resolve_or_explain_why_not() {
 
     // Only the resolved plugin reaches a manifest.
     wait_manifest(&f, "paper", &["luckperms"], &op).await;
-    let fabric = written_manifest(&f, "fabric", &op).await;
+    // A server without plugins gets a manifest too, a moment after it is created.
+    common::wait_until(Duration::from_secs(60), || async { manifest(&f, "fabric").await.is_some() })
+        .await
+        .unwrap_or_else(|()| {
+            panic!("fabric: no manifest after 60 s\noperator log tail:\n{}", tail(&op.log_text(), 40))
+        });
+    let fabric = manifest(&f, "fabric").await.expect("the manifest written above");
     assert!(fabric.plugins.is_empty(), "{:?}", fabric.plugins);
     assert_eq!(fabric.directory, "mods");
     op.stop();
