@@ -81,6 +81,12 @@ pub struct RefusalLabels {
     pub reason: Refusal,
 }
 
+/// One of the gateway's worker threads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub worker: String,
+}
+
 /// All metrics of the gateway process.
 pub struct Metrics {
     registry: Registry,
@@ -95,6 +101,11 @@ pub struct Metrics {
     pub wakes: Counter,
     /// From a join of a sleeping server to its spliced connection.
     pub wake_seconds: Histogram,
+    /// Connections open on each worker thread (spliced, held or still in
+    /// their handshake).
+    pub worker_connections: Family<WorkerLabels, Gauge>,
+    /// Connections a worker accepted and passed to a less busy one.
+    pub handoffs: Counter,
 }
 
 impl Metrics {
@@ -112,6 +123,8 @@ impl Metrics {
             wakes: Counter::default(),
             // 0.25 s to ~8.5 min.
             wake_seconds: Histogram::new(exponential_buckets(0.25, 2.0, 12)),
+            worker_connections: Family::default(),
+            handoffs: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections_open", "Connections spliced to a server now", m.connections_open.clone());
@@ -130,6 +143,16 @@ impl Metrics {
             "wake_duration_seconds",
             "From a join of a sleeping server to the player's connection reaching it",
             m.wake_seconds.clone(),
+        );
+        registry.register(
+            "worker_connections",
+            "Connections open on each worker thread of this gateway",
+            m.worker_connections.clone(),
+        );
+        registry.register(
+            "handoffs",
+            "Connections a worker thread accepted and passed to a less busy one",
+            m.handoffs.clone(),
         );
         Metrics { registry, ..m }
     }

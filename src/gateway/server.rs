@@ -22,6 +22,7 @@ use super::protocol::{
 use super::proxy::{self, Cidr};
 use super::routes::{Route, ServerKey, SleepState, Sleeping};
 use super::wake;
+use super::workers::{Lane, Load};
 
 /// How the listener behaves (from the command line).
 #[derive(Clone, Debug)]
@@ -139,37 +140,50 @@ impl Gateway {
     }
 
     /// Accepts until `stop`; each connection runs on its own task (of the
-    /// runtime this runs on: a worker's, see [`super::workers`]).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    /// runtime this runs on: a worker's, see [`super::workers`]), unless
+    /// this worker is much busier than another: then it goes there.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut lane: Lane, mut stop: watch::Receiver<bool>) {
         loop {
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                _ = stop.wait_for(|s| *s) => break,
-            };
-            match accepted {
-                Ok((sock, peer)) => {
-                    // The new connection's first steps right here, before
-                    // the tasks already queued on this thread: its
-                    // handshake is usually there already, and is read,
-                    // routed and sent to the server in this one poll. What
-                    // has to wait goes on on its own task (which polls it
-                    // again at once, with its own waker).
-                    let mut conn = Box::pin(self.clone().handle(sock, peer));
-                    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(conn.as_mut().poll(cx))).await;
-                    if first.is_pending() {
-                        tokio::spawn(conn);
+            let (sock, peer, load) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((sock, peer)) => match lane.balance.pass_on(lane.index, sock, peer) {
+                        Some(sock) => (sock, peer, lane.balance.load(lane.index)),
+                        None => continue,
+                    },
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, go on.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                Some((std, peer)) = lane.inbox.recv() => {
+                    let load = lane.balance.adopt(lane.index);
+                    match TcpStream::from_std(std) {
+                        Ok(sock) => (sock, peer, load),
+                        Err(e) => {
+                            warn!(error = %e, "cannot take a connection from another worker");
+                            continue;
+                        }
                     }
                 }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, go on.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            // The new connection's first steps right here, before the
+            // tasks already queued on this thread: its handshake is
+            // usually there already, and is read, routed and sent to the
+            // server in this one poll. What has to wait goes on on its own
+            // task (which polls it again at once, with its own waker).
+            let mut conn = Box::pin(self.clone().handle(sock, peer, load));
+            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(conn.as_mut().poll(cx))).await;
+            if first.is_pending() {
+                tokio::spawn(conn);
             }
         }
     }
 
-    async fn handle(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr) {
+    /// One connection, counted on its worker (`_load`) until it ends.
+    async fn handle(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr, _load: Load) {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.settings.handshake_timeout;
         let mut buf = Vec::with_capacity(256);

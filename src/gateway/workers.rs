@@ -1,6 +1,6 @@
 //! The threads that accept and splice players' connections: each its own
 //! single-threaded event loop with its own listening socket on the one
-//! address (`SO_REUSEPORT`: the kernel spreads new connections over them).
+//! address (`SO_REUSEPORT`).
 //!
 //! A connection lives on the thread that accepted it, so its steps (read
 //! the handshake, connect, splice) never hop between threads; tokio's
@@ -8,16 +8,113 @@
 //! another thread on the path of every new connection. The watches, the
 //! HTTP endpoints and the wake requests stay on the main runtime; what
 //! the threads share (routes, limits, metrics) is already behind locks.
+//!
+//! Which thread: worker `i`'s socket takes the connections whose packets
+//! arrive on the `i`-th CPU this process may use (`SO_INCOMING_CPU`), so
+//! the thread that runs there takes them, rather than one asleep on
+//! another CPU (on this benchmark's VM, waking it cost ~20 µs per
+//! connection). When that makes one worker much busier than another (all
+//! packets handled on one CPU: a NIC with one queue), it passes new
+//! connections on to the least busy one, right after accepting them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{Context as _, Result};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use super::metrics::{Metrics, WorkerLabels};
 use super::server::Gateway;
+
+/// A connection one worker accepted and passes to another.
+pub type Handoff = (std::net::TcpStream, SocketAddr);
+
+/// Whether a worker with `mine` open connections passes a new one to the
+/// least busy worker, which has `fewest`: when it has more than a few,
+/// plus an eighth, more (the kernel's spread is never exact, and each pass
+/// costs a wake-up of the other thread).
+pub fn should_pass(mine: i64, fewest: i64) -> bool {
+    mine > fewest + 8 + fewest / 8
+}
+
+/// What the workers share to keep their loads even.
+pub struct Balance {
+    /// Connections open on each worker (their gauges in the metrics).
+    open: Vec<Gauge>,
+    inboxes: Vec<mpsc::UnboundedSender<Handoff>>,
+    handoffs: Counter,
+}
+
+/// One worker's part of [`Balance`].
+pub struct Lane {
+    pub index: usize,
+    pub balance: Arc<Balance>,
+    pub inbox: mpsc::UnboundedReceiver<Handoff>,
+}
+
+/// Counts a connection on its worker while it lives.
+pub struct Load(Gauge);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Balance {
+    /// `n` lanes, their gauges and counter registered in `metrics`.
+    pub fn lanes(n: usize, metrics: &Metrics) -> Vec<Lane> {
+        let (inboxes, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let open = (0..n)
+            .map(|i| metrics.worker_connections.get_or_create(&WorkerLabels { worker: i.to_string() }).clone())
+            .collect();
+        let balance = Arc::new(Balance { open, inboxes, handoffs: metrics.handoffs.clone() });
+        rxs.into_iter().enumerate().map(|(index, inbox)| Lane { index, balance: balance.clone(), inbox }).collect()
+    }
+
+    /// Counts a connection on worker `i` until the returned guard drops.
+    pub fn load(&self, i: usize) -> Load {
+        self.open[i].inc();
+        Load(self.open[i].clone())
+    }
+
+    /// Passes `conn`, accepted by worker `me`, to a less busy worker if
+    /// `me` has too many more; gives it back when it stays here.
+    pub fn pass_on(&self, me: usize, conn: tokio::net::TcpStream, peer: SocketAddr) -> Option<tokio::net::TcpStream> {
+        let Some((to, fewest)) = self.open.iter().map(Gauge::get).enumerate().min_by_key(|&(_, n)| n) else {
+            return Some(conn);
+        };
+        if to == me || !should_pass(self.open[me].get(), fewest) {
+            return Some(conn);
+        }
+        let std = match conn.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pass a connection to another worker");
+                return None;
+            }
+        };
+        match self.inboxes[to].send((std, peer)) {
+            Ok(()) => {
+                // Counted there from now on, so the next accept here sees it.
+                self.open[to].inc();
+                self.handoffs.inc();
+                None
+            }
+            // That worker stopped: keep it.
+            Err(mpsc::error::SendError((std, _))) => tokio::net::TcpStream::from_std(std).ok(),
+        }
+    }
+
+    /// The guard of a connection passed to worker `i` (`pass_on` counted it).
+    pub fn adopt(&self, i: usize) -> Load {
+        Load(self.open[i].clone())
+    }
+}
 
 /// Connections a listening socket queues before the thread accepts them.
 const BACKLOG: i32 = 1024;
@@ -26,10 +123,18 @@ const BACKLOG: i32 = 1024;
 pub fn listen(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::with_capacity(n);
     let mut at = addr;
-    for _ in 0..n.max(1) {
+    let cpus = if n > 1 { allowed_cpus() } else { vec![] };
+    for i in 0..n.max(1) {
         let s = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
+        // This socket takes the connections whose packets the kernel
+        // handles on this CPU (Linux 6.1+; before, or for other CPUs, the
+        // 4-tuple's hash picks): their worker is the one already running
+        // there, not an idle one that must be woken on another CPU.
+        if let Some(cpu) = cpus.get(i) {
+            s.set_cpu_affinity(*cpu).with_context(|| format!("cannot steer CPU {cpu}'s connections"))?;
+        }
         s.bind(&at.into()).with_context(|| format!("cannot listen on {at}"))?;
         s.listen(BACKLOG)?;
         s.set_nonblocking(true)?;
@@ -38,6 +143,31 @@ pub fn listen(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>> 
         out.push(l);
     }
     Ok(out)
+}
+
+/// The CPUs this process may run on, in order (`Cpus_allowed_list` of
+/// /proc/self/status, e.g. `0-3,8`); empty when unknown.
+fn allowed_cpus() -> Vec<usize> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(parse_cpu_list))
+        .unwrap_or_default()
+}
+
+/// `0-3,8` → `[0, 1, 2, 3, 8]`; anything unreadable → empty.
+fn parse_cpu_list(s: &str) -> Vec<usize> {
+    let mut out = vec![];
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        let range = match part.split_once('-') {
+            Some((a, b)) => a.trim().parse::<usize>().ok().zip(b.trim().parse::<usize>().ok()),
+            None => part.trim().parse::<usize>().ok().map(|a| (a, a)),
+        };
+        match range {
+            Some((a, b)) if a <= b && b < 1 << 16 => out.extend(a..=b),
+            _ => return vec![],
+        }
+    }
+    out
 }
 
 /// How many threads `--workers 0` means: one per CPU this process may use.
@@ -53,10 +183,12 @@ pub fn start(
     stop_accepting: &watch::Receiver<bool>,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>> {
+    let lanes = Balance::lanes(listeners.len(), &gateway.metrics);
     listeners
         .into_iter()
-        .enumerate()
-        .map(|(i, l)| {
+        .zip(lanes)
+        .map(|(l, lane)| {
+            let i = lane.index;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -67,7 +199,7 @@ pub fn start(
                 .spawn(move || {
                     rt.block_on(async move {
                         match tokio::net::TcpListener::from_std(l) {
-                            Ok(l) => g.serve(l, stop_accepting).await,
+                            Ok(l) => g.serve(l, lane, stop_accepting).await,
                             Err(e) => tracing::error!(error = %e, "a gateway worker cannot use its listener"),
                         }
                         let _ = stop.wait_for(|s| *s).await;
@@ -107,6 +239,141 @@ mod tests {
             s.read_exact(&mut b).unwrap();
             assert_eq!(b[0], i);
         }
+    }
+
+    /// Pins the calling thread to `cpu` (its packets to loopback are then
+    /// handled there).
+    fn pin(cpu: usize) {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only
+        // read and write it and set this thread's own affinity.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "pin to {cpu}");
+        }
+    }
+
+    fn two_cpus() -> Vec<usize> {
+        let cpus = allowed_cpus();
+        assert!(cpus.len() >= 2, "these tests need two CPUs, this process may use {cpus:?}");
+        cpus
+    }
+
+    #[test]
+    fn cpu_lists_parse_and_garbage_gives_none() {
+        assert_eq!(parse_cpu_list("0-3,8\n"), vec![0, 1, 2, 3, 8]);
+        assert_eq!(parse_cpu_list("5"), vec![5]);
+        assert_eq!(parse_cpu_list("3-1"), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("0-x"), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("0-99999999"), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn each_listener_takes_the_connections_handled_on_its_cpu() {
+        let cpus = two_cpus();
+        let ls = listen("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let port = ls[0].local_addr().unwrap().port();
+        for (i, cpu) in cpus.iter().take(2).enumerate() {
+            let got = std::thread::scope(|t| {
+                t.spawn(|| {
+                    pin(*cpu);
+                    let conns: Vec<_> =
+                        (0..20).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    let got: Vec<usize> = ls.iter().map(|l| std::iter::from_fn(|| l.accept().ok()).count()).collect();
+                    drop(conns);
+                    got
+                })
+                .join()
+                .unwrap()
+            });
+            let mut want = vec![0, 0];
+            want[i] = 20;
+            assert_eq!(got, want, "20 connections from CPU {cpu}: accepted by each listener");
+        }
+    }
+
+    #[test]
+    fn a_busier_worker_passes_on_and_an_even_one_keeps() {
+        assert!(!should_pass(8, 0));
+        assert!(should_pass(9, 0));
+        assert!(!should_pass(120, 100));
+        assert!(should_pass(121, 100));
+        assert!(!should_pass(0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_passed_connection_reaches_the_other_workers_inbox_counted_there() {
+        let metrics = Metrics::new();
+        let mut lanes = Balance::lanes(2, &metrics);
+        let b = lanes[0].balance.clone();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accept = || async {
+            let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (s, peer) = l.accept().await.unwrap();
+            (s, peer, _c)
+        };
+        // Even: it stays.
+        let (s, peer, _c1) = accept().await;
+        assert!(b.pass_on(0, s, peer).is_some());
+        assert_eq!(metrics.handoffs.get(), 0);
+        // Nine more open here than there: it goes.
+        let held: Vec<Load> = (0..9).map(|_| b.load(0)).collect();
+        let (s, peer, _c2) = accept().await;
+        assert!(b.pass_on(0, s, peer).is_none());
+        let (got, from) = lanes[1].inbox.try_recv().expect("passed to worker 1");
+        assert_eq!(from, peer);
+        assert_eq!(got.peer_addr().unwrap(), peer);
+        assert_eq!(metrics.handoffs.get(), 1);
+        let open = |i: usize| metrics.worker_connections.get_or_create(&WorkerLabels { worker: i.to_string() }).get();
+        assert_eq!((open(0), open(1)), (9, 1));
+        let adopted = b.adopt(1);
+        drop(adopted);
+        drop(held);
+        assert_eq!((open(0), open(1)), (0, 0));
+    }
+
+    #[test]
+    fn connections_from_one_cpu_spread_over_both_workers() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: super::super::GatewayArgs,
+        }
+        let cpus = two_cpus();
+        let args = <Cli as clap::Parser>::parse_from(["gateway", "--handshake-timeout-ms", "20000"]).args;
+        let metrics = Arc::new(Metrics::new());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let g = rt.block_on(async {
+            Gateway::new(args.settings(), Default::default(), metrics.clone(), None, "test".into())
+        });
+        let ls = listen("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let port = ls[0].local_addr().unwrap().port();
+        let (stop_tx, stop) = watch::channel(false);
+        let threads = start(&g, ls, &stop, &stop).unwrap();
+        // 60 connections whose packets are all handled on one CPU, held
+        // open (no handshake yet): one listener takes them all.
+        let conns = std::thread::scope(|t| {
+            t.spawn(|| {
+                pin(cpus[0]);
+                (0..60).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap()
+        });
+        let open = |i: usize| metrics.worker_connections.get_or_create(&WorkerLabels { worker: i.to_string() }).get();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while open(0) + open(1) < 60 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (a, b) = (open(0), open(1));
+        let _ = stop_tx.send(true);
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        drop(conns);
+        assert_eq!(a + b, 60, "every connection counted on a worker");
+        assert!(a.min(b) >= 20, "both workers run a fair share: {a} and {b}");
+        assert!(metrics.handoffs.get() >= 20, "passed on: {}", metrics.handoffs.get());
     }
 
     #[test]

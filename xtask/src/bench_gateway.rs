@@ -17,7 +17,10 @@
 //! and p99), bulk throughput (a login-state
 //! connection reading `--mib` MiB the backend sends; median of 3), and RSS:
 //! the gateway's with all routes loaded, then with `--open` status sessions
-//! held open (MiB per connection), HAProxy's the same way.
+//! held open (MiB per connection), HAProxy's the same way. Then many
+//! clients at once (`--clients` threads, each proxy at its default thread
+//! count): connections per second and their setup times, and how many
+//! connections the gateway's workers passed to one another.
 //!
 //! The backend is a small Rust thread server in this process (a status
 //! answer for status handshakes, a byte stream for login handshakes); both
@@ -42,6 +45,7 @@ pub struct Args {
     pub routes: usize,
     pub open: usize,
     pub runs: usize,
+    pub clients: usize,
 }
 
 const NS: &str = "bench-gateway";
@@ -50,8 +54,8 @@ const HOST: &str = "s0.bench.example";
 const BATCH: usize = 25;
 
 pub fn run(sh: &Shell, a: &Args) -> Result<()> {
-    if a.routes == 0 || a.connections == 0 || a.runs == 0 {
-        bail!("--routes, --connections and --runs must be at least 1");
+    if a.routes == 0 || a.connections == 0 || a.runs == 0 || a.clients == 0 {
+        bail!("--routes, --connections, --runs and --clients must be at least 1");
     }
     let tools = crate::tools::ensure(sh)?;
     let haproxy = ensure_haproxy(sh)?;
@@ -199,6 +203,19 @@ ports: [{{name: minecraft, port: {port}, protocol: TCP}}]
     let mut thru: Vec<Vec<f64>> = vec![Vec::new(); n];
     // CPU time of each proxy during the setup rounds.
     let mut cpu = vec![0u64; n];
+    // Many clients at once: direct and each proxy at its default.
+    let many_paths = [0, n - 3, n - 2, n - 1];
+    let each = (a.connections / 10).max(1);
+    let (mut many_rate, mut many_setup, mut many_cpu) = (vec![Vec::new(); n], vec![Vec::new(); n], vec![0u64; n]);
+    // Connections the default gateway's workers passed to one another.
+    let gw_http = *gw_https.last().context("a gateway")?;
+    let handoffs = || {
+        crate::http::get(gw_http, "/metrics")
+            .ok()
+            .and_then(|m| crate::bench::metric(&m, "craftplane_gateway_handoffs_total "))
+            .unwrap_or(0.0)
+    };
+    let mut many_handoffs = 0.0;
     for run in 1..=a.runs {
         for (_, addr, _) in &paths {
             for _ in 0..50 {
@@ -228,6 +245,24 @@ ports: [{{name: minecraft, port: {port}, protocol: TCP}}]
             }
             println!("bench: run {run} {name}: done");
         }
+    }
+
+    // Many clients at once, after the sequential rounds (their many
+    // short-lived sockets slowed the rounds after them), the paths taking
+    // turns each run.
+    for run in 1..=a.runs {
+        for &i in &many_paths {
+            let before = paths[i].2.map_or(0, cpu_ns);
+            let passed = handoffs();
+            let (rate, lat) = many_clients(paths[i].1, a.clients, each)?;
+            many_cpu[i] += paths[i].2.map_or(0, cpu_ns) - before;
+            if i == n - 1 {
+                many_handoffs += handoffs() - passed;
+            }
+            many_rate[i].push(rate);
+            many_setup[i].extend(lat);
+        }
+        println!("bench: run {run} many clients: done");
     }
 
     // Open sessions: held status connections (handshake + status answered,
@@ -284,6 +319,29 @@ ports: [{{name: minecraft, port: {port}, protocol: TCP}}]
             if ratio >= 0.9 { "met" } else { "missed" }
         ));
     }
+    out.push_str(&format!(
+        "\n{} clients at once, {each} status connections each, per path per run; each proxy at its default ({} thread(s)):\n\n| path | connections per second (median of runs) | setup median (ms) | setup p99 (ms) | CPU per connection (µs) |\n|---|---|---|---|---|\n",
+        a.clients,
+        settings.last().copied().unwrap_or(1)
+    ));
+    for &i in &many_paths {
+        let per = many_cpu[i] as f64 / 1000.0 / (a.clients * each * a.runs) as f64;
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.3} | {:.3} | {} |\n",
+            paths[i].0,
+            q(&many_rate[i], 0.5),
+            q(&many_setup[i], 0.5),
+            q(&many_setup[i], 0.99),
+            paths[i].2.map_or("".into(), |_| format!("{per:.1}"))
+        ));
+    }
+    let (l4, routing, g) = (n - 3, n - 2, n - 1);
+    out.push_str(&format!(
+        "\nMany clients: the gateway {:.2}× HAProxy's connections per second routing by hostname, {:.2}× with one frontend per server; its workers passed {many_handoffs:.0} of these {} connections to a less busy worker.\n",
+        q(&many_rate[g], 0.5) / q(&many_rate[routing], 0.5),
+        q(&many_rate[g], 0.5) / q(&many_rate[l4], 0.5),
+        a.clients * each * a.runs
+    ));
     let (rss_gw_idle, rss_gw_open, rss_hp_idle, rss_hp_open) =
         (rss_idle[gw_i], rss_open[gw_i], rss_idle[hp_i], rss_open[hp_i]);
     let per = |open: f64, idle: f64| (open - idle) * 1024.0 / a.open as f64;
@@ -431,6 +489,23 @@ fn status_once(addr: SocketAddr) -> Result<Duration> {
         bail!("not a status answer from {addr}");
     }
     Ok(t.elapsed())
+}
+
+/// `clients` threads at once, each making `each` status connections to
+/// `addr` one after another: connections per second and each setup (ms).
+fn many_clients(addr: SocketAddr, clients: usize, each: usize) -> Result<(f64, Vec<f64>)> {
+    let t = Instant::now();
+    let lat = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(move || {
+                    (0..each).map(|_| status_once(addr).map(|d| d.as_secs_f64() * 1000.0)).collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("a client thread")).collect::<Result<Vec<Vec<f64>>>>()
+    })?;
+    Ok(((clients * each) as f64 / t.elapsed().as_secs_f64(), lat.concat()))
 }
 
 /// A status session left open (the backend waits for its ping).

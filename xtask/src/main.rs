@@ -99,6 +99,10 @@ enum BenchKind {
         /// Runs over all the paths (direct, HAProxy two ways, the gateway; each proxy at one thread and at its default).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Clients connecting at once in the many-clients round (each proxy
+        /// at its default; each client makes a tenth of --connections).
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
     },
     /// N servers on one operator beside the API server's own limit.
     Scale {
@@ -242,8 +246,8 @@ fn run() -> Result<ExitCode> {
         Command::Dev => dev::run(&sh)?,
         Command::E2e { only } => e2e::run(&sh, only)?,
         Command::Bench { which: BenchKind::Backup { mib } } => bench_backup::run(&sh, mib)?,
-        Command::Bench { which: BenchKind::Gateway { connections, mib, routes, open, runs } } => {
-            bench_gateway::run(&sh, &bench_gateway::Args { connections, mib, routes, open, runs })?
+        Command::Bench { which: BenchKind::Gateway { connections, mib, routes, open, runs, clients } } => {
+            bench_gateway::run(&sh, &bench_gateway::Args { connections, mib, routes, open, runs, clients })?
         }
         Command::Bench { which: BenchKind::Soak { servers, minutes, flip_seconds } } => {
             bench::soak(&sh, servers, minutes, flip_seconds)?
