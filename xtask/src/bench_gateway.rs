@@ -1,7 +1,8 @@
 //! `cargo xtask bench gateway`: the player gateway beside HAProxy, same
-//! machine, same backend, alternating runs.
+//! machine, the same backend code, alternating runs.
 //!
-//! Paths to one backend on this host's non-loopback address: (a) the
+//! Paths to a backend on this host's non-loopback address (the same server
+//! code on its own port for each path): (a) the
 //! client straight to it; (b) HAProxy 2.6 (Debian) in TCP mode, set up two
 //! ways: that backend behind one frontend port (plain L4: no routing, it
 //! connects as soon as it accepts), and routing by the handshake's
@@ -180,12 +181,18 @@ ports: [{{name: minecraft, port: {port}, protocol: TCP}}]
     let map = dir.join("bench-haproxy-hosts.map");
     std::fs::write(&map, (0..a.routes).map(|i| format!("s{i}.bench.example servers\n")).collect::<String>())?;
     let mut procs: Vec<Stop> = Vec::new();
-    let mut paths: Vec<(String, SocketAddr, Option<u32>)> = vec![("direct".into(), backend.addr, None)];
+    // Each path its own backend port (the gateways share s0's): a
+    // connection to the backend takes one of the ~14,000 even ephemeral
+    // ports the kernel tries first for that destination, each held 60 s in
+    // TIME_WAIT by whoever closed first; the paths sharing one port ran out
+    // of them and every connect then scanned them all (milliseconds).
+    let mut paths: Vec<(String, SocketAddr, Option<u32>)> =
+        vec![("direct".into(), Backend::start(ip, a.mib)?.addr, None)];
     let mut gw_https = Vec::new();
     for &t in &settings {
         let (gw, gw_addr, gw_http) = start_gateway(bin, cluster, t, a.routes)?;
-        let (hp, hp_addr) = start_haproxy(haproxy, dir, backend.addr, t, None)?;
-        let (hr, hr_addr) = start_haproxy(haproxy, dir, backend.addr, t, Some(&map))?;
+        let (hp, hp_addr) = start_haproxy(haproxy, dir, Backend::start(ip, a.mib)?.addr, t, None)?;
+        let (hr, hr_addr) = start_haproxy(haproxy, dir, Backend::start(ip, a.mib)?.addr, t, Some(&map))?;
         let what = if t == cores { format!("{t} threads, its default") } else { format!("{t} thread") };
         paths.push((format!("HAProxy 2.6 (tcp), {what}, one frontend per server"), hp_addr, Some(hp.0.id())));
         paths.push((format!("HAProxy 2.6 (tcp), {what}, routing by hostname"), hr_addr, Some(hr.0.id())));
