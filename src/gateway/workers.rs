@@ -132,8 +132,11 @@ pub fn listen(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>> 
         // handles on this CPU (Linux 6.1+; before, or for other CPUs, the
         // 4-tuple's hash picks): their worker is the one already running
         // there, not an idle one that must be woken on another CPU.
-        if let Some(cpu) = cpus.get(i) {
-            s.set_cpu_affinity(*cpu).with_context(|| format!("cannot steer CPU {cpu}'s connections"))?;
+        // An optimisation only: without it the kernel's hash picks.
+        if let Some(cpu) = cpus.get(i)
+            && let Err(e) = s.set_cpu_affinity(*cpu)
+        {
+            tracing::warn!(cpu, error = %e, "cannot steer a CPU's connections to its worker (SO_INCOMING_CPU)");
         }
         s.bind(&at.into()).with_context(|| format!("cannot listen on {at}"))?;
         s.listen(BACKLOG)?;
