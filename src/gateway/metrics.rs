@@ -157,6 +157,11 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Worker `i`'s open-connections gauge (a handle on the series).
+    pub fn worker(&self, i: usize) -> Gauge {
+        self.worker_connections.get_or_create(&WorkerLabels { worker: i.to_string() }).clone()
+    }
+
     pub fn refuse(&self, reason: Refusal) {
         self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }

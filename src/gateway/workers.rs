@@ -27,7 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 
-use super::metrics::{Metrics, WorkerLabels};
+use super::metrics::Metrics;
 use super::server::Gateway;
 
 /// A connection one worker accepted and passes to another.
@@ -69,9 +69,7 @@ impl Balance {
     /// `n` lanes, their gauges and counter registered in `metrics`.
     pub fn lanes(n: usize, metrics: &Metrics) -> Vec<Lane> {
         let (inboxes, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
-        let open = (0..n)
-            .map(|i| metrics.worker_connections.get_or_create(&WorkerLabels { worker: i.to_string() }).clone())
-            .collect();
+        let open = (0..n).map(|i| metrics.worker(i)).collect();
         let balance = Arc::new(Balance { open, inboxes, handoffs: metrics.handoffs.clone() });
         rxs.into_iter().enumerate().map(|(index, inbox)| Lane { index, balance: balance.clone(), inbox }).collect()
     }
@@ -129,10 +127,10 @@ pub fn listen(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>> 
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         // This socket takes the connections whose packets the kernel
-        // handles on this CPU (Linux 6.1+; before, or for other CPUs, the
-        // 4-tuple's hash picks): their worker is the one already running
-        // there, not an idle one that must be woken on another CPU.
-        // An optimisation only: without it the kernel's hash picks.
+        // handles on this CPU (Linux 6.1+): their worker is the one already
+        // running there, not an idle one that must be woken on another
+        // CPU. An optimisation only: before 6.1, for other CPUs, or when it
+        // cannot be set, the 4-tuple's hash picks.
         if let Some(cpu) = cpus.get(i)
             && let Err(e) = s.set_cpu_affinity(*cpu)
         {
@@ -329,7 +327,7 @@ mod tests {
         assert_eq!(from, peer);
         assert_eq!(got.peer_addr().unwrap(), peer);
         assert_eq!(metrics.handoffs.get(), 1);
-        let open = |i: usize| metrics.worker_connections.get_or_create(&WorkerLabels { worker: i.to_string() }).get();
+        let open = |i: usize| metrics.worker(i).get();
         assert_eq!((open(0), open(1)), (9, 1));
         let adopted = b.adopt(1);
         drop(adopted);
@@ -365,7 +363,7 @@ mod tests {
             .join()
             .unwrap()
         });
-        let open = |i: usize| metrics.worker_connections.get_or_create(&WorkerLabels { worker: i.to_string() }).get();
+        let open = |i: usize| metrics.worker(i).get();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while open(0) + open(1) < 60 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
