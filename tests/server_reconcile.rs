@@ -212,7 +212,11 @@ async fn stopped_scales_to_zero_and_back() {
     let op = Operator::start(&f.shard, &[]).await;
     f.create_server("beta", json!({})).await;
     f.wait("beta", "Running", &op, is_running_and_ready).await;
-    f.patch_spec("beta", json!({"state": "Stopped"})).await;
+    // A whitelist and ops given as it stops (one patch, as a sleep and a
+    // whitelist can come together): not through the running pod's
+    // template (they go live), but into the stopped one's, so its next
+    // start begins with them in force.
+    f.patch_spec("beta", json!({"state": "Stopped", "whitelist": ["Steve"], "ops": ["Alex"]})).await;
     let s = f
         .wait("beta", "Stopped + Ready", &op, |s| {
             phase(s) == Some(ServerPhase::Stopped) && condition(s, "Ready").is_some_and(|c| c.status == "True")
@@ -223,8 +227,28 @@ async fn stopped_scales_to_zero_and_back() {
     assert_eq!(sts.spec.unwrap().replicas, Some(0));
     assert!(f.api::<Pod>().get_opt("beta-0").await.unwrap().is_none(), "pod gone");
     assert!(f.api::<PersistentVolumeClaim>().get_opt("beta-data").await.unwrap().is_some(), "world kept");
+    let env_names = || async {
+        let sts = f.api::<StatefulSet>().get("beta").await.unwrap();
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let c = pod.containers.into_iter().find(|c| c.name == "minecraft").unwrap();
+        c.env.unwrap_or_default().into_iter().map(|e| e.name).collect::<Vec<_>>()
+    };
+    let lists = ["WHITELIST", "OPS", "ENABLE_WHITELIST"];
+    // (Waited for, then asserted on what is there.)
+    let _ = common::wait_until(Duration::from_secs(20), || async {
+        let names = env_names().await;
+        lists.iter().all(|n| names.iter().any(|e| e == n))
+    })
+    .await;
+    let names = env_names().await;
+    assert!(
+        lists.iter().all(|n| names.iter().any(|e| e == n)),
+        "the stopped server's template lacks its lists: {names:?}"
+    );
     f.patch_spec("beta", json!({"state": "Running"})).await;
     f.wait("beta", "Running again", &op, is_running_and_ready).await;
+    let names = env_names().await;
+    assert!(lists.iter().all(|n| names.iter().any(|e| e == n)), "started without its lists: {names:?}");
     op.stop();
     f.cleanup().await;
 }

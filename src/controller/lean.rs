@@ -116,6 +116,8 @@ pub struct StatefulSet {
 #[derive(Clone, Debug, Default, Deserialize)]
 struct StatefulSetSpecLean {
     #[serde(default)]
+    replicas: Option<i32>,
+    #[serde(default)]
     template: TemplateLean,
 }
 
@@ -192,6 +194,11 @@ impl StatefulSet {
     /// Which list variables the server container has, once slimmed.
     pub fn list_env(&self) -> ListEnv {
         self.spec.as_ref().map(|s| s.template.list_env).unwrap_or_default()
+    }
+
+    /// Whether it asks for no pod (`spec.replicas: 0`): asleep or stopped.
+    pub fn scaled_to_zero(&self) -> bool {
+        self.spec.as_ref().and_then(|s| s.replicas) == Some(0)
     }
 
     /// The config hash on the pod template (the configuration pods start
@@ -524,6 +531,7 @@ mod tests {
         let mut lean: StatefulSet = serde_json::from_value(full).unwrap();
         lean.slim();
         assert_eq!(lean.config_hash(), Some("c1"));
+        assert!(!lean.scaled_to_zero());
         let back = lean.into_full();
         let a = back.metadata.annotations.unwrap();
         assert_eq!(a.len(), 1);
@@ -558,6 +566,10 @@ mod tests {
     fn bare_objects_decode() {
         let s: StatefulSet = serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap();
         assert_eq!(s.config_hash(), None);
+        assert!(!s.scaled_to_zero(), "no replicas field: the API's default, one");
+        let asleep: StatefulSet =
+            serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": {"replicas": 0}})).unwrap();
+        assert!(asleep.scaled_to_zero());
         assert!(s.into_full().spec.is_none());
         let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {}})).unwrap();
         assert!(p.into_full().spec.unwrap().node_name.is_none());

@@ -397,9 +397,16 @@ async fn apply(server: Arc<MinecraftServer>, ctx: &Arc<Context>) -> Result<Actio
         ctx.pings.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     }
 
-    // The list variables stay as the existing StatefulSet has them: the
-    // lists change live (`live`), never through the pod template.
-    if let Some(env) = super::context::cached(&ch.statefulsets, &ns, &name).map(|s| s.list_env()) {
+    // While a pod runs, the list variables stay as the existing StatefulSet
+    // has them: the lists change live (`live`), never through a running
+    // pod's template. Scaled to zero (asleep or stopped), nothing would
+    // roll: the template follows the spec, so the next start — a wake
+    // above all, whose player goes in as soon as the server answers —
+    // begins with the lists in force, not waiting for a live apply.
+    if let Some(sts) = super::context::cached(&ch.statefulsets, &ns, &name)
+        && !sts.scaled_to_zero()
+    {
+        let env = sts.list_env();
         model.keep_list_env(env.whitelist, env.ops);
     }
 
