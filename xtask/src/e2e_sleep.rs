@@ -108,6 +108,29 @@ pub fn run(e: &Env) -> Result<()> {
         "e2e: ok   sleep: {ns}/{server} Hibernated and Ready {took:.0?} after afterIdle {IDLE} was set (its idle clock runs from the last ping that saw a player; pod gone, {pvc} kept, 0 replicas; status.sleep {})",
         mcs("{.status.sleep}")?
     );
+    // The server was made without a whitelist and given one as it fell
+    // asleep: no pod ran to apply it live, so the sleeping template must
+    // carry it, or the wake's first moments kick the player the gateway
+    // let in (seen once in CI, when the leader's takeover moved the timing).
+    let env = retry(Duration::from_secs(30), || {
+        let names = k.run(&[
+            "get",
+            "statefulset",
+            server,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[?(@.name==\"minecraft\")].env[*].name}",
+        ])?;
+        if !["WHITELIST", "ENABLE_WHITELIST"].iter().all(|v| names.split_whitespace().any(|n| n == *v)) {
+            bail!("the sleeping {ns}/{server}'s template has no whitelist variables: {names}");
+        }
+        Ok(names)
+    })?;
+    println!(
+        "e2e: ok   sleep: the whitelist given as it fell asleep is in the sleeping template (WHITELIST, ENABLE_WHITELIST among {} variables): in force from the wake's first moment",
+        env.split_whitespace().count()
+    );
 
     // --- the gateway answers for it
     let p = (e.client)("ping", &e.host, PLAYER, Duration::from_secs(10))?;
