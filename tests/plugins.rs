@@ -350,24 +350,44 @@ async fn a_checksum_mismatch_in_the_pod_becomes_a_condition() {
     .await;
     wait_plugin(&f, "lp", "Installed", &op, |p| phase(p) == Some(PluginPhase::Installed)).await;
     // What the kubelet reports when fetch-plugins exits with a mismatch.
+    // kwok's pod-ready stage turns a Pending pod back to Running (its
+    // init-container statuses to Completed) a moment later, so the status
+    // is written again until the plugin and the server have each seen it.
     let pods = f.api::<Pod>();
     let msg = format!("ChecksumMismatch: plugin lp: LP.jar has sha256 {}, expected {SHA256}\n", "0".repeat(64));
-    pods.patch_status(
-        "mc-0",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}],
-            "initContainerStatuses": [{"name": "fetch-plugins", "image": "x", "imageID": "", "ready": false, "restartCount": 1,
-                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": msg}}}]}})),
-    )
-    .await
-    .unwrap();
-    let p = wait_plugin(&f, "lp", "ChecksumMismatch", &op, |p| reason(p).starts_with("ChecksumMismatch")).await;
+    let status = json!({"status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}],
+        "initContainerStatuses": [{"name": "fetch-plugins", "image": "x", "imageID": "", "ready": false, "restartCount": 1,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": msg}}}]}});
+    let server_ready = |s: &craftplane::api::MinecraftServer| {
+        s.status.as_ref().and_then(|st| st.conditions.iter().find(|c| c.type_ == "Ready").cloned())
+    };
+    let (mut plugin, mut server) = (None, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (plugin.is_none() || server.is_none()) && tokio::time::Instant::now() < deadline {
+        pods.patch_status("mc-0", &PatchParams::default(), &Patch::Merge(status.clone())).await.unwrap();
+        for _ in 0..20 {
+            let p = f.api::<PluginInstallation>().get("lp").await.unwrap();
+            if plugin.is_none() && reason(&p).starts_with("ChecksumMismatch") {
+                plugin = Some(p);
+            }
+            let s = f.servers().get("mc").await.unwrap();
+            if server.is_none() && server_ready(&s).is_some_and(|c| c.reason == "PluginFetchFailed") {
+                server = Some(s);
+            }
+            if plugin.is_some() && server.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let p = plugin.unwrap_or_else(|| panic!("lp never ChecksumMismatch\n{}", tail(&op.log_text(), 30)));
     assert_eq!(phase(&p), Some(PluginPhase::Failed));
     assert!(reason(&p).contains(&format!("expected {SHA256}")), "{}", reason(&p));
-    let s = f.servers().get("mc").await.unwrap();
-    let ready = s.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
-    assert_eq!(ready.reason, "PluginFetchFailed", "{ready:?}");
+    let s = server.unwrap_or_else(|| panic!("mc's Ready never PluginFetchFailed\n{}", tail(&op.log_text(), 30)));
+    let ready = server_ready(&s).unwrap();
+    assert_eq!(ready.status, "False", "{ready:?}");
+    assert_eq!(s.status.unwrap().phase, Some(craftplane::api::server::ServerPhase::Failed));
     op.stop();
     f.cleanup().await;
 }

@@ -765,6 +765,22 @@ async fn quota_refuses_console_commands_past_max_console_commands() {
         // schedule; until then quota admission answers "status unknown".
         assert!(common::wait_until(Duration::from_secs(90), create).await.is_ok(), "command {name} within quota");
     }
+    // Quota admission counts from the quota's status, which the quota
+    // controller also recomputes from its own cache: one recomputed
+    // before its cache has both commands writes 1 over admission's 2, and
+    // lets a third in (Kubernetes' own race). Wait until the count has
+    // settled at 2 (seen so for 2 s).
+    let quotas = Api::<ResourceQuota>::namespaced(w.admin.clone(), &ns);
+    let used = || async {
+        let q = quotas.get("craftplane-quota").await.ok()?;
+        Some(q.status?.used?.get("count/consolecommands.craftplane.io")?.0.clone())
+    };
+    let (mut settled, deadline) = (0, tokio::time::Instant::now() + Duration::from_secs(30));
+    while settled < 5 && tokio::time::Instant::now() < deadline {
+        settled = if used().await.as_deref() == Some("2") { settled + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(settled >= 5, "the quota's count of commands did not settle at 2: {:?}", used().await);
     let err = commands.create(&PostParams::default(), &command("three")).await.unwrap_err();
     let kube::Error::Api(e) = err else { panic!("unexpected {err}") };
     println!("third command: {} {}", e.code, e.message);
