@@ -233,22 +233,16 @@ async fn stopped_scales_to_zero_and_back() {
         let c = pod.containers.into_iter().find(|c| c.name == "minecraft").unwrap();
         c.env.unwrap_or_default().into_iter().map(|e| e.name).collect::<Vec<_>>()
     };
-    let lists = ["WHITELIST", "OPS", "ENABLE_WHITELIST"];
+    let has_lists =
+        |names: &[String]| ["WHITELIST", "OPS", "ENABLE_WHITELIST"].iter().all(|n| names.contains(&n.to_string()));
     // (Waited for, then asserted on what is there.)
-    let _ = common::wait_until(Duration::from_secs(20), || async {
-        let names = env_names().await;
-        lists.iter().all(|n| names.iter().any(|e| e == n))
-    })
-    .await;
+    let _ = common::wait_until(Duration::from_secs(20), || async { has_lists(&env_names().await) }).await;
     let names = env_names().await;
-    assert!(
-        lists.iter().all(|n| names.iter().any(|e| e == n)),
-        "the stopped server's template lacks its lists: {names:?}"
-    );
+    assert!(has_lists(&names), "the stopped server's template lacks its lists: {names:?}");
     f.patch_spec("beta", json!({"state": "Running"})).await;
     f.wait("beta", "Running again", &op, is_running_and_ready).await;
     let names = env_names().await;
-    assert!(lists.iter().all(|n| names.iter().any(|e| e == n)), "started without its lists: {names:?}");
+    assert!(has_lists(&names), "started without its lists: {names:?}");
     op.stop();
     f.cleanup().await;
 }
